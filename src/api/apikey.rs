@@ -1,0 +1,117 @@
+//! The `ApiKey` resource: one token in one Secret.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{KeyState, Phase, SecretTemplate};
+
+/// An API key: the operator issues one token into a Secret and keeps only its hash here.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "keyward.io",
+    version = "v1alpha1",
+    kind = "ApiKey",
+    plural = "apikeys",
+    shortname = "ak",
+    category = "keyward",
+    namespaced,
+    status = "ApiKeyStatus",
+    doc = "An API key: one token, issued into a Secret, with only its hash in status.",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Key ID","type":"string","jsonPath":".status.keyId"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeySpec {
+    /// What the key is for, shown to people (at most 1024 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+
+    /// Scopes granted to the key: dot-separated segments of A-Z, a-z, 0-9, '_' and '-'; '*'
+    /// matches one segment and a final '>' one or more (`orders.read`, `deploy.>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+
+    /// Lifetime counted from the key's creation, in s, m, h, d and w units (`90d`, `12h`,
+    /// `1w2d`). Exclusive with expiresAt; when both are absent the operator's default applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_after: Option<String>,
+
+    /// Absolute expiry as an RFC 3339 timestamp. Exclusive with expiresAfter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+
+    /// Active (the default) or Inactive. An inactive key keeps its Secret but is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::state_schema")]
+    pub state: Option<KeyState>,
+
+    /// Client networks allowed to use the key, as CIDRs; empty allows any address.
+    #[serde(
+        default,
+        rename = "allowedCIDRs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub allowed_cidrs: Vec<String>,
+
+    /// Token prefix, `^[a-z][a-z0-9]{0,15}$`; `kw` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_prefix: Option<String>,
+
+    /// Name of the Secret that receives the token; `<metadata.name>-apikey` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+
+    /// Labels, annotations and extra data copied onto the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+}
+
+/// What the operator observed and did. Holds the token's hash, never the token.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyStatus {
+    /// Pending, Active, Inactive, Expired or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::phase_schema")]
+    pub phase: Option<Phase>,
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Public identifier of the token: prefix, '_' and the first 8 characters of its body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// `sha256:` and the hex SHA-256 of the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_hash: Option<String>,
+    /// The Secret that holds the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// When the current token was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<Time>,
+    /// When the key expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// `Ready` is True only when the phase is Active.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+impl ApiKey {
+    /// The Secret that receives the token.
+    pub fn secret_name(&self) -> String {
+        match &self.spec.secret_name {
+            Some(name) => name.clone(),
+            None => format!(
+                "{}-apikey",
+                self.metadata.name.as_deref().unwrap_or_default()
+            ),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The custom resources of `keyward.io/v1alpha1` and the names the contract fixes.
+
+pub mod apikey;
+pub mod validate;
+
+pub use apikey::{ApiKey, ApiKeySpec, ApiKeyStatus};
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "keyward.io";
+pub const VERSION: &str = "v1alpha1";
+
+/// Label on every Secret the operator writes; the only Secrets it watches or caches.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "keyward";
+pub const LABEL_OWNER_UID: &str = "keyward.io/owner-uid";
+
+pub const ANNOTATION_TOKEN_HASH: &str = "keyward.io/token-hash";
+pub const ANNOTATION_KEY_ID: &str = "keyward.io/key-id";
+pub const ANNOTATION_ISSUED_AT: &str = "keyward.io/issued-at";
+pub const ANNOTATION_EXPIRES_AT: &str = "keyward.io/expires-at";
+pub const ANNOTATION_OWNER: &str = "keyward.io/owner";
+/// Which label, annotation and data keys came from `secretTemplate`, so that a key removed
+/// from the template is removed from the Secret while keys added by others stay.
+pub const ANNOTATION_TEMPLATE_KEYS: &str = "keyward.io/template-keys";
+
+/// `type` of every Secret the operator writes.
+pub const SECRET_TYPE: &str = "keyward.io/token";
+/// The Secret data key that holds the token.
+pub const SECRET_TOKEN_KEY: &str = "token";
+
+/// Condition type: the only one, true only when the key can be used.
+pub const CONDITION_READY: &str = "Ready";
+
+/// Condition reasons and event reasons.
+pub mod reason {
+    pub const ISSUED: &str = "Issued";
+    pub const INACTIVE: &str = "Inactive";
+    pub const EXPIRED: &str = "Expired";
+    pub const SECRET_CONFLICT: &str = "SecretConflict";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const PENDING: &str = "Pending";
+    pub const TOKEN_REISSUED: &str = "TokenReissued";
+}
+
+/// Whether a key may be used. Absent means `Active`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum KeyState {
+    #[default]
+    Active,
+    Inactive,
+}
+
+/// Where a key is in its life.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Active,
+    Inactive,
+    Expired,
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Active => "Active",
+            Phase::Inactive => "Inactive",
+            Phase::Expired => "Expired",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+/// Copied onto the Secret that holds the token.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Labels added to the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations added to the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Extra plain-text entries written beside the token (the key `token` is reserved).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, String>,
+}
+
+/// Schema of an optional `state`: a plain string enum (schemars would add `null` to the enum,
+/// which kubectl's client-side validation refuses).
+pub(crate) fn state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "enum": ["Active", "Inactive"]})
+}
+
+/// Schema of an optional `phase`, for the same reason.
+pub(crate) fn phase_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "enum": ["Pending", "Active", "Inactive", "Expired", "Failed"]})
+}

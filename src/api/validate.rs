@@ -1,0 +1,540 @@
+//! Spec validation, done by the operator itself: API servers without CEL (and kubectl with
+//! `--validate=false`) let anything through, and a bad key must get a condition naming the field
+//! and the bad value, not a crash or a silent default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use jiff::{SignedDuration, Timestamp};
+
+use super::{
+    ANNOTATION_TEMPLATE_KEYS, ApiKey, KeyState, LABEL_MANAGED_BY, SECRET_TOKEN_KEY, SecretTemplate,
+};
+use crate::{duration, scope, token};
+
+/// The operator's expiry settings (`--default-expiry`, `--max-expiry`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiryPolicy {
+    pub default: Duration,
+    pub max: Option<Duration>,
+}
+
+impl Default for ExpiryPolicy {
+    fn default() -> Self {
+        Self {
+            default: Duration::from_secs(90 * 86_400),
+            max: None,
+        }
+    }
+}
+
+/// A spec field the operator refuses, with the value it found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecError {
+    pub field: String,
+    pub value: String,
+    pub problem: String,
+}
+
+impl SpecError {
+    fn new(field: impl Into<String>, value: &str, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            value: shorten(value),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: invalid value {:?}: {}",
+            self.field, self.value, self.problem
+        )
+    }
+}
+
+/// Keeps messages short when a field holds something huge.
+fn shorten(value: &str) -> String {
+    const MAX: usize = 80;
+    match value.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &value[..cut]),
+        None => value.to_string(),
+    }
+}
+
+/// An `ApiKey` spec that passed validation, with every default applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidApiKey {
+    pub state: KeyState,
+    pub prefix: String,
+    pub secret_name: String,
+    pub expires_at: Timestamp,
+    pub template: SecretTemplate,
+}
+
+/// Validates an ApiKey against the contract; `created` is its `metadata.creationTimestamp`.
+pub fn api_key(
+    key: &ApiKey,
+    created: Timestamp,
+    policy: &ExpiryPolicy,
+) -> Result<ValidApiKey, SpecError> {
+    let spec = &key.spec;
+    common(
+        spec.description.as_deref(),
+        &spec.scopes,
+        &spec.allowed_cidrs,
+        spec.token_prefix.as_deref(),
+        spec.secret_template.as_ref(),
+    )?;
+    let secret_name = key.secret_name();
+    if let Err(problem) = dns_subdomain(&secret_name) {
+        return Err(SpecError::new("spec.secretName", &secret_name, problem));
+    }
+    let expires_at = expiry(
+        "spec",
+        spec.expires_after.as_deref(),
+        spec.expires_at.as_deref(),
+        created,
+        policy,
+    )?;
+    Ok(ValidApiKey {
+        state: spec.state.unwrap_or_default(),
+        prefix: spec
+            .token_prefix
+            .clone()
+            .unwrap_or_else(|| token::DEFAULT_PREFIX.to_string()),
+        secret_name,
+        expires_at,
+        template: spec.secret_template.clone().unwrap_or_default(),
+    })
+}
+
+/// The checks every kind shares: description, scopes, CIDRs, prefix and Secret template.
+pub fn common(
+    description: Option<&str>,
+    scopes: &[String],
+    cidrs: &[String],
+    prefix: Option<&str>,
+    template: Option<&SecretTemplate>,
+) -> Result<(), SpecError> {
+    if let Some(description) = description
+        && description.chars().count() > 1024
+    {
+        return Err(SpecError::new(
+            "spec.description",
+            description,
+            "must be at most 1024 characters",
+        ));
+    }
+    for (i, granted) in scopes.iter().enumerate() {
+        scope::validate_granted(granted)
+            .map_err(|p| SpecError::new(format!("spec.scopes[{i}]"), granted, p))?;
+    }
+    for (i, cidr) in cidrs.iter().enumerate() {
+        parse_cidr(cidr).map_err(|p| SpecError::new(format!("spec.allowedCIDRs[{i}]"), cidr, p))?;
+    }
+    if let Some(prefix) = prefix
+        && !token::is_valid_prefix(prefix)
+    {
+        return Err(SpecError::new(
+            "spec.tokenPrefix",
+            prefix,
+            "must match ^[a-z][a-z0-9]{0,15}$ (a lowercase letter, then up to 15 lowercase letters or digits)",
+        ));
+    }
+    if let Some(template) = template {
+        secret_template(template)?;
+    }
+    Ok(())
+}
+
+/// Parses an allow-list entry: a CIDR, or a single address meaning just that host.
+pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| "expected a CIDR such as 10.0.0.0/8 or 2001:db8::/32".to_string())
+}
+
+/// Computes expiry from `expiresAfter` or `expiresAt` (exclusive), counting from `from`.
+pub fn expiry(
+    path: &str,
+    expires_after: Option<&str>,
+    expires_at: Option<&str>,
+    from: Timestamp,
+    policy: &ExpiryPolicy,
+) -> Result<Timestamp, SpecError> {
+    let (field, lifetime_end) = match (expires_after, expires_at) {
+        (Some(_), Some(at)) => {
+            return Err(SpecError::new(
+                format!("{path}.expiresAt"),
+                at,
+                "expiresAt and expiresAfter are exclusive; set only one",
+            ));
+        }
+        (Some(after), None) => {
+            let field = format!("{path}.expiresAfter");
+            let lifetime = duration::parse(after).map_err(|p| SpecError::new(&field, after, p))?;
+            (field, add(from, lifetime))
+        }
+        (None, Some(at)) => {
+            let field = format!("{path}.expiresAt");
+            let ts = at.parse::<Timestamp>().map_err(|_| {
+                SpecError::new(
+                    &field,
+                    at,
+                    "expected an RFC 3339 timestamp such as 2027-01-01T00:00:00Z",
+                )
+            })?;
+            (field, ts)
+        }
+        (None, None) => return Ok(add(from, policy.default)),
+    };
+    if let Some(max) = policy.max
+        && lifetime_end > add(from, max)
+    {
+        let value = expires_after.or(expires_at).unwrap_or_default();
+        return Err(SpecError::new(
+            field,
+            value,
+            format!(
+                "exceeds the operator's maximum lifetime of {} (--max-expiry)",
+                duration::format(max)
+            ),
+        ));
+    }
+    Ok(lifetime_end)
+}
+
+/// `from + lifetime`, saturating: lifetimes are capped by `duration::parse` far below overflow.
+pub fn add(from: Timestamp, lifetime: Duration) -> Timestamp {
+    let lifetime = SignedDuration::try_from(lifetime).unwrap_or(SignedDuration::MAX);
+    from.checked_add(lifetime).unwrap_or(Timestamp::MAX)
+}
+
+fn secret_template(template: &SecretTemplate) -> Result<(), SpecError> {
+    for (key, value) in &template.labels {
+        let field = format!("spec.secretTemplate.labels[{key}]");
+        if key == LABEL_MANAGED_BY || is_reserved(key) {
+            return Err(SpecError::new(
+                field,
+                key,
+                "this label is set by the operator",
+            ));
+        }
+        qualified_name(key).map_err(|p| SpecError::new(&field, key, p))?;
+        label_value(value).map_err(|p| SpecError::new(&field, value, p))?;
+    }
+    for key in template.annotations.keys() {
+        let field = format!("spec.secretTemplate.annotations[{key}]");
+        if is_reserved(key) || key == ANNOTATION_TEMPLATE_KEYS {
+            return Err(SpecError::new(
+                field,
+                key,
+                "annotations under keyward.io/ are set by the operator",
+            ));
+        }
+        qualified_name(key).map_err(|p| SpecError::new(&field, key, p))?;
+    }
+    for key in template.data.keys() {
+        let field = format!("spec.secretTemplate.data[{key}]");
+        if key == SECRET_TOKEN_KEY {
+            return Err(SpecError::new(
+                field,
+                key,
+                "the key token is reserved for the token itself",
+            ));
+        }
+        if key.is_empty()
+            || key.len() > 253
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        {
+            return Err(SpecError::new(
+                field,
+                key,
+                "Secret data keys hold only A-Z, a-z, 0-9, '-', '_' and '.'",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_reserved(key: &str) -> bool {
+    key.starts_with("keyward.io/")
+}
+
+/// A DNS-1123 subdomain, as Kubernetes requires of object names.
+pub fn dns_subdomain(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a DNS subdomain: lowercase letters, digits, '-' and '.', at most 253 characters".into())
+    }
+}
+
+/// A label or annotation key: an optional DNS-subdomain prefix and '/', then a name.
+fn qualified_name(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        dns_subdomain(prefix).map_err(|p| format!("key prefix {p}"))?;
+    }
+    if name.is_empty() || name.len() > 63 || !label_chars(name) {
+        return Err("keys are an optional DNS prefix and '/', then at most 63 characters of A-Z, a-z, 0-9, '-', '_' and '.', starting and ending alphanumeric".into());
+    }
+    Ok(())
+}
+
+fn label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() || (value.len() <= 63 && label_chars(value)) {
+        Ok(())
+    } else {
+        Err("label values are at most 63 characters of A-Z, a-z, 0-9, '-', '_' and '.', starting and ending alphanumeric".into())
+    }
+}
+
+fn label_chars(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// Template keys, recorded on the Secret so later template changes can remove what they dropped.
+pub fn template_keys(template: &SecretTemplate) -> String {
+    fn keys<V>(map: &BTreeMap<String, V>) -> Vec<&str> {
+        map.keys().map(String::as_str).collect()
+    }
+    serde_json::json!({
+        "labels": keys(&template.labels),
+        "annotations": keys(&template.annotations),
+        "data": keys(&template.data),
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ApiKeySpec;
+
+    fn key(spec: ApiKeySpec) -> ApiKey {
+        let mut key = ApiKey::new("ci-deploy", spec);
+        key.metadata.namespace = Some("team-a".into());
+        key
+    }
+
+    fn created() -> Timestamp {
+        "2026-11-22T10:00:00Z".parse().expect("valid timestamp")
+    }
+
+    fn error_of(spec: ApiKeySpec) -> SpecError {
+        api_key(&key(spec), created(), &ExpiryPolicy::default())
+            .expect_err("spec should be refused")
+    }
+
+    #[test]
+    fn defaults_apply_when_fields_are_absent() {
+        let valid = api_key(
+            &key(ApiKeySpec::default()),
+            created(),
+            &ExpiryPolicy::default(),
+        )
+        .expect("valid");
+        assert_eq!(valid.prefix, "kw");
+        assert_eq!(valid.secret_name, "ci-deploy-apikey");
+        assert_eq!(valid.state, KeyState::Active);
+        assert_eq!(
+            valid.expires_at,
+            "2027-02-20T10:00:00Z".parse::<Timestamp>().expect("ts")
+        );
+    }
+
+    #[test]
+    fn expires_after_counts_from_creation() {
+        let spec = ApiKeySpec {
+            expires_after: Some("1w2d".into()),
+            ..Default::default()
+        };
+        let valid = api_key(&key(spec), created(), &ExpiryPolicy::default()).expect("valid");
+        assert_eq!(
+            valid.expires_at,
+            "2026-12-01T10:00:00Z".parse::<Timestamp>().expect("ts")
+        );
+    }
+
+    #[test]
+    fn expires_at_is_taken_as_written() {
+        let spec = ApiKeySpec {
+            expires_at: Some("2027-01-01T00:00:00Z".into()),
+            ..Default::default()
+        };
+        let valid = api_key(&key(spec), created(), &ExpiryPolicy::default()).expect("valid");
+        assert_eq!(
+            valid.expires_at,
+            "2027-01-01T00:00:00Z".parse::<Timestamp>().expect("ts")
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_named_with_their_value() {
+        let cases: Vec<(ApiKeySpec, &str, &str)> = vec![
+            (
+                ApiKeySpec {
+                    expires_after: Some("3x".into()),
+                    ..Default::default()
+                },
+                "spec.expiresAfter",
+                "3x",
+            ),
+            (
+                ApiKeySpec {
+                    expires_at: Some("tomorrow".into()),
+                    ..Default::default()
+                },
+                "spec.expiresAt",
+                "tomorrow",
+            ),
+            (
+                ApiKeySpec {
+                    expires_after: Some("1d".into()),
+                    expires_at: Some("2027-01-01T00:00:00Z".into()),
+                    ..Default::default()
+                },
+                "spec.expiresAt",
+                "2027-01-01T00:00:00Z",
+            ),
+            (
+                ApiKeySpec {
+                    allowed_cidrs: vec!["10.0.0.0/8".into(), "10.0.0.0/33".into()],
+                    ..Default::default()
+                },
+                "spec.allowedCIDRs[1]",
+                "10.0.0.0/33",
+            ),
+            (
+                ApiKeySpec {
+                    token_prefix: Some("Acme".into()),
+                    ..Default::default()
+                },
+                "spec.tokenPrefix",
+                "Acme",
+            ),
+            (
+                ApiKeySpec {
+                    scopes: vec!["orders..read".into()],
+                    ..Default::default()
+                },
+                "spec.scopes[0]",
+                "orders..read",
+            ),
+            (
+                ApiKeySpec {
+                    secret_name: Some("Bad_Name".into()),
+                    ..Default::default()
+                },
+                "spec.secretName",
+                "Bad_Name",
+            ),
+            (
+                ApiKeySpec {
+                    secret_template: Some(SecretTemplate {
+                        data: [("token".into(), "x".into())].into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                "spec.secretTemplate.data[token]",
+                "token",
+            ),
+            (
+                ApiKeySpec {
+                    secret_template: Some(SecretTemplate {
+                        labels: [(LABEL_MANAGED_BY.into(), "me".into())].into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                "spec.secretTemplate.labels[app.kubernetes.io/managed-by]",
+                "app.kubernetes.io/managed-by",
+            ),
+            (
+                ApiKeySpec {
+                    description: Some("x".repeat(1025)),
+                    ..Default::default()
+                },
+                "spec.description",
+                "",
+            ),
+        ];
+        for (spec, field, value) in cases {
+            let error = error_of(spec);
+            assert_eq!(error.field, field);
+            assert!(error.value.starts_with(value), "{error}");
+            assert!(
+                error
+                    .to_string()
+                    .starts_with(&format!("{field}: invalid value")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lifetime_beyond_max_expiry_is_refused_not_clamped() {
+        let policy = ExpiryPolicy {
+            max: Some(Duration::from_secs(30 * 86_400)),
+            ..Default::default()
+        };
+        let spec = ApiKeySpec {
+            expires_after: Some("31d".into()),
+            ..Default::default()
+        };
+        let error = api_key(&key(spec), created(), &policy).expect_err("beyond the cap");
+        assert_eq!(error.field, "spec.expiresAfter");
+        assert!(error.problem.contains("4w2d"), "{error}");
+        let spec = ApiKeySpec {
+            expires_after: Some("30d".into()),
+            ..Default::default()
+        };
+        assert!(api_key(&key(spec), created(), &policy).is_ok());
+        // The default expiry is not capped by the spec check: it is the operator's own setting.
+        assert!(api_key(&key(ApiKeySpec::default()), created(), &policy).is_ok());
+    }
+
+    #[test]
+    fn cidrs_and_single_addresses_are_accepted() {
+        for ok in ["10.0.0.0/8", "2001:db8::/32", "192.168.1.7", "::1"] {
+            assert!(parse_cidr(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn huge_values_are_shortened_in_messages() {
+        let error = error_of(ApiKeySpec {
+            expires_after: Some("9".repeat(10_000)),
+            ..Default::default()
+        });
+        assert!(error.to_string().len() < 300, "{}", error.to_string().len());
+    }
+}

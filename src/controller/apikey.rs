@@ -1,0 +1,745 @@
+//! The ApiKey reconciler: read (spec, Secret, clock), decide (pure), write (Secret, then status).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Api, Resource, ResourceExt};
+use tokio::sync::watch;
+use tracing::{Instrument, field};
+
+use super::secret::{self, Found, Issued, Owner, TokenSecret, Write};
+use super::status::{self, ready_condition};
+use super::{Context, api_in, drain, object_key, owned_secrets, shutdown_signal};
+use crate::api::validate::{self, SpecError, ValidApiKey};
+use crate::api::{ApiKey, ApiKeyStatus, KeyState, Phase, reason};
+use crate::error::{Error, Result};
+use crate::token::Token;
+
+/// How often a reconcile re-reads and retries after losing a write race to another writer.
+const RACE_ATTEMPTS: usize = 3;
+/// How long to wait before looking again at a key whose Secret name is taken by someone else:
+/// the foreign Secret carries no label of ours, so no watch event will say it went away.
+const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
+/// How long to wait for a Secret that is being deleted or garbage collected.
+const PENDING_RECHECK: Duration = Duration::from_secs(2);
+
+/// Why a token is issued again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReissueCause {
+    SecretLost,
+    SecretTampered,
+}
+
+/// What a reconcile will do, decided from the spec, the Secret found and the clock.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// Issue a token into a new Secret (create-only).
+    Issue(Option<ReissueCause>),
+    /// Replace a tampered token (guarded by the Secret's resourceVersion).
+    Replace,
+    /// Keep the token that is there; bring the Secret's metadata in line.
+    Keep(Issued),
+    /// The key is past its expiry: delete our Secret if there is one.
+    Expire { delete_secret: bool },
+    /// The Secret's name is taken by a Secret that is not ours.
+    Conflict,
+    /// Our Secret is going away (deleted or of a deleted namesake); look again shortly.
+    Wait(&'static str),
+}
+
+/// Decides what to do. Pure: every input, the clock included, is an argument.
+pub fn decide(
+    now: Timestamp,
+    key: &ValidApiKey,
+    found: &Found,
+    status: Option<&ApiKeyStatus>,
+) -> Plan {
+    if now >= key.expires_at {
+        return Plan::Expire {
+            delete_secret: matches!(found, Found::Intact(_) | Found::Tampered),
+        };
+    }
+    match found {
+        Found::Missing => {
+            let had_token =
+                status.is_some_and(|s| s.token_hash.is_some() && s.phase != Some(Phase::Expired));
+            Plan::Issue(had_token.then_some(ReissueCause::SecretLost))
+        }
+        Found::Foreign => Plan::Conflict,
+        Found::PreviousOwner => {
+            Plan::Wait("belongs to a deleted ApiKey of the same name and awaits garbage collection")
+        }
+        Found::Deleting => Plan::Wait("is being deleted"),
+        Found::Tampered => Plan::Replace,
+        Found::Intact(issued) => Plan::Keep(issued.clone()),
+    }
+}
+
+/// What the write step ended with, from which the status is built.
+enum Outcome {
+    Holds(Issued),
+    Expired(Option<Issued>),
+    Conflict,
+    Pending(&'static str),
+    Invalid(SpecError),
+}
+
+/// Builds the ApiKey controller for one namespace (or all), and the store to wait on.
+pub fn controller(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: watch::Receiver<bool>,
+) -> (BoxFuture<'static, ()>, Store<ApiKey>) {
+    let keys: Api<ApiKey> = api_in(&ctx.client, namespace.as_deref());
+    let (reader, writer) = reflector::store();
+    let key_events = watcher(keys, watcher::Config::default().any_semantic())
+        .default_backoff()
+        // The cache needs neither managed fields nor last-applied copies of the spec.
+        .modify(|key: &mut ApiKey| {
+            key.managed_fields_mut().clear();
+            key.annotations_mut()
+                .remove("kubectl.kubernetes.io/last-applied-configuration");
+        })
+        .reflect(writer)
+        .applied_objects()
+        // Our own status writes do not change the generation, so they wake nothing.
+        .predicate_filter(predicates::generation, Default::default());
+    let secrets = owned_secrets(&ctx.client, namespace.as_deref());
+    let config = ControllerConfig::default().concurrency(ctx.settings.concurrency);
+    let store = reader.clone();
+    let future = Controller::for_stream(key_events, reader)
+        .owns_stream(secrets)
+        .with_config(config)
+        .graceful_shutdown_on(shutdown_signal(shutdown))
+        .run(reconcile, error_policy, ctx);
+    (Box::pin(drain(future)), store)
+}
+
+async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action> {
+    let span = tracing::info_span!(
+        "reconcile",
+        kind = "ApiKey",
+        namespace = key.namespace().unwrap_or_default(),
+        name = key.name_any(),
+        key_id = field::Empty
+    );
+    let started = Instant::now();
+    let result = reconcile_key(&key, &ctx).instrument(span).await;
+    ctx.metrics
+        .observe_reconcile("ApiKey", started.elapsed(), result.as_ref().err());
+    if result.is_ok() {
+        ctx.reset_backoff(&object_key(key.as_ref()));
+    }
+    result
+}
+
+fn error_policy(key: Arc<ApiKey>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(&object_key(key.as_ref()));
+    tracing::warn!(kind = "ApiKey", namespace = key.namespace().unwrap_or_default(), name = key.name_any(), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
+    let namespace = key
+        .namespace()
+        .ok_or_else(|| Error::MissingObjectField(key.name_any(), "metadata.namespace"))?;
+    let created = key
+        .meta()
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .ok_or_else(|| Error::MissingObjectField(key.name_any(), "metadata.creationTimestamp"))?;
+    let owner = Owner {
+        kind: "ApiKey",
+        api_version: ApiKey::api_version(&()).into_owned(),
+        name: key.name_any(),
+        uid: key
+            .uid()
+            .ok_or_else(|| Error::MissingObjectField(key.name_any(), "metadata.uid"))?,
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let now = Timestamp::now();
+
+    let valid = match validate::api_key(key, created, &ctx.settings.expiry) {
+        Ok(valid) => valid,
+        Err(error) => {
+            tracing::info!(%error, "refusing invalid spec");
+            finish(key, ctx, None, Outcome::Invalid(error), now).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let template = TokenSecret {
+        name: &valid.secret_name,
+        owner: &owner,
+        expires_at: valid.expires_at,
+        template: &valid.template,
+    };
+
+    let mut attempts = 0;
+    let outcome = loop {
+        attempts += 1;
+        if attempts > RACE_ATTEMPTS {
+            // Someone keeps writing the Secret between our read and write; back off.
+            return Ok(Action::requeue(PENDING_RECHECK));
+        }
+        let existing = secret::read(&secrets, &valid.secret_name).await?;
+        let found = secret::classify(existing.as_ref(), &owner);
+        match decide(now, &valid, &found, key.status.as_ref()) {
+            Plan::Issue(cause) => {
+                let (token, issued) = new_token(&valid.prefix, now)?;
+                if let Write::LostRace =
+                    secret::create(&secrets, &template.build(&token, now)).await?
+                {
+                    continue;
+                }
+                drop(token);
+                announce_issue(key, ctx, &valid, &issued, cause).await;
+                break Outcome::Holds(issued);
+            }
+            Plan::Replace => {
+                let existing = existing
+                    .as_ref()
+                    .ok_or_else(|| Error::MissingObjectField(valid.secret_name.clone(), "data"))?;
+                let (token, issued) = new_token(&valid.prefix, now)?;
+                if let Write::LostRace =
+                    secret::replace(&secrets, existing, template.build(&token, now)).await?
+                {
+                    continue;
+                }
+                drop(token);
+                announce_issue(
+                    key,
+                    ctx,
+                    &valid,
+                    &issued,
+                    Some(ReissueCause::SecretTampered),
+                )
+                .await;
+                break Outcome::Holds(issued);
+            }
+            Plan::Keep(issued) => {
+                if let Some(existing) = existing.as_ref()
+                    && let Some(patch) = template.metadata_patch(existing)
+                    && let Write::LostRace =
+                        secret::patch_metadata(&secrets, existing, patch).await?
+                {
+                    continue;
+                }
+                break Outcome::Holds(issued);
+            }
+            Plan::Expire { delete_secret } => {
+                let from_secret = match &found {
+                    Found::Intact(issued) => Some(issued.clone()),
+                    _ => None,
+                };
+                if delete_secret && let Some(existing) = existing.as_ref() {
+                    secret::delete(&secrets, existing).await?;
+                    tracing::info!(
+                        secret = valid.secret_name,
+                        "key expired; deleted its Secret"
+                    );
+                }
+                break Outcome::Expired(from_secret);
+            }
+            Plan::Conflict => break Outcome::Conflict,
+            Plan::Wait(why) => break Outcome::Pending(why),
+        }
+    };
+    let requeue = match &outcome {
+        Outcome::Holds(_) => Some(until(now, valid.expires_at)),
+        Outcome::Conflict => Some(CONFLICT_RECHECK),
+        Outcome::Pending(_) => Some(PENDING_RECHECK),
+        Outcome::Expired(_) | Outcome::Invalid(_) => None,
+    };
+    finish(key, ctx, Some(&valid), outcome, now).await?;
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// A new token and its public record; the token itself goes only into the Secret.
+fn new_token(prefix: &str, now: Timestamp) -> Result<(Token, Issued)> {
+    let token = Token::try_generate(prefix).map_err(Error::Random)?;
+    let issued = Issued {
+        hash: token.hash(),
+        key_id: token.key_id(),
+        issued_at: Some(now),
+    };
+    Ok((token, issued))
+}
+
+/// Time from `now` until `at`, rounded up to the millisecond so the wake-up is never early.
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    let left = at.duration_since(now);
+    Duration::try_from(left).unwrap_or_default() + Duration::from_millis(1)
+}
+
+async fn announce_issue(
+    key: &ApiKey,
+    ctx: &Context,
+    valid: &ValidApiKey,
+    issued: &Issued,
+    cause: Option<ReissueCause>,
+) {
+    tracing::Span::current().record("key_id", issued.key_id.as_str());
+    let secret = &valid.secret_name;
+    match cause {
+        None => tracing::info!(key_id = issued.key_id, secret, "issued token"),
+        Some(cause) => {
+            let why = match cause {
+                ReissueCause::SecretLost => format!("Secret {secret} was deleted"),
+                ReissueCause::SecretTampered => {
+                    format!("the token in Secret {secret} no longer matched its recorded hash")
+                }
+            };
+            tracing::warn!(key_id = issued.key_id, secret, "re-issued token: {why}");
+            let note = format!(
+                "{why}; issued a new token {} into it (expiry unchanged)",
+                issued.key_id
+            );
+            ctx.publish(key, EventType::Warning, reason::TOKEN_REISSUED, note)
+                .await;
+        }
+    }
+}
+
+/// Builds the status for an outcome, writes it if it changed, and publishes transition events.
+async fn finish(
+    key: &ApiKey,
+    ctx: &Context,
+    valid: Option<&ValidApiKey>,
+    outcome: Outcome,
+    now: Timestamp,
+) -> Result<()> {
+    let previous = key.status.clone().unwrap_or_default();
+    let desired = desired_status(key, &previous, valid, &outcome, now);
+    let ready = desired.conditions.first();
+    let was = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::api::CONDITION_READY);
+    let transition = ready.map(|c| (&c.reason, &c.message)) != was.map(|c| (&c.reason, &c.message));
+    let api: Api<ApiKey> =
+        Api::namespaced(ctx.client.clone(), &key.namespace().unwrap_or_default());
+    let wrote = status::apply(&api, key, key.status.as_ref(), &desired, &ctx.status_writes).await?;
+    if wrote
+        && transition
+        && let Some(ready) = ready
+    {
+        let type_ = match ready.reason.as_str() {
+            reason::SECRET_CONFLICT | reason::INVALID_SPEC => Some(EventType::Warning),
+            reason::EXPIRED | reason::INACTIVE => Some(EventType::Normal),
+            _ => None,
+        };
+        if let Some(type_) = type_ {
+            ctx.publish(key, type_, &ready.reason, ready.message.clone())
+                .await;
+        }
+    }
+    Ok(())
+}
+
+/// The status an outcome calls for. Audit fields (hash, key ID, issue time) survive expiry and
+/// failures so that the last token stays identifiable.
+fn desired_status(
+    key: &ApiKey,
+    previous: &ApiKeyStatus,
+    valid: Option<&ValidApiKey>,
+    outcome: &Outcome,
+    now: Timestamp,
+) -> ApiKeyStatus {
+    let generation = key.meta().generation;
+    let secret_name = valid
+        .map(|v| v.secret_name.clone())
+        .or_else(|| previous.secret_name.clone());
+    let shown_secret = secret_name.clone().unwrap_or_default();
+    let mut status = ApiKeyStatus {
+        phase: None,
+        observed_generation: generation,
+        key_id: previous.key_id.clone(),
+        token_hash: previous.token_hash.clone(),
+        secret_name,
+        issued_at: previous.issued_at.clone(),
+        expires_at: valid
+            .map(|v| Time(v.expires_at))
+            .or_else(|| previous.expires_at.clone()),
+        conditions: Vec::new(),
+    };
+    let record = |status: &mut ApiKeyStatus, issued: &Issued| {
+        status.key_id = Some(issued.key_id.clone());
+        status.token_hash = Some(issued.hash.to_string());
+        status.issued_at = issued
+            .issued_at
+            .map(Time)
+            .or_else(|| status.issued_at.clone());
+    };
+    let (phase, ready, reason, message) = match outcome {
+        Outcome::Holds(issued) => {
+            record(&mut status, issued);
+            match valid.map(|v| v.state) {
+                Some(KeyState::Inactive) => (
+                    Phase::Inactive,
+                    false,
+                    reason::INACTIVE,
+                    format!(
+                        "key is inactive: its token in Secret {shown_secret} is refused until state is Active"
+                    ),
+                ),
+                _ => (
+                    Phase::Active,
+                    true,
+                    reason::ISSUED,
+                    format!("token issued to Secret {shown_secret}"),
+                ),
+            }
+        }
+        Outcome::Expired(issued) => {
+            if let Some(issued) = issued {
+                record(&mut status, issued);
+            }
+            let at = valid.map(|v| v.expires_at.to_string()).unwrap_or_default();
+            (
+                Phase::Expired,
+                false,
+                reason::EXPIRED,
+                format!("key expired at {at}; its Secret {shown_secret} was deleted"),
+            )
+        }
+        Outcome::Conflict => (
+            Phase::Failed,
+            false,
+            reason::SECRET_CONFLICT,
+            format!(
+                "Secret {shown_secret} exists and is not owned by this ApiKey; nothing was written to it"
+            ),
+        ),
+        Outcome::Pending(why) => (
+            Phase::Pending,
+            false,
+            reason::PENDING,
+            format!("Secret {shown_secret} {why}"),
+        ),
+        Outcome::Invalid(error) => (
+            Phase::Failed,
+            false,
+            reason::INVALID_SPEC,
+            error.to_string(),
+        ),
+    };
+    status.phase = Some(phase);
+    status.conditions = vec![ready_condition(
+        &previous.conditions,
+        ready,
+        reason,
+        message,
+        generation,
+        now,
+    )];
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::SecretTemplate;
+    use crate::token::TokenHash;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    fn valid(state: KeyState) -> ValidApiKey {
+        ValidApiKey {
+            state,
+            prefix: "kw".into(),
+            secret_name: "ci-apikey".into(),
+            expires_at: ts("2026-12-01T00:00:00Z"),
+            template: SecretTemplate::default(),
+        }
+    }
+
+    fn issued() -> Issued {
+        Issued {
+            hash: TokenHash::of(b"kw_x"),
+            key_id: "kw_abcdefgh".into(),
+            issued_at: Some(ts("2026-11-01T00:00:00Z")),
+        }
+    }
+
+    fn active_status() -> ApiKeyStatus {
+        ApiKeyStatus {
+            phase: Some(Phase::Active),
+            token_hash: Some(issued().hash.to_string()),
+            ..Default::default()
+        }
+    }
+
+    const BEFORE: &str = "2026-11-30T23:59:59Z";
+
+    #[test]
+    fn a_new_key_gets_its_first_token() {
+        assert_eq!(
+            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, None),
+            Plan::Issue(None)
+        );
+    }
+
+    #[test]
+    fn an_inactive_key_is_issued_too_so_that_activation_needs_no_new_token() {
+        assert_eq!(
+            decide(
+                ts(BEFORE),
+                &valid(KeyState::Inactive),
+                &Found::Missing,
+                None
+            ),
+            Plan::Issue(None)
+        );
+    }
+
+    #[test]
+    fn a_lost_secret_is_reissued_with_a_cause() {
+        let plan = decide(
+            ts(BEFORE),
+            &valid(KeyState::Active),
+            &Found::Missing,
+            Some(&active_status()),
+        );
+        assert_eq!(plan, Plan::Issue(Some(ReissueCause::SecretLost)));
+    }
+
+    #[test]
+    fn a_tampered_secret_is_replaced() {
+        assert_eq!(
+            decide(
+                ts(BEFORE),
+                &valid(KeyState::Active),
+                &Found::Tampered,
+                Some(&active_status())
+            ),
+            Plan::Replace
+        );
+    }
+
+    #[test]
+    fn an_intact_secret_is_kept_whatever_the_status_says() {
+        for status in [None, Some(active_status()), Some(ApiKeyStatus::default())] {
+            let plan = decide(
+                ts(BEFORE),
+                &valid(KeyState::Active),
+                &Found::Intact(issued()),
+                status.as_ref(),
+            );
+            assert_eq!(plan, Plan::Keep(issued()));
+        }
+    }
+
+    #[test]
+    fn a_foreign_secret_is_a_conflict_and_never_written() {
+        assert_eq!(
+            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Foreign, None),
+            Plan::Conflict
+        );
+    }
+
+    #[test]
+    fn expiry_is_exact_to_the_second() {
+        let key = valid(KeyState::Active);
+        assert_eq!(
+            decide(ts(BEFORE), &key, &Found::Intact(issued()), None),
+            Plan::Keep(issued())
+        );
+        assert_eq!(
+            decide(
+                ts("2026-12-01T00:00:00Z"),
+                &key,
+                &Found::Intact(issued()),
+                None
+            ),
+            Plan::Expire {
+                delete_secret: true
+            }
+        );
+        assert_eq!(
+            until(ts(BEFORE), key.expires_at),
+            Duration::from_millis(1001)
+        );
+    }
+
+    #[test]
+    fn an_expired_key_is_never_reissued_by_a_state_change() {
+        let expired = ApiKeyStatus {
+            phase: Some(Phase::Expired),
+            token_hash: Some("sha256:x".into()),
+            ..Default::default()
+        };
+        for state in [KeyState::Active, KeyState::Inactive] {
+            let plan = decide(
+                ts("2026-12-02T00:00:00Z"),
+                &valid(state),
+                &Found::Missing,
+                Some(&expired),
+            );
+            assert_eq!(
+                plan,
+                Plan::Expire {
+                    delete_secret: false
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_expiry_after_expiring_issues_a_fresh_token_without_a_warning() {
+        let expired = ApiKeyStatus {
+            phase: Some(Phase::Expired),
+            token_hash: Some("sha256:x".into()),
+            ..Default::default()
+        };
+        let plan = decide(
+            ts(BEFORE),
+            &valid(KeyState::Active),
+            &Found::Missing,
+            Some(&expired),
+        );
+        assert_eq!(plan, Plan::Issue(None));
+    }
+
+    #[test]
+    fn a_secret_of_a_deleted_namesake_or_being_deleted_is_waited_for() {
+        assert!(matches!(
+            decide(
+                ts(BEFORE),
+                &valid(KeyState::Active),
+                &Found::PreviousOwner,
+                None
+            ),
+            Plan::Wait(_)
+        ));
+        assert!(matches!(
+            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Deleting, None),
+            Plan::Wait(_)
+        ));
+        // ... but expiry does not wait: nothing of ours is left to delete.
+        assert_eq!(
+            decide(
+                ts("2026-12-02T00:00:00Z"),
+                &valid(KeyState::Active),
+                &Found::PreviousOwner,
+                None
+            ),
+            Plan::Expire {
+                delete_secret: false
+            }
+        );
+    }
+
+    fn key() -> ApiKey {
+        let mut key = ApiKey::new("ci", Default::default());
+        key.metadata.generation = Some(3);
+        key
+    }
+
+    #[test]
+    fn status_of_an_active_key_holds_only_the_hash() {
+        let now = ts(BEFORE);
+        let status = desired_status(
+            &key(),
+            &ApiKeyStatus::default(),
+            Some(&valid(KeyState::Active)),
+            &Outcome::Holds(issued()),
+            now,
+        );
+        assert_eq!(status.phase, Some(Phase::Active));
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(status.token_hash.as_deref(), Some(issued().hash.as_str()));
+        assert_eq!(status.key_id.as_deref(), Some("kw_abcdefgh"));
+        assert_eq!(status.conditions[0].status, "True");
+        assert_eq!(status.conditions[0].reason, "Issued");
+        // A second reconcile with nothing new yields the same status: no write.
+        let again = desired_status(
+            &key(),
+            &status,
+            Some(&valid(KeyState::Active)),
+            &Outcome::Holds(issued()),
+            ts("2026-11-30T23:59:59Z"),
+        );
+        assert_eq!(again, status);
+    }
+
+    #[test]
+    fn status_of_an_expired_key_keeps_the_hash_for_audit() {
+        let previous = desired_status(
+            &key(),
+            &ApiKeyStatus::default(),
+            Some(&valid(KeyState::Active)),
+            &Outcome::Holds(issued()),
+            ts(BEFORE),
+        );
+        let status = desired_status(
+            &key(),
+            &previous,
+            Some(&valid(KeyState::Active)),
+            &Outcome::Expired(None),
+            ts("2026-12-01T00:00:00Z"),
+        );
+        assert_eq!(status.phase, Some(Phase::Expired));
+        assert_eq!(status.token_hash, previous.token_hash);
+        assert_eq!(status.conditions[0].reason, "Expired");
+        assert_eq!(status.conditions[0].status, "False");
+    }
+
+    #[test]
+    fn status_of_a_bad_spec_names_the_field() {
+        let error = SpecError {
+            field: "spec.expiresAfter".into(),
+            value: "3x".into(),
+            problem: "bad".into(),
+        };
+        let status = desired_status(
+            &key(),
+            &ApiKeyStatus::default(),
+            None,
+            &Outcome::Invalid(error),
+            ts(BEFORE),
+        );
+        assert_eq!(status.phase, Some(Phase::Failed));
+        assert_eq!(status.conditions[0].reason, "InvalidSpec");
+        assert!(status.conditions[0].message.contains("spec.expiresAfter"));
+        assert!(status.conditions[0].message.contains("3x"));
+    }
+
+    #[test]
+    fn status_of_a_conflict_names_the_secret() {
+        let status = desired_status(
+            &key(),
+            &ApiKeyStatus::default(),
+            Some(&valid(KeyState::Active)),
+            &Outcome::Conflict,
+            ts(BEFORE),
+        );
+        assert_eq!(status.phase, Some(Phase::Failed));
+        assert_eq!(status.conditions[0].reason, "SecretConflict");
+        assert!(status.conditions[0].message.contains("ci-apikey"));
+    }
+
+    #[test]
+    fn status_of_an_inactive_key_is_not_ready() {
+        let status = desired_status(
+            &key(),
+            &ApiKeyStatus::default(),
+            Some(&valid(KeyState::Inactive)),
+            &Outcome::Holds(issued()),
+            ts(BEFORE),
+        );
+        assert_eq!(status.phase, Some(Phase::Inactive));
+        assert_eq!(status.conditions[0].status, "False");
+        assert_eq!(status.conditions[0].reason, "Inactive");
+    }
+}

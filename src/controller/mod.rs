@@ -1,0 +1,204 @@
+//! The controller: one reconciler per kind, sharing a Context and the Secret writer.
+
+pub mod apikey;
+pub mod secret;
+mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::watch;
+
+use crate::api::validate::ExpiryPolicy;
+use crate::api::{LABEL_MANAGED_BY, MANAGED_BY_VALUE};
+use crate::telemetry::Metrics;
+
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "keyward";
+
+/// How the controller was started (`keyward controller` flags).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    pub expiry: ExpiryPolicy,
+    /// Reconciles running at once per kind and namespace set.
+    pub concurrency: u16,
+}
+
+/// State shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+    /// Consecutive failures per object, for per-object backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Status writes whose watch event may not have reached the cache yet.
+    pub(crate) status_writes: status::RecentWrites,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: "keyward-controller".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Arc::new(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics,
+            failures: Mutex::default(),
+            status_writes: status::RecentWrites::default(),
+        })
+    }
+
+    /// Publishes an event; a failure to publish is logged, never fatal to the reconcile.
+    async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(%error, reason, "cannot publish event");
+        }
+    }
+
+    fn backoff(&self, object: &str) -> Duration {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = failures.entry(object.to_string()).or_insert(0);
+        *count = count.saturating_add(1);
+        // 1 s, 2 s, 4 s ... capped at 5 minutes.
+        Duration::from_secs(1u64 << (*count - 1).min(8)).min(Duration::from_secs(300))
+    }
+
+    fn reset_backoff(&self, object: &str) {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        failures.remove(object);
+    }
+}
+
+fn object_key<K: ResourceExt>(object: &K) -> String {
+    format!(
+        "{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    )
+}
+
+/// Scopes to run in: all namespaces, or each listed one with its own watches.
+fn scopes(settings: &Settings) -> Vec<Option<String>> {
+    if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    }
+}
+
+fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Metadata-only watch of the Secrets the operator wrote: enough to wake their owners.
+fn owned_secrets(
+    client: &Client,
+    namespace: Option<&str>,
+) -> impl futures::Stream<Item = Result<kube::core::PartialObjectMeta<Secret>, watcher::Error>>
++ Send
++ 'static {
+    let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
+    let api: Api<kube::core::PartialObjectMeta<Secret>> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    watcher(
+        api,
+        watcher::Config::default().labels(&selector).any_semantic(),
+    )
+    .default_backoff()
+    .touched_objects()
+}
+
+/// Runs every controller until `shutdown` fires; `ready` turns true once the initial lists
+/// have synced.
+pub async fn run(ctx: Arc<Context>, ready: watch::Sender<bool>, shutdown: watch::Receiver<bool>) {
+    let scopes = scopes(&ctx.settings);
+    let mut readiness = Vec::new();
+    let mut controllers = Vec::new();
+    for namespace in scopes {
+        let (controller, store) = apikey::controller(ctx.clone(), namespace, shutdown.clone());
+        controllers.push(controller);
+        readiness.push(async move { store.wait_until_ready().await.is_ok() });
+    }
+    let ready_when_synced = async move {
+        if futures::future::join_all(readiness)
+            .await
+            .into_iter()
+            .all(|ok| ok)
+        {
+            ready.send_replace(true);
+            tracing::info!("initial lists synced; ready");
+        }
+    };
+    tokio::join!(ready_when_synced, futures::future::join_all(controllers));
+}
+
+/// A future that resolves when the shutdown flag turns true.
+async fn shutdown_signal(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+type ObjectKey<K> = ObjectRef<K>;
+
+/// Logs the outcome of each reconcile the runtime reports.
+fn log_outcome<K: Resource, E: std::fmt::Display>(
+    result: Result<(ObjectKey<K>, kube::runtime::controller::Action), E>,
+) where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    if let Err(error) = result {
+        tracing::debug!(%error, "reconcile did not complete");
+    }
+}
+
+/// Consumes a controller's output stream.
+async fn drain<S, K, E>(stream: S)
+where
+    S: futures::Stream<Item = Result<(ObjectKey<K>, kube::runtime::controller::Action), E>>,
+    K: Resource,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+    E: std::fmt::Display,
+{
+    stream
+        .for_each(|result| async move { log_outcome(result) })
+        .await;
+}

@@ -1,0 +1,162 @@
+//! Status writes: a Ready condition that keeps its transition time, server-side apply of the
+//! status subresource, and a guard against re-writing a status the cache has not caught up with.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::FIELD_MANAGER;
+use crate::api::CONDITION_READY;
+use crate::error::Result;
+
+/// The Ready condition for a new status, keeping `lastTransitionTime` when `status` is unchanged
+/// so that a reconcile with nothing new produces an identical status (and so no write).
+pub fn ready_condition(
+    previous: &[Condition],
+    ready: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if ready { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == CONDITION_READY && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: CONDITION_READY.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// Remembers, per object UID, the resourceVersion an object had when its status was last
+/// written and the status written. A reconcile that sees that same resourceVersion in its cache
+/// is looking at the object from before the write and must not write the same status again.
+#[derive(Default)]
+pub struct RecentWrites {
+    writes: Mutex<HashMap<String, (String, serde_json::Value)>>,
+}
+
+impl RecentWrites {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, serde_json::Value)>> {
+        self.writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// True when `desired` was already written over the version of the object in hand.
+    fn already_written(
+        &self,
+        uid: &str,
+        resource_version: &str,
+        desired: &serde_json::Value,
+    ) -> bool {
+        let mut writes = self.lock();
+        match writes.get(uid) {
+            Some((before, written)) if before == resource_version => written == desired,
+            Some(_) => {
+                // The cache has moved past our write; it is the truth again.
+                writes.remove(uid);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn record(&self, uid: &str, resource_version_before: &str, written: serde_json::Value) {
+        self.lock().insert(
+            uid.to_string(),
+            (resource_version_before.to_string(), written),
+        );
+    }
+}
+
+/// Writes `desired` as the object's status by server-side apply, unless the object already
+/// has it. Returns whether a write was made.
+pub async fn apply<K, S>(
+    api: &Api<K>,
+    object: &K,
+    current: Option<&S>,
+    desired: &S,
+    recent: &RecentWrites,
+) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(desired) {
+        return Ok(false);
+    }
+    let uid = object.uid().unwrap_or_default();
+    let resource_version = object.resource_version().unwrap_or_default();
+    let desired_json = serde_json::to_value(desired).map_err(|source| crate::Error::Serialize {
+        what: "status",
+        source,
+    })?;
+    if recent.already_written(&uid, &resource_version, &desired_json) {
+        return Ok(false);
+    }
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": desired_json,
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    recent.record(&uid, &resource_version, desired_json);
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2026-11-22T10:00:00Z".parse().expect("ts")
+    }
+
+    #[test]
+    fn transition_time_is_kept_while_the_condition_status_holds() {
+        let first = ready_condition(&[], true, "Issued", "m".into(), Some(1), now());
+        let later: Timestamp = "2026-11-23T10:00:00Z".parse().expect("ts");
+        let same = ready_condition(
+            std::slice::from_ref(&first),
+            true,
+            "Issued",
+            "m".into(),
+            Some(1),
+            later,
+        );
+        assert_eq!(same, first);
+        let flipped = ready_condition(&[first], false, "Inactive", "m".into(), Some(2), later);
+        assert_eq!(flipped.last_transition_time, Time(later));
+    }
+
+    #[test]
+    fn a_write_is_remembered_only_against_the_version_it_was_made_over() {
+        let recent = RecentWrites::default();
+        let status = serde_json::json!({"phase": "Active"});
+        recent.record("u", "10", status.clone());
+        assert!(recent.already_written("u", "10", &status));
+        assert!(!recent.already_written("u", "10", &serde_json::json!({"phase": "Inactive"})));
+        // A newer version in the cache ends the guard, whatever it holds.
+        assert!(!recent.already_written("u", "11", &status));
+        assert!(!recent.already_written("u", "10", &status));
+    }
+}

@@ -1,0 +1,16 @@
+//! `keyward crd`: the CustomResourceDefinitions as YAML, the source of `crds/`.
+
+use kube::CustomResourceExt;
+
+use crate::api::ApiKey;
+use crate::error::{Error, Result};
+
+/// Every CRD of the operator as one multi-document YAML string.
+pub fn yaml() -> Result<String> {
+    let mut out = String::new();
+    for crd in [ApiKey::crd()] {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd).map_err(Error::Yaml)?);
+    }
+    Ok(out)
+}

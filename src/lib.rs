@@ -1,0 +1,14 @@
+//! Keyward: API keys as Kubernetes custom resources.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod controller;
+pub mod crd;
+pub mod duration;
+pub mod error;
+pub mod scope;
+pub mod telemetry;
+pub mod token;
+
+pub use error::{Error, Result};
