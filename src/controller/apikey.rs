@@ -260,6 +260,7 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
         Outcome::Expired(_) | Outcome::Invalid(_) => None,
     };
     finish(key, ctx, Some(&valid), outcome, now).await?;
+    tracing::debug!(?requeue, "reconciled");
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 

@@ -1,0 +1,430 @@
+//! Shared test support: a namespace per test on the real API server named by `KUBECONFIG`
+//! (`make test` starts one), the real `keyward` binary as a child process, and waits that end
+//! on a condition or fail at a deadline.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
+use keyward::api::{ApiKey, ApiKeySpec, Phase};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::await_condition;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, CustomResourceExt, ResourceExt};
+use tokio::process::{Child, Command};
+
+/// The usual deadline for something the controller does on a change.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A client for the API server the tests run against. Fails loudly when there is none.
+pub async fn client() -> Client {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "these tests need a real API server: run them with `make test`, which starts one"
+    );
+    Client::try_default()
+        .await
+        .expect("a client from KUBECONFIG")
+}
+
+/// Installs the CRDs by server-side apply (idempotent; every test may call it).
+pub async fn install_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = ApiKey::crd();
+    crds.patch(
+        &crd.name_any(),
+        &PatchParams::apply("keyward-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply the ApiKey CRD");
+    let name = crd.name_any();
+    tokio::time::timeout(
+        DEADLINE,
+        await_condition(crds, &name, kube::runtime::conditions::is_crd_established()),
+    )
+    .await
+    .expect("CRD established in time")
+    .expect("watch the CRD");
+}
+
+/// A fresh namespace for one test, with the CRDs installed.
+pub struct TestNamespace {
+    pub client: Client,
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn new(test: &str) -> Self {
+        let client = client().await;
+        install_crds(&client).await;
+        let suffix: String = (0..6)
+            .map(|_| (b'a' + rand::random_range(0..26u8)) as char)
+            .collect();
+        let name = format!(
+            "{}-{suffix}",
+            test.replace('_', "-")
+                .chars()
+                .take(40)
+                .collect::<String>()
+                .trim_end_matches('-')
+        );
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+            .expect("namespace");
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create the test namespace");
+        Self { client, name }
+    }
+
+    pub fn keys(&self) -> Api<ApiKey> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub fn events(&self) -> Api<Event> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Starts a controller watching only this namespace, with extra flags.
+    pub fn controller(&self, extra: &[&str]) -> Operator {
+        Operator::start(&self.name, extra, &[])
+    }
+
+    /// Creates a key from a spec given as JSON.
+    pub async fn create_key(&self, name: &str, spec: serde_json::Value) -> ApiKey {
+        let key = key(name, spec);
+        self.keys()
+            .create(&PostParams::default(), &key)
+            .await
+            .unwrap_or_else(|e| panic!("create ApiKey {name}: {e}"))
+    }
+
+    pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) -> ApiKey {
+        self.keys()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": spec })),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("patch ApiKey {name}: {e}"))
+    }
+
+    /// Waits until the key is in `phase` and its status describes its current generation.
+    pub async fn wait_phase(&self, name: &str, phase: Phase) -> ApiKey {
+        self.wait_key(name, &format!("phase {phase:?}"), move |k| {
+            k.status.as_ref().is_some_and(|s| {
+                s.phase == Some(phase) && s.observed_generation == k.metadata.generation
+            })
+        })
+        .await
+    }
+
+    /// Waits until `condition` holds for the key, or fails at the deadline.
+    pub async fn wait_key(
+        &self,
+        name: &str,
+        what: &str,
+        condition: impl Fn(&ApiKey) -> bool,
+    ) -> ApiKey {
+        let api = self.keys();
+        let found = tokio::time::timeout(
+            DEADLINE,
+            await_condition(api.clone(), name, move |k: Option<&ApiKey>| {
+                k.is_some_and(&condition)
+            }),
+        )
+        .await;
+        match found {
+            Ok(Ok(Some(key))) => key,
+            Ok(Err(e)) => panic!("watching ApiKey {name}: {e}"),
+            _ => {
+                let now = api.get_opt(name).await.ok().flatten();
+                panic!(
+                    "ApiKey {name} did not reach {what} within {DEADLINE:?}; status now: {:?}",
+                    now.and_then(|k| k.status)
+                )
+            }
+        }
+    }
+
+    /// Waits until the named Secret is gone.
+    pub async fn wait_secret_gone(&self, name: &str) {
+        let done = tokio::time::timeout(
+            DEADLINE,
+            await_condition(self.secrets(), name, |s: Option<&Secret>| s.is_none()),
+        )
+        .await;
+        assert!(
+            matches!(done, Ok(Ok(_))),
+            "Secret {name} still exists after {DEADLINE:?}"
+        );
+    }
+
+    /// Waits until the named Secret exists and `condition` holds for it.
+    pub async fn wait_secret(
+        &self,
+        name: &str,
+        what: &str,
+        condition: impl Fn(&Secret) -> bool,
+    ) -> Secret {
+        let found = tokio::time::timeout(
+            DEADLINE,
+            await_condition(self.secrets(), name, move |s: Option<&Secret>| {
+                s.is_some_and(&condition)
+            }),
+        )
+        .await;
+        match found {
+            Ok(Ok(Some(secret))) => secret,
+            _ => panic!("Secret {name} did not reach {what} within {DEADLINE:?}"),
+        }
+    }
+
+    /// The token written in a Secret.
+    pub async fn token_of(&self, secret: &str) -> String {
+        let secret = self
+            .secrets()
+            .get(secret)
+            .await
+            .unwrap_or_else(|e| panic!("read Secret {secret}: {e}"));
+        token_in(&secret).expect("a token in the Secret")
+    }
+
+    /// Events about one object, newest last.
+    pub async fn events_for(&self, name: &str) -> Vec<Event> {
+        let mut events: Vec<Event> = self
+            .events()
+            .list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .collect();
+        events.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        events
+    }
+
+    /// Waits until an event with `reason` exists for the named object.
+    pub async fn wait_event(&self, name: &str, reason: &str) -> Event {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut events = watcher(self.events(), watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        loop {
+            if let Some(found) = self
+                .events_for(name)
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+            {
+                return found;
+            }
+            match tokio::time::timeout_at(deadline, events.try_next()).await {
+                Ok(Ok(Some(_))) => {}
+                Ok(other) => panic!("event watch ended: {:?}", other.err()),
+                Err(_) => panic!("no {reason} event for {name} within {DEADLINE:?}"),
+            }
+        }
+    }
+
+    pub async fn delete_key(&self, name: &str) {
+        self.keys()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete ApiKey {name}: {e}"));
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Best effort: the control plane is thrown away after the run anyway.
+        let client = self.client.clone();
+        let name = self.name.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::default())
+                    .await;
+            });
+        }
+    }
+}
+
+/// An ApiKey object with a spec given as JSON.
+pub fn key(name: &str, spec: serde_json::Value) -> ApiKey {
+    let spec: ApiKeySpec = serde_json::from_value(spec).expect("a valid ApiKeySpec");
+    ApiKey::new(name, spec)
+}
+
+pub fn token_in(secret: &Secret) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get("token")?;
+    String::from_utf8(bytes.0.clone()).ok()
+}
+
+/// `keyward controller` as a child process, killed when dropped.
+pub struct Operator {
+    child: Option<Child>,
+    pub log: PathBuf,
+    namespace: String,
+    extra: Vec<String>,
+    env: Vec<(String, String)>,
+    _dir: std::sync::Arc<tempfile::TempDir>,
+}
+
+impl Operator {
+    pub fn start(namespace: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+        let mut operator = Operator {
+            child: None,
+            log: dir.path().join("controller.log"),
+            namespace: namespace.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            _dir: dir,
+        };
+        operator.spawn();
+        operator
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        command
+            .args([
+                "controller",
+                "--namespaces",
+                &self.namespace,
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(&self.extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("KEYWARD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .kill_on_drop(true);
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        self.child = Some(command.spawn().expect("start keyward controller"));
+    }
+
+    /// SIGKILL, no goodbye.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill the controller");
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill before restart");
+        self.spawn();
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Records every token value each Secret in a namespace ever held, from a watch.
+pub struct TokenHistory {
+    pub seen: std::sync::Arc<std::sync::Mutex<BTreeMap<String, Vec<String>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TokenHistory {
+    /// Starts watching; returns once the watch has listed what exists.
+    pub async fn start(secrets: Api<Secret>) -> Self {
+        let seen: std::sync::Arc<std::sync::Mutex<BTreeMap<String, Vec<String>>>> =
+            Default::default();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            let mut stream = watcher(secrets, watcher::Config::default()).boxed();
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(tx) = ready.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
+                        let id =
+                            format!("{}/{}", secret.name_any(), secret.uid().unwrap_or_default());
+                        if let Some(token) = token_in(&secret) {
+                            let mut seen = record.lock().expect("history lock");
+                            let tokens = seen.entry(id).or_default();
+                            if tokens.last() != Some(&token) {
+                                tokens.push(token);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        tokio::time::timeout(DEADLINE, ready_rx)
+            .await
+            .expect("Secret watch listed in time")
+            .expect("watch task alive");
+        Self { seen, task }
+    }
+
+    /// Every token any Secret held.
+    pub fn all_tokens(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .expect("history lock")
+            .values()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Secrets (name/uid) whose token changed after it was first written.
+    pub fn rewritten(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .expect("history lock")
+            .iter()
+            .filter(|(_, t)| t.len() > 1)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// How many distinct Secret objects (name/uid) held a token.
+    pub fn secret_objects(&self) -> usize {
+        self.seen.lock().expect("history lock").len()
+    }
+}
+
+impl Drop for TokenHistory {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
