@@ -7,6 +7,7 @@
 #   control-plane.sh stop [DIR]     stop every process started by `start`, by PID
 #   control-plane.sh env [DIR]      print `export KUBECONFIG=...` and the tool PATH for eval
 #   control-plane.sh status [DIR]   exit 0 when the API server in DIR answers /readyz
+#   control-plane.sh with DIR CMD.. start a fresh one in DIR, run CMD with KUBECONFIG set, stop it
 #
 # The binaries are cached in $KEYWARD_CACHE (default ~/.cache/keyward); DIR defaults to
 # $KEYWARD_CONTROL_PLANE_DIR or .keyward/control-plane in the current directory.
@@ -229,11 +230,24 @@ cmd_status() {
   [ -f "$dir/admin.kubeconfig" ] && "$BIN/kubectl" --kubeconfig "$dir/admin.kubeconfig" --request-timeout 3s get --raw /readyz >/dev/null 2>&1
 }
 
+cmd_with() {
+  local dir
+  dir=$(state_dir "$1"); shift
+  [ "${1:-}" = "--" ] && shift
+  cmd_stop "$dir" 2>/dev/null || true
+  cmd_start "$dir"
+  trap 'cmd_stop "'"$dir"'"' EXIT
+  local rc=0
+  KUBECONFIG=$dir/admin.kubeconfig PATH=$BIN:$PATH "$@" || rc=$?
+  return $rc
+}
+
 case ${1:-} in
   install) cmd_install ;;
   start) cmd_start "${2:-}" ;;
   stop) cmd_stop "${2:-}" ;;
   env) cmd_env "${2:-}" ;;
   status) cmd_status "${2:-}" ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  with) shift; [ $# -ge 2 ] || die "usage: control-plane.sh with DIR CMD..."; cmd_with "$@" ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -15,11 +15,7 @@ use crate::telemetry::{self, LogFormat, Metrics};
 use crate::{crd, duration};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "keyward",
-    version,
-    about = "API keys as Kubernetes custom resources"
-)]
+#[command(name = "keyward", version, about = "API keys as Kubernetes custom resources")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -82,15 +78,9 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
             duration::format(max)
         )));
     }
-    let client = kube::Client::try_default()
-        .await
-        .map_err(Error::KubeConfig)?;
+    let client = kube::Client::try_default().await.map_err(Error::KubeConfig)?;
     let settings = Settings {
-        namespaces: args
-            .namespaces
-            .into_iter()
-            .filter(|ns| !ns.is_empty())
-            .collect(),
+        namespaces: args.namespaces.into_iter().filter(|ns| !ns.is_empty()).collect(),
         expiry: ExpiryPolicy {
             default: args.default_expiry,
             max: args.max_expiry,

@@ -14,15 +14,12 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
         let unit = rest[digits..].chars().next();
         if digits == 0 || !matches!(unit, Some('s' | 'm' | 'h' | 'd' | 'w')) {
-            return Err(
-                "expected whole numbers with the units s, m, h, d or w, such as 90d, 12h or 1w2d"
-                    .into(),
-            );
+            return Err("expected whole numbers with the units s, m, h, d or w, such as 90d, 12h or 1w2d".into());
         }
         rest = &rest[digits + 1..];
     }
-    let duration = humantime::parse_duration(text)
-        .map_err(|e| format!("expected a duration such as 90d, 12h or 1w2d ({e})"))?;
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("expected a duration such as 90d, 12h or 1w2d ({e})"))?;
     if duration.is_zero() {
         return Err("a duration must be longer than zero".into());
     }
@@ -40,13 +37,7 @@ pub fn format(duration: Duration) -> String {
         return "0s".into();
     }
     let mut out = String::new();
-    for (unit, size) in [
-        ("w", 604_800),
-        ("d", 86_400),
-        ("h", 3_600),
-        ("m", 60),
-        ("s", 1),
-    ] {
+    for (unit, size) in [("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
         if secs >= size {
             out.push_str(&format!("{}{unit}", secs / size));
             secs %= size;

@@ -8,23 +8,16 @@ pub fn validate_granted(scope: &str) -> Result<(), String> {
     for (i, segment) in segments.iter().enumerate() {
         match *segment {
             "" => {
-                return Err(
-                    "empty segment (scopes are dot-separated names such as orders.read)".into(),
-                );
+                return Err("empty segment (scopes are dot-separated names such as orders.read)".into());
             }
             "*" => {}
             ">" if i == last && i > 0 => {}
             ">" => {
-                return Err(
-                    "'>' is only allowed as the last segment after at least one other".into(),
-                );
+                return Err("'>' is only allowed as the last segment after at least one other".into());
             }
             s if is_plain_segment(s) => {}
             _ => {
-                return Err(
-                    "segments may only hold A-Z, a-z, 0-9, '_' and '-', or be '*' or a final '>'"
-                        .into(),
-                );
+                return Err("segments may only hold A-Z, a-z, 0-9, '_' and '-', or be '*' or a final '>'".into());
             }
         }
     }
@@ -104,10 +97,7 @@ mod tests {
             &["orders.read", "deploy.>"],
             &["orders.read", "deploy.prod.write"]
         ));
-        assert!(!grants_all(
-            &["orders.read"],
-            &["orders.read", "orders.write"]
-        ));
+        assert!(!grants_all(&["orders.read"], &["orders.read", "orders.write"]));
         assert!(grants_all::<&str, &str>(&[], &[]));
     }
 

@@ -35,11 +35,7 @@ pub fn init_logging(format: LogFormat) {
     // A second initialisation (tests) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
     };
 }
 
@@ -138,7 +134,11 @@ pub async fn serve(
             addr: addr.to_string(),
             source,
         })?;
-    tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+    let bound = listener.local_addr().map_err(|source| Error::Http {
+        addr: addr.to_string(),
+        source,
+    })?;
+    tracing::info!(addr = %bound, "serving /healthz, /readyz and /metrics");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

@@ -61,9 +61,7 @@ pub fn is_valid_prefix(prefix: &str) -> bool {
         Some((first, rest)) => {
             bytes.len() <= MAX_PREFIX_LEN
                 && first.is_ascii_lowercase()
-                && rest
-                    .iter()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && rest.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         }
         None => false,
     }
@@ -116,10 +114,7 @@ impl Token {
     /// Like [`Token::generate`], but returns the OS RNG's error instead of
     /// panicking.
     pub fn try_generate(prefix: &str) -> Result<Token, SysError> {
-        debug_assert!(
-            is_valid_prefix(prefix),
-            "Token::generate called with an invalid prefix"
-        );
+        debug_assert!(is_valid_prefix(prefix), "Token::generate called with an invalid prefix");
         let mut random = [0u8; RANDOM_LEN];
         let mut filled = 0;
         let mut pool = [0u8; POOL_LEN];
@@ -239,10 +234,8 @@ impl TokenHash {
     /// Accepts exactly `sha256:` followed by 64 lowercase hex digits.
     pub fn parse(s: &str) -> Option<TokenHash> {
         let hex = s.strip_prefix(HASH_SCHEME)?;
-        let well_formed = hex.len() == HASH_HEX_LEN
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let well_formed =
+            hex.len() == HASH_HEX_LEN && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         well_formed.then(|| TokenHash(s.to_owned()))
     }
 }
@@ -258,9 +251,7 @@ impl fmt::Display for TokenHash {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MalformedToken {
     /// The part before the `_` does not match `^[a-z][a-z0-9]{0,15}$`.
-    #[error(
-        "token prefix must be a lowercase letter followed by at most 15 lowercase letters or digits"
-    )]
+    #[error("token prefix must be a lowercase letter followed by at most 15 lowercase letters or digits")]
     Prefix,
     /// There is no `_` between prefix and body.
     #[error("token has no '_' separating prefix and body")]
@@ -286,20 +277,15 @@ mod tests {
     //     -> 0xf59cf7ae = "4Us3aw" in base62
     //   printf %s kw_0123456789ABCDEFGHIJabcdefghij4Us3aw | sha256sum
     const KNOWN_TOKEN: &str = "kw_0123456789ABCDEFGHIJabcdefghij4Us3aw";
-    const KNOWN_HASH: &str =
-        "sha256:a7692742b50d25512817cba73cc985ca73a85a7f0f450d01259ff58978617228";
+    const KNOWN_HASH: &str = "sha256:a7692742b50d25512817cba73cc985ca73a85a7f0f450d01259ff58978617228";
 
     fn body_of(token: &Token) -> &[u8] {
         token.parts().1.as_bytes()
     }
 
     fn is_sha256_hash_text(s: &str) -> bool {
-        s.strip_prefix("sha256:").is_some_and(|hex| {
-            hex.len() == 64
-                && hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        })
+        s.strip_prefix("sha256:")
+            .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
     }
 
     /// Pearson's chi-square statistic of `counts` against a uniform
@@ -328,10 +314,7 @@ mod tests {
             let body = body_of(&token);
             assert_eq!(body.len(), BODY_LEN);
             assert!(body.iter().all(|&b| ALPHABET.contains(&b)));
-            assert_eq!(
-                &body[RANDOM_LEN..],
-                checksum(&body[..RANDOM_LEN]).as_slice()
-            );
+            assert_eq!(&body[RANDOM_LEN..], checksum(&body[..RANDOM_LEN]).as_slice());
 
             let reparsed = Token::parse(text).expect("a generated token parses");
             assert_eq!(reparsed.expose(), text);
@@ -427,10 +410,7 @@ mod tests {
         for _ in 0..TOKENS {
             let token = Token::generate(DEFAULT_PREFIX);
             for &b in &body_of(&token)[..RANDOM_LEN] {
-                let digit = ALPHABET
-                    .iter()
-                    .position(|&a| a == b)
-                    .expect("body is base62");
+                let digit = ALPHABET.iter().position(|&a| a == b).expect("body is base62");
                 counts[digit] += 1;
             }
         }
@@ -439,9 +419,7 @@ mod tests {
 
         let mut biased = [0u64; 62];
         let mut bytes = vec![0u8; TOKENS * RANDOM_LEN];
-        SysRng
-            .try_fill_bytes(&mut bytes)
-            .expect("the OS RNG works in tests");
+        SysRng.try_fill_bytes(&mut bytes).expect("the OS RNG works in tests");
         for b in bytes {
             biased[usize::from(b % 62)] += 1;
         }
@@ -457,11 +435,7 @@ mod tests {
         let token = Token::generate(DEFAULT_PREFIX);
         let text = token.expose().to_owned();
         let body = String::from_utf8(body_of(&token).to_vec()).expect("ASCII");
-        for shown in [
-            format!("{token:?}"),
-            format!("{token}"),
-            format!("{token:#?}"),
-        ] {
+        for shown in [format!("{token:?}"), format!("{token}"), format!("{token:#?}")] {
             assert_eq!(shown, "[redacted]");
             assert!(!shown.contains(&text));
             assert!(!shown.contains(&body));
@@ -520,21 +494,11 @@ mod tests {
             (format!("kw_{}é", &body[2..]), MalformedToken::Alphabet),
             (format!("kw_{} ", &body[1..]), MalformedToken::Alphabet),
             // Checksum: random part changed, then checksum changed.
-            (
-                KNOWN_TOKEN.replacen("0123", "0124", 1),
-                MalformedToken::Checksum,
-            ),
-            (
-                KNOWN_TOKEN.replace("4Us3aw", "4Us3ax"),
-                MalformedToken::Checksum,
-            ),
+            (KNOWN_TOKEN.replacen("0123", "0124", 1), MalformedToken::Checksum),
+            (KNOWN_TOKEN.replace("4Us3aw", "4Us3ax"), MalformedToken::Checksum),
         ];
         for (input, expected) in &cases {
-            assert_eq!(
-                Token::parse(input).err().as_ref(),
-                Some(expected),
-                "input {input:?}"
-            );
+            assert_eq!(Token::parse(input).err().as_ref(), Some(expected), "input {input:?}");
         }
         // The checksum covers the body only, so any valid prefix works.
         assert!(Token::parse(&format!("a1_{body}")).is_ok());
@@ -545,17 +509,7 @@ mod tests {
         for ok in ["kw", "a", "a0", "abcdefghij012345", DEFAULT_PREFIX] {
             assert!(is_valid_prefix(ok), "{ok:?}");
         }
-        for bad in [
-            "",
-            "0",
-            "0kw",
-            "Kw",
-            "kW",
-            "k_w",
-            "k w",
-            "abcdefghij0123456",
-            "é",
-        ] {
+        for bad in ["", "0", "0kw", "Kw", "kW", "k_w", "k w", "abcdefghij0123456", "é"] {
             assert!(!is_valid_prefix(bad), "{bad:?}");
         }
     }

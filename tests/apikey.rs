@@ -21,19 +21,12 @@ fn hash_of(token: &str) -> String {
 async fn issue_once_writes_the_token_to_its_secret_and_only_the_hash_to_status() {
     let ns = TestNamespace::new("issue-once").await;
     let _controller = ns.controller(&[]);
-    ns.create_key(
-        "ci-deploy",
-        json!({"expiresAfter": "30d", "scopes": ["orders.read"]}),
-    )
-    .await;
+    ns.create_key("ci-deploy", json!({"expiresAfter": "30d", "scopes": ["orders.read"]}))
+        .await;
     let key = ns.wait_phase("ci-deploy", Phase::Active).await;
     let status = key.status.clone().expect("status");
 
-    let secret = ns
-        .secrets()
-        .get("ci-deploy-apikey")
-        .await
-        .expect("the Secret exists");
+    let secret = ns.secrets().get("ci-deploy-apikey").await.expect("the Secret exists");
     let token = token_in(&secret).expect("data.token");
     let parsed = Token::parse(&token).expect("a well-formed token");
     assert_eq!(parsed.prefix(), "kw");
@@ -48,11 +41,7 @@ async fn issue_once_writes_the_token_to_its_secret_and_only_the_hash_to_status()
     );
     let ready = &status.conditions[0];
     assert_eq!(
-        (
-            ready.type_.as_str(),
-            ready.status.as_str(),
-            ready.reason.as_str()
-        ),
+        (ready.type_.as_str(), ready.status.as_str(), ready.reason.as_str()),
         ("Ready", "True", "Issued")
     );
     assert!(
@@ -64,34 +53,22 @@ async fn issue_once_writes_the_token_to_its_secret_and_only_the_hash_to_status()
     assert_eq!(secret.type_.as_deref(), Some("keyward.io/token"));
     let labels = secret.labels();
     assert_eq!(
-        labels
-            .get("app.kubernetes.io/managed-by")
-            .map(String::as_str),
+        labels.get("app.kubernetes.io/managed-by").map(String::as_str),
         Some("keyward")
     );
     assert_eq!(labels.get("keyward.io/owner-uid"), key.uid().as_ref());
     let annotations = secret.annotations();
-    assert_eq!(
-        annotations.get("keyward.io/token-hash"),
-        status.token_hash.as_ref()
-    );
+    assert_eq!(annotations.get("keyward.io/token-hash"), status.token_hash.as_ref());
     assert_eq!(annotations.get("keyward.io/key-id"), status.key_id.as_ref());
     assert_eq!(
         annotations.get("keyward.io/owner").map(String::as_str),
         Some("ApiKey/ci-deploy")
     );
-    assert!(
-        annotations.contains_key("keyward.io/issued-at")
-            && annotations.contains_key("keyward.io/expires-at")
-    );
+    assert!(annotations.contains_key("keyward.io/issued-at") && annotations.contains_key("keyward.io/expires-at"));
     let owners = secret.owner_references();
     assert_eq!(owners.len(), 1);
     assert_eq!(
-        (
-            owners[0].kind.as_str(),
-            owners[0].uid.as_str(),
-            owners[0].controller
-        ),
+        (owners[0].kind.as_str(), owners[0].uid.as_str(), owners[0].controller),
         ("ApiKey", key.uid().expect("uid").as_str(), Some(true))
     );
     // The operator never writes spec or adds defaults to it.
@@ -106,29 +83,17 @@ async fn issue_once_a_wiped_status_never_produces_a_second_token() {
     let ns = TestNamespace::new("issue-once-wiped").await;
     let mut controller = ns.controller(&[]);
     ns.create_key("wiped", json!({})).await;
-    let before = ns
-        .wait_phase("wiped", Phase::Active)
-        .await
-        .status
-        .expect("status");
+    let before = ns.wait_phase("wiped", Phase::Active).await.status.expect("status");
     let token = ns.token_of("wiped-apikey").await;
 
     controller.kill().await;
     ns.keys()
-        .patch_status(
-            "wiped",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": null})),
-        )
+        .patch_status("wiped", &PatchParams::default(), &Patch::Merge(json!({"status": null})))
         .await
         .expect("wipe the status");
     assert!(ns.keys().get("wiped").await.expect("get").status.is_none());
     controller.restart();
-    let after = ns
-        .wait_phase("wiped", Phase::Active)
-        .await
-        .status
-        .expect("status");
+    let after = ns.wait_phase("wiped", Phase::Active).await.status.expect("status");
     assert_eq!(after.token_hash, before.token_hash);
     assert_eq!(ns.token_of("wiped-apikey").await, token);
 }
@@ -166,17 +131,12 @@ async fn never_overwrite_a_secret_that_is_not_ours() {
 async fn never_overwrite_two_keys_naming_one_secret_the_second_gets_the_conflict() {
     let ns = TestNamespace::new("never-overwrite-two").await;
     let _controller = ns.controller(&[]);
-    ns.create_key("first", json!({"secretName": "shared"}))
-        .await;
+    ns.create_key("first", json!({"secretName": "shared"})).await;
     ns.wait_phase("first", Phase::Active).await;
     let token = ns.token_of("shared").await;
-    ns.create_key("second", json!({"secretName": "shared"}))
-        .await;
+    ns.create_key("second", json!({"secretName": "shared"})).await;
     let second = ns.wait_phase("second", Phase::Failed).await;
-    assert_eq!(
-        second.status.expect("status").conditions[0].reason,
-        "SecretConflict"
-    );
+    assert_eq!(second.status.expect("status").conditions[0].reason, "SecretConflict");
     assert_eq!(ns.token_of("shared").await, token);
     assert_eq!(
         ns.wait_phase("first", Phase::Active)
@@ -193,21 +153,10 @@ async fn expiry_deletes_the_secret_at_expires_at_and_keeps_the_hash() {
     let ns = TestNamespace::new("expiry").await;
     let _controller = ns.controller(&[]);
     ns.create_key("short", json!({"expiresAfter": "4s"})).await;
-    let active = ns
-        .wait_phase("short", Phase::Active)
-        .await
-        .status
-        .expect("status");
-    let expired = ns
-        .wait_phase("short", Phase::Expired)
-        .await
-        .status
-        .expect("status");
+    let active = ns.wait_phase("short", Phase::Active).await.status.expect("status");
+    let expired = ns.wait_phase("short", Phase::Expired).await.status.expect("status");
     ns.wait_secret_gone("short-apikey").await;
-    assert_eq!(
-        expired.token_hash, active.token_hash,
-        "the hash stays for audit"
-    );
+    assert_eq!(expired.token_hash, active.token_hash, "the hash stays for audit");
     assert_eq!(expired.expires_at, active.expires_at);
     assert_eq!(expired.conditions[0].reason, "Expired");
     assert!(jiff::Timestamp::now() >= expired.expires_at.expect("expiresAt").0);
@@ -219,42 +168,23 @@ async fn expiry_an_expired_key_is_not_reissued_by_state_but_is_by_a_new_expiry()
     let ns = TestNamespace::new("expiry-reissue").await;
     let _controller = ns.controller(&[]);
     ns.create_key("short", json!({"expiresAfter": "3s"})).await;
-    let first = ns
-        .wait_phase("short", Phase::Expired)
-        .await
-        .status
-        .expect("status");
+    let first = ns.wait_phase("short", Phase::Expired).await.status.expect("status");
     ns.wait_secret_gone("short-apikey").await;
 
     ns.patch_spec("short", json!({"state": "Inactive"})).await;
     ns.wait_phase("short", Phase::Expired).await;
     ns.patch_spec("short", json!({"state": "Active"})).await;
-    let still = ns
-        .wait_phase("short", Phase::Expired)
-        .await
-        .status
-        .expect("status");
+    let still = ns.wait_phase("short", Phase::Expired).await.status.expect("status");
     assert_eq!(still.token_hash, first.token_hash);
     assert!(
-        ns.secrets()
-            .get_opt("short-apikey")
-            .await
-            .expect("get")
-            .is_none(),
+        ns.secrets().get_opt("short-apikey").await.expect("get").is_none(),
         "a state change re-issued the key"
     );
 
     ns.patch_spec("short", json!({"expiresAfter": "1h"})).await;
-    let renewed = ns
-        .wait_phase("short", Phase::Active)
-        .await
-        .status
-        .expect("status");
+    let renewed = ns.wait_phase("short", Phase::Active).await.status.expect("status");
     assert_ne!(renewed.token_hash, first.token_hash);
-    assert_eq!(
-        renewed.token_hash,
-        Some(hash_of(&ns.token_of("short-apikey").await))
-    );
+    assert_eq!(renewed.token_hash, Some(hash_of(&ns.token_of("short-apikey").await)));
 }
 
 #[tokio::test]
@@ -266,11 +196,7 @@ async fn inactive_keeps_the_secret_and_reactivation_restores_the_same_token() {
     let token = ns.token_of("toggle-apikey").await;
 
     ns.patch_spec("toggle", json!({"state": "Inactive"})).await;
-    let inactive = ns
-        .wait_phase("toggle", Phase::Inactive)
-        .await
-        .status
-        .expect("status");
+    let inactive = ns.wait_phase("toggle", Phase::Inactive).await.status.expect("status");
     assert_eq!(inactive.conditions[0].status, "False");
     assert_eq!(inactive.conditions[0].reason, "Inactive");
     assert_eq!(
@@ -280,11 +206,7 @@ async fn inactive_keeps_the_secret_and_reactivation_restores_the_same_token() {
     );
 
     ns.patch_spec("toggle", json!({"state": "Active"})).await;
-    let active = ns
-        .wait_phase("toggle", Phase::Active)
-        .await
-        .status
-        .expect("status");
+    let active = ns.wait_phase("toggle", Phase::Active).await.status.expect("status");
     assert_eq!(ns.token_of("toggle-apikey").await, token);
     assert_eq!(active.token_hash, Some(hash_of(&token)));
 }
@@ -294,15 +216,8 @@ async fn inactive_from_creation_issues_the_token_but_is_not_ready() {
     let ns = TestNamespace::new("inactive-new").await;
     let _controller = ns.controller(&[]);
     ns.create_key("dormant", json!({"state": "Inactive"})).await;
-    let status = ns
-        .wait_phase("dormant", Phase::Inactive)
-        .await
-        .status
-        .expect("status");
-    assert_eq!(
-        status.token_hash,
-        Some(hash_of(&ns.token_of("dormant-apikey").await))
-    );
+    let status = ns.wait_phase("dormant", Phase::Inactive).await.status.expect("status");
+    assert_eq!(status.token_hash, Some(hash_of(&ns.token_of("dormant-apikey").await)));
 }
 
 #[tokio::test]
@@ -322,32 +237,22 @@ async fn lost_secret_is_reissued_with_a_token_reissued_warning() {
     let ns = TestNamespace::new("lost-secret").await;
     let _controller = ns.controller(&[]);
     ns.create_key("lost", json!({"expiresAfter": "2h"})).await;
-    let before = ns
-        .wait_phase("lost", Phase::Active)
-        .await
-        .status
-        .expect("status");
+    let before = ns.wait_phase("lost", Phase::Active).await.status.expect("status");
     ns.secrets()
         .delete("lost-apikey", &Default::default())
         .await
         .expect("delete the Secret");
     let after = ns
         .wait_key("lost", "a new token", |k| {
-            k.status.as_ref().is_some_and(|s| {
-                s.phase == Some(Phase::Active) && s.token_hash != before.token_hash
-            })
+            k.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Some(Phase::Active) && s.token_hash != before.token_hash)
         })
         .await
         .status
         .expect("status");
-    assert_eq!(
-        after.token_hash,
-        Some(hash_of(&ns.token_of("lost-apikey").await))
-    );
-    assert_eq!(
-        after.expires_at, before.expires_at,
-        "re-issue never extends expiry"
-    );
+    assert_eq!(after.token_hash, Some(hash_of(&ns.token_of("lost-apikey").await)));
+    assert_eq!(after.expires_at, before.expires_at, "re-issue never extends expiry");
     let event = ns.wait_event("lost", "TokenReissued").await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     assert!(event.message.unwrap_or_default().contains("deleted"));
@@ -358,27 +263,21 @@ async fn tampered_secret_is_reissued_with_a_token_reissued_warning() {
     let ns = TestNamespace::new("tampered-secret").await;
     let _controller = ns.controller(&[]);
     ns.create_key("tampered", json!({})).await;
-    let before = ns
-        .wait_phase("tampered", Phase::Active)
-        .await
-        .status
-        .expect("status");
+    let before = ns.wait_phase("tampered", Phase::Active).await.status.expect("status");
     let forged = Token::generate("kw");
     ns.secrets()
         .patch(
             "tampered-apikey",
             &PatchParams::default(),
-            &Patch::Merge(
-                json!({"data": {"token": ByteString(forged.expose().as_bytes().to_vec())}}),
-            ),
+            &Patch::Merge(json!({"data": {"token": ByteString(forged.expose().as_bytes().to_vec())}})),
         )
         .await
         .expect("tamper");
     let after = ns
         .wait_key("tampered", "a new token", |k| {
-            k.status.as_ref().is_some_and(|s| {
-                s.phase == Some(Phase::Active) && s.token_hash != before.token_hash
-            })
+            k.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Some(Phase::Active) && s.token_hash != before.token_hash)
         })
         .await
         .status
@@ -387,12 +286,7 @@ async fn tampered_secret_is_reissued_with_a_token_reissued_warning() {
     assert_ne!(token, forged.expose(), "the forged token was adopted");
     assert_eq!(after.token_hash, Some(hash_of(&token)));
     let event = ns.wait_event("tampered", "TokenReissued").await;
-    assert!(
-        event
-            .message
-            .unwrap_or_default()
-            .contains("no longer matched")
-    );
+    assert!(event.message.unwrap_or_default().contains("no longer matched"));
 }
 
 #[tokio::test]
@@ -400,12 +294,7 @@ async fn bad_spec_fails_with_invalid_spec_naming_the_field_and_value() {
     let ns = TestNamespace::new("bad-spec").await;
     let _controller = ns.controller(&[]);
     let cases = [
-        (
-            "bad-duration",
-            json!({"expiresAfter": "3x"}),
-            "spec.expiresAfter",
-            "3x",
-        ),
+        ("bad-duration", json!({"expiresAfter": "3x"}), "spec.expiresAfter", "3x"),
         (
             "bad-timestamp",
             json!({"expiresAt": "next tuesday"}),
@@ -469,8 +358,7 @@ async fn bad_spec_fails_with_invalid_spec_naming_the_field_and_value() {
     ns.wait_phase("good", Phase::Active).await;
 
     // Fixing the spec issues the token.
-    ns.patch_spec("bad-duration", json!({"expiresAfter": "3d"}))
-        .await;
+    ns.patch_spec("bad-duration", json!({"expiresAfter": "3d"})).await;
     ns.wait_phase("bad-duration", Phase::Active).await;
 }
 
@@ -478,28 +366,20 @@ async fn bad_spec_fails_with_invalid_spec_naming_the_field_and_value() {
 async fn max_expiry_refuses_longer_keys_instead_of_clamping() {
     let ns = TestNamespace::new("max-expiry").await;
     let _controller = ns.controller(&["--max-expiry", "30d", "--default-expiry", "7d"]);
-    ns.create_key("too-long", json!({"expiresAfter": "31d"}))
-        .await;
+    ns.create_key("too-long", json!({"expiresAfter": "31d"})).await;
     ns.create_key("fits", json!({"expiresAfter": "30d"})).await;
     ns.create_key("default", json!({})).await;
     let refused = ns.wait_phase("too-long", Phase::Failed).await;
     let message = &refused.status.expect("status").conditions[0].message;
     assert!(
-        message.contains("spec.expiresAfter")
-            && message.contains("31d")
-            && message.contains("max-expiry"),
+        message.contains("spec.expiresAfter") && message.contains("31d") && message.contains("max-expiry"),
         "{message}"
     );
     ns.wait_phase("fits", Phase::Active).await;
     let default = ns.wait_phase("default", Phase::Active).await;
     let created = default.metadata.creation_timestamp.expect("created").0;
     assert_eq!(
-        default
-            .status
-            .expect("status")
-            .expires_at
-            .expect("expiresAt")
-            .0,
+        default.status.expect("status").expires_at.expect("expiresAt").0,
         created + jiff::SignedDuration::from_hours(7 * 24)
     );
 }
@@ -517,14 +397,8 @@ async fn secret_template_changes_reach_the_secret_without_rewriting_the_token() 
     let secret = ns.secrets().get("templated-apikey").await.expect("secret");
     let token = token_in(&secret).expect("token");
     assert_eq!(secret.labels().get("team").map(String::as_str), Some("a"));
-    assert_eq!(
-        secret.annotations().get("note").map(String::as_str),
-        Some("one")
-    );
-    assert_eq!(
-        secret.data.as_ref().expect("data")["endpoint"].0,
-        b"https://a.example"
-    );
+    assert_eq!(secret.annotations().get("note").map(String::as_str), Some("one"));
+    assert_eq!(secret.data.as_ref().expect("data")["endpoint"].0, b"https://a.example");
 
     // Someone else's label on our Secret survives template changes.
     ns.secrets()
@@ -557,15 +431,10 @@ async fn secret_template_changes_reach_the_secret_without_rewriting_the_token() 
         Some(token.as_str()),
         "the token was rewritten"
     );
-    assert_eq!(
-        secret.labels().get("backup").map(String::as_str),
-        Some("yes")
-    );
+    assert_eq!(secret.labels().get("backup").map(String::as_str), Some("yes"));
     let labels: BTreeMap<_, _> = secret.labels().clone();
     assert_eq!(
-        labels
-            .get("app.kubernetes.io/managed-by")
-            .map(String::as_str),
+        labels.get("app.kubernetes.io/managed-by").map(String::as_str),
         Some("keyward")
     );
 }
@@ -573,19 +442,14 @@ async fn secret_template_changes_reach_the_secret_without_rewriting_the_token() 
 #[tokio::test]
 async fn a_key_at_rest_causes_no_writes() {
     let ns = TestNamespace::new("at-rest").await;
-    let mut controller =
-        support::Operator::start(&ns.name, &[], &[("RUST_LOG", "info,keyward=debug")]);
+    let mut controller = support::Operator::start(&ns.name, &[], &[("RUST_LOG", "info,keyward=debug")]);
     for i in 0..5 {
         ns.create_key(&format!("rest-{i}"), json!({})).await;
     }
     let mut versions = Vec::new();
     for i in 0..5 {
         let key = ns.wait_phase(&format!("rest-{i}"), Phase::Active).await;
-        let secret = ns
-            .secrets()
-            .get(&format!("rest-{i}-apikey"))
-            .await
-            .expect("secret");
+        let secret = ns.secrets().get(&format!("rest-{i}-apikey")).await.expect("secret");
         versions.push((key.resource_version(), secret.resource_version()));
     }
     // A restart re-lists and reconciles every key: nothing may be written.
@@ -614,11 +478,7 @@ async fn a_key_at_rest_causes_no_writes() {
     }
     for (i, version) in versions.iter().enumerate() {
         let key = ns.keys().get(&format!("rest-{i}")).await.expect("key");
-        let secret = ns
-            .secrets()
-            .get(&format!("rest-{i}-apikey"))
-            .await
-            .expect("secret");
+        let secret = ns.secrets().get(&format!("rest-{i}-apikey")).await.expect("secret");
         assert_eq!(
             &(key.resource_version(), secret.resource_version()),
             version,

@@ -51,11 +51,7 @@ pub struct ApiKeySpec {
     pub state: Option<KeyState>,
 
     /// Client networks allowed to use the key, as CIDRs; empty allows any address.
-    #[serde(
-        default,
-        rename = "allowedCIDRs",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, rename = "allowedCIDRs", skip_serializing_if = "Vec::is_empty")]
     pub allowed_cidrs: Vec<String>,
 
     /// Token prefix, `^[a-z][a-z0-9]{0,15}$`; `kw` when absent.
@@ -108,10 +104,7 @@ impl ApiKey {
     pub fn secret_name(&self) -> String {
         match &self.spec.secret_name {
             Some(name) => name.clone(),
-            None => format!(
-                "{}-apikey",
-                self.metadata.name.as_deref().unwrap_or_default()
-            ),
+            None => format!("{}-apikey", self.metadata.name.as_deref().unwrap_or_default()),
         }
     }
 }

@@ -9,9 +9,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use jiff::{SignedDuration, Timestamp};
 
-use super::{
-    ANNOTATION_TEMPLATE_KEYS, ApiKey, KeyState, LABEL_MANAGED_BY, SECRET_TOKEN_KEY, SecretTemplate,
-};
+use super::{ANNOTATION_TEMPLATE_KEYS, ApiKey, KeyState, LABEL_MANAGED_BY, SECRET_TOKEN_KEY, SecretTemplate};
 use crate::{duration, scope, token};
 
 /// The operator's expiry settings (`--default-expiry`, `--max-expiry`).
@@ -50,11 +48,7 @@ impl SpecError {
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: invalid value {:?}: {}",
-            self.field, self.value, self.problem
-        )
+        write!(f, "{}: invalid value {:?}: {}", self.field, self.value, self.problem)
     }
 }
 
@@ -78,11 +72,7 @@ pub struct ValidApiKey {
 }
 
 /// Validates an ApiKey against the contract; `created` is its `metadata.creationTimestamp`.
-pub fn api_key(
-    key: &ApiKey,
-    created: Timestamp,
-    policy: &ExpiryPolicy,
-) -> Result<ValidApiKey, SpecError> {
+pub fn api_key(key: &ApiKey, created: Timestamp, policy: &ExpiryPolicy) -> Result<ValidApiKey, SpecError> {
     let spec = &key.spec;
     common(
         spec.description.as_deref(),
@@ -132,8 +122,7 @@ pub fn common(
         ));
     }
     for (i, granted) in scopes.iter().enumerate() {
-        scope::validate_granted(granted)
-            .map_err(|p| SpecError::new(format!("spec.scopes[{i}]"), granted, p))?;
+        scope::validate_granted(granted).map_err(|p| SpecError::new(format!("spec.scopes[{i}]"), granted, p))?;
     }
     for (i, cidr) in cidrs.iter().enumerate() {
         parse_cidr(cidr).map_err(|p| SpecError::new(format!("spec.allowedCIDRs[{i}]"), cidr, p))?;
@@ -220,11 +209,7 @@ fn secret_template(template: &SecretTemplate) -> Result<(), SpecError> {
     for (key, value) in &template.labels {
         let field = format!("spec.secretTemplate.labels[{key}]");
         if key == LABEL_MANAGED_BY || is_reserved(key) {
-            return Err(SpecError::new(
-                field,
-                key,
-                "this label is set by the operator",
-            ));
+            return Err(SpecError::new(field, key, "this label is set by the operator"));
         }
         qualified_name(key).map_err(|p| SpecError::new(&field, key, p))?;
         label_value(value).map_err(|p| SpecError::new(&field, value, p))?;
@@ -249,12 +234,7 @@ fn secret_template(template: &SecretTemplate) -> Result<(), SpecError> {
                 "the key token is reserved for the token itself",
             ));
         }
-        if key.is_empty()
-            || key.len() > 253
-            || !key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-        {
+        if key.is_empty() || key.len() > 253 || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
             return Err(SpecError::new(
                 field,
                 key,
@@ -313,9 +293,7 @@ fn label_value(value: &str) -> Result<(), String> {
 
 fn label_chars(s: &str) -> bool {
     let bytes = s.as_bytes();
-    bytes
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+    bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
         && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
         && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }
@@ -349,18 +327,12 @@ mod tests {
     }
 
     fn error_of(spec: ApiKeySpec) -> SpecError {
-        api_key(&key(spec), created(), &ExpiryPolicy::default())
-            .expect_err("spec should be refused")
+        api_key(&key(spec), created(), &ExpiryPolicy::default()).expect_err("spec should be refused")
     }
 
     #[test]
     fn defaults_apply_when_fields_are_absent() {
-        let valid = api_key(
-            &key(ApiKeySpec::default()),
-            created(),
-            &ExpiryPolicy::default(),
-        )
-        .expect("valid");
+        let valid = api_key(&key(ApiKeySpec::default()), created(), &ExpiryPolicy::default()).expect("valid");
         assert_eq!(valid.prefix, "kw");
         assert_eq!(valid.secret_name, "ci-deploy-apikey");
         assert_eq!(valid.state, KeyState::Active);
@@ -492,9 +464,7 @@ mod tests {
             assert_eq!(error.field, field);
             assert!(error.value.starts_with(value), "{error}");
             assert!(
-                error
-                    .to_string()
-                    .starts_with(&format!("{field}: invalid value")),
+                error.to_string().starts_with(&format!("{field}: invalid value")),
                 "{error}"
             );
         }

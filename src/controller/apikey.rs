@@ -56,12 +56,7 @@ pub enum Plan {
 }
 
 /// Decides what to do. Pure: every input, the clock included, is an argument.
-pub fn decide(
-    now: Timestamp,
-    key: &ValidApiKey,
-    found: &Found,
-    status: Option<&ApiKeyStatus>,
-) -> Plan {
+pub fn decide(now: Timestamp, key: &ValidApiKey, found: &Found, status: Option<&ApiKeyStatus>) -> Plan {
     if now >= key.expires_at {
         return Plan::Expire {
             delete_secret: matches!(found, Found::Intact(_) | Found::Tampered),
@@ -69,8 +64,7 @@ pub fn decide(
     }
     match found {
         Found::Missing => {
-            let had_token =
-                status.is_some_and(|s| s.token_hash.is_some() && s.phase != Some(Phase::Expired));
+            let had_token = status.is_some_and(|s| s.token_hash.is_some() && s.phase != Some(Phase::Expired));
             Plan::Issue(had_token.then_some(ReissueCause::SecretLost))
         }
         Found::Foreign => Plan::Conflict,
@@ -195,9 +189,7 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
         match decide(now, &valid, &found, key.status.as_ref()) {
             Plan::Issue(cause) => {
                 let (token, issued) = new_token(&valid.prefix, now)?;
-                if let Write::LostRace =
-                    secret::create(&secrets, &template.build(&token, now)).await?
-                {
+                if let Write::LostRace = secret::create(&secrets, &template.build(&token, now)).await? {
                     continue;
                 }
                 drop(token);
@@ -209,27 +201,17 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
                     .as_ref()
                     .ok_or_else(|| Error::MissingObjectField(valid.secret_name.clone(), "data"))?;
                 let (token, issued) = new_token(&valid.prefix, now)?;
-                if let Write::LostRace =
-                    secret::replace(&secrets, existing, template.build(&token, now)).await?
-                {
+                if let Write::LostRace = secret::replace(&secrets, existing, template.build(&token, now)).await? {
                     continue;
                 }
                 drop(token);
-                announce_issue(
-                    key,
-                    ctx,
-                    &valid,
-                    &issued,
-                    Some(ReissueCause::SecretTampered),
-                )
-                .await;
+                announce_issue(key, ctx, &valid, &issued, Some(ReissueCause::SecretTampered)).await;
                 break Outcome::Holds(issued);
             }
             Plan::Keep(issued) => {
                 if let Some(existing) = existing.as_ref()
                     && let Some(patch) = template.metadata_patch(existing)
-                    && let Write::LostRace =
-                        secret::patch_metadata(&secrets, existing, patch).await?
+                    && let Write::LostRace = secret::patch_metadata(&secrets, existing, patch).await?
                 {
                     continue;
                 }
@@ -242,10 +224,7 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
                 };
                 if delete_secret && let Some(existing) = existing.as_ref() {
                     secret::delete(&secrets, existing).await?;
-                    tracing::info!(
-                        secret = valid.secret_name,
-                        "key expired; deleted its Secret"
-                    );
+                    tracing::info!(secret = valid.secret_name, "key expired; deleted its Secret");
                 }
                 break Outcome::Expired(from_secret);
             }
@@ -300,12 +279,8 @@ async fn announce_issue(
                 }
             };
             tracing::warn!(key_id = issued.key_id, secret, "re-issued token: {why}");
-            let note = format!(
-                "{why}; issued a new token {} into it (expiry unchanged)",
-                issued.key_id
-            );
-            ctx.publish(key, EventType::Warning, reason::TOKEN_REISSUED, note)
-                .await;
+            let note = format!("{why}; issued a new token {} into it (expiry unchanged)", issued.key_id);
+            ctx.publish(key, EventType::Warning, reason::TOKEN_REISSUED, note).await;
         }
     }
 }
@@ -326,8 +301,7 @@ async fn finish(
         .iter()
         .find(|c| c.type_ == crate::api::CONDITION_READY);
     let transition = ready.map(|c| (&c.reason, &c.message)) != was.map(|c| (&c.reason, &c.message));
-    let api: Api<ApiKey> =
-        Api::namespaced(ctx.client.clone(), &key.namespace().unwrap_or_default());
+    let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &key.namespace().unwrap_or_default());
     let wrote = status::apply(&api, key, key.status.as_ref(), &desired, &ctx.status_writes).await?;
     if wrote
         && transition
@@ -339,8 +313,7 @@ async fn finish(
             _ => None,
         };
         if let Some(type_) = type_ {
-            ctx.publish(key, type_, &ready.reason, ready.message.clone())
-                .await;
+            ctx.publish(key, type_, &ready.reason, ready.message.clone()).await;
         }
     }
     Ok(())
@@ -375,10 +348,7 @@ fn desired_status(
     let record = |status: &mut ApiKeyStatus, issued: &Issued| {
         status.key_id = Some(issued.key_id.clone());
         status.token_hash = Some(issued.hash.to_string());
-        status.issued_at = issued
-            .issued_at
-            .map(Time)
-            .or_else(|| status.issued_at.clone());
+        status.issued_at = issued.issued_at.map(Time).or_else(|| status.issued_at.clone());
     };
     let (phase, ready, reason, message) = match outcome {
         Outcome::Holds(issued) => {
@@ -388,9 +358,7 @@ fn desired_status(
                     Phase::Inactive,
                     false,
                     reason::INACTIVE,
-                    format!(
-                        "key is inactive: its token in Secret {shown_secret} is refused until state is Active"
-                    ),
+                    format!("key is inactive: its token in Secret {shown_secret} is refused until state is Active"),
                 ),
                 _ => (
                     Phase::Active,
@@ -416,9 +384,7 @@ fn desired_status(
             Phase::Failed,
             false,
             reason::SECRET_CONFLICT,
-            format!(
-                "Secret {shown_secret} exists and is not owned by this ApiKey; nothing was written to it"
-            ),
+            format!("Secret {shown_secret} exists and is not owned by this ApiKey; nothing was written to it"),
         ),
         Outcome::Pending(why) => (
             Phase::Pending,
@@ -426,12 +392,7 @@ fn desired_status(
             reason::PENDING,
             format!("Secret {shown_secret} {why}"),
         ),
-        Outcome::Invalid(error) => (
-            Phase::Failed,
-            false,
-            reason::INVALID_SPEC,
-            error.to_string(),
-        ),
+        Outcome::Invalid(error) => (Phase::Failed, false, reason::INVALID_SPEC, error.to_string()),
     };
     status.phase = Some(phase);
     status.conditions = vec![ready_condition(
@@ -494,12 +455,7 @@ mod tests {
     #[test]
     fn an_inactive_key_is_issued_too_so_that_activation_needs_no_new_token() {
         assert_eq!(
-            decide(
-                ts(BEFORE),
-                &valid(KeyState::Inactive),
-                &Found::Missing,
-                None
-            ),
+            decide(ts(BEFORE), &valid(KeyState::Inactive), &Found::Missing, None),
             Plan::Issue(None)
         );
     }
@@ -557,20 +513,10 @@ mod tests {
             Plan::Keep(issued())
         );
         assert_eq!(
-            decide(
-                ts("2026-12-01T00:00:00Z"),
-                &key,
-                &Found::Intact(issued()),
-                None
-            ),
-            Plan::Expire {
-                delete_secret: true
-            }
+            decide(ts("2026-12-01T00:00:00Z"), &key, &Found::Intact(issued()), None),
+            Plan::Expire { delete_secret: true }
         );
-        assert_eq!(
-            until(ts(BEFORE), key.expires_at),
-            Duration::from_millis(1001)
-        );
+        assert_eq!(until(ts(BEFORE), key.expires_at), Duration::from_millis(1001));
     }
 
     #[test]
@@ -587,12 +533,7 @@ mod tests {
                 &Found::Missing,
                 Some(&expired),
             );
-            assert_eq!(
-                plan,
-                Plan::Expire {
-                    delete_secret: false
-                }
-            );
+            assert_eq!(plan, Plan::Expire { delete_secret: false });
         }
     }
 
@@ -603,24 +544,14 @@ mod tests {
             token_hash: Some("sha256:x".into()),
             ..Default::default()
         };
-        let plan = decide(
-            ts(BEFORE),
-            &valid(KeyState::Active),
-            &Found::Missing,
-            Some(&expired),
-        );
+        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&expired));
         assert_eq!(plan, Plan::Issue(None));
     }
 
     #[test]
     fn a_secret_of_a_deleted_namesake_or_being_deleted_is_waited_for() {
         assert!(matches!(
-            decide(
-                ts(BEFORE),
-                &valid(KeyState::Active),
-                &Found::PreviousOwner,
-                None
-            ),
+            decide(ts(BEFORE), &valid(KeyState::Active), &Found::PreviousOwner, None),
             Plan::Wait(_)
         ));
         assert!(matches!(
@@ -635,9 +566,7 @@ mod tests {
                 &Found::PreviousOwner,
                 None
             ),
-            Plan::Expire {
-                delete_secret: false
-            }
+            Plan::Expire { delete_secret: false }
         );
     }
 

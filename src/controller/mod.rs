@@ -62,13 +62,7 @@ impl Context {
     }
 
     /// Publishes an event; a failure to publish is logged, never fatal to the reconcile.
-    async fn publish<K: Resource<DynamicType = ()>>(
-        &self,
-        object: &K,
-        type_: EventType,
-        reason: &str,
-        note: String,
-    ) {
+    async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, type_: EventType, reason: &str, note: String) {
         let event = Event {
             type_,
             reason: reason.into(),
@@ -82,10 +76,7 @@ impl Context {
     }
 
     fn backoff(&self, object: &str) -> Duration {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = failures.entry(object.to_string()).or_insert(0);
         *count = count.saturating_add(1);
         // 1 s, 2 s, 4 s ... capped at 5 minutes.
@@ -93,20 +84,13 @@ impl Context {
     }
 
     fn reset_backoff(&self, object: &str) {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         failures.remove(object);
     }
 }
 
 fn object_key<K: ResourceExt>(object: &K) -> String {
-    format!(
-        "{}/{}",
-        object.namespace().unwrap_or_default(),
-        object.name_any()
-    )
+    format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
 }
 
 /// Scopes to run in: all namespaces, or each listed one with its own watches.
@@ -132,20 +116,15 @@ where
 fn owned_secrets(
     client: &Client,
     namespace: Option<&str>,
-) -> impl futures::Stream<Item = Result<kube::core::PartialObjectMeta<Secret>, watcher::Error>>
-+ Send
-+ 'static {
+) -> impl futures::Stream<Item = Result<kube::core::PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
     let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
     let api: Api<kube::core::PartialObjectMeta<Secret>> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    watcher(
-        api,
-        watcher::Config::default().labels(&selector).any_semantic(),
-    )
-    .default_backoff()
-    .touched_objects()
+    watcher(api, watcher::Config::default().labels(&selector).any_semantic())
+        .default_backoff()
+        .touched_objects()
 }
 
 /// Runs every controller until `shutdown` fires; `ready` turns true once the initial lists
@@ -160,11 +139,7 @@ pub async fn run(ctx: Arc<Context>, ready: watch::Sender<bool>, shutdown: watch:
         readiness.push(async move { store.wait_until_ready().await.is_ok() });
     }
     let ready_when_synced = async move {
-        if futures::future::join_all(readiness)
-            .await
-            .into_iter()
-            .all(|ok| ok)
-        {
+        if futures::future::join_all(readiness).await.into_iter().all(|ok| ok) {
             ready.send_replace(true);
             tracing::info!("initial lists synced; ready");
         }
@@ -180,9 +155,8 @@ async fn shutdown_signal(mut shutdown: watch::Receiver<bool>) {
 type ObjectKey<K> = ObjectRef<K>;
 
 /// Logs the outcome of each reconcile the runtime reports.
-fn log_outcome<K: Resource, E: std::fmt::Display>(
-    result: Result<(ObjectKey<K>, kube::runtime::controller::Action), E>,
-) where
+fn log_outcome<K: Resource, E: std::fmt::Display>(result: Result<(ObjectKey<K>, kube::runtime::controller::Action), E>)
+where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     if let Err(error) = result {
@@ -198,7 +172,5 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone,
     E: std::fmt::Display,
 {
-    stream
-        .for_each(|result| async move { log_outcome(result) })
-        .await;
+    stream.for_each(|result| async move { log_outcome(result) }).await;
 }

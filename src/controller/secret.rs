@@ -12,9 +12,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions
 use serde_json::{Value, json};
 
 use crate::api::{
-    ANNOTATION_EXPIRES_AT, ANNOTATION_ISSUED_AT, ANNOTATION_KEY_ID, ANNOTATION_OWNER,
-    ANNOTATION_TEMPLATE_KEYS, ANNOTATION_TOKEN_HASH, LABEL_MANAGED_BY, LABEL_OWNER_UID,
-    MANAGED_BY_VALUE, SECRET_TOKEN_KEY, SECRET_TYPE, SecretTemplate, validate::template_keys,
+    ANNOTATION_EXPIRES_AT, ANNOTATION_ISSUED_AT, ANNOTATION_KEY_ID, ANNOTATION_OWNER, ANNOTATION_TEMPLATE_KEYS,
+    ANNOTATION_TOKEN_HASH, LABEL_MANAGED_BY, LABEL_OWNER_UID, MANAGED_BY_VALUE, SECRET_TOKEN_KEY, SECRET_TYPE,
+    SecretTemplate, validate::template_keys,
 };
 use crate::error::Result;
 use crate::token::{Token, TokenHash};
@@ -68,10 +68,7 @@ impl TokenSecret<'_> {
             ANNOTATION_OWNER.into(),
             format!("{}/{}", self.owner.kind, self.owner.name),
         );
-        annotations.insert(
-            ANNOTATION_TEMPLATE_KEYS.into(),
-            template_keys(self.template),
-        );
+        annotations.insert(ANNOTATION_TEMPLATE_KEYS.into(), template_keys(self.template));
         annotations
     }
 
@@ -87,10 +84,7 @@ impl TokenSecret<'_> {
             .iter()
             .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
             .collect();
-        data.insert(
-            SECRET_TOKEN_KEY.into(),
-            ByteString(token.expose().as_bytes().to_vec()),
-        );
+        data.insert(SECRET_TOKEN_KEY.into(), ByteString(token.expose().as_bytes().to_vec()));
         Secret {
             metadata: ObjectMeta {
                 name: Some(self.name.to_string()),
@@ -110,11 +104,7 @@ impl TokenSecret<'_> {
     /// token's own annotations.
     pub fn metadata_patch(&self, existing: &Secret) -> Option<Value> {
         let previous = previous_template_keys(existing);
-        let labels = map_patch(
-            existing.metadata.labels.as_ref(),
-            &self.labels(),
-            &previous.labels,
-        );
+        let labels = map_patch(existing.metadata.labels.as_ref(), &self.labels(), &previous.labels);
         let annotations = map_patch(
             existing.metadata.annotations.as_ref(),
             &self.annotations(),
@@ -195,12 +185,7 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 pub fn annotation<'s>(secret: &'s Secret, key: &str) -> Option<&'s str> {
-    secret
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
+    secret.metadata.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
 /// What the operator found under a token Secret's name.
@@ -269,9 +254,7 @@ pub fn classify(secret: Option<&Secret>, owner: &Owner) -> Found {
     match (recorded, token) {
         (Some(hash), Some(token)) if TokenHash::of(token) == hash => Found::Intact(Issued {
             hash,
-            key_id: annotation(secret, ANNOTATION_KEY_ID)
-                .unwrap_or_default()
-                .to_string(),
+            key_id: annotation(secret, ANNOTATION_KEY_ID).unwrap_or_default().to_string(),
             issued_at: annotation(secret, ANNOTATION_ISSUED_AT).and_then(|t| t.parse().ok()),
         }),
         _ => Found::Tampered,
@@ -309,11 +292,7 @@ pub async fn create(api: &Api<Secret>, secret: &Secret) -> Result<Write<Secret>>
 }
 
 /// Replaces a tampered Secret's content, only if it is still the version that was read.
-pub async fn replace(
-    api: &Api<Secret>,
-    existing: &Secret,
-    mut secret: Secret,
-) -> Result<Write<Secret>> {
+pub async fn replace(api: &Api<Secret>, existing: &Secret, mut secret: Secret) -> Result<Write<Secret>> {
     secret.metadata.resource_version = existing.metadata.resource_version.clone();
     secret.metadata.uid = existing.metadata.uid.clone();
     let name = secret.metadata.name.clone().unwrap_or_default();
@@ -323,9 +302,7 @@ pub async fn replace(
     };
     match api.replace(&name, &params, &secret).await {
         Ok(replaced) => Ok(Write::Done(replaced)),
-        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {
-            Ok(Write::LostRace)
-        }
+        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(Write::LostRace),
         Err(error) => Err(error.into()),
     }
 }
@@ -348,11 +325,7 @@ pub async fn delete(api: &Api<Secret>, existing: &Secret) -> Result<()> {
 }
 
 /// Applies a metadata patch from [`TokenSecret::metadata_patch`], guarded by resourceVersion.
-pub async fn patch_metadata(
-    api: &Api<Secret>,
-    existing: &Secret,
-    mut patch: Value,
-) -> Result<Write<Secret>> {
+pub async fn patch_metadata(api: &Api<Secret>, existing: &Secret, mut patch: Value) -> Result<Write<Secret>> {
     patch["metadata"]["resourceVersion"] = json!(existing.metadata.resource_version);
     let name = existing.metadata.name.clone().unwrap_or_default();
     match api
@@ -367,9 +340,7 @@ pub async fn patch_metadata(
         .await
     {
         Ok(patched) => Ok(Write::Done(patched)),
-        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {
-            Ok(Write::LostRace)
-        }
+        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(Write::LostRace),
         Err(error) => Err(error.into()),
     }
 }
@@ -470,10 +441,11 @@ mod tests {
     fn a_changed_or_missing_token_is_tampered() {
         let mut secret = issued_secret(&Token::generate("kw"));
         let other = Token::generate("kw");
-        secret.data.as_mut().expect("data").insert(
-            "token".into(),
-            ByteString(other.expose().as_bytes().to_vec()),
-        );
+        secret
+            .data
+            .as_mut()
+            .expect("data")
+            .insert("token".into(), ByteString(other.expose().as_bytes().to_vec()));
         assert_eq!(classify(Some(&secret), &owner()), Found::Tampered);
         secret.data.as_mut().expect("data").remove("token");
         assert_eq!(classify(Some(&secret), &owner()), Found::Tampered);

@@ -51,18 +51,11 @@ pub struct RecentWrites {
 
 impl RecentWrites {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, serde_json::Value)>> {
-        self.writes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.writes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// True when `desired` was already written over the version of the object in hand.
-    fn already_written(
-        &self,
-        uid: &str,
-        resource_version: &str,
-        desired: &serde_json::Value,
-    ) -> bool {
+    fn already_written(&self, uid: &str, resource_version: &str, desired: &serde_json::Value) -> bool {
         let mut writes = self.lock();
         match writes.get(uid) {
             Some((before, written)) if before == resource_version => written == desired,
@@ -76,10 +69,8 @@ impl RecentWrites {
     }
 
     fn record(&self, uid: &str, resource_version_before: &str, written: serde_json::Value) {
-        self.lock().insert(
-            uid.to_string(),
-            (resource_version_before.to_string(), written),
-        );
+        self.lock()
+            .insert(uid.to_string(), (resource_version_before.to_string(), written));
     }
 }
 
@@ -101,10 +92,8 @@ where
     }
     let uid = object.uid().unwrap_or_default();
     let resource_version = object.resource_version().unwrap_or_default();
-    let desired_json = serde_json::to_value(desired).map_err(|source| crate::Error::Serialize {
-        what: "status",
-        source,
-    })?;
+    let desired_json =
+        serde_json::to_value(desired).map_err(|source| crate::Error::Serialize { what: "status", source })?;
     if recent.already_written(&uid, &resource_version, &desired_json) {
         return Ok(false);
     }
@@ -135,14 +124,7 @@ mod tests {
     fn transition_time_is_kept_while_the_condition_status_holds() {
         let first = ready_condition(&[], true, "Issued", "m".into(), Some(1), now());
         let later: Timestamp = "2026-11-23T10:00:00Z".parse().expect("ts");
-        let same = ready_condition(
-            std::slice::from_ref(&first),
-            true,
-            "Issued",
-            "m".into(),
-            Some(1),
-            later,
-        );
+        let same = ready_condition(std::slice::from_ref(&first), true, "Issued", "m".into(), Some(1), later);
         assert_eq!(same, first);
         let flipped = ready_condition(&[first], false, "Inactive", "m".into(), Some(2), later);
         assert_eq!(flipped.last_transition_time, Time(later));

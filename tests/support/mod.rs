@@ -14,7 +14,7 @@ use keyward::api::{ApiKey, ApiKeySpec, Phase};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, CustomResourceExt, ResourceExt};
+use kube::{Client, ResourceExt};
 use tokio::process::{Child, Command};
 
 /// The usual deadline for something the controller does on a change.
@@ -26,31 +26,26 @@ pub async fn client() -> Client {
         std::env::var_os("KUBECONFIG").is_some(),
         "these tests need a real API server: run them with `make test`, which starts one"
     );
-    Client::try_default()
-        .await
-        .expect("a client from KUBECONFIG")
+    Client::try_default().await.expect("a client from KUBECONFIG")
 }
 
 /// Installs the CRDs by server-side apply (idempotent; every test may call it).
 pub async fn install_crds(client: &Client) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = ApiKey::crd();
-    crds.patch(
-        &crd.name_any(),
-        &PatchParams::apply("keyward-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("apply the ApiKey CRD");
-    let name = crd.name_any();
-    tokio::time::timeout(
-        DEADLINE,
-        await_condition(crds, &name, kube::runtime::conditions::is_crd_established()),
-    )
-    .await
-    .expect("CRD established in time")
-    .expect("watch the CRD");
+    for crd in keyward::crd::all() {
+        let name = crd.name_any();
+        crds.patch(&name, &PatchParams::apply("keyward-tests").force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("apply the CRD {name}: {e}"));
+        tokio::time::timeout(
+            DEADLINE,
+            await_condition(crds.clone(), &name, kube::runtime::conditions::is_crd_established()),
+        )
+        .await
+        .expect("CRD established in time")
+        .expect("watch the CRD");
+    }
 }
 
 /// A fresh namespace for one test, with the CRDs installed.
@@ -63,9 +58,7 @@ impl TestNamespace {
     pub async fn new(test: &str) -> Self {
         let client = client().await;
         install_crds(&client).await;
-        let suffix: String = (0..6)
-            .map(|_| (b'a' + rand::random_range(0..26u8)) as char)
-            .collect();
+        let suffix: String = (0..6).map(|_| (b'a' + rand::random_range(0..26u8)) as char).collect();
         let name = format!(
             "{}-{suffix}",
             test.replace('_', "-")
@@ -75,8 +68,7 @@ impl TestNamespace {
                 .trim_end_matches('-')
         );
         let namespaces: Api<Namespace> = Api::all(client.clone());
-        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
-            .expect("namespace");
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
         namespaces
             .create(&PostParams::default(), &ns)
             .await
@@ -124,26 +116,19 @@ impl TestNamespace {
     /// Waits until the key is in `phase` and its status describes its current generation.
     pub async fn wait_phase(&self, name: &str, phase: Phase) -> ApiKey {
         self.wait_key(name, &format!("phase {phase:?}"), move |k| {
-            k.status.as_ref().is_some_and(|s| {
-                s.phase == Some(phase) && s.observed_generation == k.metadata.generation
-            })
+            k.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Some(phase) && s.observed_generation == k.metadata.generation)
         })
         .await
     }
 
     /// Waits until `condition` holds for the key, or fails at the deadline.
-    pub async fn wait_key(
-        &self,
-        name: &str,
-        what: &str,
-        condition: impl Fn(&ApiKey) -> bool,
-    ) -> ApiKey {
+    pub async fn wait_key(&self, name: &str, what: &str, condition: impl Fn(&ApiKey) -> bool) -> ApiKey {
         let api = self.keys();
         let found = tokio::time::timeout(
             DEADLINE,
-            await_condition(api.clone(), name, move |k: Option<&ApiKey>| {
-                k.is_some_and(&condition)
-            }),
+            await_condition(api.clone(), name, move |k: Option<&ApiKey>| k.is_some_and(&condition)),
         )
         .await;
         match found {
@@ -173,12 +158,7 @@ impl TestNamespace {
     }
 
     /// Waits until the named Secret exists and `condition` holds for it.
-    pub async fn wait_secret(
-        &self,
-        name: &str,
-        what: &str,
-        condition: impl Fn(&Secret) -> bool,
-    ) -> Secret {
+    pub async fn wait_secret(&self, name: &str, what: &str, condition: impl Fn(&Secret) -> bool) -> Secret {
         let found = tokio::time::timeout(
             DEADLINE,
             await_condition(self.secrets(), name, move |s: Option<&Secret>| {
@@ -293,10 +273,7 @@ impl Operator {
             log: dir.path().join("controller.log"),
             namespace: namespace.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             _dir: dir,
         };
         operator.spawn();
@@ -311,13 +288,7 @@ impl Operator {
             .expect("open the log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
         command
-            .args([
-                "controller",
-                "--namespaces",
-                &self.namespace,
-                "--listen",
-                "127.0.0.1:0",
-            ])
+            .args(["controller", "--namespaces", &self.namespace, "--listen", "127.0.0.1:0"])
             .args(&self.extra)
             .env(
                 "RUST_LOG",
@@ -359,8 +330,7 @@ pub struct TokenHistory {
 impl TokenHistory {
     /// Starts watching; returns once the watch has listed what exists.
     pub async fn start(secrets: Api<Secret>) -> Self {
-        let seen: std::sync::Arc<std::sync::Mutex<BTreeMap<String, Vec<String>>>> =
-            Default::default();
+        let seen: std::sync::Arc<std::sync::Mutex<BTreeMap<String, Vec<String>>>> = Default::default();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let record = seen.clone();
         let task = tokio::spawn(async move {
@@ -374,8 +344,7 @@ impl TokenHistory {
                         }
                     }
                     Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
-                        let id =
-                            format!("{}/{}", secret.name_any(), secret.uid().unwrap_or_default());
+                        let id = format!("{}/{}", secret.name_any(), secret.uid().unwrap_or_default());
                         if let Some(token) = token_in(&secret) {
                             let mut seen = record.lock().expect("history lock");
                             let tokens = seen.entry(id).or_default();
@@ -427,4 +396,78 @@ impl Drop for TokenHistory {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Waits until every named key is Active for its current generation (one watch, one deadline).
+pub async fn wait_all_active(keys: Api<ApiKey>, names: &[String], deadline: Duration) {
+    use std::collections::HashSet;
+    let mut pending: HashSet<String> = names.iter().cloned().collect();
+    let mut stream = watcher(keys, watcher::Config::default()).default_backoff().boxed();
+    let until = tokio::time::Instant::now() + deadline;
+    while !pending.is_empty() {
+        match tokio::time::timeout_at(until, stream.next()).await {
+            Ok(Some(Ok(watcher::Event::Apply(key) | watcher::Event::InitApply(key)))) => {
+                let active = key.status.as_ref().is_some_and(|s| {
+                    s.phase == Some(Phase::Active) && s.observed_generation == key.metadata.generation
+                });
+                if active {
+                    pending.remove(&key.name_any());
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("ApiKey watch ended"),
+            Err(_) => panic!(
+                "{} keys not Active within {deadline:?}, e.g. {:?}",
+                pending.len(),
+                pending.iter().take(5).collect::<Vec<_>>()
+            ),
+        }
+    }
+}
+
+/// Creates keys named `<prefix>-<i>` for `i` in `0..count`, `concurrency` at a time.
+pub async fn create_keys(keys: Api<ApiKey>, prefix: &str, count: usize, concurrency: usize) -> Vec<String> {
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+    futures::stream::iter(names.clone())
+        .for_each_concurrent(concurrency, |name| {
+            let keys = keys.clone();
+            async move {
+                keys.create(&PostParams::default(), &key(&name, serde_json::json!({})))
+                    .await
+                    .unwrap_or_else(|e| panic!("create {name}: {e}"));
+            }
+        })
+        .await;
+    names
+}
+
+/// Checks every named key's Secret holds a token hashing to the key's `status.tokenHash`, and
+/// returns the tokens.
+pub async fn assert_tokens_match_status(ns: &TestNamespace, names: &[String]) -> Vec<String> {
+    let keys = ns.keys().list(&ListParams::default()).await.expect("list keys").items;
+    let secrets = ns
+        .secrets()
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=keyward"))
+        .await
+        .expect("list")
+        .items;
+    assert_eq!(secrets.len(), names.len(), "exactly one Secret per key");
+    let by_name: BTreeMap<String, &Secret> = secrets.iter().map(|s| (s.name_any(), s)).collect();
+    let mut tokens = Vec::new();
+    for key in keys.iter().filter(|k| names.contains(&k.name_any())) {
+        let status = key.status.as_ref().expect("status");
+        let secret = by_name
+            .get(&format!("{}-apikey", key.name_any()))
+            .unwrap_or_else(|| panic!("no Secret for {}", key.name_any()));
+        let token = token_in(secret).expect("token");
+        assert_eq!(
+            status.token_hash.as_deref(),
+            Some(keyward::token::TokenHash::of(token.as_bytes()).as_str()),
+            "{}: the Secret's token does not hash to status.tokenHash",
+            key.name_any()
+        );
+        tokens.push(token);
+    }
+    assert_eq!(tokens.len(), names.len());
+    tokens
 }

@@ -1,0 +1,40 @@
+# Keyward. `make run` and `make test` do all the set-up themselves.
+SHELL := bash
+CP := scripts/control-plane.sh
+TEST_CP_DIR := $(CURDIR)/.keyward/test-control-plane
+BENCH_CP_DIR := $(CURDIR)/.keyward/bench-control-plane
+
+.PHONY: run test unit crds bench lint control-plane
+
+## run: the controller against the current kube context (or a local control plane)
+run:
+	scripts/run.sh $(ARGS)
+
+## test: every test, unit and on a fresh real API server
+test:
+	$(CP) install
+	cargo build --tests --bins
+	$(CP) with $(TEST_CP_DIR) -- cargo test --all-targets --no-fail-fast
+
+## unit: the tests that need no API server
+unit:
+	cargo test --lib
+
+## crds: regenerate crds/ from the types
+crds:
+	cargo run --quiet --bin keyward -- crd > crds/keyward.io.yaml
+
+## bench: the figures of the issues, on a fresh local control plane
+bench:
+	$(CP) install
+	cargo build --release --bins --benches
+	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench issue
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+control-plane:
+	$(CP) install
+	$(CP) start

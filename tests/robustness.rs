@@ -1,0 +1,164 @@
+//! Crash safety, two controllers at once, and secrecy of the token, on the real API server.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use keyward::api::Phase;
+use keyward::token::Token;
+use kube::api::{ListParams, Patch, PatchParams};
+use serde_json::json;
+use support::{TestNamespace, TokenHistory, assert_tokens_match_status, create_keys, wait_all_active};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_safety_sigkill_during_200_creates_leaves_exactly_one_token_per_key() {
+    let ns = TestNamespace::new("crash-safety").await;
+    let history = TokenHistory::start(ns.secrets()).await;
+    let mut controller = ns.controller(&[]);
+    let creating = tokio::spawn(create_keys(ns.keys(), "crash", 200, 8));
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(rand::random_range(50..400))).await;
+        controller.kill().await;
+        controller.restart();
+    }
+    let names = creating.await.expect("creates finished");
+    wait_all_active(ns.keys(), &names, Duration::from_secs(120)).await;
+    assert_tokens_match_status(&ns, &names).await;
+    assert!(
+        history.rewritten().is_empty(),
+        "tokens changed after they were written: {:?}",
+        history.rewritten()
+    );
+    assert_eq!(
+        history.secret_objects(),
+        200,
+        "a key got more than one Secret over the run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controllers_at_once_issue_exactly_one_token_per_key() {
+    let ns = TestNamespace::new("two-controllers").await;
+    let history = TokenHistory::start(ns.secrets()).await;
+    let _first = ns.controller(&[]);
+    let _second = ns.controller(&[]);
+    let names = create_keys(ns.keys(), "twice", 100, 16).await;
+    wait_all_active(ns.keys(), &names, Duration::from_secs(120)).await;
+    assert_tokens_match_status(&ns, &names).await;
+    assert!(
+        history.rewritten().is_empty(),
+        "tokens changed after they were written: {:?}",
+        history.rewritten()
+    );
+    assert_eq!(history.secret_objects(), 100, "a key got more than one Secret");
+}
+
+/// Every textual form in which a token could leak.
+fn forms(token: &str) -> [String; 2] {
+    let base64 = match serde_json::to_value(ByteString(token.as_bytes().to_vec())) {
+        Ok(serde_json::Value::String(encoded)) => encoded,
+        other => panic!("base64 of a token: {other:?}"),
+    };
+    [token.to_string(), base64]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrecy_no_token_in_logs_events_or_status_through_a_full_lifecycle() {
+    let ns = TestNamespace::new("secrecy").await;
+    let history = TokenHistory::start(ns.secrets()).await;
+    let text = support::Operator::start(&ns.name, &[], &[("RUST_LOG", "trace")]);
+    let json_logs = support::Operator::start(&ns.name, &["--log-format", "json"], &[("RUST_LOG", "trace")]);
+
+    ns.create_key(
+        "life",
+        json!({"scopes": ["orders.read"], "secretTemplate": {"data": {"endpoint": "https://x"}}}),
+    )
+    .await;
+    ns.create_key("brief", json!({"expiresAfter": "3s"})).await;
+    let first = ns
+        .wait_phase("life", Phase::Active)
+        .await
+        .status
+        .expect("status")
+        .token_hash;
+
+    // Tampered: re-issued.
+    let forged = Token::generate("kw");
+    ns.secrets()
+        .patch(
+            "life-apikey",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"token": ByteString(forged.expose().as_bytes().to_vec())}})),
+        )
+        .await
+        .expect("tamper");
+    let second = ns
+        .wait_key("life", "a re-issued token", |k| {
+            k.status
+                .as_ref()
+                .is_some_and(|s| s.token_hash != first && s.phase == Some(Phase::Active))
+        })
+        .await
+        .status
+        .expect("status")
+        .token_hash;
+    // Lost: re-issued.
+    ns.secrets()
+        .delete("life-apikey", &Default::default())
+        .await
+        .expect("delete");
+    ns.wait_key("life", "a re-issued token", |k| {
+        k.status
+            .as_ref()
+            .is_some_and(|s| s.token_hash != second && s.phase == Some(Phase::Active))
+    })
+    .await;
+    ns.patch_spec("life", json!({"state": "Inactive"})).await;
+    ns.wait_phase("life", Phase::Inactive).await;
+    ns.patch_spec(
+        "life",
+        json!({"state": "Active", "secretTemplate": {"data": {"endpoint": "https://y"}}}),
+    )
+    .await;
+    ns.wait_phase("life", Phase::Active).await;
+    ns.patch_spec("life", json!({"expiresAfter": "bogus"})).await;
+    ns.wait_phase("life", Phase::Failed).await;
+    ns.patch_spec("life", json!({"expiresAfter": "1d"})).await;
+    ns.wait_phase("life", Phase::Active).await;
+    ns.wait_phase("brief", Phase::Expired).await;
+    ns.wait_event("life", "TokenReissued").await;
+    ns.delete_key("life").await;
+    ns.wait_secret_gone("life-apikey").await;
+
+    let mut tokens = history.all_tokens();
+    tokens.push(forged.expose().to_string());
+    assert!(
+        tokens.len() >= 5,
+        "the lifecycle should have produced several tokens, saw {}",
+        tokens.len()
+    );
+
+    let events =
+        serde_json::to_string(&ns.events().list(&ListParams::default()).await.expect("events").items).expect("json");
+    let keys = serde_json::to_string(&ns.keys().list(&ListParams::default()).await.expect("keys").items).expect("json");
+    let logs = [text.logs(), json_logs.logs()];
+    assert!(
+        logs.iter()
+            .all(|l| l.contains("TRACE") || l.contains("\"level\":\"TRACE\"")),
+        "trace logging was not on"
+    );
+    assert!(events.contains("TokenReissued"), "no events to scan");
+    for token in &tokens {
+        for form in forms(token) {
+            for (place, text) in [
+                ("text logs", &logs[0]),
+                ("json logs", &logs[1]),
+                ("events", &events),
+                ("ApiKeys", &keys),
+            ] {
+                assert!(!text.contains(&form), "a token appeared in the {place}");
+            }
+        }
+    }
+}
