@@ -14,7 +14,7 @@ run:
 test:
 	$(CP) install
 	cargo build --tests --bins
-	$(CP) with $(TEST_CP_DIR) -- cargo test --all-targets --no-fail-fast
+	$(CP) with $(TEST_CP_DIR) -- cargo test --no-fail-fast
 
 ## unit: the tests that need no API server
 unit:

@@ -54,10 +54,59 @@ pub struct TestNamespace {
     pub name: String,
 }
 
+/// The garbage collector learns of new resource types by rediscovery, every 30 s. Tests that
+/// rely on it wait, once per test binary, until it has collected a probe owned by an ApiKey.
+static GC_KNOWS_CRDS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+async fn wait_until_gc_knows_crds(client: &Client) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    GC_KNOWS_CRDS
+        .get_or_init(|| async {
+            let ns = format!("gc-probe-{}", rand::random_range(0..u32::MAX));
+            let namespace: Namespace =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).expect("ns");
+            Api::<Namespace>::all(client.clone())
+                .create(&PostParams::default(), &namespace)
+                .await
+                .expect("probe namespace");
+            let keys: Api<ApiKey> = Api::namespaced(client.clone(), &ns);
+            let owner = keys
+                .create(&PostParams::default(), &key("probe", serde_json::json!({})))
+                .await
+                .expect("probe key");
+            let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+            let probe: ConfigMap =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": "probe", "ownerReferences": [{
+                    "apiVersion": "keyward.io/v1alpha1", "kind": "ApiKey", "name": "probe", "uid": owner.uid(),
+                }]}}))
+                .expect("probe");
+            maps.create(&PostParams::default(), &probe)
+                .await
+                .expect("probe ConfigMap");
+            keys.delete("probe", &DeleteParams::default())
+                .await
+                .expect("delete probe key");
+            let gone = tokio::time::timeout(
+                Duration::from_secs(120),
+                await_condition(maps, "probe", |m: Option<&ConfigMap>| m.is_none()),
+            )
+            .await;
+            assert!(
+                matches!(gone, Ok(Ok(_))),
+                "the garbage collector never collected an ApiKey's dependent"
+            );
+            let _ = Api::<Namespace>::all(client.clone())
+                .delete(&ns, &DeleteParams::default())
+                .await;
+        })
+        .await;
+}
+
 impl TestNamespace {
     pub async fn new(test: &str) -> Self {
         let client = client().await;
         install_crds(&client).await;
+        wait_until_gc_knows_crds(&client).await;
         let suffix: String = (0..6).map(|_| (b'a' + rand::random_range(0..26u8)) as char).collect();
         let name = format!(
             "{}-{suffix}",
