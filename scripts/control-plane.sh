@@ -3,6 +3,7 @@
 # kube-controller-manager (garbage collector and namespace controllers only; there is no kubelet).
 #
 #   control-plane.sh install        build and cache the binaries (first run only: ~6 min)
+#   control-plane.sh tools          only kubectl and helm (seconds)
 #   control-plane.sh start [DIR]    start on free loopback ports; state, logs and kubeconfig in DIR
 #   control-plane.sh stop [DIR]     stop every process started by `start`, by PID
 #   control-plane.sh env [DIR]      print `export KUBECONFIG=...` and the tool PATH for eval
@@ -244,10 +245,11 @@ cmd_with() {
 
 case ${1:-} in
   install) cmd_install ;;
+  tools) install_kubectl_and_helm; echo "$BIN" ;;
   start) cmd_start "${2:-}" ;;
   stop) cmd_stop "${2:-}" ;;
   env) cmd_env "${2:-}" ;;
   status) cmd_status "${2:-}" ;;
   with) shift; [ $# -ge 2 ] || die "usage: control-plane.sh with DIR CMD..."; cmd_with "$@" ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

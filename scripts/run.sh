@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
-# `make run`: the operator against the current kube context, or against the local control
+# `make run`: the controller against the current kube context, or against the local control
 # plane (started here) when no context answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CP=scripts/control-plane.sh
 
-kubectl_bin() {
-  if command -v kubectl >/dev/null; then command -v kubectl; else $CP env >/dev/null; echo "${KEYWARD_CACHE:-$HOME/.cache/keyward}/bin/kubectl"; fi
-}
+# kubectl from the PATH, else the cached one (fetched in seconds if missing).
+if command -v kubectl >/dev/null; then KUBECTL=$(command -v kubectl); else KUBECTL=$($CP tools)/kubectl; fi
 
-if [ -z "${KUBECONFIG:-}" ] && [ ! -f "$HOME/.kube/config" ] || ! "$(kubectl_bin)" --request-timeout 5s get --raw /readyz >/dev/null 2>&1; then
+if ! "$KUBECTL" --request-timeout 5s get --raw /readyz >/dev/null 2>&1; then
   echo "run: no Kubernetes context answers; starting the local control plane" >&2
   $CP install
   $CP start
@@ -27,8 +26,7 @@ if [ -z "${KUBECONFIG:-}" ] && [ ! -f "$HOME/.kube/config" ] || ! "$(kubectl_bin
 
 MSG
 fi
-KUBECTL=$(kubectl_bin)
-echo "run: installing the CRDs into $("$KUBECTL" config current-context 2>/dev/null || echo the current context)" >&2
+echo "run: installing the CRDs into context $("$KUBECTL" config current-context 2>/dev/null || echo '(in-cluster)')" >&2
 "$KUBECTL" apply --server-side --force-conflicts --field-manager keyward-crds -f crds/ >&2
 cargo build --release --bin keyward
 exec target/release/keyward controller "$@"

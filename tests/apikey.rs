@@ -486,3 +486,31 @@ async fn a_key_at_rest_causes_no_writes() {
         );
     }
 }
+
+#[tokio::test]
+async fn deletion_a_key_recreated_under_the_same_name_gets_a_new_token_after_collection() {
+    let ns = TestNamespace::new("recreate").await;
+    let _controller = ns.controller(&[]);
+    ns.create_key("again", json!({})).await;
+    let old = ns
+        .wait_phase("again", Phase::Active)
+        .await
+        .status
+        .expect("status")
+        .token_hash;
+    ns.delete_key("again").await;
+    ns.create_key("again", json!({})).await;
+    let new = ns
+        .wait_key("again", "a new token", |k| {
+            k.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Some(Phase::Active) && s.token_hash != old)
+        })
+        .await;
+    let secret = ns.secrets().get("again-apikey").await.expect("secret");
+    assert_eq!(secret.owner_references()[0].uid, new.uid().expect("uid"));
+    assert_eq!(
+        new.status.expect("status").token_hash,
+        Some(hash_of(&token_in(&secret).expect("token")))
+    );
+}

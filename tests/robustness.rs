@@ -142,6 +142,11 @@ async fn secrecy_no_token_in_logs_events_or_status_through_a_full_lifecycle() {
     let events =
         serde_json::to_string(&ns.events().list(&ListParams::default()).await.expect("events").items).expect("json");
     let keys = serde_json::to_string(&ns.keys().list(&ListParams::default()).await.expect("keys").items).expect("json");
+    let (status_line, metrics) = text.http_get("/metrics").await;
+    assert!(
+        status_line.contains("200") && metrics.contains("keyward_reconciles_total"),
+        "{status_line}\n{metrics}"
+    );
     let logs = [text.logs(), json_logs.logs()];
     assert!(
         logs.iter()

@@ -520,3 +520,47 @@ pub async fn assert_tokens_match_status(ns: &TestNamespace, names: &[String]) ->
     assert_eq!(tokens.len(), names.len());
     tokens
 }
+
+impl Operator {
+    /// The address the controller serves /metrics on (it listens on port 0), from its log.
+    pub async fn listen_addr(&self) -> String {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let logs = self.logs();
+            let found = logs
+                .lines()
+                .filter(|l| l.contains("serving /healthz"))
+                .find_map(|line| {
+                    let start = line.find("127.0.0.1:")?;
+                    let rest = &line[start..];
+                    let end = rest
+                        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                        .unwrap_or(rest.len());
+                    Some(rest[..end].to_string())
+                });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "the controller never said where it listens:\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// GET `path` from the controller's HTTP endpoint; returns the status line and body.
+    pub async fn http_get(&self, path: &str) -> (String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.listen_addr().await;
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect to the controller");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+    }
+}
