@@ -242,15 +242,7 @@ async fn lost_secret_is_reissued_with_a_token_reissued_warning() {
         .delete("lost-apikey", &Default::default())
         .await
         .expect("delete the Secret");
-    let after = ns
-        .wait_key("lost", "a new token", |k| {
-            k.status
-                .as_ref()
-                .is_some_and(|s| s.phase == Some(Phase::Active) && s.token_hash != before.token_hash)
-        })
-        .await
-        .status
-        .expect("status");
+    let after = ns.wait_new_token("lost", &before.token_hash).await;
     assert_eq!(after.token_hash, Some(hash_of(&ns.token_of("lost-apikey").await)));
     assert_eq!(after.expires_at, before.expires_at, "re-issue never extends expiry");
     let event = ns.wait_event("lost", "TokenReissued").await;
@@ -273,15 +265,7 @@ async fn tampered_secret_is_reissued_with_a_token_reissued_warning() {
         )
         .await
         .expect("tamper");
-    let after = ns
-        .wait_key("tampered", "a new token", |k| {
-            k.status
-                .as_ref()
-                .is_some_and(|s| s.phase == Some(Phase::Active) && s.token_hash != before.token_hash)
-        })
-        .await
-        .status
-        .expect("status");
+    let after = ns.wait_new_token("tampered", &before.token_hash).await;
     let token = ns.token_of("tampered-apikey").await;
     assert_ne!(token, forged.expose(), "the forged token was adopted");
     assert_eq!(after.token_hash, Some(hash_of(&token)));
@@ -500,17 +484,9 @@ async fn deletion_a_key_recreated_under_the_same_name_gets_a_new_token_after_col
         .token_hash;
     ns.delete_key("again").await;
     ns.create_key("again", json!({})).await;
-    let new = ns
-        .wait_key("again", "a new token", |k| {
-            k.status
-                .as_ref()
-                .is_some_and(|s| s.phase == Some(Phase::Active) && s.token_hash != old)
-        })
-        .await;
+    let status = ns.wait_new_token("again", &old).await;
     let secret = ns.secrets().get("again-apikey").await.expect("secret");
+    let new = ns.keys().get("again").await.expect("get");
     assert_eq!(secret.owner_references()[0].uid, new.uid().expect("uid"));
-    assert_eq!(
-        new.status.expect("status").token_hash,
-        Some(hash_of(&token_in(&secret).expect("token")))
-    );
+    assert_eq!(status.token_hash, Some(hash_of(&token_in(&secret).expect("token"))));
 }

@@ -25,16 +25,7 @@ async fn crash_safety_sigkill_during_200_creates_leaves_exactly_one_token_per_ke
     let names = creating.await.expect("creates finished");
     wait_all_active(ns.keys(), &names, Duration::from_secs(120)).await;
     assert_tokens_match_status(&ns, &names).await;
-    assert!(
-        history.rewritten().is_empty(),
-        "tokens changed after they were written: {:?}",
-        history.rewritten()
-    );
-    assert_eq!(
-        history.secret_objects(),
-        200,
-        "a key got more than one Secret over the run"
-    );
+    history.assert_one_token_per_secret(200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,12 +37,7 @@ async fn two_controllers_at_once_issue_exactly_one_token_per_key() {
     let names = create_keys(ns.keys(), "twice", 100, 16).await;
     wait_all_active(ns.keys(), &names, Duration::from_secs(120)).await;
     assert_tokens_match_status(&ns, &names).await;
-    assert!(
-        history.rewritten().is_empty(),
-        "tokens changed after they were written: {:?}",
-        history.rewritten()
-    );
-    assert_eq!(history.secret_objects(), 100, "a key got more than one Secret");
+    history.assert_one_token_per_secret(100);
 }
 
 /// Every textual form in which a token could leak.
@@ -93,27 +79,13 @@ async fn secrecy_no_token_in_logs_events_or_status_through_a_full_lifecycle() {
         )
         .await
         .expect("tamper");
-    let second = ns
-        .wait_key("life", "a re-issued token", |k| {
-            k.status
-                .as_ref()
-                .is_some_and(|s| s.token_hash != first && s.phase == Some(Phase::Active))
-        })
-        .await
-        .status
-        .expect("status")
-        .token_hash;
+    let second = ns.wait_new_token("life", &first).await.token_hash;
     // Lost: re-issued.
     ns.secrets()
         .delete("life-apikey", &Default::default())
         .await
         .expect("delete");
-    ns.wait_key("life", "a re-issued token", |k| {
-        k.status
-            .as_ref()
-            .is_some_and(|s| s.token_hash != second && s.phase == Some(Phase::Active))
-    })
-    .await;
+    ns.wait_new_token("life", &second).await;
     ns.patch_spec("life", json!({"state": "Inactive"})).await;
     ns.wait_phase("life", Phase::Inactive).await;
     ns.patch_spec(

@@ -370,15 +370,19 @@ mod tests {
         "2027-01-01T00:00:00Z".parse().expect("ts")
     }
 
+    fn token_secret<'a>(owner: &'a Owner, template: &'a SecretTemplate) -> TokenSecret<'a> {
+        TokenSecret {
+            name: "ci-apikey",
+            owner,
+            expires_at: expiry(),
+            template,
+        }
+    }
+
     fn issued_secret(token: &Token) -> Secret {
         let template = template();
         let owner = owner();
-        let spec = TokenSecret {
-            name: "ci-apikey",
-            owner: &owner,
-            expires_at: expiry(),
-            template: &template,
-        };
+        let spec = token_secret(&owner, &template);
         spec.build(token, expiry())
     }
 
@@ -457,12 +461,7 @@ mod tests {
         let secret = issued_secret(&token);
         let template = template();
         let owner = owner();
-        let spec = TokenSecret {
-            name: "ci-apikey",
-            owner: &owner,
-            expires_at: expiry(),
-            template: &template,
-        };
+        let spec = token_secret(&owner, &template);
         assert_eq!(spec.metadata_patch(&secret), None);
 
         let changed = SecretTemplate {

@@ -193,6 +193,18 @@ impl TestNamespace {
         }
     }
 
+    /// Waits until the key is Active with a token hash other than `old`; returns its status.
+    pub async fn wait_new_token(&self, name: &str, old: &Option<String>) -> keyward::api::ApiKeyStatus {
+        let key = self
+            .wait_key(name, "a new token", |k| {
+                k.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == Some(Phase::Active) && &s.token_hash != old)
+            })
+            .await;
+        key.status.expect("status")
+    }
+
     /// Waits until the named Secret is gone.
     pub async fn wait_secret_gone(&self, name: &str) {
         let done = tokio::time::timeout(
@@ -433,6 +445,20 @@ impl TokenHistory {
             .filter(|(_, t)| t.len() > 1)
             .map(|(id, _)| id.clone())
             .collect()
+    }
+
+    /// Asserts no Secret's token ever changed and exactly `count` Secret objects held a token.
+    pub fn assert_one_token_per_secret(&self, count: usize) {
+        assert!(
+            self.rewritten().is_empty(),
+            "tokens changed after they were written: {:?}",
+            self.rewritten()
+        );
+        assert_eq!(
+            self.secret_objects(),
+            count,
+            "some key got more than one Secret over the run"
+        );
     }
 
     /// How many distinct Secret objects (name/uid) held a token.
