@@ -490,3 +490,23 @@ async fn deletion_a_key_recreated_under_the_same_name_gets_a_new_token_after_col
     assert_eq!(secret.owner_references()[0].uid, new.uid().expect("uid"));
     assert_eq!(status.token_hash, Some(hash_of(&token_in(&secret).expect("token"))));
 }
+
+#[tokio::test]
+async fn renaming_the_secret_issues_a_fresh_token_there_and_removes_the_old_secret() {
+    let ns = TestNamespace::new("rename-secret").await;
+    let _controller = ns.controller(&[]);
+    ns.create_key("moving", json!({})).await;
+    let before = ns.wait_phase("moving", Phase::Active).await.status.expect("status");
+    ns.patch_spec("moving", json!({"secretName": "moved-token"})).await;
+    let after = ns.wait_new_token("moving", &before.token_hash).await;
+    assert_eq!(after.secret_name.as_deref(), Some("moved-token"));
+    assert_eq!(after.token_hash, Some(hash_of(&ns.token_of("moved-token").await)));
+    ns.wait_secret_gone("moving-apikey").await;
+    assert!(
+        ns.events_for("moving")
+            .await
+            .iter()
+            .all(|e| e.reason.as_deref() != Some("TokenReissued")),
+        "a rename is not a lost Secret"
+    );
+}

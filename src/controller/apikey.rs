@@ -28,6 +28,9 @@ const RACE_ATTEMPTS: usize = 3;
 /// How long to wait before looking again at a key whose Secret name is taken by someone else:
 /// the foreign Secret carries no label of ours, so no watch event will say it went away.
 const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
+/// Longest single wait: a key expiring years ahead is looked at again daily (a read, no write),
+/// and the last wait still ends at the exact expiry instant.
+const LONGEST_REQUEUE: Duration = Duration::from_secs(86_400);
 /// How long to wait for a Secret that is being deleted or garbage collected.
 const PENDING_RECHECK: Duration = Duration::from_secs(2);
 
@@ -64,8 +67,13 @@ pub fn decide(now: Timestamp, key: &ValidApiKey, found: &Found, status: Option<&
     }
     match found {
         Found::Missing => {
-            let had_token = status.is_some_and(|s| s.token_hash.is_some() && s.phase != Some(Phase::Expired));
-            Plan::Issue(had_token.then_some(ReissueCause::SecretLost))
+            // Lost only if this very Secret held a live token; a renamed Secret gets a fresh one.
+            let lost = status.is_some_and(|s| {
+                s.token_hash.is_some()
+                    && s.phase != Some(Phase::Expired)
+                    && s.secret_name.as_deref() == Some(key.secret_name.as_str())
+            });
+            Plan::Issue(lost.then_some(ReissueCause::SecretLost))
         }
         Found::Foreign => Plan::Conflict,
         Found::PreviousOwner => {
@@ -209,6 +217,7 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
                 break Outcome::Holds(issued);
             }
             Plan::Keep(issued) => {
+                tracing::Span::current().record("key_id", issued.key_id.as_str());
                 if let Some(existing) = existing.as_ref()
                     && let Some(patch) = template.metadata_patch(existing)
                     && let Write::LostRace = secret::patch_metadata(&secrets, existing, patch).await?
@@ -232,8 +241,11 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
             Plan::Wait(why) => break Outcome::Pending(why),
         }
     };
+    if let Outcome::Holds(_) = outcome {
+        remove_renamed_secret(&secrets, key, &valid, &owner).await?;
+    }
     let requeue = match &outcome {
-        Outcome::Holds(_) => Some(until(now, valid.expires_at)),
+        Outcome::Holds(_) => Some(until(now, valid.expires_at).min(LONGEST_REQUEUE)),
         Outcome::Conflict => Some(CONFLICT_RECHECK),
         Outcome::Pending(_) => Some(PENDING_RECHECK),
         Outcome::Expired(_) | Outcome::Invalid(_) => None,
@@ -241,6 +253,31 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
     finish(key, ctx, Some(&valid), outcome, now).await?;
     tracing::debug!(?requeue, "reconciled");
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// After `secretName` changed, deletes the Secret the status still names, if it is ours: the
+/// key's token now lives only in its new Secret.
+async fn remove_renamed_secret(secrets: &Api<Secret>, key: &ApiKey, valid: &ValidApiKey, owner: &Owner) -> Result<()> {
+    let Some(old) = key.status.as_ref().and_then(|s| s.secret_name.as_deref()) else {
+        return Ok(());
+    };
+    if old == valid.secret_name {
+        return Ok(());
+    }
+    if let Some(existing) = secret::read(secrets, old).await?
+        && matches!(
+            secret::classify(Some(&existing), owner),
+            Found::Intact(_) | Found::Tampered
+        )
+    {
+        secret::delete(secrets, &existing).await?;
+        tracing::info!(
+            old,
+            new = valid.secret_name,
+            "secretName changed; deleted the old Secret"
+        );
+    }
+    Ok(())
 }
 
 /// A new token and its public record; the token itself goes only into the Secret.
@@ -438,8 +475,19 @@ mod tests {
         ApiKeyStatus {
             phase: Some(Phase::Active),
             token_hash: Some(issued().hash.to_string()),
+            secret_name: Some("ci-apikey".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_renamed_secret_gets_a_fresh_token_without_a_lost_warning() {
+        let moved = ApiKeyStatus {
+            secret_name: Some("old-name".into()),
+            ..active_status()
+        };
+        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&moved));
+        assert_eq!(plan, Plan::Issue(None));
     }
 
     const BEFORE: &str = "2026-11-30T23:59:59Z";
