@@ -50,9 +50,16 @@ struct ErrorLabels {
     error: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    resource: &'static str,
+    verb: &'static str,
+}
+
 /// The controller's Prometheus metrics.
 pub struct Metrics {
     registry: Registry,
+    writes: Family<WriteLabels, Counter>,
     reconciles: Family<KindLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     duration: Family<KindLabels, Histogram>,
@@ -77,8 +84,15 @@ impl Default for Metrics {
             "Time a reconcile took, by kind",
             duration.clone(),
         );
+        let writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "api_writes",
+            "Writes sent to the API server, by resource and verb",
+            writes.clone(),
+        );
         Self {
             registry,
+            writes,
             reconciles,
             errors,
             duration,
@@ -100,6 +114,11 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Counts one write to the API server (`resource` like `secrets` or `apikeys/status`).
+    pub fn count_write(&self, resource: &'static str, verb: &'static str) {
+        self.writes.get_or_create(&WriteLabels { resource, verb }).inc();
     }
 
     pub fn encode(&self) -> String {

@@ -460,6 +460,13 @@ async fn a_key_at_rest_causes_no_writes() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    // No write request at all, not even a no-op status apply (which would leave versions alone).
+    let (_, metrics) = controller.http_get("/metrics").await;
+    let writes: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("keyward_api_writes_total") && !l.ends_with(" 0"))
+        .collect();
+    assert!(writes.is_empty(), "writes after a restart at rest: {writes:?}");
     for (i, version) in versions.iter().enumerate() {
         let key = ns.keys().get(&format!("rest-{i}")).await.expect("key");
         let secret = ns.secrets().get(&format!("rest-{i}-apikey")).await.expect("secret");

@@ -5,8 +5,6 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, Store};
@@ -15,7 +13,7 @@ use kube::{Api, Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::{Instrument, field};
 
-use super::secret::{self, Found, Issued, Owner, TokenSecret, Write};
+use super::secret::{self, Found, Issued, Owner, SecretStore, TokenSecret, Write};
 use super::status::{self, ready_condition};
 use super::{Context, api_in, drain, object_key, owned_secrets, shutdown_signal};
 use crate::api::validate::{self, SpecError, ValidApiKey};
@@ -167,7 +165,7 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
             .uid()
             .ok_or_else(|| Error::MissingObjectField(key.name_any(), "metadata.uid"))?,
     };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let secrets = SecretStore::new(ctx.client.clone(), &namespace, ctx.metrics.clone());
     let now = Timestamp::now();
 
     let valid = match validate::api_key(key, created, &ctx.settings.expiry) {
@@ -192,12 +190,12 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
             // Someone keeps writing the Secret between our read and write; back off.
             return Ok(Action::requeue(PENDING_RECHECK));
         }
-        let existing = secret::read(&secrets, &valid.secret_name).await?;
+        let existing = secrets.read(&valid.secret_name).await?;
         let found = secret::classify(existing.as_ref(), &owner);
         match decide(now, &valid, &found, key.status.as_ref()) {
             Plan::Issue(cause) => {
                 let (token, issued) = new_token(&valid.prefix, now)?;
-                if let Write::LostRace = secret::create(&secrets, &template.build(&token, now)).await? {
+                if let Write::LostRace = secrets.create(&template.build(&token, now)).await? {
                     continue;
                 }
                 drop(token);
@@ -209,7 +207,7 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
                     .as_ref()
                     .ok_or_else(|| Error::MissingObjectField(valid.secret_name.clone(), "data"))?;
                 let (token, issued) = new_token(&valid.prefix, now)?;
-                if let Write::LostRace = secret::replace(&secrets, existing, template.build(&token, now)).await? {
+                if let Write::LostRace = secrets.replace(existing, template.build(&token, now)).await? {
                     continue;
                 }
                 drop(token);
@@ -220,7 +218,7 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
                 tracing::Span::current().record("key_id", issued.key_id.as_str());
                 if let Some(existing) = existing.as_ref()
                     && let Some(patch) = template.metadata_patch(existing)
-                    && let Write::LostRace = secret::patch_metadata(&secrets, existing, patch).await?
+                    && let Write::LostRace = secrets.patch_metadata(existing, patch).await?
                 {
                     continue;
                 }
@@ -232,7 +230,7 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
                     _ => None,
                 };
                 if delete_secret && let Some(existing) = existing.as_ref() {
-                    secret::delete(&secrets, existing).await?;
+                    secrets.delete(existing).await?;
                     tracing::info!(secret = valid.secret_name, "key expired; deleted its Secret");
                 }
                 break Outcome::Expired(from_secret);
@@ -257,20 +255,20 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
 
 /// After `secretName` changed, deletes the Secret the status still names, if it is ours: the
 /// key's token now lives only in its new Secret.
-async fn remove_renamed_secret(secrets: &Api<Secret>, key: &ApiKey, valid: &ValidApiKey, owner: &Owner) -> Result<()> {
+async fn remove_renamed_secret(secrets: &SecretStore, key: &ApiKey, valid: &ValidApiKey, owner: &Owner) -> Result<()> {
     let Some(old) = key.status.as_ref().and_then(|s| s.secret_name.as_deref()) else {
         return Ok(());
     };
     if old == valid.secret_name {
         return Ok(());
     }
-    if let Some(existing) = secret::read(secrets, old).await?
+    if let Some(existing) = secrets.read(old).await?
         && matches!(
             secret::classify(Some(&existing), owner),
             Found::Intact(_) | Found::Tampered
         )
     {
-        secret::delete(secrets, &existing).await?;
+        secrets.delete(&existing).await?;
         tracing::info!(
             old,
             new = valid.secret_name,
@@ -339,7 +337,15 @@ async fn finish(
         .find(|c| c.type_ == crate::api::CONDITION_READY);
     let transition = ready.map(|c| (&c.reason, &c.message)) != was.map(|c| (&c.reason, &c.message));
     let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &key.namespace().unwrap_or_default());
-    let wrote = status::apply(&api, key, key.status.as_ref(), &desired, &ctx.status_writes).await?;
+    let wrote = status::apply(
+        &api,
+        key,
+        key.status.as_ref(),
+        &desired,
+        &ctx.status_writes,
+        &ctx.metrics,
+    )
+    .await?;
     if wrote
         && transition
         && let Some(ready) = ready
@@ -378,14 +384,14 @@ fn desired_status(
         secret_name,
         issued_at: previous.issued_at.clone(),
         expires_at: valid
-            .map(|v| Time(v.expires_at))
+            .map(|v| status::time(v.expires_at))
             .or_else(|| previous.expires_at.clone()),
         conditions: Vec::new(),
     };
     let record = |status: &mut ApiKeyStatus, issued: &Issued| {
         status.key_id = Some(issued.key_id.clone());
         status.token_hash = Some(issued.hash.to_string());
-        status.issued_at = issued.issued_at.map(Time).or_else(|| status.issued_at.clone());
+        status.issued_at = issued.issued_at.map(status::time).or_else(|| status.issued_at.clone());
     };
     let (phase, ready, reason, message) = match outcome {
         Outcome::Holds(issued) => {

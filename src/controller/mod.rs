@@ -20,6 +20,12 @@ use crate::api::validate::ExpiryPolicy;
 use crate::api::{LABEL_MANAGED_BY, MANAGED_BY_VALUE};
 use crate::telemetry::Metrics;
 
+/// Timestamps in status and annotations are whole seconds, as Kubernetes stores them: a finer
+/// one would never compare equal to what was stored, and every reconcile would write again.
+pub fn whole_seconds(at: jiff::Timestamp) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(at.as_second()).unwrap_or(at)
+}
+
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "keyward";
 
@@ -70,8 +76,9 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
-            tracing::warn!(%error, reason, "cannot publish event");
+        match self.recorder.publish(&event, &object.object_ref(&())).await {
+            Ok(()) => self.metrics.count_write("events", "create"),
+            Err(error) => tracing::warn!(%error, reason, "cannot publish event"),
         }
     }
 

@@ -8,6 +8,9 @@ use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use std::sync::Arc;
+
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::{Value, json};
 
@@ -17,6 +20,7 @@ use crate::api::{
     SecretTemplate, validate::template_keys,
 };
 use crate::error::Result;
+use crate::telemetry::Metrics;
 use crate::token::{Token, TokenHash};
 
 /// Who owns a token Secret.
@@ -77,7 +81,7 @@ impl TokenSecret<'_> {
         let mut annotations = self.annotations();
         annotations.insert(ANNOTATION_TOKEN_HASH.into(), token.hash().to_string());
         annotations.insert(ANNOTATION_KEY_ID.into(), token.key_id());
-        annotations.insert(ANNOTATION_ISSUED_AT.into(), issued_at.to_string());
+        annotations.insert(ANNOTATION_ISSUED_AT.into(), super::whole_seconds(issued_at).to_string());
         let mut data: BTreeMap<String, ByteString> = self
             .template
             .data
@@ -268,78 +272,84 @@ pub enum Write<T> {
     LostRace,
 }
 
-/// Reads a Secret with a fresh GET: the token check must never trust a cache.
-pub async fn read(api: &Api<Secret>, name: &str) -> Result<Option<Secret>> {
-    Ok(api.get_opt(name).await?)
+/// The Secrets of one namespace, written only in ways that cannot overwrite a token by
+/// accident; every write is counted in the metrics.
+pub struct SecretStore {
+    api: Api<Secret>,
+    metrics: Arc<Metrics>,
 }
 
-/// Creates a Secret; never replaces one that exists.
-pub async fn create(api: &Api<Secret>, secret: &Secret) -> Result<Write<Secret>> {
-    match api
-        .create(
-            &PostParams {
-                field_manager: Some(super::FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            secret,
+impl SecretStore {
+    pub fn new(client: kube::Client, namespace: &str, metrics: Arc<Metrics>) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            metrics,
+        }
+    }
+
+    fn params() -> PostParams {
+        PostParams {
+            field_manager: Some(super::FIELD_MANAGER.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Reads a Secret with a fresh GET: the token check must never trust a cache.
+    pub async fn read(&self, name: &str) -> Result<Option<Secret>> {
+        Ok(self.api.get_opt(name).await?)
+    }
+
+    /// Creates a Secret; never replaces one that exists.
+    pub async fn create(&self, secret: &Secret) -> Result<Write<Secret>> {
+        self.metrics.count_write("secrets", "create");
+        lost_race_on_conflict(self.api.create(&Self::params(), secret).await)
+    }
+
+    /// Replaces a tampered Secret's content, only if it is still the version that was read.
+    pub async fn replace(&self, existing: &Secret, mut secret: Secret) -> Result<Write<Secret>> {
+        secret.metadata.resource_version = existing.metadata.resource_version.clone();
+        secret.metadata.uid = existing.metadata.uid.clone();
+        self.metrics.count_write("secrets", "update");
+        lost_race_on_conflict(self.api.replace(&existing.name_any(), &Self::params(), &secret).await)
+    }
+
+    /// Deletes a Secret, only if it is still the one that was read (same UID).
+    pub async fn delete(&self, existing: &Secret) -> Result<()> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: existing.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        self.metrics.count_write("secrets", "delete");
+        match self.api.delete(&existing.name_any(), &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Applies a patch from [`TokenSecret::metadata_patch`], guarded by resourceVersion.
+    pub async fn patch_metadata(&self, existing: &Secret, mut patch: Value) -> Result<Write<Secret>> {
+        patch["metadata"]["resourceVersion"] = json!(existing.metadata.resource_version);
+        let params = PatchParams {
+            field_manager: Some(super::FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        self.metrics.count_write("secrets", "patch");
+        lost_race_on_conflict(
+            self.api
+                .patch(&existing.name_any(), &params, &Patch::Merge(patch))
+                .await,
         )
-        .await
-    {
-        Ok(created) => Ok(Write::Done(created)),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Write::LostRace),
-        Err(error) => Err(error.into()),
     }
 }
 
-/// Replaces a tampered Secret's content, only if it is still the version that was read.
-pub async fn replace(api: &Api<Secret>, existing: &Secret, mut secret: Secret) -> Result<Write<Secret>> {
-    secret.metadata.resource_version = existing.metadata.resource_version.clone();
-    secret.metadata.uid = existing.metadata.uid.clone();
-    let name = secret.metadata.name.clone().unwrap_or_default();
-    let params = PostParams {
-        field_manager: Some(super::FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    match api.replace(&name, &params, &secret).await {
-        Ok(replaced) => Ok(Write::Done(replaced)),
-        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(Write::LostRace),
-        Err(error) => Err(error.into()),
-    }
-}
-
-/// Deletes a Secret, only if it is still the one that was read (same UID).
-pub async fn delete(api: &Api<Secret>, existing: &Secret) -> Result<()> {
-    let name = existing.metadata.name.clone().unwrap_or_default();
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: existing.metadata.uid.clone(),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
-    match api.delete(&name, &params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
-}
-
-/// Applies a metadata patch from [`TokenSecret::metadata_patch`], guarded by resourceVersion.
-pub async fn patch_metadata(api: &Api<Secret>, existing: &Secret, mut patch: Value) -> Result<Write<Secret>> {
-    patch["metadata"]["resourceVersion"] = json!(existing.metadata.resource_version);
-    let name = existing.metadata.name.clone().unwrap_or_default();
-    match api
-        .patch(
-            &name,
-            &PatchParams {
-                field_manager: Some(super::FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Merge(patch),
-        )
-        .await
-    {
-        Ok(patched) => Ok(Write::Done(patched)),
+/// A conflict (exists, or changed since read) or a vanished Secret means another writer won.
+fn lost_race_on_conflict(result: kube::Result<Secret>) -> Result<Write<Secret>> {
+    match result {
+        Ok(written) => Ok(Write::Done(written)),
         Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(Write::LostRace),
         Err(error) => Err(error.into()),
     }

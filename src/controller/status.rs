@@ -14,6 +14,12 @@ use serde::de::DeserializeOwned;
 use super::FIELD_MANAGER;
 use crate::api::CONDITION_READY;
 use crate::error::Result;
+use crate::telemetry::Metrics;
+
+/// A status timestamp, in whole seconds (see [`super::whole_seconds`]).
+pub fn time(at: Timestamp) -> Time {
+    Time(super::whole_seconds(at))
+}
 
 /// The Ready condition for a new status, keeping `lastTransitionTime` when `status` is unchanged
 /// so that a reconcile with nothing new produces an identical status (and so no write).
@@ -30,7 +36,7 @@ pub fn ready_condition(
         .iter()
         .find(|c| c.type_ == CONDITION_READY && c.status == status)
         .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
+        .unwrap_or_else(|| time(now));
     Condition {
         type_: CONDITION_READY.into(),
         status: status.into(),
@@ -74,6 +80,15 @@ impl RecentWrites {
     }
 }
 
+/// The metrics label of a kind's status subresource.
+fn status_resource<K: Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()).as_ref() {
+        "ApiKey" => "apikeys/status",
+        "Credential" => "credentials/status",
+        _ => "status",
+    }
+}
+
 /// Writes `desired` as the object's status by server-side apply, unless the object already
 /// has it. Returns whether a write was made.
 pub async fn apply<K, S>(
@@ -82,6 +97,7 @@ pub async fn apply<K, S>(
     current: Option<&S>,
     desired: &S,
     recent: &RecentWrites,
+    metrics: &Metrics,
 ) -> Result<bool>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
@@ -102,6 +118,7 @@ where
         "kind": K::kind(&()),
         "status": desired_json,
     });
+    metrics.count_write(status_resource::<K>(), "apply");
     api.patch_status(
         &object.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -128,6 +145,13 @@ mod tests {
         assert_eq!(same, first);
         let flipped = ready_condition(&[first], false, "Inactive", "m".into(), Some(2), later);
         assert_eq!(flipped.last_transition_time, Time(later));
+    }
+
+    #[test]
+    fn status_times_are_whole_seconds_like_the_stored_ones() {
+        let precise: Timestamp = "2026-11-22T10:00:00.987654Z".parse().expect("ts");
+        let stored: Time = serde_json::from_value(serde_json::to_value(Time(precise)).expect("json")).expect("time");
+        assert_eq!(time(precise), stored);
     }
 
     #[test]

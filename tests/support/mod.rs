@@ -320,6 +320,8 @@ pub fn token_in(secret: &Secret) -> Option<String> {
 pub struct Operator {
     child: Option<Child>,
     pub log: PathBuf,
+    /// Where in the log the current process's output starts.
+    started_at: usize,
     namespace: String,
     extra: Vec<String>,
     env: Vec<(String, String)>,
@@ -332,6 +334,7 @@ impl Operator {
         let mut operator = Operator {
             child: None,
             log: dir.path().join("controller.log"),
+            started_at: 0,
             namespace: namespace.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -342,6 +345,7 @@ impl Operator {
     }
 
     fn spawn(&mut self) {
+        self.started_at = self.logs().len();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -553,7 +557,7 @@ impl Operator {
         let until = tokio::time::Instant::now() + DEADLINE;
         loop {
             let logs = self.logs();
-            let found = logs
+            let found = logs[self.started_at.min(logs.len())..]
                 .lines()
                 .filter(|l| l.contains("serving /healthz"))
                 .find_map(|line| {
