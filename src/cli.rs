@@ -81,10 +81,7 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
     let client = kube::Client::try_default().await.map_err(Error::KubeConfig)?;
     let settings = Settings {
         namespaces: args.namespaces.into_iter().filter(|ns| !ns.is_empty()).collect(),
-        expiry: ExpiryPolicy {
-            default: args.default_expiry,
-            max: args.max_expiry,
-        },
+        expiry: ExpiryPolicy { default: args.default_expiry, max: args.max_expiry },
         concurrency: args.concurrency,
     };
     tracing::info!(namespaces = ?settings.namespaces, default_expiry = %duration::format(settings.expiry.default), "starting controller");

@@ -29,9 +29,7 @@ pub enum LogFormat {
 /// Sets up logging to stderr; the level comes from `RUST_LOG` (default `info`).
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second initialisation (tests) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -74,45 +72,20 @@ impl Default for Metrics {
             Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
         });
         registry.register("reconciles", "Reconciles run, by kind", reconciles.clone());
-        registry.register(
-            "reconcile_errors",
-            "Reconciles that failed, by kind and error class",
-            errors.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Time a reconcile took, by kind",
-            duration.clone(),
-        );
+        registry.register("reconcile_errors", "Reconciles that failed, by kind and error class", errors.clone());
+        registry.register("reconcile_duration_seconds", "Time a reconcile took, by kind", duration.clone());
         let writes = Family::<WriteLabels, Counter>::default();
-        registry.register(
-            "api_writes",
-            "Writes sent to the API server, by resource and verb",
-            writes.clone(),
-        );
-        Self {
-            registry,
-            writes,
-            reconciles,
-            errors,
-            duration,
-        }
+        registry.register("api_writes", "Writes sent to the API server, by resource and verb", writes.clone());
+        Self { registry, writes, reconciles, errors, duration }
     }
 }
 
 impl Metrics {
     pub fn observe_reconcile(&self, kind: &'static str, took: Duration, error: Option<&Error>) {
         self.reconciles.get_or_create(&KindLabels { kind }).inc();
-        self.duration
-            .get_or_create(&KindLabels { kind })
-            .observe(took.as_secs_f64());
+        self.duration.get_or_create(&KindLabels { kind }).observe(took.as_secs_f64());
         if let Some(error) = error {
-            self.errors
-                .get_or_create(&ErrorLabels {
-                    kind,
-                    error: error.metric_label(),
-                })
-                .inc();
+            self.errors.get_or_create(&ErrorLabels { kind, error: error.metric_label() }).inc();
         }
     }
 
@@ -147,26 +120,16 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(Health { metrics, ready });
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Http {
-            addr: addr.to_string(),
-            source,
-        })?;
-    let bound = listener.local_addr().map_err(|source| Error::Http {
-        addr: addr.to_string(),
-        source,
-    })?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Http { addr: addr.to_string(), source })?;
+    let bound = listener.local_addr().map_err(|source| Error::Http { addr: addr.to_string(), source })?;
     tracing::info!(addr = %bound, "serving /healthz, /readyz and /metrics");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
         .await
-        .map_err(|source| Error::Http {
-            addr: addr.to_string(),
-            source,
-        })
+        .map_err(|source| Error::Http { addr: addr.to_string(), source })
 }
 
 async fn readyz(State(health): State<Health>) -> impl IntoResponse {
@@ -178,11 +141,5 @@ async fn readyz(State(health): State<Health>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(health): State<Health>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        health.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], health.metrics.encode())
 }

@@ -353,9 +353,7 @@ mod tests {
         // most 8 bits, which CRC-32 always detects in the random part; in the
         // checksum part the stored text simply differs from the recomputed
         // one.
-        let mut tokens: Vec<String> = (0..5)
-            .map(|_| Token::generate(DEFAULT_PREFIX).expose().to_owned())
-            .collect();
+        let mut tokens: Vec<String> = (0..5).map(|_| Token::generate(DEFAULT_PREFIX).expose().to_owned()).collect();
         tokens.push(KNOWN_TOKEN.to_owned());
         for text in &tokens {
             let start = text.len() - BODY_LEN;
@@ -424,10 +422,7 @@ mod tests {
             biased[usize::from(b % 62)] += 1;
         }
         let biased_chi2 = chi_square(&biased);
-        assert!(
-            biased_chi2 > BOUND,
-            "the bound cannot tell a biased sampler apart: chi2 = {biased_chi2}"
-        );
+        assert!(biased_chi2 > BOUND, "the bound cannot tell a biased sampler apart: chi2 = {biased_chi2}");
     }
 
     #[test]
@@ -450,13 +445,8 @@ mod tests {
         let last = bad_sum.len() - 1;
         bad_sum[last] = if bad_sum[last] == b'0' { b'1' } else { b'0' };
         let bad_sum = String::from_utf8(bad_sum).expect("ASCII");
-        let inputs = [
-            format!("KW_{body}"),
-            format!("kw{body}"),
-            format!("kw_{body}x"),
-            format!("kw_{}!", &body[1..]),
-            bad_sum,
-        ];
+        let inputs =
+            [format!("KW_{body}"), format!("kw{body}"), format!("kw_{body}x"), format!("kw_{}!", &body[1..]), bad_sum];
         for input in &inputs {
             let err = Token::parse(input).expect_err("input is malformed");
             let shown = format!("{err} {err:?}");

@@ -21,8 +21,7 @@ fn hash_of(token: &str) -> String {
 async fn issue_once_writes_the_token_to_its_secret_and_only_the_hash_to_status() {
     let ns = TestNamespace::new("issue-once").await;
     let _controller = ns.controller(&[]);
-    ns.create_key("ci-deploy", json!({"expiresAfter": "30d", "scopes": ["orders.read"]}))
-        .await;
+    ns.create_key("ci-deploy", json!({"expiresAfter": "30d", "scopes": ["orders.read"]})).await;
     let key = ns.wait_phase("ci-deploy", Phase::Active).await;
     let status = key.status.clone().expect("status");
 
@@ -35,35 +34,20 @@ async fn issue_once_writes_the_token_to_its_secret_and_only_the_hash_to_status()
     assert_eq!(status.secret_name.as_deref(), Some("ci-deploy-apikey"));
     assert!(status.issued_at.is_some());
     let created = key.metadata.creation_timestamp.clone().expect("created").0;
-    assert_eq!(
-        status.expires_at.expect("expiresAt").0,
-        created + jiff::SignedDuration::from_hours(30 * 24)
-    );
+    assert_eq!(status.expires_at.expect("expiresAt").0, created + jiff::SignedDuration::from_hours(30 * 24));
     let ready = &status.conditions[0];
-    assert_eq!(
-        (ready.type_.as_str(), ready.status.as_str(), ready.reason.as_str()),
-        ("Ready", "True", "Issued")
-    );
-    assert!(
-        !serde_json::to_string(&key).expect("json").contains(&token),
-        "the token leaked into the ApiKey"
-    );
+    assert_eq!((ready.type_.as_str(), ready.status.as_str(), ready.reason.as_str()), ("Ready", "True", "Issued"));
+    assert!(!serde_json::to_string(&key).expect("json").contains(&token), "the token leaked into the ApiKey");
 
     // The Secret layout of the contract.
     assert_eq!(secret.type_.as_deref(), Some("keyward.io/token"));
     let labels = secret.labels();
-    assert_eq!(
-        labels.get("app.kubernetes.io/managed-by").map(String::as_str),
-        Some("keyward")
-    );
+    assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("keyward"));
     assert_eq!(labels.get("keyward.io/owner-uid"), key.uid().as_ref());
     let annotations = secret.annotations();
     assert_eq!(annotations.get("keyward.io/token-hash"), status.token_hash.as_ref());
     assert_eq!(annotations.get("keyward.io/key-id"), status.key_id.as_ref());
-    assert_eq!(
-        annotations.get("keyward.io/owner").map(String::as_str),
-        Some("ApiKey/ci-deploy")
-    );
+    assert_eq!(annotations.get("keyward.io/owner").map(String::as_str), Some("ApiKey/ci-deploy"));
     assert!(annotations.contains_key("keyward.io/issued-at") && annotations.contains_key("keyward.io/expires-at"));
     let owners = secret.owner_references();
     assert_eq!(owners.len(), 1);
@@ -106,11 +90,7 @@ async fn never_overwrite_a_secret_that_is_not_ours() {
         "stringData": {"token": "not-yours"},
     }))
     .expect("secret");
-    let foreign = ns
-        .secrets()
-        .create(&PostParams::default(), &foreign)
-        .await
-        .expect("create foreign Secret");
+    let foreign = ns.secrets().create(&PostParams::default(), &foreign).await.expect("create foreign Secret");
     let _controller = ns.controller(&[]);
     ns.create_key("taken", json!({})).await;
     let key = ns.wait_phase("taken", Phase::Failed).await;
@@ -119,11 +99,7 @@ async fn never_overwrite_a_secret_that_is_not_ours() {
     assert!(ready.message.contains("taken-apikey"), "{}", ready.message);
     ns.wait_event("taken", "SecretConflict").await;
     let after = ns.secrets().get("taken-apikey").await.expect("still there");
-    assert_eq!(
-        after.resource_version(),
-        foreign.resource_version(),
-        "the foreign Secret was written to"
-    );
+    assert_eq!(after.resource_version(), foreign.resource_version(), "the foreign Secret was written to");
     assert_eq!(token_in(&after).as_deref(), Some("not-yours"));
 }
 
@@ -138,14 +114,7 @@ async fn never_overwrite_two_keys_naming_one_secret_the_second_gets_the_conflict
     let second = ns.wait_phase("second", Phase::Failed).await;
     assert_eq!(second.status.expect("status").conditions[0].reason, "SecretConflict");
     assert_eq!(ns.token_of("shared").await, token);
-    assert_eq!(
-        ns.wait_phase("first", Phase::Active)
-            .await
-            .status
-            .expect("status")
-            .token_hash,
-        Some(hash_of(&token))
-    );
+    assert_eq!(ns.wait_phase("first", Phase::Active).await.status.expect("status").token_hash, Some(hash_of(&token)));
 }
 
 #[tokio::test]
@@ -176,10 +145,7 @@ async fn expiry_an_expired_key_is_not_reissued_by_state_but_is_by_a_new_expiry()
     ns.patch_spec("short", json!({"state": "Active"})).await;
     let still = ns.wait_phase("short", Phase::Expired).await.status.expect("status");
     assert_eq!(still.token_hash, first.token_hash);
-    assert!(
-        ns.secrets().get_opt("short-apikey").await.expect("get").is_none(),
-        "a state change re-issued the key"
-    );
+    assert!(ns.secrets().get_opt("short-apikey").await.expect("get").is_none(), "a state change re-issued the key");
 
     ns.patch_spec("short", json!({"expiresAfter": "1h"})).await;
     let renewed = ns.wait_phase("short", Phase::Active).await.status.expect("status");
@@ -199,11 +165,7 @@ async fn inactive_keeps_the_secret_and_reactivation_restores_the_same_token() {
     let inactive = ns.wait_phase("toggle", Phase::Inactive).await.status.expect("status");
     assert_eq!(inactive.conditions[0].status, "False");
     assert_eq!(inactive.conditions[0].reason, "Inactive");
-    assert_eq!(
-        ns.token_of("toggle-apikey").await,
-        token,
-        "the Secret is kept while inactive"
-    );
+    assert_eq!(ns.token_of("toggle-apikey").await, token, "the Secret is kept while inactive");
 
     ns.patch_spec("toggle", json!({"state": "Active"})).await;
     let active = ns.wait_phase("toggle", Phase::Active).await.status.expect("status");
@@ -238,10 +200,7 @@ async fn lost_secret_is_reissued_with_a_token_reissued_warning() {
     let _controller = ns.controller(&[]);
     ns.create_key("lost", json!({"expiresAfter": "2h"})).await;
     let before = ns.wait_phase("lost", Phase::Active).await.status.expect("status");
-    ns.secrets()
-        .delete("lost-apikey", &Default::default())
-        .await
-        .expect("delete the Secret");
+    ns.secrets().delete("lost-apikey", &Default::default()).await.expect("delete the Secret");
     let after = ns.wait_new_token("lost", &before.token_hash).await;
     assert_eq!(after.token_hash, Some(hash_of(&ns.token_of("lost-apikey").await)));
     assert_eq!(after.expires_at, before.expires_at, "re-issue never extends expiry");
@@ -279,36 +238,16 @@ async fn bad_spec_fails_with_invalid_spec_naming_the_field_and_value() {
     let _controller = ns.controller(&[]);
     let cases = [
         ("bad-duration", json!({"expiresAfter": "3x"}), "spec.expiresAfter", "3x"),
-        (
-            "bad-timestamp",
-            json!({"expiresAt": "next tuesday"}),
-            "spec.expiresAt",
-            "next tuesday",
-        ),
+        ("bad-timestamp", json!({"expiresAt": "next tuesday"}), "spec.expiresAt", "next tuesday"),
         (
             "both-expiries",
             json!({"expiresAt": "2030-01-01T00:00:00Z", "expiresAfter": "1d"}),
             "spec.expiresAt",
             "2030-01-01T00:00:00Z",
         ),
-        (
-            "bad-cidr",
-            json!({"allowedCIDRs": ["10.0.0.0/8", "10.1.2.3/40"]}),
-            "spec.allowedCIDRs[1]",
-            "10.1.2.3/40",
-        ),
-        (
-            "bad-prefix",
-            json!({"tokenPrefix": "Acme_"}),
-            "spec.tokenPrefix",
-            "Acme_",
-        ),
-        (
-            "bad-scope",
-            json!({"scopes": ["orders.read", "orders..write"]}),
-            "spec.scopes[1]",
-            "orders..write",
-        ),
+        ("bad-cidr", json!({"allowedCIDRs": ["10.0.0.0/8", "10.1.2.3/40"]}), "spec.allowedCIDRs[1]", "10.1.2.3/40"),
+        ("bad-prefix", json!({"tokenPrefix": "Acme_"}), "spec.tokenPrefix", "Acme_"),
+        ("bad-scope", json!({"scopes": ["orders.read", "orders..write"]}), "spec.scopes[1]", "orders..write"),
         (
             "bad-template",
             json!({"secretTemplate": {"data": {"token": "x"}}}),
@@ -324,19 +263,8 @@ async fn bad_spec_fails_with_invalid_spec_naming_the_field_and_value() {
         let key = ns.wait_phase(name, Phase::Failed).await;
         let ready = &key.status.as_ref().expect("status").conditions[0];
         assert_eq!(ready.reason, "InvalidSpec", "{name}");
-        assert!(
-            ready.message.contains(field) && ready.message.contains(value),
-            "{name}: {}",
-            ready.message
-        );
-        assert!(
-            ns.secrets()
-                .get_opt(&format!("{name}-apikey"))
-                .await
-                .expect("get")
-                .is_none(),
-            "{name} got a Secret"
-        );
+        assert!(ready.message.contains(field) && ready.message.contains(value), "{name}: {}", ready.message);
+        assert!(ns.secrets().get_opt(&format!("{name}-apikey")).await.expect("get").is_none(), "{name} got a Secret");
     }
     ns.wait_event("bad-duration", "InvalidSpec").await;
     ns.wait_phase("good", Phase::Active).await;
@@ -405,22 +333,13 @@ async fn secret_template_changes_reach_the_secret_without_rewriting_the_token() 
         .wait_secret("templated-apikey", "the new template", |s| {
             s.labels().get("team").map(String::as_str) == Some("b")
                 && !s.annotations().contains_key("note")
-                && s.data
-                    .as_ref()
-                    .is_some_and(|d| !d.contains_key("endpoint") && d.contains_key("region"))
+                && s.data.as_ref().is_some_and(|d| !d.contains_key("endpoint") && d.contains_key("region"))
         })
         .await;
-    assert_eq!(
-        token_in(&secret).as_deref(),
-        Some(token.as_str()),
-        "the token was rewritten"
-    );
+    assert_eq!(token_in(&secret).as_deref(), Some(token.as_str()), "the token was rewritten");
     assert_eq!(secret.labels().get("backup").map(String::as_str), Some("yes"));
     let labels: BTreeMap<_, _> = secret.labels().clone();
-    assert_eq!(
-        labels.get("app.kubernetes.io/managed-by").map(String::as_str),
-        Some("keyward")
-    );
+    assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("keyward"));
 }
 
 #[tokio::test]
@@ -445,36 +364,23 @@ async fn a_key_at_rest_causes_no_writes() {
         let logs = controller.logs();
         let after = &logs[before..];
         let done = (0..5)
-            .filter(|i| {
-                after
-                    .lines()
-                    .any(|l| l.contains("reconciled") && l.contains(&format!("\"rest-{i}\"")))
-            })
+            .filter(|i| after.lines().any(|l| l.contains("reconciled") && l.contains(&format!("\"rest-{i}\""))))
             .count();
         if done == 5 {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not every key was reconciled after the restart:\n{after}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "not every key was reconciled after the restart:\n{after}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     // No write request at all, not even a no-op status apply (which would leave versions alone).
     let (_, metrics) = controller.http_get("/metrics").await;
-    let writes: Vec<&str> = metrics
-        .lines()
-        .filter(|l| l.starts_with("keyward_api_writes_total") && !l.ends_with(" 0"))
-        .collect();
+    let writes: Vec<&str> =
+        metrics.lines().filter(|l| l.starts_with("keyward_api_writes_total") && !l.ends_with(" 0")).collect();
     assert!(writes.is_empty(), "writes after a restart at rest: {writes:?}");
     for (i, version) in versions.iter().enumerate() {
         let key = ns.keys().get(&format!("rest-{i}")).await.expect("key");
         let secret = ns.secrets().get(&format!("rest-{i}-apikey")).await.expect("secret");
-        assert_eq!(
-            &(key.resource_version(), secret.resource_version()),
-            version,
-            "rest-{i} was written at rest"
-        );
+        assert_eq!(&(key.resource_version(), secret.resource_version()), version, "rest-{i} was written at rest");
     }
 }
 
@@ -483,12 +389,7 @@ async fn deletion_a_key_recreated_under_the_same_name_gets_a_new_token_after_col
     let ns = TestNamespace::new("recreate").await;
     let _controller = ns.controller(&[]);
     ns.create_key("again", json!({})).await;
-    let old = ns
-        .wait_phase("again", Phase::Active)
-        .await
-        .status
-        .expect("status")
-        .token_hash;
+    let old = ns.wait_phase("again", Phase::Active).await.status.expect("status").token_hash;
     ns.delete_key("again").await;
     ns.create_key("again", json!({})).await;
     let status = ns.wait_new_token("again", &old).await;
@@ -510,10 +411,7 @@ async fn renaming_the_secret_issues_a_fresh_token_there_and_removes_the_old_secr
     assert_eq!(after.token_hash, Some(hash_of(&ns.token_of("moved-token").await)));
     ns.wait_secret_gone("moving-apikey").await;
     assert!(
-        ns.events_for("moving")
-            .await
-            .iter()
-            .all(|e| e.reason.as_deref() != Some("TokenReissued")),
+        ns.events_for("moving").await.iter().all(|e| e.reason.as_deref() != Some("TokenReissued")),
         "a rename is not a lost Secret"
     );
 }

@@ -10,23 +10,15 @@ fn crds_directory_matches_keyward_crd_output() {
     let generated = keyward::crd::yaml().expect("CRD YAML");
     let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/keyward.io.yaml"))
         .expect("crds/keyward.io.yaml");
-    assert!(
-        generated == checked_in,
-        "crds/ is stale: run `make crds` and commit the result"
-    );
+    assert!(generated == checked_in, "crds/ is stale: run `make crds` and commit the result");
 }
 
 #[test]
 fn the_crd_binary_subcommand_prints_the_same_crds() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .arg("crd")
-        .output()
-        .expect("run keyward crd");
+    let output =
+        std::process::Command::new(env!("CARGO_BIN_EXE_keyward")).arg("crd").output().expect("run keyward crd");
     assert!(output.status.success());
-    assert_eq!(
-        String::from_utf8(output.stdout).expect("utf-8"),
-        keyward::crd::yaml().expect("CRD YAML")
-    );
+    assert_eq!(String::from_utf8(output.stdout).expect("utf-8"), keyward::crd::yaml().expect("CRD YAML"));
 }
 
 #[test]
@@ -41,11 +33,7 @@ fn every_example_parses_into_typed_resources_and_passes_validation() {
         let text = std::fs::read_to_string(&path).expect("read example");
         for document in serde_yaml::Deserializer::from_str(&text) {
             let value = serde_yaml::Value::deserialize(document).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let kind = value
-                .get("kind")
-                .and_then(|k| k.as_str())
-                .unwrap_or_default()
-                .to_string();
+            let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
             match kind.as_str() {
                 "ApiKey" => {
                     let key: ApiKey =

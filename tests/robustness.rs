@@ -56,18 +56,10 @@ async fn secrecy_no_token_in_logs_events_or_status_through_a_full_lifecycle() {
     let text = support::Operator::start(&ns.name, &[], &[("RUST_LOG", "trace")]);
     let json_logs = support::Operator::start(&ns.name, &["--log-format", "json"], &[("RUST_LOG", "trace")]);
 
-    ns.create_key(
-        "life",
-        json!({"scopes": ["orders.read"], "secretTemplate": {"data": {"endpoint": "https://x"}}}),
-    )
-    .await;
+    ns.create_key("life", json!({"scopes": ["orders.read"], "secretTemplate": {"data": {"endpoint": "https://x"}}}))
+        .await;
     ns.create_key("brief", json!({"expiresAfter": "3s"})).await;
-    let first = ns
-        .wait_phase("life", Phase::Active)
-        .await
-        .status
-        .expect("status")
-        .token_hash;
+    let first = ns.wait_phase("life", Phase::Active).await.status.expect("status").token_hash;
 
     // Tampered: re-issued.
     let forged = Token::generate("kw");
@@ -81,18 +73,11 @@ async fn secrecy_no_token_in_logs_events_or_status_through_a_full_lifecycle() {
         .expect("tamper");
     let second = ns.wait_new_token("life", &first).await.token_hash;
     // Lost: re-issued.
-    ns.secrets()
-        .delete("life-apikey", &Default::default())
-        .await
-        .expect("delete");
+    ns.secrets().delete("life-apikey", &Default::default()).await.expect("delete");
     ns.wait_new_token("life", &second).await;
     ns.patch_spec("life", json!({"state": "Inactive"})).await;
     ns.wait_phase("life", Phase::Inactive).await;
-    ns.patch_spec(
-        "life",
-        json!({"state": "Active", "secretTemplate": {"data": {"endpoint": "https://y"}}}),
-    )
-    .await;
+    ns.patch_spec("life", json!({"state": "Active", "secretTemplate": {"data": {"endpoint": "https://y"}}})).await;
     ns.wait_phase("life", Phase::Active).await;
     ns.patch_spec("life", json!({"expiresAfter": "bogus"})).await;
     ns.wait_phase("life", Phase::Failed).await;
@@ -105,35 +90,21 @@ async fn secrecy_no_token_in_logs_events_or_status_through_a_full_lifecycle() {
 
     let mut tokens = history.all_tokens();
     tokens.push(forged.expose().to_string());
-    assert!(
-        tokens.len() >= 5,
-        "the lifecycle should have produced several tokens, saw {}",
-        tokens.len()
-    );
+    assert!(tokens.len() >= 5, "the lifecycle should have produced several tokens, saw {}", tokens.len());
 
     let events =
         serde_json::to_string(&ns.events().list(&ListParams::default()).await.expect("events").items).expect("json");
     let keys = serde_json::to_string(&ns.keys().list(&ListParams::default()).await.expect("keys").items).expect("json");
     let (status_line, metrics) = text.http_get("/metrics").await;
-    assert!(
-        status_line.contains("200") && metrics.contains("keyward_reconciles_total"),
-        "{status_line}\n{metrics}"
-    );
+    assert!(status_line.contains("200") && metrics.contains("keyward_reconciles_total"), "{status_line}\n{metrics}");
     let logs = [text.logs(), json_logs.logs()];
-    assert!(
-        logs.iter()
-            .all(|l| l.contains("TRACE") || l.contains("\"level\":\"TRACE\"")),
-        "trace logging was not on"
-    );
+    assert!(logs.iter().all(|l| l.contains("TRACE") || l.contains("\"level\":\"TRACE\"")), "trace logging was not on");
     assert!(events.contains("TokenReissued"), "no events to scan");
     for token in &tokens {
         for form in forms(token) {
-            for (place, text) in [
-                ("text logs", &logs[0]),
-                ("json logs", &logs[1]),
-                ("events", &events),
-                ("ApiKeys", &keys),
-            ] {
+            for (place, text) in
+                [("text logs", &logs[0]), ("json logs", &logs[1]), ("events", &events), ("ApiKeys", &keys)]
+            {
                 assert!(!text.contains(&form), "a token appeared in the {place}");
             }
         }

@@ -21,10 +21,7 @@ pub struct ExpiryPolicy {
 
 impl Default for ExpiryPolicy {
     fn default() -> Self {
-        Self {
-            default: Duration::from_secs(90 * 86_400),
-            max: None,
-        }
+        Self { default: Duration::from_secs(90 * 86_400), max: None }
     }
 }
 
@@ -38,11 +35,7 @@ pub struct SpecError {
 
 impl SpecError {
     fn new(field: impl Into<String>, value: &str, problem: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            value: shorten(value),
-            problem: problem.into(),
-        }
+        Self { field: field.into(), value: shorten(value), problem: problem.into() }
     }
 }
 
@@ -85,19 +78,10 @@ pub fn api_key(key: &ApiKey, created: Timestamp, policy: &ExpiryPolicy) -> Resul
     if let Err(problem) = dns_subdomain(&secret_name) {
         return Err(SpecError::new("spec.secretName", &secret_name, problem));
     }
-    let expires_at = expiry(
-        "spec",
-        spec.expires_after.as_deref(),
-        spec.expires_at.as_deref(),
-        created,
-        policy,
-    )?;
+    let expires_at = expiry("spec", spec.expires_after.as_deref(), spec.expires_at.as_deref(), created, policy)?;
     Ok(ValidApiKey {
         state: spec.state.unwrap_or_default(),
-        prefix: spec
-            .token_prefix
-            .clone()
-            .unwrap_or_else(|| token::DEFAULT_PREFIX.to_string()),
+        prefix: spec.token_prefix.clone().unwrap_or_else(|| token::DEFAULT_PREFIX.to_string()),
         secret_name,
         expires_at,
         template: spec.secret_template.clone().unwrap_or_default(),
@@ -115,11 +99,7 @@ pub fn common(
     if let Some(description) = description
         && description.chars().count() > 1024
     {
-        return Err(SpecError::new(
-            "spec.description",
-            description,
-            "must be at most 1024 characters",
-        ));
+        return Err(SpecError::new("spec.description", description, "must be at most 1024 characters"));
     }
     for (i, granted) in scopes.iter().enumerate() {
         scope::validate_granted(granted).map_err(|p| SpecError::new(format!("spec.scopes[{i}]"), granted, p))?;
@@ -173,11 +153,7 @@ pub fn expiry(
         (None, Some(at)) => {
             let field = format!("{path}.expiresAt");
             let ts = at.parse::<Timestamp>().map_err(|_| {
-                SpecError::new(
-                    &field,
-                    at,
-                    "expected an RFC 3339 timestamp such as 2027-01-01T00:00:00Z",
-                )
+                SpecError::new(&field, at, "expected an RFC 3339 timestamp such as 2027-01-01T00:00:00Z")
             })?;
             (field, ts)
         }
@@ -190,10 +166,7 @@ pub fn expiry(
         return Err(SpecError::new(
             field,
             value,
-            format!(
-                "exceeds the operator's maximum lifetime of {} (--max-expiry)",
-                duration::format(max)
-            ),
+            format!("exceeds the operator's maximum lifetime of {} (--max-expiry)", duration::format(max)),
         ));
     }
     Ok(lifetime_end)
@@ -217,29 +190,17 @@ fn secret_template(template: &SecretTemplate) -> Result<(), SpecError> {
     for key in template.annotations.keys() {
         let field = format!("spec.secretTemplate.annotations[{key}]");
         if is_reserved(key) || key == ANNOTATION_TEMPLATE_KEYS {
-            return Err(SpecError::new(
-                field,
-                key,
-                "annotations under keyward.io/ are set by the operator",
-            ));
+            return Err(SpecError::new(field, key, "annotations under keyward.io/ are set by the operator"));
         }
         qualified_name(key).map_err(|p| SpecError::new(&field, key, p))?;
     }
     for key in template.data.keys() {
         let field = format!("spec.secretTemplate.data[{key}]");
         if key == SECRET_TOKEN_KEY {
-            return Err(SpecError::new(
-                field,
-                key,
-                "the key token is reserved for the token itself",
-            ));
+            return Err(SpecError::new(field, key, "the key token is reserved for the token itself"));
         }
         if key.is_empty() || key.len() > 253 || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
-            return Err(SpecError::new(
-                field,
-                key,
-                "Secret data keys hold only A-Z, a-z, 0-9, '-', '_' and '.'",
-            ));
+            return Err(SpecError::new(field, key, "Secret data keys hold only A-Z, a-z, 0-9, '-', '_' and '.'"));
         }
     }
     Ok(())
@@ -255,9 +216,7 @@ pub fn dns_subdomain(name: &str) -> Result<(), String> {
         && name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
@@ -336,57 +295,28 @@ mod tests {
         assert_eq!(valid.prefix, "kw");
         assert_eq!(valid.secret_name, "ci-deploy-apikey");
         assert_eq!(valid.state, KeyState::Active);
-        assert_eq!(
-            valid.expires_at,
-            "2027-02-20T10:00:00Z".parse::<Timestamp>().expect("ts")
-        );
+        assert_eq!(valid.expires_at, "2027-02-20T10:00:00Z".parse::<Timestamp>().expect("ts"));
     }
 
     #[test]
     fn expires_after_counts_from_creation() {
-        let spec = ApiKeySpec {
-            expires_after: Some("1w2d".into()),
-            ..Default::default()
-        };
+        let spec = ApiKeySpec { expires_after: Some("1w2d".into()), ..Default::default() };
         let valid = api_key(&key(spec), created(), &ExpiryPolicy::default()).expect("valid");
-        assert_eq!(
-            valid.expires_at,
-            "2026-12-01T10:00:00Z".parse::<Timestamp>().expect("ts")
-        );
+        assert_eq!(valid.expires_at, "2026-12-01T10:00:00Z".parse::<Timestamp>().expect("ts"));
     }
 
     #[test]
     fn expires_at_is_taken_as_written() {
-        let spec = ApiKeySpec {
-            expires_at: Some("2027-01-01T00:00:00Z".into()),
-            ..Default::default()
-        };
+        let spec = ApiKeySpec { expires_at: Some("2027-01-01T00:00:00Z".into()), ..Default::default() };
         let valid = api_key(&key(spec), created(), &ExpiryPolicy::default()).expect("valid");
-        assert_eq!(
-            valid.expires_at,
-            "2027-01-01T00:00:00Z".parse::<Timestamp>().expect("ts")
-        );
+        assert_eq!(valid.expires_at, "2027-01-01T00:00:00Z".parse::<Timestamp>().expect("ts"));
     }
 
     #[test]
     fn bad_fields_are_named_with_their_value() {
         let cases: Vec<(ApiKeySpec, &str, &str)> = vec![
-            (
-                ApiKeySpec {
-                    expires_after: Some("3x".into()),
-                    ..Default::default()
-                },
-                "spec.expiresAfter",
-                "3x",
-            ),
-            (
-                ApiKeySpec {
-                    expires_at: Some("tomorrow".into()),
-                    ..Default::default()
-                },
-                "spec.expiresAt",
-                "tomorrow",
-            ),
+            (ApiKeySpec { expires_after: Some("3x".into()), ..Default::default() }, "spec.expiresAfter", "3x"),
+            (ApiKeySpec { expires_at: Some("tomorrow".into()), ..Default::default() }, "spec.expiresAt", "tomorrow"),
             (
                 ApiKeySpec {
                     expires_after: Some("1d".into()),
@@ -397,37 +327,17 @@ mod tests {
                 "2027-01-01T00:00:00Z",
             ),
             (
-                ApiKeySpec {
-                    allowed_cidrs: vec!["10.0.0.0/8".into(), "10.0.0.0/33".into()],
-                    ..Default::default()
-                },
+                ApiKeySpec { allowed_cidrs: vec!["10.0.0.0/8".into(), "10.0.0.0/33".into()], ..Default::default() },
                 "spec.allowedCIDRs[1]",
                 "10.0.0.0/33",
             ),
+            (ApiKeySpec { token_prefix: Some("Acme".into()), ..Default::default() }, "spec.tokenPrefix", "Acme"),
             (
-                ApiKeySpec {
-                    token_prefix: Some("Acme".into()),
-                    ..Default::default()
-                },
-                "spec.tokenPrefix",
-                "Acme",
-            ),
-            (
-                ApiKeySpec {
-                    scopes: vec!["orders..read".into()],
-                    ..Default::default()
-                },
+                ApiKeySpec { scopes: vec!["orders..read".into()], ..Default::default() },
                 "spec.scopes[0]",
                 "orders..read",
             ),
-            (
-                ApiKeySpec {
-                    secret_name: Some("Bad_Name".into()),
-                    ..Default::default()
-                },
-                "spec.secretName",
-                "Bad_Name",
-            ),
+            (ApiKeySpec { secret_name: Some("Bad_Name".into()), ..Default::default() }, "spec.secretName", "Bad_Name"),
             (
                 ApiKeySpec {
                     secret_template: Some(SecretTemplate {
@@ -450,43 +360,24 @@ mod tests {
                 "spec.secretTemplate.labels[app.kubernetes.io/managed-by]",
                 "app.kubernetes.io/managed-by",
             ),
-            (
-                ApiKeySpec {
-                    description: Some("x".repeat(1025)),
-                    ..Default::default()
-                },
-                "spec.description",
-                "",
-            ),
+            (ApiKeySpec { description: Some("x".repeat(1025)), ..Default::default() }, "spec.description", ""),
         ];
         for (spec, field, value) in cases {
             let error = error_of(spec);
             assert_eq!(error.field, field);
             assert!(error.value.starts_with(value), "{error}");
-            assert!(
-                error.to_string().starts_with(&format!("{field}: invalid value")),
-                "{error}"
-            );
+            assert!(error.to_string().starts_with(&format!("{field}: invalid value")), "{error}");
         }
     }
 
     #[test]
     fn a_lifetime_beyond_max_expiry_is_refused_not_clamped() {
-        let policy = ExpiryPolicy {
-            max: Some(Duration::from_secs(30 * 86_400)),
-            ..Default::default()
-        };
-        let spec = ApiKeySpec {
-            expires_after: Some("31d".into()),
-            ..Default::default()
-        };
+        let policy = ExpiryPolicy { max: Some(Duration::from_secs(30 * 86_400)), ..Default::default() };
+        let spec = ApiKeySpec { expires_after: Some("31d".into()), ..Default::default() };
         let error = api_key(&key(spec), created(), &policy).expect_err("beyond the cap");
         assert_eq!(error.field, "spec.expiresAfter");
         assert!(error.problem.contains("4w2d"), "{error}");
-        let spec = ApiKeySpec {
-            expires_after: Some("30d".into()),
-            ..Default::default()
-        };
+        let spec = ApiKeySpec { expires_after: Some("30d".into()), ..Default::default() };
         assert!(api_key(&key(spec), created(), &policy).is_ok());
         // The default expiry is not capped by the spec check: it is the operator's own setting.
         assert!(api_key(&key(ApiKeySpec::default()), created(), &policy).is_ok());
@@ -501,10 +392,7 @@ mod tests {
 
     #[test]
     fn huge_values_are_shortened_in_messages() {
-        let error = error_of(ApiKeySpec {
-            expires_after: Some("9".repeat(10_000)),
-            ..Default::default()
-        });
+        let error = error_of(ApiKeySpec { expires_after: Some("9".repeat(10_000)), ..Default::default() });
         assert!(error.to_string().len() < 300, "{}", error.to_string().len());
     }
 }

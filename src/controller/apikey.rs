@@ -59,9 +59,7 @@ pub enum Plan {
 /// Decides what to do. Pure: every input, the clock included, is an argument.
 pub fn decide(now: Timestamp, key: &ValidApiKey, found: &Found, status: Option<&ApiKeyStatus>) -> Plan {
     if now >= key.expires_at {
-        return Plan::Expire {
-            delete_secret: matches!(found, Found::Intact(_) | Found::Tampered),
-        };
+        return Plan::Expire { delete_secret: matches!(found, Found::Intact(_) | Found::Tampered) };
     }
     match found {
         Found::Missing => {
@@ -105,14 +103,13 @@ pub fn controller(
         // The cache needs neither managed fields nor last-applied copies of the spec.
         .modify(|key: &mut ApiKey| {
             key.managed_fields_mut().clear();
-            key.annotations_mut()
-                .remove("kubectl.kubernetes.io/last-applied-configuration");
+            key.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
         })
         .reflect(writer)
         .applied_objects()
         // Our own status writes do not change the generation, so they wake nothing.
         .predicate_filter(predicates::generation, Default::default());
-    let secrets = owned_secrets(&ctx.client, namespace.as_deref());
+    let secrets = owned_secrets(&ctx.client, namespace.as_deref(), ctx.own_writes.clone());
     let config = ControllerConfig::default().concurrency(ctx.settings.concurrency);
     let store = reader.clone();
     let future = Controller::for_stream(key_events, reader)
@@ -133,8 +130,7 @@ async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action> {
     );
     let started = Instant::now();
     let result = reconcile_key(&key, &ctx).instrument(span).await;
-    ctx.metrics
-        .observe_reconcile("ApiKey", started.elapsed(), result.as_ref().err());
+    ctx.metrics.observe_reconcile("ApiKey", started.elapsed(), result.as_ref().err());
     if result.is_ok() {
         ctx.reset_backoff(&object_key(key.as_ref()));
     }
@@ -148,9 +144,7 @@ fn error_policy(key: Arc<ApiKey>, error: &Error, ctx: Arc<Context>) -> Action {
 }
 
 async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
-    let namespace = key
-        .namespace()
-        .ok_or_else(|| Error::MissingObjectField(key.name_any(), "metadata.namespace"))?;
+    let namespace = key.namespace().ok_or_else(|| Error::MissingObjectField(key.name_any(), "metadata.namespace"))?;
     let created = key
         .meta()
         .creation_timestamp
@@ -161,11 +155,9 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
         kind: "ApiKey",
         api_version: ApiKey::api_version(&()).into_owned(),
         name: key.name_any(),
-        uid: key
-            .uid()
-            .ok_or_else(|| Error::MissingObjectField(key.name_any(), "metadata.uid"))?,
+        uid: key.uid().ok_or_else(|| Error::MissingObjectField(key.name_any(), "metadata.uid"))?,
     };
-    let secrets = SecretStore::new(ctx.client.clone(), &namespace, ctx.metrics.clone());
+    let secrets = SecretStore::new(ctx, &namespace);
     let now = Timestamp::now();
 
     let valid = match validate::api_key(key, created, &ctx.settings.expiry) {
@@ -203,9 +195,8 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
                 break Outcome::Holds(issued);
             }
             Plan::Replace => {
-                let existing = existing
-                    .as_ref()
-                    .ok_or_else(|| Error::MissingObjectField(valid.secret_name.clone(), "data"))?;
+                let existing =
+                    existing.as_ref().ok_or_else(|| Error::MissingObjectField(valid.secret_name.clone(), "data"))?;
                 let (token, issued) = new_token(&valid.prefix, now)?;
                 if let Write::LostRace = secrets.replace(existing, template.build(&token, now)).await? {
                     continue;
@@ -263,17 +254,10 @@ async fn remove_renamed_secret(secrets: &SecretStore, key: &ApiKey, valid: &Vali
         return Ok(());
     }
     if let Some(existing) = secrets.read(old).await?
-        && matches!(
-            secret::classify(Some(&existing), owner),
-            Found::Intact(_) | Found::Tampered
-        )
+        && matches!(secret::classify(Some(&existing), owner), Found::Intact(_) | Found::Tampered)
     {
         secrets.delete(&existing).await?;
-        tracing::info!(
-            old,
-            new = valid.secret_name,
-            "secretName changed; deleted the old Secret"
-        );
+        tracing::info!(old, new = valid.secret_name, "secretName changed; deleted the old Secret");
     }
     Ok(())
 }
@@ -281,11 +265,7 @@ async fn remove_renamed_secret(secrets: &SecretStore, key: &ApiKey, valid: &Vali
 /// A new token and its public record; the token itself goes only into the Secret.
 fn new_token(prefix: &str, now: Timestamp) -> Result<(Token, Issued)> {
     let token = Token::try_generate(prefix).map_err(Error::Random)?;
-    let issued = Issued {
-        hash: token.hash(),
-        key_id: token.key_id(),
-        issued_at: Some(now),
-    };
+    let issued = Issued { hash: token.hash(), key_id: token.key_id(), issued_at: Some(now) };
     Ok((token, issued))
 }
 
@@ -331,21 +311,10 @@ async fn finish(
     let previous = key.status.clone().unwrap_or_default();
     let desired = desired_status(key, &previous, valid, &outcome, now);
     let ready = desired.conditions.first();
-    let was = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == crate::api::CONDITION_READY);
+    let was = previous.conditions.iter().find(|c| c.type_ == crate::api::CONDITION_READY);
     let transition = ready.map(|c| (&c.reason, &c.message)) != was.map(|c| (&c.reason, &c.message));
     let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &key.namespace().unwrap_or_default());
-    let wrote = status::apply(
-        &api,
-        key,
-        key.status.as_ref(),
-        &desired,
-        &ctx.status_writes,
-        &ctx.metrics,
-    )
-    .await?;
+    let wrote = status::apply(&api, key, key.status.as_ref(), &desired, &ctx.status_writes, &ctx.metrics).await?;
     if wrote
         && transition
         && let Some(ready) = ready
@@ -372,9 +341,7 @@ fn desired_status(
     now: Timestamp,
 ) -> ApiKeyStatus {
     let generation = key.meta().generation;
-    let secret_name = valid
-        .map(|v| v.secret_name.clone())
-        .or_else(|| previous.secret_name.clone());
+    let secret_name = valid.map(|v| v.secret_name.clone()).or_else(|| previous.secret_name.clone());
     let shown_secret = secret_name.clone().unwrap_or_default();
     let mut status = ApiKeyStatus {
         phase: None,
@@ -383,9 +350,7 @@ fn desired_status(
         token_hash: previous.token_hash.clone(),
         secret_name,
         issued_at: previous.issued_at.clone(),
-        expires_at: valid
-            .map(|v| status::time(v.expires_at))
-            .or_else(|| previous.expires_at.clone()),
+        expires_at: valid.map(|v| status::time(v.expires_at)).or_else(|| previous.expires_at.clone()),
         conditions: Vec::new(),
     };
     let record = |status: &mut ApiKeyStatus, issued: &Issued| {
@@ -403,12 +368,7 @@ fn desired_status(
                     reason::INACTIVE,
                     format!("key is inactive: its token in Secret {shown_secret} is refused until state is Active"),
                 ),
-                _ => (
-                    Phase::Active,
-                    true,
-                    reason::ISSUED,
-                    format!("token issued to Secret {shown_secret}"),
-                ),
+                _ => (Phase::Active, true, reason::ISSUED, format!("token issued to Secret {shown_secret}")),
             }
         }
         Outcome::Expired(issued) => {
@@ -429,23 +389,11 @@ fn desired_status(
             reason::SECRET_CONFLICT,
             format!("Secret {shown_secret} exists and is not owned by this ApiKey; nothing was written to it"),
         ),
-        Outcome::Pending(why) => (
-            Phase::Pending,
-            false,
-            reason::PENDING,
-            format!("Secret {shown_secret} {why}"),
-        ),
+        Outcome::Pending(why) => (Phase::Pending, false, reason::PENDING, format!("Secret {shown_secret} {why}")),
         Outcome::Invalid(error) => (Phase::Failed, false, reason::INVALID_SPEC, error.to_string()),
     };
     status.phase = Some(phase);
-    status.conditions = vec![ready_condition(
-        &previous.conditions,
-        ready,
-        reason,
-        message,
-        generation,
-        now,
-    )];
+    status.conditions = vec![ready_condition(&previous.conditions, ready, reason, message, generation, now)];
     status
 }
 
@@ -488,10 +436,7 @@ mod tests {
 
     #[test]
     fn a_renamed_secret_gets_a_fresh_token_without_a_lost_warning() {
-        let moved = ApiKeyStatus {
-            secret_name: Some("old-name".into()),
-            ..active_status()
-        };
+        let moved = ApiKeyStatus { secret_name: Some("old-name".into()), ..active_status() };
         let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&moved));
         assert_eq!(plan, Plan::Issue(None));
     }
@@ -500,40 +445,24 @@ mod tests {
 
     #[test]
     fn a_new_key_gets_its_first_token() {
-        assert_eq!(
-            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, None),
-            Plan::Issue(None)
-        );
+        assert_eq!(decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, None), Plan::Issue(None));
     }
 
     #[test]
     fn an_inactive_key_is_issued_too_so_that_activation_needs_no_new_token() {
-        assert_eq!(
-            decide(ts(BEFORE), &valid(KeyState::Inactive), &Found::Missing, None),
-            Plan::Issue(None)
-        );
+        assert_eq!(decide(ts(BEFORE), &valid(KeyState::Inactive), &Found::Missing, None), Plan::Issue(None));
     }
 
     #[test]
     fn a_lost_secret_is_reissued_with_a_cause() {
-        let plan = decide(
-            ts(BEFORE),
-            &valid(KeyState::Active),
-            &Found::Missing,
-            Some(&active_status()),
-        );
+        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&active_status()));
         assert_eq!(plan, Plan::Issue(Some(ReissueCause::SecretLost)));
     }
 
     #[test]
     fn a_tampered_secret_is_replaced() {
         assert_eq!(
-            decide(
-                ts(BEFORE),
-                &valid(KeyState::Active),
-                &Found::Tampered,
-                Some(&active_status())
-            ),
+            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Tampered, Some(&active_status())),
             Plan::Replace
         );
     }
@@ -541,31 +470,20 @@ mod tests {
     #[test]
     fn an_intact_secret_is_kept_whatever_the_status_says() {
         for status in [None, Some(active_status()), Some(ApiKeyStatus::default())] {
-            let plan = decide(
-                ts(BEFORE),
-                &valid(KeyState::Active),
-                &Found::Intact(issued()),
-                status.as_ref(),
-            );
+            let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Intact(issued()), status.as_ref());
             assert_eq!(plan, Plan::Keep(issued()));
         }
     }
 
     #[test]
     fn a_foreign_secret_is_a_conflict_and_never_written() {
-        assert_eq!(
-            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Foreign, None),
-            Plan::Conflict
-        );
+        assert_eq!(decide(ts(BEFORE), &valid(KeyState::Active), &Found::Foreign, None), Plan::Conflict);
     }
 
     #[test]
     fn expiry_is_exact_to_the_second() {
         let key = valid(KeyState::Active);
-        assert_eq!(
-            decide(ts(BEFORE), &key, &Found::Intact(issued()), None),
-            Plan::Keep(issued())
-        );
+        assert_eq!(decide(ts(BEFORE), &key, &Found::Intact(issued()), None), Plan::Keep(issued()));
         assert_eq!(
             decide(ts("2026-12-01T00:00:00Z"), &key, &Found::Intact(issued()), None),
             Plan::Expire { delete_secret: true }
@@ -575,51 +493,29 @@ mod tests {
 
     #[test]
     fn an_expired_key_is_never_reissued_by_a_state_change() {
-        let expired = ApiKeyStatus {
-            phase: Some(Phase::Expired),
-            token_hash: Some("sha256:x".into()),
-            ..Default::default()
-        };
+        let expired =
+            ApiKeyStatus { phase: Some(Phase::Expired), token_hash: Some("sha256:x".into()), ..Default::default() };
         for state in [KeyState::Active, KeyState::Inactive] {
-            let plan = decide(
-                ts("2026-12-02T00:00:00Z"),
-                &valid(state),
-                &Found::Missing,
-                Some(&expired),
-            );
+            let plan = decide(ts("2026-12-02T00:00:00Z"), &valid(state), &Found::Missing, Some(&expired));
             assert_eq!(plan, Plan::Expire { delete_secret: false });
         }
     }
 
     #[test]
     fn a_new_expiry_after_expiring_issues_a_fresh_token_without_a_warning() {
-        let expired = ApiKeyStatus {
-            phase: Some(Phase::Expired),
-            token_hash: Some("sha256:x".into()),
-            ..Default::default()
-        };
+        let expired =
+            ApiKeyStatus { phase: Some(Phase::Expired), token_hash: Some("sha256:x".into()), ..Default::default() };
         let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&expired));
         assert_eq!(plan, Plan::Issue(None));
     }
 
     #[test]
     fn a_secret_of_a_deleted_namesake_or_being_deleted_is_waited_for() {
-        assert!(matches!(
-            decide(ts(BEFORE), &valid(KeyState::Active), &Found::PreviousOwner, None),
-            Plan::Wait(_)
-        ));
-        assert!(matches!(
-            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Deleting, None),
-            Plan::Wait(_)
-        ));
+        assert!(matches!(decide(ts(BEFORE), &valid(KeyState::Active), &Found::PreviousOwner, None), Plan::Wait(_)));
+        assert!(matches!(decide(ts(BEFORE), &valid(KeyState::Active), &Found::Deleting, None), Plan::Wait(_)));
         // ... but expiry does not wait: nothing of ours is left to delete.
         assert_eq!(
-            decide(
-                ts("2026-12-02T00:00:00Z"),
-                &valid(KeyState::Active),
-                &Found::PreviousOwner,
-                None
-            ),
+            decide(ts("2026-12-02T00:00:00Z"), &valid(KeyState::Active), &Found::PreviousOwner, None),
             Plan::Expire { delete_secret: false }
         );
     }
@@ -681,18 +577,8 @@ mod tests {
 
     #[test]
     fn status_of_a_bad_spec_names_the_field() {
-        let error = SpecError {
-            field: "spec.expiresAfter".into(),
-            value: "3x".into(),
-            problem: "bad".into(),
-        };
-        let status = desired_status(
-            &key(),
-            &ApiKeyStatus::default(),
-            None,
-            &Outcome::Invalid(error),
-            ts(BEFORE),
-        );
+        let error = SpecError { field: "spec.expiresAfter".into(), value: "3x".into(), problem: "bad".into() };
+        let status = desired_status(&key(), &ApiKeyStatus::default(), None, &Outcome::Invalid(error), ts(BEFORE));
         assert_eq!(status.phase, Some(Phase::Failed));
         assert_eq!(status.conditions[0].reason, "InvalidSpec");
         assert!(status.conditions[0].message.contains("spec.expiresAfter"));

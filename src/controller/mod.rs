@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -47,35 +48,30 @@ pub struct Context {
     recorder: Recorder,
     /// Consecutive failures per object, for per-object backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Secret versions we wrote, whose watch events need not wake anyone.
+    pub(crate) own_writes: Arc<OwnWrites>,
     /// Status writes whose watch event may not have reached the cache yet.
     pub(crate) status_writes: status::RecentWrites,
 }
 
 impl Context {
     pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
-        let reporter = Reporter {
-            controller: "keyward-controller".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
+        let reporter = Reporter { controller: "keyward-controller".into(), instance: std::env::var("POD_NAME").ok() };
         Arc::new(Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,
             metrics,
             failures: Mutex::default(),
+            own_writes: Arc::default(),
             status_writes: status::RecentWrites::default(),
         })
     }
 
     /// Publishes an event; a failure to publish is logged, never fatal to the reconcile.
     async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, type_: EventType, reason: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
+        let event =
+            Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
         match self.recorder.publish(&event, &object.object_ref(&())).await {
             Ok(()) => self.metrics.count_write("events", "create"),
             Err(error) => tracing::warn!(%error, reason, "cannot publish event"),
@@ -102,11 +98,7 @@ fn object_key<K: ResourceExt>(object: &K) -> String {
 
 /// Scopes to run in: all namespaces, or each listed one with its own watches.
 fn scopes(settings: &Settings) -> Vec<Option<String>> {
-    if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
-    }
+    if settings.namespaces.is_empty() { vec![None] } else { settings.namespaces.iter().cloned().map(Some).collect() }
 }
 
 fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -119,10 +111,35 @@ where
     }
 }
 
+/// Versions of Secrets this process wrote itself, by Secret UID. Their watch events would only
+/// wake the owner to find what it had just written, so the Secret watch drops them.
+#[derive(Default)]
+pub struct OwnWrites(Mutex<HashMap<String, String>>);
+
+impl OwnWrites {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Remembers a Secret version returned by one of our writes.
+    pub fn record(&self, meta: &ObjectMeta) {
+        if let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) {
+            self.lock().insert(uid.clone(), version.clone());
+        }
+    }
+
+    /// True for the event of a version we wrote; any event ends what was remembered of its UID.
+    fn is_own(&self, meta: &ObjectMeta) -> bool {
+        let Some(uid) = &meta.uid else { return false };
+        self.lock().remove(uid).is_some_and(|version| meta.resource_version.as_ref() == Some(&version))
+    }
+}
+
 /// Metadata-only watch of the Secrets the operator wrote: enough to wake their owners.
 fn owned_secrets(
     client: &Client,
     namespace: Option<&str>,
+    own_writes: Arc<OwnWrites>,
 ) -> impl futures::Stream<Item = Result<kube::core::PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
     let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
     let api: Api<kube::core::PartialObjectMeta<Secret>> = match namespace {
@@ -132,6 +149,7 @@ fn owned_secrets(
     watcher(api, watcher::Config::default().labels(&selector).any_semantic())
         .default_backoff()
         .touched_objects()
+        .try_filter(move |secret| std::future::ready(!own_writes.is_own(&secret.metadata)))
 }
 
 /// Runs every controller until `shutdown` fires; `ready` turns true once the initial lists

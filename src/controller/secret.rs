@@ -14,6 +14,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::{Value, json};
 
+use super::{Context, OwnWrites};
 use crate::api::{
     ANNOTATION_EXPIRES_AT, ANNOTATION_ISSUED_AT, ANNOTATION_KEY_ID, ANNOTATION_OWNER, ANNOTATION_TEMPLATE_KEYS,
     ANNOTATION_TOKEN_HASH, LABEL_MANAGED_BY, LABEL_OWNER_UID, MANAGED_BY_VALUE, SECRET_TOKEN_KEY, SECRET_TYPE,
@@ -68,10 +69,7 @@ impl TokenSecret<'_> {
     fn annotations(&self) -> BTreeMap<String, String> {
         let mut annotations = self.template.annotations.clone();
         annotations.insert(ANNOTATION_EXPIRES_AT.into(), self.expires_at.to_string());
-        annotations.insert(
-            ANNOTATION_OWNER.into(),
-            format!("{}/{}", self.owner.kind, self.owner.name),
-        );
+        annotations.insert(ANNOTATION_OWNER.into(), format!("{}/{}", self.owner.kind, self.owner.name));
         annotations.insert(ANNOTATION_TEMPLATE_KEYS.into(), template_keys(self.template));
         annotations
     }
@@ -82,12 +80,8 @@ impl TokenSecret<'_> {
         annotations.insert(ANNOTATION_TOKEN_HASH.into(), token.hash().to_string());
         annotations.insert(ANNOTATION_KEY_ID.into(), token.key_id());
         annotations.insert(ANNOTATION_ISSUED_AT.into(), super::whole_seconds(issued_at).to_string());
-        let mut data: BTreeMap<String, ByteString> = self
-            .template
-            .data
-            .iter()
-            .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
-            .collect();
+        let mut data: BTreeMap<String, ByteString> =
+            self.template.data.iter().map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes()))).collect();
         data.insert(SECRET_TOKEN_KEY.into(), ByteString(token.expose().as_bytes().to_vec()));
         Secret {
             metadata: ObjectMeta {
@@ -109,11 +103,7 @@ impl TokenSecret<'_> {
     pub fn metadata_patch(&self, existing: &Secret) -> Option<Value> {
         let previous = previous_template_keys(existing);
         let labels = map_patch(existing.metadata.labels.as_ref(), &self.labels(), &previous.labels);
-        let annotations = map_patch(
-            existing.metadata.annotations.as_ref(),
-            &self.annotations(),
-            &previous.annotations,
-        );
+        let annotations = map_patch(existing.metadata.annotations.as_ref(), &self.annotations(), &previous.annotations);
         let wanted_data: BTreeMap<String, String> = self.template.data.clone();
         let existing_data: BTreeMap<String, String> = existing
             .data
@@ -122,10 +112,8 @@ impl TokenSecret<'_> {
             .filter(|(k, _)| k.as_str() != SECRET_TOKEN_KEY)
             .map(|(k, v)| (k.clone(), base64(&v.0)))
             .collect();
-        let wanted_data_b64: BTreeMap<String, String> = wanted_data
-            .iter()
-            .map(|(k, v)| (k.clone(), base64(v.as_bytes())))
-            .collect();
+        let wanted_data_b64: BTreeMap<String, String> =
+            wanted_data.iter().map(|(k, v)| (k.clone(), base64(v.as_bytes()))).collect();
         let data = map_patch(Some(&existing_data), &wanted_data_b64, &previous.data);
         if labels.is_empty() && annotations.is_empty() && data.is_empty() {
             return None;
@@ -155,9 +143,7 @@ struct TemplateKeys {
 }
 
 fn previous_template_keys(secret: &Secret) -> TemplateKeys {
-    annotation(secret, ANNOTATION_TEMPLATE_KEYS)
-        .and_then(|text| serde_json::from_str(text).ok())
-        .unwrap_or_default()
+    annotation(secret, ANNOTATION_TEMPLATE_KEYS).and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default()
 }
 
 /// Merge-patch entries: set what differs, null what the previous template had and this one drops.
@@ -222,39 +208,21 @@ pub fn classify(secret: Option<&Secret>, owner: &Owner) -> Found {
     let Some(secret) = secret else {
         return Found::Missing;
     };
-    let controller = secret
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|r| r.controller == Some(true));
+    let controller = secret.metadata.owner_references.iter().flatten().find(|r| r.controller == Some(true));
     let Some(controller) = controller else {
         return Found::Foreign;
     };
     if controller.uid != owner.uid {
-        let managed = secret
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_MANAGED_BY))
-            .map(String::as_str)
+        let managed = secret.metadata.labels.as_ref().and_then(|l| l.get(LABEL_MANAGED_BY)).map(String::as_str)
             == Some(MANAGED_BY_VALUE);
         let same_owner_name = controller.kind == owner.kind && controller.name == owner.name;
-        return if managed && same_owner_name {
-            Found::PreviousOwner
-        } else {
-            Found::Foreign
-        };
+        return if managed && same_owner_name { Found::PreviousOwner } else { Found::Foreign };
     }
     if secret.metadata.deletion_timestamp.is_some() {
         return Found::Deleting;
     }
     let recorded = annotation(secret, ANNOTATION_TOKEN_HASH).and_then(TokenHash::parse);
-    let token = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(SECRET_TOKEN_KEY))
-        .map(|t| t.0.as_slice());
+    let token = secret.data.as_ref().and_then(|d| d.get(SECRET_TOKEN_KEY)).map(|t| t.0.as_slice());
     match (recorded, token) {
         (Some(hash), Some(token)) if TokenHash::of(token) == hash => Found::Intact(Issued {
             hash,
@@ -277,21 +245,20 @@ pub enum Write<T> {
 pub struct SecretStore {
     api: Api<Secret>,
     metrics: Arc<Metrics>,
+    own_writes: Arc<OwnWrites>,
 }
 
 impl SecretStore {
-    pub fn new(client: kube::Client, namespace: &str, metrics: Arc<Metrics>) -> Self {
+    pub fn new(ctx: &Context, namespace: &str) -> Self {
         Self {
-            api: Api::namespaced(client, namespace),
-            metrics,
+            api: Api::namespaced(ctx.client.clone(), namespace),
+            metrics: ctx.metrics.clone(),
+            own_writes: ctx.own_writes.clone(),
         }
     }
 
     fn params() -> PostParams {
-        PostParams {
-            field_manager: Some(super::FIELD_MANAGER.into()),
-            ..Default::default()
-        }
+        PostParams { field_manager: Some(super::FIELD_MANAGER.into()), ..Default::default() }
     }
 
     /// Reads a Secret with a fresh GET: the token check must never trust a cache.
@@ -302,7 +269,7 @@ impl SecretStore {
     /// Creates a Secret; never replaces one that exists.
     pub async fn create(&self, secret: &Secret) -> Result<Write<Secret>> {
         self.metrics.count_write("secrets", "create");
-        lost_race_on_conflict(self.api.create(&Self::params(), secret).await)
+        self.written(self.api.create(&Self::params(), secret).await)
     }
 
     /// Replaces a tampered Secret's content, only if it is still the version that was read.
@@ -310,16 +277,13 @@ impl SecretStore {
         secret.metadata.resource_version = existing.metadata.resource_version.clone();
         secret.metadata.uid = existing.metadata.uid.clone();
         self.metrics.count_write("secrets", "update");
-        lost_race_on_conflict(self.api.replace(&existing.name_any(), &Self::params(), &secret).await)
+        self.written(self.api.replace(&existing.name_any(), &Self::params(), &secret).await)
     }
 
     /// Deletes a Secret, only if it is still the one that was read (same UID).
     pub async fn delete(&self, existing: &Secret) -> Result<()> {
         let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: existing.metadata.uid.clone(),
-                resource_version: None,
-            }),
+            preconditions: Some(Preconditions { uid: existing.metadata.uid.clone(), resource_version: None }),
             ..Default::default()
         };
         self.metrics.count_write("secrets", "delete");
@@ -333,25 +297,22 @@ impl SecretStore {
     /// Applies a patch from [`TokenSecret::metadata_patch`], guarded by resourceVersion.
     pub async fn patch_metadata(&self, existing: &Secret, mut patch: Value) -> Result<Write<Secret>> {
         patch["metadata"]["resourceVersion"] = json!(existing.metadata.resource_version);
-        let params = PatchParams {
-            field_manager: Some(super::FIELD_MANAGER.into()),
-            ..Default::default()
-        };
+        let params = PatchParams { field_manager: Some(super::FIELD_MANAGER.into()), ..Default::default() };
         self.metrics.count_write("secrets", "patch");
-        lost_race_on_conflict(
-            self.api
-                .patch(&existing.name_any(), &params, &Patch::Merge(patch))
-                .await,
-        )
+        self.written(self.api.patch(&existing.name_any(), &params, &Patch::Merge(patch)).await)
     }
-}
 
-/// A conflict (exists, or changed since read) or a vanished Secret means another writer won.
-fn lost_race_on_conflict(result: kube::Result<Secret>) -> Result<Write<Secret>> {
-    match result {
-        Ok(written) => Ok(Write::Done(written)),
-        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(Write::LostRace),
-        Err(error) => Err(error.into()),
+    /// Records a written version; a conflict (exists, or changed since read) or a vanished
+    /// Secret means another writer won.
+    fn written(&self, result: kube::Result<Secret>) -> Result<Write<Secret>> {
+        match result {
+            Ok(written) => {
+                self.own_writes.record(&written.metadata);
+                Ok(Write::Done(written))
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(Write::LostRace),
+            Err(error) => Err(error.into()),
+        }
     }
 }
 
@@ -360,12 +321,7 @@ mod tests {
     use super::*;
 
     fn owner() -> Owner {
-        Owner {
-            kind: "ApiKey",
-            api_version: "keyward.io/v1alpha1".into(),
-            name: "ci".into(),
-            uid: "uid-1".into(),
-        }
+        Owner { kind: "ApiKey", api_version: "keyward.io/v1alpha1".into(), name: "ci".into(), uid: "uid-1".into() }
     }
 
     fn template() -> SecretTemplate {
@@ -381,12 +337,7 @@ mod tests {
     }
 
     fn token_secret<'a>(owner: &'a Owner, template: &'a SecretTemplate) -> TokenSecret<'a> {
-        TokenSecret {
-            name: "ci-apikey",
-            owner,
-            expires_at: expiry(),
-            template,
-        }
+        TokenSecret { name: "ci-apikey", owner, expires_at: expiry(), template }
     }
 
     fn issued_secret(token: &Token) -> Secret {
@@ -419,11 +370,7 @@ mod tests {
         assert_eq!(owners[0].uid, "uid-1");
         assert_eq!(
             classify(Some(&secret), &owner()),
-            Found::Intact(Issued {
-                hash: token.hash(),
-                key_id: token.key_id(),
-                issued_at: Some(expiry()),
-            })
+            Found::Intact(Issued { hash: token.hash(), key_id: token.key_id(), issued_at: Some(expiry()) })
         );
     }
 
@@ -432,11 +379,7 @@ mod tests {
         let mut secret = issued_secret(&Token::generate("kw"));
         secret.metadata.owner_references = None;
         assert_eq!(classify(Some(&secret), &owner()), Found::Foreign);
-        let other = Owner {
-            name: "other".into(),
-            uid: "uid-2".into(),
-            ..owner()
-        };
+        let other = Owner { name: "other".into(), uid: "uid-2".into(), ..owner() };
         let secret = issued_secret(&Token::generate("kw"));
         assert_eq!(classify(Some(&secret), &other), Found::Foreign);
     }
@@ -444,10 +387,7 @@ mod tests {
     #[test]
     fn a_secret_of_a_deleted_namesake_is_awaiting_collection() {
         let secret = issued_secret(&Token::generate("kw"));
-        let reborn = Owner {
-            uid: "uid-2".into(),
-            ..owner()
-        };
+        let reborn = Owner { uid: "uid-2".into(), ..owner() };
         assert_eq!(classify(Some(&secret), &reborn), Found::PreviousOwner);
     }
 
@@ -455,11 +395,7 @@ mod tests {
     fn a_changed_or_missing_token_is_tampered() {
         let mut secret = issued_secret(&Token::generate("kw"));
         let other = Token::generate("kw");
-        secret
-            .data
-            .as_mut()
-            .expect("data")
-            .insert("token".into(), ByteString(other.expose().as_bytes().to_vec()));
+        secret.data.as_mut().expect("data").insert("token".into(), ByteString(other.expose().as_bytes().to_vec()));
         assert_eq!(classify(Some(&secret), &owner()), Found::Tampered);
         secret.data.as_mut().expect("data").remove("token");
         assert_eq!(classify(Some(&secret), &owner()), Found::Tampered);
@@ -479,10 +415,7 @@ mod tests {
             annotations: Default::default(),
             data: [("region".into(), "eu".into())].into(),
         };
-        let spec = TokenSecret {
-            template: &changed,
-            ..spec
-        };
+        let spec = TokenSecret { template: &changed, ..spec };
         let patch = spec.metadata_patch(&secret).expect("a patch");
         assert_eq!(patch["metadata"]["labels"]["team"], "b");
         assert_eq!(patch["metadata"]["annotations"]["note"], Value::Null);

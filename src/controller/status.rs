@@ -75,8 +75,7 @@ impl RecentWrites {
     }
 
     fn record(&self, uid: &str, resource_version_before: &str, written: serde_json::Value) {
-        self.lock()
-            .insert(uid.to_string(), (resource_version_before.to_string(), written));
+        self.lock().insert(uid.to_string(), (resource_version_before.to_string(), written));
     }
 }
 
@@ -119,12 +118,7 @@ where
         "status": desired_json,
     });
     metrics.count_write(status_resource::<K>(), "apply");
-    api.patch_status(
-        &object.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     recent.record(&uid, &resource_version, desired_json);
     Ok(true)
 }

@@ -70,34 +70,23 @@ async fn wait_until_gc_knows_crds(client: &Client) {
                 .await
                 .expect("probe namespace");
             let keys: Api<ApiKey> = Api::namespaced(client.clone(), &ns);
-            let owner = keys
-                .create(&PostParams::default(), &key("probe", serde_json::json!({})))
-                .await
-                .expect("probe key");
+            let owner =
+                keys.create(&PostParams::default(), &key("probe", serde_json::json!({}))).await.expect("probe key");
             let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
             let probe: ConfigMap =
                 serde_json::from_value(serde_json::json!({"metadata": {"name": "probe", "ownerReferences": [{
                     "apiVersion": "keyward.io/v1alpha1", "kind": "ApiKey", "name": "probe", "uid": owner.uid(),
                 }]}}))
                 .expect("probe");
-            maps.create(&PostParams::default(), &probe)
-                .await
-                .expect("probe ConfigMap");
-            keys.delete("probe", &DeleteParams::default())
-                .await
-                .expect("delete probe key");
+            maps.create(&PostParams::default(), &probe).await.expect("probe ConfigMap");
+            keys.delete("probe", &DeleteParams::default()).await.expect("delete probe key");
             let gone = tokio::time::timeout(
                 Duration::from_secs(120),
                 await_condition(maps, "probe", |m: Option<&ConfigMap>| m.is_none()),
             )
             .await;
-            assert!(
-                matches!(gone, Ok(Ok(_))),
-                "the garbage collector never collected an ApiKey's dependent"
-            );
-            let _ = Api::<Namespace>::all(client.clone())
-                .delete(&ns, &DeleteParams::default())
-                .await;
+            assert!(matches!(gone, Ok(Ok(_))), "the garbage collector never collected an ApiKey's dependent");
+            let _ = Api::<Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
         })
         .await;
 }
@@ -108,20 +97,11 @@ impl TestNamespace {
         install_crds(&client).await;
         wait_until_gc_knows_crds(&client).await;
         let suffix: String = (0..6).map(|_| (b'a' + rand::random_range(0..26u8)) as char).collect();
-        let name = format!(
-            "{}-{suffix}",
-            test.replace('_', "-")
-                .chars()
-                .take(40)
-                .collect::<String>()
-                .trim_end_matches('-')
-        );
+        let name =
+            format!("{}-{suffix}", test.replace('_', "-").chars().take(40).collect::<String>().trim_end_matches('-'));
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
-        namespaces
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("create the test namespace");
+        namespaces.create(&PostParams::default(), &ns).await.expect("create the test namespace");
         Self { client, name }
     }
 
@@ -145,19 +125,12 @@ impl TestNamespace {
     /// Creates a key from a spec given as JSON.
     pub async fn create_key(&self, name: &str, spec: serde_json::Value) -> ApiKey {
         let key = key(name, spec);
-        self.keys()
-            .create(&PostParams::default(), &key)
-            .await
-            .unwrap_or_else(|e| panic!("create ApiKey {name}: {e}"))
+        self.keys().create(&PostParams::default(), &key).await.unwrap_or_else(|e| panic!("create ApiKey {name}: {e}"))
     }
 
     pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) -> ApiKey {
         self.keys()
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({ "spec": spec })),
-            )
+            .patch(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "spec": spec })))
             .await
             .unwrap_or_else(|e| panic!("patch ApiKey {name}: {e}"))
     }
@@ -165,9 +138,7 @@ impl TestNamespace {
     /// Waits until the key is in `phase` and its status describes its current generation.
     pub async fn wait_phase(&self, name: &str, phase: Phase) -> ApiKey {
         self.wait_key(name, &format!("phase {phase:?}"), move |k| {
-            k.status
-                .as_ref()
-                .is_some_and(|s| s.phase == Some(phase) && s.observed_generation == k.metadata.generation)
+            k.status.as_ref().is_some_and(|s| s.phase == Some(phase) && s.observed_generation == k.metadata.generation)
         })
         .await
     }
@@ -197,9 +168,7 @@ impl TestNamespace {
     pub async fn wait_new_token(&self, name: &str, old: &Option<String>) -> keyward::api::ApiKeyStatus {
         let key = self
             .wait_key(name, "a new token", |k| {
-                k.status
-                    .as_ref()
-                    .is_some_and(|s| s.phase == Some(Phase::Active) && &s.token_hash != old)
+                k.status.as_ref().is_some_and(|s| s.phase == Some(Phase::Active) && &s.token_hash != old)
             })
             .await;
         key.status.expect("status")
@@ -207,24 +176,17 @@ impl TestNamespace {
 
     /// Waits until the named Secret is gone.
     pub async fn wait_secret_gone(&self, name: &str) {
-        let done = tokio::time::timeout(
-            DEADLINE,
-            await_condition(self.secrets(), name, |s: Option<&Secret>| s.is_none()),
-        )
-        .await;
-        assert!(
-            matches!(done, Ok(Ok(_))),
-            "Secret {name} still exists after {DEADLINE:?}"
-        );
+        let done =
+            tokio::time::timeout(DEADLINE, await_condition(self.secrets(), name, |s: Option<&Secret>| s.is_none()))
+                .await;
+        assert!(matches!(done, Ok(Ok(_))), "Secret {name} still exists after {DEADLINE:?}");
     }
 
     /// Waits until the named Secret exists and `condition` holds for it.
     pub async fn wait_secret(&self, name: &str, what: &str, condition: impl Fn(&Secret) -> bool) -> Secret {
         let found = tokio::time::timeout(
             DEADLINE,
-            await_condition(self.secrets(), name, move |s: Option<&Secret>| {
-                s.is_some_and(&condition)
-            }),
+            await_condition(self.secrets(), name, move |s: Option<&Secret>| s.is_some_and(&condition)),
         )
         .await;
         match found {
@@ -235,11 +197,7 @@ impl TestNamespace {
 
     /// The token written in a Secret.
     pub async fn token_of(&self, secret: &str) -> String {
-        let secret = self
-            .secrets()
-            .get(secret)
-            .await
-            .unwrap_or_else(|e| panic!("read Secret {secret}: {e}"));
+        let secret = self.secrets().get(secret).await.unwrap_or_else(|e| panic!("read Secret {secret}: {e}"));
         token_in(&secret).expect("a token in the Secret")
     }
 
@@ -261,17 +219,9 @@ impl TestNamespace {
     /// Waits until an event with `reason` exists for the named object.
     pub async fn wait_event(&self, name: &str, reason: &str) -> Event {
         let deadline = tokio::time::Instant::now() + DEADLINE;
-        let mut events = watcher(self.events(), watcher::Config::default())
-            .default_backoff()
-            .applied_objects()
-            .boxed();
+        let mut events = watcher(self.events(), watcher::Config::default()).default_backoff().applied_objects().boxed();
         loop {
-            if let Some(found) = self
-                .events_for(name)
-                .await
-                .into_iter()
-                .find(|e| e.reason.as_deref() == Some(reason))
-            {
+            if let Some(found) = self.events_for(name).await.into_iter().find(|e| e.reason.as_deref() == Some(reason)) {
                 return found;
             }
             match tokio::time::timeout_at(deadline, events.try_next()).await {
@@ -297,9 +247,7 @@ impl Drop for TestNamespace {
         let name = self.name.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let _ = Api::<Namespace>::all(client)
-                    .delete(&name, &DeleteParams::default())
-                    .await;
+                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::default()).await;
             });
         }
     }
@@ -346,19 +294,12 @@ impl Operator {
 
     fn spawn(&mut self) {
         self.started_at = self.logs().len();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open the log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open the log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
         command
             .args(["controller", "--namespaces", &self.namespace, "--listen", "127.0.0.1:0"])
             .args(&self.extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("KEYWARD_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", std::env::var("KEYWARD_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -422,47 +363,24 @@ impl TokenHistory {
                 }
             }
         });
-        tokio::time::timeout(DEADLINE, ready_rx)
-            .await
-            .expect("Secret watch listed in time")
-            .expect("watch task alive");
+        tokio::time::timeout(DEADLINE, ready_rx).await.expect("Secret watch listed in time").expect("watch task alive");
         Self { seen, task }
     }
 
     /// Every token any Secret held.
     pub fn all_tokens(&self) -> Vec<String> {
-        self.seen
-            .lock()
-            .expect("history lock")
-            .values()
-            .flatten()
-            .cloned()
-            .collect()
+        self.seen.lock().expect("history lock").values().flatten().cloned().collect()
     }
 
     /// Secrets (name/uid) whose token changed after it was first written.
     pub fn rewritten(&self) -> Vec<String> {
-        self.seen
-            .lock()
-            .expect("history lock")
-            .iter()
-            .filter(|(_, t)| t.len() > 1)
-            .map(|(id, _)| id.clone())
-            .collect()
+        self.seen.lock().expect("history lock").iter().filter(|(_, t)| t.len() > 1).map(|(id, _)| id.clone()).collect()
     }
 
     /// Asserts no Secret's token ever changed and exactly `count` Secret objects held a token.
     pub fn assert_one_token_per_secret(&self, count: usize) {
-        assert!(
-            self.rewritten().is_empty(),
-            "tokens changed after they were written: {:?}",
-            self.rewritten()
-        );
-        assert_eq!(
-            self.secret_objects(),
-            count,
-            "some key got more than one Secret over the run"
-        );
+        assert!(self.rewritten().is_empty(), "tokens changed after they were written: {:?}", self.rewritten());
+        assert_eq!(self.secret_objects(), count, "some key got more than one Secret over the run");
     }
 
     /// How many distinct Secret objects (name/uid) held a token.
@@ -563,18 +481,13 @@ impl Operator {
                 .find_map(|line| {
                     let start = line.find("127.0.0.1:")?;
                     let rest = &line[start..];
-                    let end = rest
-                        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
-                        .unwrap_or(rest.len());
+                    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')).unwrap_or(rest.len());
                     Some(rest[..end].to_string())
                 });
             if let Some(addr) = found {
                 return addr;
             }
-            assert!(
-                tokio::time::Instant::now() < until,
-                "the controller never said where it listens:\n{logs}"
-            );
+            assert!(tokio::time::Instant::now() < until, "the controller never said where it listens:\n{logs}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -583,9 +496,7 @@ impl Operator {
     pub async fn http_get(&self, path: &str) -> (String, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.listen_addr().await;
-        let mut stream = tokio::net::TcpStream::connect(&addr)
-            .await
-            .expect("connect to the controller");
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect to the controller");
         let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.expect("send");
         let mut response = String::new();
