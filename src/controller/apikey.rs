@@ -13,16 +13,14 @@ use kube::{Api, Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::{Instrument, field};
 
-use super::secret::{self, Found, Issued, Owner, SecretStore, TokenSecret, Write};
+use super::issuer::{self, Converged, Plan, TokenTarget, until};
+use super::secret::{self, Found, Issued, Owner, SecretStore, TokenSecret};
 use super::status::{self, ready_condition};
 use super::{Context, api_in, drain, object_key, owned_secrets, shutdown_signal};
 use crate::api::validate::{self, SpecError, ValidApiKey};
 use crate::api::{ApiKey, ApiKeyStatus, KeyState, Phase, reason};
 use crate::error::{Error, Result};
-use crate::token::Token;
 
-/// How often a reconcile re-reads and retries after losing a write race to another writer.
-const RACE_ATTEMPTS: usize = 3;
 /// How long to wait before looking again at a key whose Secret name is taken by someone else:
 /// the foreign Secret carries no label of ours, so no watch event will say it went away.
 const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
@@ -32,53 +30,18 @@ const LONGEST_REQUEUE: Duration = Duration::from_secs(86_400);
 /// How long to wait for a Secret that is being deleted or garbage collected.
 const PENDING_RECHECK: Duration = Duration::from_secs(2);
 
-/// Why a token is issued again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReissueCause {
-    SecretLost,
-    SecretTampered,
-}
-
-/// What a reconcile will do, decided from the spec, the Secret found and the clock.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Plan {
-    /// Issue a token into a new Secret (create-only).
-    Issue(Option<ReissueCause>),
-    /// Replace a tampered token (guarded by the Secret's resourceVersion).
-    Replace,
-    /// Keep the token that is there; bring the Secret's metadata in line.
-    Keep(Issued),
-    /// The key is past its expiry: delete our Secret if there is one.
-    Expire { delete_secret: bool },
-    /// The Secret's name is taken by a Secret that is not ours.
-    Conflict,
-    /// Our Secret is going away (deleted or of a deleted namesake); look again shortly.
-    Wait(&'static str),
-}
-
-/// Decides what to do. Pure: every input, the clock included, is an argument.
+/// Decides what the key's Secret needs: the shared token decision, with "lost" meaning the
+/// status recorded a live token in this very Secret (a renamed Secret gets a fresh token).
 pub fn decide(now: Timestamp, key: &ValidApiKey, found: &Found, status: Option<&ApiKeyStatus>) -> Plan {
-    if now >= key.expires_at {
-        return Plan::Expire { delete_secret: matches!(found, Found::Intact(_) | Found::Tampered) };
-    }
-    match found {
-        Found::Missing => {
-            // Lost only if this very Secret held a live token; a renamed Secret gets a fresh one.
-            let lost = status.is_some_and(|s| {
-                s.token_hash.is_some()
-                    && s.phase != Some(Phase::Expired)
-                    && s.secret_name.as_deref() == Some(key.secret_name.as_str())
-            });
-            Plan::Issue(lost.then_some(ReissueCause::SecretLost))
-        }
-        Found::Foreign => Plan::Conflict,
-        Found::PreviousOwner => {
-            Plan::Wait("belongs to a deleted ApiKey of the same name and awaits garbage collection")
-        }
-        Found::Deleting => Plan::Wait("is being deleted"),
-        Found::Tampered => Plan::Replace,
-        Found::Intact(issued) => Plan::Keep(issued.clone()),
-    }
+    issuer::decide(now, key.expires_at, found, held_live_token(key, status))
+}
+
+fn held_live_token(key: &ValidApiKey, status: Option<&ApiKeyStatus>) -> bool {
+    status.is_some_and(|s| {
+        s.token_hash.is_some()
+            && s.phase != Some(Phase::Expired)
+            && s.secret_name.as_deref() == Some(key.secret_name.as_str())
+    })
 }
 
 /// What the write step ended with, from which the status is built.
@@ -168,67 +131,27 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
             return Ok(Action::await_change());
         }
     };
-    let template = TokenSecret {
-        name: &valid.secret_name,
-        owner: &owner,
-        expires_at: valid.expires_at,
-        template: &valid.template,
+    let target = TokenTarget {
+        secret: TokenSecret {
+            name: &valid.secret_name,
+            owner: &owner,
+            expires_at: valid.expires_at,
+            template: &valid.template,
+        },
+        prefix: &valid.prefix,
+        held_live_token: held_live_token(&valid, key.status.as_ref()),
+        issued_at: now,
     };
-
-    let mut attempts = 0;
-    let outcome = loop {
-        attempts += 1;
-        if attempts > RACE_ATTEMPTS {
-            // Someone keeps writing the Secret between our read and write; back off.
-            return Ok(Action::requeue(PENDING_RECHECK));
+    let outcome = match issuer::converge(&secrets, &target, now).await? {
+        Converged::Holds { issued, fresh } => {
+            ctx.announce(key, &valid.secret_name, &issued, fresh).await;
+            Outcome::Holds(issued)
         }
-        let existing = secrets.read(&valid.secret_name).await?;
-        let found = secret::classify(existing.as_ref(), &owner);
-        match decide(now, &valid, &found, key.status.as_ref()) {
-            Plan::Issue(cause) => {
-                let (token, issued) = new_token(&valid.prefix, now)?;
-                if let Write::LostRace = secrets.create(&template.build(&token, now)).await? {
-                    continue;
-                }
-                drop(token);
-                announce_issue(key, ctx, &valid, &issued, cause).await;
-                break Outcome::Holds(issued);
-            }
-            Plan::Replace => {
-                let existing =
-                    existing.as_ref().ok_or_else(|| Error::MissingObjectField(valid.secret_name.clone(), "data"))?;
-                let (token, issued) = new_token(&valid.prefix, now)?;
-                if let Write::LostRace = secrets.replace(existing, template.build(&token, now)).await? {
-                    continue;
-                }
-                drop(token);
-                announce_issue(key, ctx, &valid, &issued, Some(ReissueCause::SecretTampered)).await;
-                break Outcome::Holds(issued);
-            }
-            Plan::Keep(issued) => {
-                tracing::Span::current().record("key_id", issued.key_id.as_str());
-                if let Some(existing) = existing.as_ref()
-                    && let Some(patch) = template.metadata_patch(existing)
-                    && let Write::LostRace = secrets.patch_metadata(existing, patch).await?
-                {
-                    continue;
-                }
-                break Outcome::Holds(issued);
-            }
-            Plan::Expire { delete_secret } => {
-                let from_secret = match &found {
-                    Found::Intact(issued) => Some(issued.clone()),
-                    _ => None,
-                };
-                if delete_secret && let Some(existing) = existing.as_ref() {
-                    secrets.delete(existing).await?;
-                    tracing::info!(secret = valid.secret_name, "key expired; deleted its Secret");
-                }
-                break Outcome::Expired(from_secret);
-            }
-            Plan::Conflict => break Outcome::Conflict,
-            Plan::Wait(why) => break Outcome::Pending(why),
-        }
+        Converged::Expired(issued) => Outcome::Expired(issued),
+        Converged::Conflict => Outcome::Conflict,
+        Converged::Pending(why) => Outcome::Pending(why),
+        // Someone keeps writing the Secret between our reads and writes; back off.
+        Converged::Busy => return Ok(Action::requeue(PENDING_RECHECK)),
     };
     if let Outcome::Holds(_) = outcome {
         remove_renamed_secret(&secrets, key, &valid, &owner).await?;
@@ -260,44 +183,6 @@ async fn remove_renamed_secret(secrets: &SecretStore, key: &ApiKey, valid: &Vali
         tracing::info!(old, new = valid.secret_name, "secretName changed; deleted the old Secret");
     }
     Ok(())
-}
-
-/// A new token and its public record; the token itself goes only into the Secret.
-fn new_token(prefix: &str, now: Timestamp) -> Result<(Token, Issued)> {
-    let token = Token::try_generate(prefix).map_err(Error::Random)?;
-    let issued = Issued { hash: token.hash(), key_id: token.key_id(), issued_at: Some(now) };
-    Ok((token, issued))
-}
-
-/// Time from `now` until `at`, rounded up to the millisecond so the wake-up is never early.
-fn until(now: Timestamp, at: Timestamp) -> Duration {
-    let left = at.duration_since(now);
-    Duration::try_from(left).unwrap_or_default() + Duration::from_millis(1)
-}
-
-async fn announce_issue(
-    key: &ApiKey,
-    ctx: &Context,
-    valid: &ValidApiKey,
-    issued: &Issued,
-    cause: Option<ReissueCause>,
-) {
-    tracing::Span::current().record("key_id", issued.key_id.as_str());
-    let secret = &valid.secret_name;
-    match cause {
-        None => tracing::info!(key_id = issued.key_id, secret, "issued token"),
-        Some(cause) => {
-            let why = match cause {
-                ReissueCause::SecretLost => format!("Secret {secret} was deleted"),
-                ReissueCause::SecretTampered => {
-                    format!("the token in Secret {secret} no longer matched its recorded hash")
-                }
-            };
-            tracing::warn!(key_id = issued.key_id, secret, "re-issued token: {why}");
-            let note = format!("{why}; issued a new token {} into it (expiry unchanged)", issued.key_id);
-            ctx.publish(key, EventType::Warning, reason::TOKEN_REISSUED, note).await;
-        }
-    }
 }
 
 /// Builds the status for an outcome, writes it if it changed, and publishes transition events.
@@ -401,6 +286,7 @@ fn desired_status(
 mod tests {
     use super::*;
     use crate::api::SecretTemplate;
+    use crate::controller::issuer::ReissueCause;
     use crate::token::TokenHash;
 
     fn ts(s: &str) -> Timestamp {
@@ -478,17 +364,6 @@ mod tests {
     #[test]
     fn a_foreign_secret_is_a_conflict_and_never_written() {
         assert_eq!(decide(ts(BEFORE), &valid(KeyState::Active), &Found::Foreign, None), Plan::Conflict);
-    }
-
-    #[test]
-    fn expiry_is_exact_to_the_second() {
-        let key = valid(KeyState::Active);
-        assert_eq!(decide(ts(BEFORE), &key, &Found::Intact(issued()), None), Plan::Keep(issued()));
-        assert_eq!(
-            decide(ts("2026-12-01T00:00:00Z"), &key, &Found::Intact(issued()), None),
-            Plan::Expire { delete_secret: true }
-        );
-        assert_eq!(until(ts(BEFORE), key.expires_at), Duration::from_millis(1001));
     }
 
     #[test]

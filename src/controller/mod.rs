@@ -1,6 +1,7 @@
 //! The controller: one reconciler per kind, sharing a Context and the Secret writer.
 
 pub mod apikey;
+pub mod issuer;
 pub mod secret;
 mod status;
 
@@ -75,6 +76,27 @@ impl Context {
         match self.recorder.publish(&event, &object.object_ref(&())).await {
             Ok(()) => self.metrics.count_write("events", "create"),
             Err(error) => tracing::warn!(%error, reason, "cannot publish event"),
+        }
+    }
+
+    /// Logs a token issued by this pass and, for a re-issue, publishes the `TokenReissued`
+    /// Warning. Names the Secret and key ID, never the token.
+    async fn announce<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        secret: &str,
+        issued: &secret::Issued,
+        fresh: issuer::Fresh,
+    ) {
+        tracing::Span::current().record("key_id", issued.key_id.as_str());
+        match fresh {
+            issuer::Fresh::No => {}
+            issuer::Fresh::First => tracing::info!(key_id = issued.key_id, secret, "issued token"),
+            issuer::Fresh::Reissued(cause) => {
+                let note = cause.note(secret, &issued.key_id);
+                tracing::warn!(key_id = issued.key_id, secret, "re-issued token: {note}");
+                self.publish(object, EventType::Warning, crate::api::reason::TOKEN_REISSUED, note).await;
+            }
         }
     }
 

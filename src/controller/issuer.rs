@@ -1,0 +1,225 @@
+//! The per-token pipeline every kind shares: given where a token should live and until when,
+//! decide (pure) what its Secret needs, then carry it out through the [`SecretStore`], retrying
+//! when another writer wins a race. ApiKeys run it once; Credentials once per token.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::secret::{Found, Issued, SecretStore, TokenSecret, Write, classify};
+use crate::error::{Error, Result};
+use crate::token::Token;
+
+/// How often a token is re-read and retried after losing a write race to another writer.
+const RACE_ATTEMPTS: usize = 3;
+
+/// Why a token is issued again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReissueCause {
+    SecretLost,
+    SecretTampered,
+}
+
+impl ReissueCause {
+    /// The message of the `TokenReissued` event.
+    pub fn note(self, secret: &str, key_id: &str) -> String {
+        let why = match self {
+            ReissueCause::SecretLost => format!("Secret {secret} was deleted"),
+            ReissueCause::SecretTampered => format!("the token in Secret {secret} no longer matched its recorded hash"),
+        };
+        format!("{why}; issued a new token {key_id} into it (expiry unchanged)")
+    }
+}
+
+/// What to do about one token's Secret.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// Issue a token into a new Secret (create-only).
+    Issue(Option<ReissueCause>),
+    /// Replace a tampered token (guarded by the Secret's resourceVersion).
+    Replace,
+    /// Keep the token that is there; bring the Secret's metadata in line.
+    Keep(Issued),
+    /// Past expiry: delete our Secret if there is one.
+    Expire { delete_secret: bool },
+    /// The Secret's name is taken by a Secret that is not ours.
+    Conflict,
+    /// Our Secret is going away (deleted, or of a deleted namesake); look again shortly.
+    Wait(&'static str),
+}
+
+/// Decides what a token's Secret needs. Pure: every input, the clock included, is an argument.
+/// `held_live_token` says the status recorded a live token in this very Secret, so that a
+/// missing Secret is a lost one (a warning) rather than a first issue.
+pub fn decide(now: Timestamp, expires_at: Timestamp, found: &Found, held_live_token: bool) -> Plan {
+    if now >= expires_at {
+        return Plan::Expire { delete_secret: matches!(found, Found::Intact(_) | Found::Tampered) };
+    }
+    match found {
+        Found::Missing => Plan::Issue(held_live_token.then_some(ReissueCause::SecretLost)),
+        Found::Foreign => Plan::Conflict,
+        Found::PreviousOwner => Plan::Wait("belongs to a deleted owner of the same name and awaits garbage collection"),
+        Found::Deleting => Plan::Wait("is being deleted"),
+        Found::Tampered => Plan::Replace,
+        Found::Intact(issued) => Plan::Keep(issued.clone()),
+    }
+}
+
+/// Where a token lives and what its Secret records.
+pub struct TokenTarget<'a> {
+    pub secret: TokenSecret<'a>,
+    pub prefix: &'a str,
+    pub held_live_token: bool,
+    /// The issue time a new token records: now for an ApiKey, the first issue of a Credential
+    /// token (its expiry counts from there).
+    pub issued_at: Timestamp,
+}
+
+/// Whether the token in the Secret was issued by this pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fresh {
+    /// The token that was there is kept.
+    No,
+    /// A first token.
+    First,
+    /// A new token in place of a lost or tampered one.
+    Reissued(ReissueCause),
+}
+
+/// Where a token's Secret ended up.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Converged {
+    /// A usable token is in the Secret.
+    Holds {
+        issued: Issued,
+        fresh: Fresh,
+    },
+    /// Past expiry, our Secret is gone; the record of its last token, if the Secret still had it.
+    Expired(Option<Issued>),
+    Conflict,
+    Pending(&'static str),
+    /// Other writers kept changing the Secret between our reads and writes.
+    Busy,
+}
+
+/// Brings a token's Secret to what the target needs.
+pub async fn converge(secrets: &SecretStore, target: &TokenTarget<'_>, now: Timestamp) -> Result<Converged> {
+    let name = target.secret.name;
+    for _ in 0..RACE_ATTEMPTS {
+        let existing = secrets.read(name).await?;
+        let found = classify(existing.as_ref(), target.secret.owner);
+        let written = match decide(now, target.secret.expires_at, &found, target.held_live_token) {
+            Plan::Issue(cause) => {
+                let (token, issued) = new_token(target)?;
+                match secrets.create(&target.secret.build(&token, target.issued_at)).await? {
+                    Write::Done(_) => {
+                        Some(Converged::Holds { issued, fresh: cause.map_or(Fresh::First, Fresh::Reissued) })
+                    }
+                    Write::LostRace => None,
+                }
+            }
+            Plan::Replace => {
+                let existing = existing.as_ref().ok_or_else(|| Error::MissingObjectField(name.into(), "data"))?;
+                let (token, issued) = new_token(target)?;
+                match secrets.replace(existing, target.secret.build(&token, target.issued_at)).await? {
+                    Write::Done(_) => {
+                        Some(Converged::Holds { issued, fresh: Fresh::Reissued(ReissueCause::SecretTampered) })
+                    }
+                    Write::LostRace => None,
+                }
+            }
+            Plan::Keep(issued) => {
+                let patch = existing.as_ref().and_then(|e| target.secret.metadata_patch(e).map(|p| (e, p)));
+                match patch {
+                    Some((existing, patch)) => match secrets.patch_metadata(existing, patch).await? {
+                        Write::Done(_) => Some(Converged::Holds { issued, fresh: Fresh::No }),
+                        Write::LostRace => None,
+                    },
+                    None => Some(Converged::Holds { issued, fresh: Fresh::No }),
+                }
+            }
+            Plan::Expire { delete_secret } => {
+                if delete_secret && let Some(existing) = existing.as_ref() {
+                    secrets.delete(existing).await?;
+                    tracing::info!(secret = name, "expired; deleted its Secret");
+                }
+                Some(Converged::Expired(match found {
+                    Found::Intact(issued) => Some(issued),
+                    _ => None,
+                }))
+            }
+            Plan::Conflict => Some(Converged::Conflict),
+            Plan::Wait(why) => Some(Converged::Pending(why)),
+        };
+        if let Some(converged) = written {
+            return Ok(converged);
+        }
+    }
+    Ok(Converged::Busy)
+}
+
+/// A new token and its public record; the token itself goes only into the Secret.
+fn new_token(target: &TokenTarget<'_>) -> Result<(Token, Issued)> {
+    let token = Token::try_generate(target.prefix).map_err(Error::Random)?;
+    let issued = Issued { hash: token.hash(), key_id: token.key_id(), issued_at: Some(target.issued_at) };
+    Ok((token, issued))
+}
+
+/// Time from `now` until `at`, rounded up to the millisecond so the wake-up is never early.
+pub fn until(now: Timestamp, at: Timestamp) -> Duration {
+    let left = at.duration_since(now);
+    Duration::try_from(left).unwrap_or_default() + Duration::from_millis(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::TokenHash;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    const EXPIRY: &str = "2026-12-01T00:00:00Z";
+    const BEFORE: &str = "2026-11-30T23:59:59Z";
+
+    fn issued() -> Issued {
+        Issued {
+            hash: TokenHash::of(b"kw_x"),
+            key_id: "kw_abcdefgh".into(),
+            issued_at: Some(ts("2026-11-01T00:00:00Z")),
+        }
+    }
+
+    #[test]
+    fn a_missing_secret_is_a_first_issue_unless_it_held_a_live_token() {
+        assert_eq!(decide(ts(BEFORE), ts(EXPIRY), &Found::Missing, false), Plan::Issue(None));
+        assert_eq!(decide(ts(BEFORE), ts(EXPIRY), &Found::Missing, true), Plan::Issue(Some(ReissueCause::SecretLost)));
+    }
+
+    #[test]
+    fn expiry_is_exact_to_the_second() {
+        assert_eq!(decide(ts(BEFORE), ts(EXPIRY), &Found::Intact(issued()), false), Plan::Keep(issued()));
+        assert_eq!(
+            decide(ts(EXPIRY), ts(EXPIRY), &Found::Intact(issued()), false),
+            Plan::Expire { delete_secret: true }
+        );
+        assert_eq!(until(ts(BEFORE), ts(EXPIRY)), Duration::from_millis(1001));
+        assert_eq!(until(ts(EXPIRY), ts(BEFORE)), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn only_our_secrets_are_deleted_at_expiry() {
+        for found in [Found::Foreign, Found::PreviousOwner, Found::Missing, Found::Deleting] {
+            assert_eq!(decide(ts(EXPIRY), ts(EXPIRY), &found, true), Plan::Expire { delete_secret: false });
+        }
+        assert_eq!(decide(ts(EXPIRY), ts(EXPIRY), &Found::Tampered, true), Plan::Expire { delete_secret: true });
+    }
+
+    #[test]
+    fn reissue_notes_name_the_secret_and_the_new_key_id_only() {
+        let note = ReissueCause::SecretTampered.note("ci-apikey", "kw_abcdefgh");
+        assert!(note.contains("ci-apikey") && note.contains("kw_abcdefgh") && note.contains("no longer matched"));
+        assert!(ReissueCause::SecretLost.note("s", "k").contains("was deleted"));
+    }
+}
