@@ -3,12 +3,12 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::ApiKey;
+use crate::api::{ApiKey, Credential};
 use crate::error::{Error, Result};
 
 /// Every CRD of the operator.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![ApiKey::crd()]
+    vec![ApiKey::crd(), Credential::crd()]
 }
 
 /// Every CRD of the operator as one multi-document YAML string.

@@ -343,12 +343,14 @@ async fn secret_template_changes_reach_the_secret_without_rewriting_the_token() 
 }
 
 #[tokio::test]
-async fn a_key_at_rest_causes_no_writes() {
+async fn keys_and_credentials_at_rest_cause_no_writes() {
     let ns = TestNamespace::new("at-rest").await;
     let mut controller = support::Operator::start(&ns.name, &[], &[("RUST_LOG", "info,keyward=debug")]);
     for i in 0..5 {
         ns.create_key(&format!("rest-{i}"), json!({})).await;
     }
+    ns.create_credential("rest-cred", json!({"tokens": [{"name": "a"}, {"name": "b"}]})).await;
+    ns.wait_credential("rest-cred", "two tokens", |s| s.active_tokens == Some(2)).await;
     let mut versions = Vec::new();
     for i in 0..5 {
         let key = ns.wait_phase(&format!("rest-{i}"), Phase::Active).await;
@@ -363,10 +365,11 @@ async fn a_key_at_rest_causes_no_writes() {
     loop {
         let logs = controller.logs();
         let after = &logs[before..];
-        let done = (0..5)
-            .filter(|i| after.lines().any(|l| l.contains("reconciled") && l.contains(&format!("\"rest-{i}\""))))
+        let done = ["rest-0", "rest-1", "rest-2", "rest-3", "rest-4", "rest-cred"]
+            .iter()
+            .filter(|name| after.lines().any(|l| l.contains("reconciled") && l.contains(&format!("\"{name}\""))))
             .count();
-        if done == 5 {
+        if done == 6 {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "not every key was reconciled after the restart:\n{after}");

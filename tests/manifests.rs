@@ -1,8 +1,8 @@
 //! Checked-in manifests stay true to the code: `crds/` is what `keyward crd` prints, and every
 //! file in `examples/` parses into the typed resources.
 
-use keyward::api::ApiKey;
 use keyward::api::validate::{self, ExpiryPolicy};
+use keyward::api::{ApiKey, Credential};
 use serde::Deserialize;
 
 #[test]
@@ -42,10 +42,17 @@ fn every_example_parses_into_typed_resources_and_passes_validation() {
                     validate::api_key(&key, created, &ExpiryPolicy::default())
                         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 }
+                "Credential" => {
+                    let credential: Credential =
+                        serde_yaml::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    let created = "2026-11-22T10:00:00Z".parse().expect("timestamp");
+                    validate::credential(&credential, created, &ExpiryPolicy::default())
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                }
                 other => panic!("{}: unexpected kind {other:?}", path.display()),
             }
             parsed += 1;
         }
     }
-    assert!(parsed >= 3, "expected at least three example resources, found {parsed}");
+    assert!(parsed >= 4, "expected at least four example resources, found {parsed}");
 }

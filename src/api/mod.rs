@@ -1,9 +1,11 @@
 //! The custom resources of `keyward.io/v1alpha1` and the names the contract fixes.
 
 pub mod apikey;
+pub mod credential;
 pub mod validate;
 
 pub use apikey::{ApiKey, ApiKeySpec, ApiKeyStatus};
+pub use credential::{Credential, CredentialSpec, CredentialStatus, CredentialToken, TokenStatus};
 
 use std::collections::BTreeMap;
 

@@ -9,7 +9,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use jiff::{SignedDuration, Timestamp};
 
-use super::{ANNOTATION_TEMPLATE_KEYS, ApiKey, KeyState, LABEL_MANAGED_BY, SECRET_TOKEN_KEY, SecretTemplate};
+use super::credential::{MAX_TOKEN_NAME, MAX_TOKENS};
+use super::{
+    ANNOTATION_TEMPLATE_KEYS, ApiKey, Credential, KeyState, LABEL_MANAGED_BY, SECRET_TOKEN_KEY, SecretTemplate,
+};
 use crate::{duration, scope, token};
 
 /// The operator's expiry settings (`--default-expiry`, `--max-expiry`).
@@ -86,6 +89,96 @@ pub fn api_key(key: &ApiKey, created: Timestamp, policy: &ExpiryPolicy) -> Resul
         expires_at,
         template: spec.secret_template.clone().unwrap_or_default(),
     })
+}
+
+/// A `Credential` spec that passed validation, with every default applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidCredential {
+    pub state: KeyState,
+    pub prefix: String,
+    pub template: SecretTemplate,
+    pub tokens: Vec<ValidToken>,
+}
+
+/// One Credential token that passed validation. Its expiry needs its first-issue time, known
+/// only when reconciling: see [`ValidToken::expires_at`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidToken {
+    pub name: String,
+    pub secret_name: String,
+    path: String,
+    expires_after: Option<String>,
+    expires_at: Option<String>,
+}
+
+impl ValidToken {
+    /// The token's expiry when first issued at `first_issued`.
+    pub fn expires_at(&self, first_issued: Timestamp, policy: &ExpiryPolicy) -> Result<Timestamp, SpecError> {
+        expiry(&self.path, self.expires_after.as_deref(), self.expires_at.as_deref(), first_issued, policy)
+    }
+}
+
+/// Validates a Credential; `created` is its `metadata.creationTimestamp`, against which token
+/// lifetimes are checked here (each is checked again from its own first issue later).
+pub fn credential(
+    credential: &Credential,
+    created: Timestamp,
+    policy: &ExpiryPolicy,
+) -> Result<ValidCredential, SpecError> {
+    let spec = &credential.spec;
+    common(
+        spec.description.as_deref(),
+        &spec.scopes,
+        &spec.allowed_cidrs,
+        spec.token_prefix.as_deref(),
+        spec.secret_template.as_ref(),
+    )?;
+    if spec.tokens.len() > MAX_TOKENS {
+        return Err(SpecError::new(
+            "spec.tokens",
+            &format!("{} tokens", spec.tokens.len()),
+            format!("a Credential holds at most {MAX_TOKENS} tokens"),
+        ));
+    }
+    let mut tokens = Vec::with_capacity(spec.tokens.len());
+    for (i, token) in spec.tokens.iter().enumerate() {
+        let field = format!("spec.tokens[{i}].name");
+        dns_label(&token.name, MAX_TOKEN_NAME).map_err(|p| SpecError::new(&field, &token.name, p))?;
+        if spec.tokens[..i].iter().any(|t| t.name == token.name) {
+            return Err(SpecError::new(field, &token.name, "token names must be unique"));
+        }
+        let secret_name = credential.secret_name(&token.name);
+        dns_subdomain(&secret_name).map_err(|p| SpecError::new(&field, &token.name, format!("Secret name {p}")))?;
+        let valid = ValidToken {
+            name: token.name.clone(),
+            secret_name,
+            path: format!("spec.tokens[{i}]"),
+            expires_after: token.expires_after.clone(),
+            expires_at: token.expires_at.clone(),
+        };
+        valid.expires_at(created, policy)?;
+        tokens.push(valid);
+    }
+    Ok(ValidCredential {
+        state: spec.state.unwrap_or_default(),
+        prefix: spec.token_prefix.clone().unwrap_or_else(|| token::DEFAULT_PREFIX.to_string()),
+        template: spec.secret_template.clone().unwrap_or_default(),
+        tokens,
+    })
+}
+
+/// A DNS-1123 label of at most `max` characters.
+fn dns_label(name: &str, max: usize) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("must be a DNS label: lowercase letters, digits and '-', at most {max} characters"))
+    }
 }
 
 /// The checks every kind shares: description, scopes, CIDRs, prefix and Secret template.
@@ -381,6 +474,49 @@ mod tests {
         assert!(api_key(&key(spec), created(), &policy).is_ok());
         // The default expiry is not capped by the spec check: it is the operator's own setting.
         assert!(api_key(&key(ApiKeySpec::default()), created(), &policy).is_ok());
+    }
+
+    fn cred(tokens: serde_json::Value) -> Credential {
+        let spec = serde_json::from_value(serde_json::json!({ "tokens": tokens })).expect("spec");
+        Credential::new("billing", spec)
+    }
+
+    #[test]
+    fn credential_tokens_get_their_secret_names_and_expiry_from_first_issue() {
+        let valid = credential(
+            &cred(serde_json::json!([{"name": "primary", "expiresAfter": "30d"}, {"name": "next"}])),
+            created(),
+            &ExpiryPolicy::default(),
+        )
+        .expect("valid");
+        assert_eq!(valid.tokens[0].secret_name, "billing-primary");
+        assert_eq!(valid.tokens[1].secret_name, "billing-next");
+        let first: Timestamp = "2026-12-01T00:00:00Z".parse().expect("ts");
+        let policy = ExpiryPolicy::default();
+        assert_eq!(valid.tokens[0].expires_at(first, &policy), Ok("2026-12-31T00:00:00Z".parse().expect("ts")));
+        assert_eq!(valid.tokens[1].expires_at(first, &policy), Ok("2027-03-01T00:00:00Z".parse().expect("ts")));
+    }
+
+    #[test]
+    fn credential_token_names_are_checked() {
+        let policy = ExpiryPolicy::default();
+        let cases = [
+            (serde_json::json!([{"name": "Primary"}]), "spec.tokens[0].name", "Primary"),
+            (
+                serde_json::json!([{"name": "a-very-long-token-name-x"}]),
+                "spec.tokens[0].name",
+                "a-very-long-token-name-x",
+            ),
+            (serde_json::json!([{"name": "a"}, {"name": "a"}]), "spec.tokens[1].name", "a"),
+            (serde_json::json!([{"name": "a", "expiresAfter": "soon"}]), "spec.tokens[0].expiresAfter", "soon"),
+        ];
+        for (tokens, field, value) in cases {
+            let error = credential(&cred(tokens), created(), &policy).expect_err("refused");
+            assert_eq!((error.field.as_str(), error.value.as_str()), (field, value), "{error}");
+        }
+        let seventeen: Vec<_> = (0..17).map(|i| serde_json::json!({"name": format!("t{i}")})).collect();
+        let error = credential(&cred(serde_json::json!(seventeen)), created(), &policy).expect_err("too many");
+        assert_eq!(error.field, "spec.tokens");
     }
 
     #[test]

@@ -1,22 +1,16 @@
 //! The ApiKey reconciler: read (spec, Secret, clock), decide (pure), write (Secret, then status).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::future::BoxFuture;
 use jiff::Timestamp;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
-use kube::{Api, Resource, ResourceExt};
-use tokio::sync::watch;
-use tracing::{Instrument, field};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
 
 use super::issuer::{self, Converged, Plan, TokenTarget, until};
 use super::secret::{self, Found, Issued, Owner, SecretStore, TokenSecret};
 use super::status::{self, ready_condition};
-use super::{Context, api_in, drain, object_key, owned_secrets, shutdown_signal};
+use super::{Context, Reconciled};
 use crate::api::validate::{self, SpecError, ValidApiKey};
 use crate::api::{ApiKey, ApiKeyStatus, KeyState, Phase, reason};
 use crate::error::{Error, Result};
@@ -53,57 +47,12 @@ enum Outcome {
     Invalid(SpecError),
 }
 
-/// Builds the ApiKey controller for one namespace (or all), and the store to wait on.
-pub fn controller(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    shutdown: watch::Receiver<bool>,
-) -> (BoxFuture<'static, ()>, Store<ApiKey>) {
-    let keys: Api<ApiKey> = api_in(&ctx.client, namespace.as_deref());
-    let (reader, writer) = reflector::store();
-    let key_events = watcher(keys, watcher::Config::default().any_semantic())
-        .default_backoff()
-        // The cache needs neither managed fields nor last-applied copies of the spec.
-        .modify(|key: &mut ApiKey| {
-            key.managed_fields_mut().clear();
-            key.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
-        })
-        .reflect(writer)
-        .applied_objects()
-        // Our own status writes do not change the generation, so they wake nothing.
-        .predicate_filter(predicates::generation, Default::default());
-    let secrets = owned_secrets(&ctx.client, namespace.as_deref(), ctx.own_writes.clone());
-    let config = ControllerConfig::default().concurrency(ctx.settings.concurrency);
-    let store = reader.clone();
-    let future = Controller::for_stream(key_events, reader)
-        .owns_stream(secrets)
-        .with_config(config)
-        .graceful_shutdown_on(shutdown_signal(shutdown))
-        .run(reconcile, error_policy, ctx);
-    (Box::pin(drain(future)), store)
-}
+impl Reconciled for ApiKey {
+    const KIND: &'static str = "ApiKey";
 
-async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action> {
-    let span = tracing::info_span!(
-        "reconcile",
-        kind = "ApiKey",
-        namespace = key.namespace().unwrap_or_default(),
-        name = key.name_any(),
-        key_id = field::Empty
-    );
-    let started = Instant::now();
-    let result = reconcile_key(&key, &ctx).instrument(span).await;
-    ctx.metrics.observe_reconcile("ApiKey", started.elapsed(), result.as_ref().err());
-    if result.is_ok() {
-        ctx.reset_backoff(&object_key(key.as_ref()));
+    async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action> {
+        reconcile_key(&key, &ctx).await
     }
-    result
-}
-
-fn error_policy(key: Arc<ApiKey>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(&object_key(key.as_ref()));
-    tracing::warn!(kind = "ApiKey", namespace = key.namespace().unwrap_or_default(), name = key.name_any(), %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
 }
 
 async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
@@ -195,25 +144,7 @@ async fn finish(
 ) -> Result<()> {
     let previous = key.status.clone().unwrap_or_default();
     let desired = desired_status(key, &previous, valid, &outcome, now);
-    let ready = desired.conditions.first();
-    let was = previous.conditions.iter().find(|c| c.type_ == crate::api::CONDITION_READY);
-    let transition = ready.map(|c| (&c.reason, &c.message)) != was.map(|c| (&c.reason, &c.message));
-    let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &key.namespace().unwrap_or_default());
-    let wrote = status::apply(&api, key, key.status.as_ref(), &desired, &ctx.status_writes, &ctx.metrics).await?;
-    if wrote
-        && transition
-        && let Some(ready) = ready
-    {
-        let type_ = match ready.reason.as_str() {
-            reason::SECRET_CONFLICT | reason::INVALID_SPEC => Some(EventType::Warning),
-            reason::EXPIRED | reason::INACTIVE => Some(EventType::Normal),
-            _ => None,
-        };
-        if let Some(type_) = type_ {
-            ctx.publish(key, type_, &ready.reason, ready.message.clone()).await;
-        }
-    }
-    Ok(())
+    ctx.write_status(key, key.status.as_ref(), &desired, &previous.conditions, &desired.conditions).await
 }
 
 /// The status an outcome calls for. Audit fields (hash, key ID, issue time) survive expiry and

@@ -1,6 +1,7 @@
 //! The controller: one reconciler per kind, sharing a Context and the Secret writer.
 
 pub mod apikey;
+pub mod credential;
 pub mod issuer;
 pub mod secret;
 mod status;
@@ -9,17 +10,24 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::future::Future;
+
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::predicates;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::api::validate::ExpiryPolicy;
-use crate::api::{LABEL_MANAGED_BY, MANAGED_BY_VALUE};
+use crate::api::{ApiKey, CONDITION_READY, Credential, LABEL_MANAGED_BY, MANAGED_BY_VALUE, reason};
 use crate::telemetry::Metrics;
 
 /// Timestamps in status and annotations are whole seconds, as Kubernetes stores them: a finer
@@ -150,10 +158,19 @@ impl OwnWrites {
         }
     }
 
-    /// True for the event of a version we wrote; any event ends what was remembered of its UID.
+    /// True for the event of a version we wrote. Every kind's Secret watch asks, so a match is
+    /// kept (until the Secret changes again) rather than taken.
     fn is_own(&self, meta: &ObjectMeta) -> bool {
         let Some(uid) = &meta.uid else { return false };
-        self.lock().remove(uid).is_some_and(|version| meta.resource_version.as_ref() == Some(&version))
+        let mut writes = self.lock();
+        match writes.get(uid) {
+            Some(version) if meta.resource_version.as_ref() == Some(version) => true,
+            Some(_) => {
+                writes.remove(uid);
+                false
+            }
+            None => false,
+        }
     }
 }
 
@@ -181,9 +198,12 @@ pub async fn run(ctx: Arc<Context>, ready: watch::Sender<bool>, shutdown: watch:
     let mut readiness = Vec::new();
     let mut controllers = Vec::new();
     for namespace in scopes {
-        let (controller, store) = apikey::controller(ctx.clone(), namespace, shutdown.clone());
-        controllers.push(controller);
-        readiness.push(async move { store.wait_until_ready().await.is_ok() });
+        let (keys, key_store) = controller::<ApiKey>(ctx.clone(), namespace.clone(), shutdown.clone());
+        let (credentials, credential_store) = controller::<Credential>(ctx.clone(), namespace, shutdown.clone());
+        controllers.extend([keys, credentials]);
+        readiness.push(Box::pin(async move { key_store.wait_until_ready().await.is_ok() })
+            as futures::future::BoxFuture<'static, bool>);
+        readiness.push(Box::pin(async move { credential_store.wait_until_ready().await.is_ok() }));
     }
     let ready_when_synced = async move {
         if futures::future::join_all(readiness).await.into_iter().all(|ok| ok) {
@@ -220,4 +240,120 @@ where
     E: std::fmt::Display,
 {
     stream.for_each(|result| async move { log_outcome(result) }).await;
+}
+
+/// What a kind's reconciler provides to the shared controller plumbing.
+pub trait Reconciled:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The kind, for logs and metrics.
+    const KIND: &'static str;
+
+    /// One reconcile: read, decide, write.
+    fn reconcile(object: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = crate::Result<Action>> + Send;
+}
+
+/// Builds the controller of kind `K` for one namespace (or all), and the store to wait on.
+fn controller<K: Reconciled>(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: watch::Receiver<bool>,
+) -> (futures::future::BoxFuture<'static, ()>, Store<K>) {
+    let (reader, writer) = reflector::store();
+    let events = watcher(api_in::<K>(&ctx.client, namespace.as_deref()), watcher::Config::default().any_semantic())
+        .default_backoff()
+        // The cache needs neither managed fields nor last-applied copies of the spec.
+        .modify(|object: &mut K| {
+            object.managed_fields_mut().clear();
+            object.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
+        })
+        .reflect(writer)
+        .applied_objects()
+        // Our own status writes do not change the generation, so they wake nothing.
+        .predicate_filter(predicates::generation, Default::default());
+    let secrets = owned_secrets(&ctx.client, namespace.as_deref(), ctx.own_writes.clone());
+    let config = ControllerConfig::default().concurrency(ctx.settings.concurrency);
+    let store = reader.clone();
+    let future = Controller::for_stream(events, reader)
+        .owns_stream(secrets)
+        .with_config(config)
+        .graceful_shutdown_on(shutdown_signal(shutdown))
+        .run(timed_reconcile::<K>, error_policy::<K>, ctx);
+    (Box::pin(drain(future)), store)
+}
+
+/// Runs one reconcile in a span naming the object, and records its duration and outcome.
+async fn timed_reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> crate::Result<Action> {
+    let span = tracing::info_span!(
+        "reconcile",
+        kind = K::KIND,
+        namespace = object.namespace().unwrap_or_default(),
+        name = object.name_any(),
+        key_id = tracing::field::Empty
+    );
+    let started = std::time::Instant::now();
+    let key = object_key(object.as_ref());
+    let result = K::reconcile(object, ctx.clone()).instrument(span).await;
+    ctx.metrics.observe_reconcile(K::KIND, started.elapsed(), result.as_ref().err());
+    if result.is_ok() {
+        ctx.reset_backoff(&key);
+    }
+    result
+}
+
+/// A failed reconcile is retried with a per-object exponential backoff.
+fn error_policy<K: Reconciled>(object: Arc<K>, error: &crate::Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(&object_key(object.as_ref()));
+    tracing::warn!(
+        kind = K::KIND,
+        namespace = object.namespace().unwrap_or_default(),
+        name = object.name_any(),
+        %error,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+impl Context {
+    /// Writes a status if it changed; when the Ready condition moved to a reason worth telling
+    /// (conflict, bad spec, expiry, inactive), publishes it as an event.
+    async fn write_status<K, S>(
+        &self,
+        object: &K,
+        current: Option<&S>,
+        desired: &S,
+        was: &[Condition],
+        ready: &[Condition],
+    ) -> crate::Result<()>
+    where
+        K: Reconciled,
+        S: serde::Serialize + PartialEq,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
+        let wrote = status::apply(&api, object, current, desired, &self.status_writes, &self.metrics).await?;
+        let ready = ready.iter().find(|c| c.type_ == CONDITION_READY);
+        let was = was.iter().find(|c| c.type_ == CONDITION_READY);
+        let moved = ready.map(|c| (&c.reason, &c.message)) != was.map(|c| (&c.reason, &c.message));
+        if wrote
+            && moved
+            && let Some(ready) = ready
+        {
+            let type_ = match ready.reason.as_str() {
+                reason::SECRET_CONFLICT | reason::INVALID_SPEC => Some(EventType::Warning),
+                reason::EXPIRED | reason::INACTIVE => Some(EventType::Normal),
+                _ => None,
+            };
+            if let Some(type_) = type_ {
+                self.publish(object, type_, &ready.reason, ready.message.clone()).await;
+            }
+        }
+        Ok(())
+    }
 }

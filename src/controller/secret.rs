@@ -266,6 +266,12 @@ impl SecretStore {
         Ok(self.api.get_opt(name).await?)
     }
 
+    /// Every Secret written for the owner with this UID (by its owner-uid label).
+    pub async fn list_owned(&self, owner_uid: &str) -> Result<Vec<Secret>> {
+        let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE},{LABEL_OWNER_UID}={owner_uid}");
+        Ok(self.api.list(&kube::api::ListParams::default().labels(&selector)).await?.items)
+    }
+
     /// Creates a Secret; never replaces one that exists.
     pub async fn create(&self, secret: &Secret) -> Result<Write<Secret>> {
         self.metrics.count_write("secrets", "create");

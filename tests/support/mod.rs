@@ -505,3 +505,57 @@ impl Operator {
         (head.lines().next().unwrap_or_default().to_string(), body.to_string())
     }
 }
+
+impl TestNamespace {
+    pub fn credentials(&self) -> Api<keyward::api::Credential> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub async fn create_credential(&self, name: &str, spec: serde_json::Value) -> keyward::api::Credential {
+        let spec = serde_json::from_value(spec).expect("a valid CredentialSpec");
+        let credential = keyward::api::Credential::new(name, spec);
+        self.credentials()
+            .create(&PostParams::default(), &credential)
+            .await
+            .unwrap_or_else(|e| panic!("create Credential {name}: {e}"))
+    }
+
+    /// Replaces the Credential's token list (a JSON merge patch replaces lists whole).
+    pub async fn set_tokens(&self, name: &str, tokens: serde_json::Value) {
+        self.credentials()
+            .patch(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"tokens": tokens}})))
+            .await
+            .unwrap_or_else(|e| panic!("patch Credential {name}: {e}"));
+    }
+
+    /// Waits until `condition` holds for the Credential's status at its current generation.
+    pub async fn wait_credential(
+        &self,
+        name: &str,
+        what: &str,
+        condition: impl Fn(&keyward::api::CredentialStatus) -> bool,
+    ) -> keyward::api::CredentialStatus {
+        let api = self.credentials();
+        let found = tokio::time::timeout(
+            DEADLINE,
+            await_condition(api.clone(), name, move |c: Option<&keyward::api::Credential>| {
+                c.is_some_and(|c| {
+                    c.status.as_ref().is_some_and(|s| s.observed_generation == c.metadata.generation && condition(s))
+                })
+            }),
+        )
+        .await;
+        match found {
+            Ok(Ok(Some(credential))) => credential.status.expect("status"),
+            _ => {
+                let now = api.get_opt(name).await.ok().flatten().and_then(|c| c.status);
+                panic!("Credential {name} did not reach {what} within {DEADLINE:?}; status now: {now:?}")
+            }
+        }
+    }
+}
+
+/// The token statuses of a Credential by name: (tokenHash, phase).
+pub fn token_states(status: &keyward::api::CredentialStatus) -> BTreeMap<String, (Option<String>, Option<Phase>)> {
+    status.tokens.iter().map(|t| (t.name.clone(), (t.token_hash.clone(), t.phase))).collect()
+}

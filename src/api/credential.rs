@@ -1,0 +1,140 @@
+//! The `Credential` resource: one identity with shared scopes and state, holding several
+//! tokens, each with its own expiry and its own Secret (for rotation without downtime).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{KeyState, Phase, SecretTemplate};
+
+/// The most tokens one Credential holds.
+pub const MAX_TOKENS: usize = 16;
+/// The longest token name.
+pub const MAX_TOKEN_NAME: usize = 20;
+
+/// A credential: one identity whose tokens rotate with overlap.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "keyward.io",
+    version = "v1alpha1",
+    kind = "Credential",
+    plural = "credentials",
+    shortname = "cred",
+    category = "keyward",
+    namespaced,
+    status = "CredentialStatus",
+    doc = "A credential: one identity with shared scopes and state, and several tokens, each in its own Secret.",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Tokens","type":"integer","description":"Active tokens","jsonPath":".status.activeTokens"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialSpec {
+    /// What the credential is for, shown to people (at most 1024 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+
+    /// Scopes granted to every token; a change applies to all of them at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+
+    /// Active (the default) or Inactive, for all tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::state_schema")]
+    pub state: Option<KeyState>,
+
+    /// Client networks allowed to use the tokens, as CIDRs; empty allows any address.
+    #[serde(default, rename = "allowedCIDRs", skip_serializing_if = "Vec::is_empty")]
+    pub allowed_cidrs: Vec<String>,
+
+    /// Token prefix, `^[a-z][a-z0-9]{0,15}$`; `kw` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_prefix: Option<String>,
+
+    /// Labels, annotations and extra data copied onto every token's Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+
+    /// The tokens, at most 16, keyed by name. Each lives in Secret `<credential>-<name>`.
+    #[serde(default)]
+    #[schemars(length(max = 16))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub tokens: Vec<CredentialToken>,
+}
+
+/// One token of a Credential.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialToken {
+    /// A DNS label of at most 20 characters, unique in the Credential.
+    pub name: String,
+
+    /// Lifetime counted from the token's first issue (`30d`, `12h`, `1w2d`). Exclusive with
+    /// expiresAt; when both are absent the operator's default applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_after: Option<String>,
+
+    /// Absolute expiry as an RFC 3339 timestamp. Exclusive with expiresAfter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// What the operator observed and did. Holds token hashes, never tokens.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialStatus {
+    /// Pending, Active, Inactive, Expired or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::phase_schema")]
+    pub phase: Option<Phase>,
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// How many tokens are usable now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_tokens: Option<i32>,
+    /// One entry per token in spec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub tokens: Vec<TokenStatus>,
+    /// `Ready` is True only when the phase is Active.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// The public record of one Credential token.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenStatus {
+    /// The token's name in spec.tokens.
+    pub name: String,
+    /// Public identifier of the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// `sha256:` and the hex SHA-256 of the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_hash: Option<String>,
+    /// The Secret that holds the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// When this token was first issued; its expiresAfter counts from here, also across re-issues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<Time>,
+    /// When the token expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// Pending, Active, Inactive, Expired or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::phase_schema")]
+    pub phase: Option<Phase>,
+}
+
+impl Credential {
+    /// The Secret of the token named `token`.
+    pub fn secret_name(&self, token: &str) -> String {
+        format!("{}-{token}", self.metadata.name.as_deref().unwrap_or_default())
+    }
+}

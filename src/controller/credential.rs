@@ -1,0 +1,367 @@
+//! The Credential reconciler: the ApiKey pipeline once per token, plus removal of the Secrets of
+//! tokens taken out of spec.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+
+use super::issuer::{self, Converged, TokenTarget, until};
+use super::secret::{Found, Issued, Owner, SecretStore, TokenSecret, annotation, classify};
+use super::status::{self, ready_condition};
+use super::{Context, Reconciled};
+use crate::api::validate::{self, SpecError, ValidCredential, ValidToken};
+use crate::api::{ANNOTATION_ISSUED_AT, Credential, CredentialStatus, KeyState, Phase, TokenStatus, reason};
+use crate::error::{Error, Result};
+
+/// See the ApiKey reconciler: a foreign Secret sends no event when it goes away.
+const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
+const LONGEST_REQUEUE: Duration = Duration::from_secs(86_400);
+const PENDING_RECHECK: Duration = Duration::from_secs(2);
+
+impl Reconciled for Credential {
+    const KIND: &'static str = "Credential";
+
+    async fn reconcile(credential: Arc<Credential>, ctx: Arc<Context>) -> Result<Action> {
+        reconcile_credential(&credential, &ctx).await
+    }
+}
+
+/// Where one token ended up in this pass.
+#[derive(Clone, Debug, PartialEq)]
+enum TokenOutcome {
+    Holds(Issued),
+    Expired(Option<Issued>),
+    Conflict,
+    Pending(&'static str),
+}
+
+async fn reconcile_credential(credential: &Credential, ctx: &Context) -> Result<Action> {
+    let name = credential.name_any();
+    let namespace =
+        credential.namespace().ok_or_else(|| Error::MissingObjectField(name.clone(), "metadata.namespace"))?;
+    let created = credential
+        .meta()
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .ok_or_else(|| Error::MissingObjectField(name.clone(), "metadata.creationTimestamp"))?;
+    let owner = Owner {
+        kind: "Credential",
+        api_version: Credential::api_version(&()).into_owned(),
+        name: name.clone(),
+        uid: credential.uid().ok_or_else(|| Error::MissingObjectField(name.clone(), "metadata.uid"))?,
+    };
+    let now = Timestamp::now();
+    let previous = credential.status.clone().unwrap_or_default();
+
+    let valid = match validate::credential(credential, created, &ctx.settings.expiry) {
+        Ok(valid) => valid,
+        Err(error) => {
+            tracing::info!(%error, "refusing invalid spec");
+            return refuse(credential, ctx, &previous, error, now).await;
+        }
+    };
+    let secrets = SecretStore::new(ctx, &namespace);
+    let owned: BTreeMap<String, Secret> =
+        secrets.list_owned(&owner.uid).await?.into_iter().map(|s| (s.name_any(), s)).collect();
+    let previous_tokens: BTreeMap<&str, &TokenStatus> = previous.tokens.iter().map(|t| (t.name.as_str(), t)).collect();
+
+    let mut results = Vec::with_capacity(valid.tokens.len());
+    let mut requeue: Option<Duration> = None;
+    for token in &valid.tokens {
+        let before = previous_tokens.get(token.name.as_str()).copied();
+        // Whole seconds: the first issue is recorded in an annotation and in status, both in seconds.
+        let first_issued =
+            first_issue(owned.get(&token.secret_name), &owner, before).unwrap_or(super::whole_seconds(now));
+        let expires_at = match token.expires_at(first_issued, &ctx.settings.expiry) {
+            Ok(at) => at,
+            Err(error) => return refuse(credential, ctx, &previous, error, now).await,
+        };
+        let target = TokenTarget {
+            secret: TokenSecret { name: &token.secret_name, owner: &owner, expires_at, template: &valid.template },
+            prefix: &valid.prefix,
+            held_live_token: before.is_some_and(|t| t.token_hash.is_some() && t.phase != Some(Phase::Expired)),
+            issued_at: first_issued,
+        };
+        let (outcome, wait) = match issuer::converge(&secrets, &target, now).await? {
+            Converged::Holds { issued, fresh } => {
+                ctx.announce(credential, &token.secret_name, &issued, fresh).await;
+                (TokenOutcome::Holds(issued), until(now, expires_at).min(LONGEST_REQUEUE))
+            }
+            Converged::Expired(issued) => {
+                if before.is_some_and(|t| t.phase != Some(Phase::Expired)) {
+                    let note = format!(
+                        "token {} expired at {expires_at}; its Secret {} was deleted",
+                        token.name, token.secret_name
+                    );
+                    ctx.publish(credential, EventType::Normal, reason::EXPIRED, note).await;
+                }
+                (TokenOutcome::Expired(issued), LONGEST_REQUEUE)
+            }
+            Converged::Conflict => (TokenOutcome::Conflict, CONFLICT_RECHECK),
+            Converged::Pending(why) => (TokenOutcome::Pending(why), PENDING_RECHECK),
+            Converged::Busy => (TokenOutcome::Pending("is being written by someone else"), PENDING_RECHECK),
+        };
+        requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
+        results.push((token, expires_at, outcome));
+    }
+    remove_dropped_tokens(&secrets, &owner, &valid, owned.values()).await?;
+
+    let desired = desired_status(credential, &previous, &valid, &results, now);
+    ctx.write_status(credential, credential.status.as_ref(), &desired, &previous.conditions, &desired.conditions)
+        .await?;
+    tracing::debug!(?requeue, "reconciled");
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// A token's first issue, from which its expiresAfter counts: its Secret records it; else the
+/// status does (the Secret was lost); else the token is new.
+fn first_issue(secret: Option<&Secret>, owner: &Owner, before: Option<&TokenStatus>) -> Option<Timestamp> {
+    let from_secret = secret
+        .filter(|s| matches!(classify(Some(s), owner), Found::Intact(_) | Found::Tampered))
+        .and_then(|s| annotation(s, ANNOTATION_ISSUED_AT))
+        .and_then(|t| t.parse().ok());
+    from_secret.or_else(|| before.filter(|t| t.token_hash.is_some()).and_then(|t| t.issued_at.as_ref()).map(|t| t.0))
+}
+
+/// Deletes the Secrets of tokens no longer in spec: they stop working at once.
+async fn remove_dropped_tokens<'a>(
+    secrets: &SecretStore,
+    owner: &Owner,
+    valid: &ValidCredential,
+    owned: impl Iterator<Item = &'a Secret>,
+) -> Result<()> {
+    for secret in owned {
+        let name = secret.name_any();
+        let wanted = valid.tokens.iter().any(|t| t.secret_name == name);
+        if !wanted && matches!(classify(Some(secret), owner), Found::Intact(_) | Found::Tampered) {
+            secrets.delete(secret).await?;
+            tracing::info!(secret = name, "token removed from spec; deleted its Secret");
+        }
+    }
+    Ok(())
+}
+
+async fn refuse(
+    credential: &Credential,
+    ctx: &Context,
+    previous: &CredentialStatus,
+    error: SpecError,
+    now: Timestamp,
+) -> Result<Action> {
+    let generation = credential.meta().generation;
+    let desired = CredentialStatus {
+        phase: Some(Phase::Failed),
+        observed_generation: generation,
+        active_tokens: Some(0),
+        tokens: previous.tokens.clone(),
+        conditions: vec![ready_condition(
+            &previous.conditions,
+            false,
+            reason::INVALID_SPEC,
+            error.to_string(),
+            generation,
+            now,
+        )],
+    };
+    ctx.write_status(credential, credential.status.as_ref(), &desired, &previous.conditions, &desired.conditions)
+        .await?;
+    Ok(Action::await_change())
+}
+
+/// The status the tokens' outcomes call for.
+fn desired_status(
+    credential: &Credential,
+    previous: &CredentialStatus,
+    valid: &ValidCredential,
+    results: &[(&ValidToken, Timestamp, TokenOutcome)],
+    now: Timestamp,
+) -> CredentialStatus {
+    let generation = credential.meta().generation;
+    let inactive = valid.state == KeyState::Inactive;
+    let tokens: Vec<TokenStatus> = results
+        .iter()
+        .map(|(token, expires_at, outcome)| {
+            let before = previous.tokens.iter().find(|t| t.name == token.name);
+            let mut entry = TokenStatus {
+                name: token.name.clone(),
+                key_id: before.and_then(|t| t.key_id.clone()),
+                token_hash: before.and_then(|t| t.token_hash.clone()),
+                secret_name: Some(token.secret_name.clone()),
+                issued_at: before.and_then(|t| t.issued_at.clone()),
+                expires_at: Some(status::time(*expires_at)),
+                phase: None,
+            };
+            let mut record = |issued: &Issued| {
+                entry.key_id = Some(issued.key_id.clone());
+                entry.token_hash = Some(issued.hash.to_string());
+                entry.issued_at = issued.issued_at.map(status::time).or(entry.issued_at.take());
+            };
+            let phase = match outcome {
+                TokenOutcome::Holds(issued) => {
+                    record(issued);
+                    if inactive { Phase::Inactive } else { Phase::Active }
+                }
+                TokenOutcome::Expired(issued) => {
+                    if let Some(issued) = issued {
+                        record(issued);
+                    }
+                    Phase::Expired
+                }
+                TokenOutcome::Conflict => Phase::Failed,
+                TokenOutcome::Pending(_) => Phase::Pending,
+            };
+            entry.phase = Some(phase);
+            entry
+        })
+        .collect();
+    let active = tokens.iter().filter(|t| t.phase == Some(Phase::Active)).count();
+    let conflicts: Vec<&str> = results
+        .iter()
+        .filter(|(_, _, o)| *o == TokenOutcome::Conflict)
+        .map(|(t, _, _)| t.secret_name.as_str())
+        .collect();
+    let (phase, ready, reason, message) = if !conflicts.is_empty() {
+        (
+            Phase::Failed,
+            false,
+            reason::SECRET_CONFLICT,
+            format!(
+                "Secret {} exists and is not owned by this Credential; nothing was written to it",
+                conflicts.join(", ")
+            ),
+        )
+    } else if inactive && !tokens.is_empty() {
+        (
+            Phase::Inactive,
+            false,
+            reason::INACTIVE,
+            "credential is inactive: its tokens are refused until state is Active".into(),
+        )
+    } else if active > 0 {
+        let names: Vec<&str> =
+            tokens.iter().filter(|t| t.phase == Some(Phase::Active)).map(|t| t.name.as_str()).collect();
+        (Phase::Active, true, reason::ISSUED, format!("{active} token(s) issued: {}", names.join(", ")))
+    } else if !tokens.is_empty() && tokens.iter().all(|t| t.phase == Some(Phase::Expired)) {
+        (Phase::Expired, false, reason::EXPIRED, "every token has expired; add a token to spec.tokens".into())
+    } else if tokens.is_empty() {
+        (Phase::Pending, false, reason::PENDING, "no tokens: add one to spec.tokens".into())
+    } else {
+        let waiting: Vec<String> = results
+            .iter()
+            .filter_map(|(t, _, o)| match o {
+                TokenOutcome::Pending(why) => Some(format!("Secret {} {why}", t.secret_name)),
+                _ => None,
+            })
+            .collect();
+        (Phase::Pending, false, reason::PENDING, waiting.join("; "))
+    };
+    CredentialStatus {
+        phase: Some(phase),
+        observed_generation: generation,
+        active_tokens: Some(i32::try_from(active).unwrap_or(i32::MAX)),
+        tokens,
+        conditions: vec![ready_condition(&previous.conditions, ready, reason, message, generation, now)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::validate::ExpiryPolicy;
+    use crate::token::TokenHash;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    fn credential(spec: serde_json::Value) -> (Credential, ValidCredential) {
+        let mut credential = Credential::new("billing", serde_json::from_value(spec).expect("spec"));
+        credential.metadata.generation = Some(2);
+        let valid =
+            validate::credential(&credential, ts("2026-11-01T00:00:00Z"), &ExpiryPolicy::default()).expect("valid");
+        (credential, valid)
+    }
+
+    fn issued(n: u8) -> Issued {
+        Issued {
+            hash: TokenHash::of(&[n]),
+            key_id: format!("kw_0000000{n}"),
+            issued_at: Some(ts("2026-11-01T00:00:00Z")),
+        }
+    }
+
+    #[test]
+    fn active_tokens_are_counted_and_the_credential_is_ready() {
+        let (cred, valid) = credential(serde_json::json!({"tokens": [{"name": "primary"}, {"name": "next"}]}));
+        let at = ts("2027-01-01T00:00:00Z");
+        let results = vec![
+            (&valid.tokens[0], at, TokenOutcome::Holds(issued(1))),
+            (&valid.tokens[1], at, TokenOutcome::Expired(None)),
+        ];
+        let status = desired_status(&cred, &CredentialStatus::default(), &valid, &results, ts("2026-11-02T00:00:00Z"));
+        assert_eq!(status.phase, Some(Phase::Active));
+        assert_eq!(status.active_tokens, Some(1));
+        assert_eq!(status.tokens[0].token_hash.as_deref(), Some(issued(1).hash.as_str()));
+        assert_eq!(status.tokens[0].secret_name.as_deref(), Some("billing-primary"));
+        assert_eq!(status.tokens[1].phase, Some(Phase::Expired));
+        assert_eq!(status.conditions[0].status, "True");
+    }
+
+    #[test]
+    fn a_conflict_on_any_token_fails_the_credential_naming_the_secret() {
+        let (cred, valid) = credential(serde_json::json!({"tokens": [{"name": "primary"}, {"name": "next"}]}));
+        let at = ts("2027-01-01T00:00:00Z");
+        let results = vec![
+            (&valid.tokens[0], at, TokenOutcome::Holds(issued(1))),
+            (&valid.tokens[1], at, TokenOutcome::Conflict),
+        ];
+        let status = desired_status(&cred, &CredentialStatus::default(), &valid, &results, at);
+        assert_eq!(status.phase, Some(Phase::Failed));
+        assert_eq!(status.conditions[0].reason, "SecretConflict");
+        assert!(status.conditions[0].message.contains("billing-next"));
+    }
+
+    #[test]
+    fn inactive_credentials_keep_their_tokens_but_are_not_ready() {
+        let (cred, valid) = credential(serde_json::json!({"state": "Inactive", "tokens": [{"name": "primary"}]}));
+        let results = vec![(&valid.tokens[0], ts("2027-01-01T00:00:00Z"), TokenOutcome::Holds(issued(1)))];
+        let status = desired_status(&cred, &CredentialStatus::default(), &valid, &results, ts("2026-11-02T00:00:00Z"));
+        assert_eq!(status.phase, Some(Phase::Inactive));
+        assert_eq!(status.active_tokens, Some(0));
+        assert_eq!(status.tokens[0].phase, Some(Phase::Inactive));
+    }
+
+    #[test]
+    fn the_first_issue_comes_from_the_secret_then_the_status() {
+        let owner = Owner {
+            kind: "Credential",
+            api_version: "keyward.io/v1alpha1".into(),
+            name: "billing".into(),
+            uid: "u".into(),
+        };
+        let before = TokenStatus {
+            name: "primary".into(),
+            token_hash: Some("sha256:x".into()),
+            issued_at: Some(status::time(ts("2026-10-01T00:00:00Z"))),
+            ..Default::default()
+        };
+        assert_eq!(first_issue(None, &owner, Some(&before)), Some(ts("2026-10-01T00:00:00Z")));
+        assert_eq!(first_issue(None, &owner, None), None);
+        let template = Default::default();
+        let spec = TokenSecret {
+            name: "billing-primary",
+            owner: &owner,
+            expires_at: ts("2027-01-01T00:00:00Z"),
+            template: &template,
+        };
+        let secret = spec.build(&crate::token::Token::generate("kw"), ts("2026-09-01T00:00:00Z"));
+        assert_eq!(first_issue(Some(&secret), &owner, Some(&before)), Some(ts("2026-09-01T00:00:00Z")));
+    }
+}
