@@ -7,21 +7,18 @@ pub mod secret;
 mod status;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::future::Future;
-
+use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::predicates;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector;
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -103,7 +100,7 @@ impl Context {
             issuer::Fresh::Reissued(cause) => {
                 let note = cause.note(secret, &issued.key_id);
                 tracing::warn!(key_id = issued.key_id, secret, "re-issued token: {note}");
-                self.publish(object, EventType::Warning, crate::api::reason::TOKEN_REISSUED, note).await;
+                self.publish(object, EventType::Warning, reason::TOKEN_REISSUED, note).await;
             }
         }
     }
@@ -122,8 +119,9 @@ impl Context {
     }
 }
 
-fn object_key<K: ResourceExt>(object: &K) -> String {
-    format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
+/// `Kind/namespace/name`: the key of per-object state such as backoff.
+fn object_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!("{}/{}/{}", K::kind(&()), object.namespace().unwrap_or_default(), object.name_any())
 }
 
 /// Scopes to run in: all namespaces, or each listed one with its own watches.
@@ -181,32 +179,31 @@ fn owned_secrets(
     own_writes: Arc<OwnWrites>,
 ) -> impl futures::Stream<Item = Result<kube::core::PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
     let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
-    let api: Api<kube::core::PartialObjectMeta<Secret>> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    watcher(api, watcher::Config::default().labels(&selector).any_semantic())
-        .default_backoff()
-        .touched_objects()
-        .try_filter(move |secret| std::future::ready(!own_writes.is_own(&secret.metadata)))
+    watcher(
+        api_in::<kube::core::PartialObjectMeta<Secret>>(client, namespace),
+        watcher::Config::default().labels(&selector).any_semantic(),
+    )
+    .default_backoff()
+    .touched_objects()
+    .try_filter(move |secret| std::future::ready(!own_writes.is_own(&secret.metadata)))
 }
 
 /// Runs every controller until `shutdown` fires; `ready` turns true once the initial lists
 /// have synced.
 pub async fn run(ctx: Arc<Context>, ready: watch::Sender<bool>, shutdown: watch::Receiver<bool>) {
-    let scopes = scopes(&ctx.settings);
-    let mut readiness = Vec::new();
+    let mut synced = Vec::new();
     let mut controllers = Vec::new();
-    for namespace in scopes {
-        let (keys, key_store) = controller::<ApiKey>(ctx.clone(), namespace.clone(), shutdown.clone());
-        let (credentials, credential_store) = controller::<Credential>(ctx.clone(), namespace, shutdown.clone());
-        controllers.extend([keys, credentials]);
-        readiness.push(Box::pin(async move { key_store.wait_until_ready().await.is_ok() })
-            as futures::future::BoxFuture<'static, bool>);
-        readiness.push(Box::pin(async move { credential_store.wait_until_ready().await.is_ok() }));
+    for namespace in scopes(&ctx.settings) {
+        for (controller, lists_synced) in [
+            controller::<ApiKey>(ctx.clone(), namespace.clone(), shutdown.clone()),
+            controller::<Credential>(ctx.clone(), namespace, shutdown.clone()),
+        ] {
+            controllers.push(controller);
+            synced.push(lists_synced);
+        }
     }
     let ready_when_synced = async move {
-        if futures::future::join_all(readiness).await.into_iter().all(|ok| ok) {
+        if futures::future::join_all(synced).await.into_iter().all(|ok| ok) {
             ready.send_replace(true);
             tracing::info!("initial lists synced; ready");
         }
@@ -217,29 +214,6 @@ pub async fn run(ctx: Arc<Context>, ready: watch::Sender<bool>, shutdown: watch:
 /// A future that resolves when the shutdown flag turns true.
 async fn shutdown_signal(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-type ObjectKey<K> = ObjectRef<K>;
-
-/// Logs the outcome of each reconcile the runtime reports.
-fn log_outcome<K: Resource, E: std::fmt::Display>(result: Result<(ObjectKey<K>, kube::runtime::controller::Action), E>)
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    if let Err(error) = result {
-        tracing::debug!(%error, "reconcile did not complete");
-    }
-}
-
-/// Consumes a controller's output stream.
-async fn drain<S, K, E>(stream: S)
-where
-    S: futures::Stream<Item = Result<(ObjectKey<K>, kube::runtime::controller::Action), E>>,
-    K: Resource,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-    E: std::fmt::Display,
-{
-    stream.for_each(|result| async move { log_outcome(result) }).await;
 }
 
 /// What a kind's reconciler provides to the shared controller plumbing.
@@ -259,12 +233,13 @@ pub trait Reconciled:
     fn reconcile(object: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = crate::Result<Action>> + Send;
 }
 
-/// Builds the controller of kind `K` for one namespace (or all), and the store to wait on.
+/// Builds the controller of kind `K` for one namespace (or all), and a future that says
+/// whether its initial list synced.
 fn controller<K: Reconciled>(
     ctx: Arc<Context>,
     namespace: Option<String>,
     shutdown: watch::Receiver<bool>,
-) -> (futures::future::BoxFuture<'static, ()>, Store<K>) {
+) -> (BoxFuture<'static, ()>, BoxFuture<'static, bool>) {
     let (reader, writer) = reflector::store();
     let events = watcher(api_in::<K>(&ctx.client, namespace.as_deref()), watcher::Config::default().any_semantic())
         .default_backoff()
@@ -284,8 +259,14 @@ fn controller<K: Reconciled>(
         .owns_stream(secrets)
         .with_config(config)
         .graceful_shutdown_on(shutdown_signal(shutdown))
-        .run(timed_reconcile::<K>, error_policy::<K>, ctx);
-    (Box::pin(drain(future)), store)
+        .run(timed_reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|result| async move {
+            // Reconcile errors are logged by error_policy; these are the runtime's own.
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile did not complete");
+            }
+        });
+    (Box::pin(future), Box::pin(async move { store.wait_until_ready().await.is_ok() }))
 }
 
 /// Runs one reconcile in a span naming the object, and records its duration and outcome.
