@@ -1,1 +1,1399 @@
-fn main() {}
+//! `cargo bench --bench issue`: how `keyward controller` does when many ApiKeys arrive at once,
+//! measured on the real API server named by `KUBECONFIG`.
+//!
+//! Figures, printed as a table at the end and written to `target/bench/issue.json`:
+//!
+//! 1. Time to Active for `KEYWARD_BENCH_KEYS` (1,000) ApiKeys applied at once, against a
+//!    baseline from the same run: a minimal client that creates each key, its Secret and its
+//!    status itself, with as many requests in flight as the controller's `--concurrency`. Both
+//!    runs are timed the same way, from the first ApiKey create until a watch has seen every key
+//!    Active, so the ratio says how far the controller is from the floor the API server sets.
+//! 2. API writes per key, from the API server's own `apiserver_request_total` counter.
+//! 3. Writes during `KEYWARD_BENCH_REST_SECS` (60) seconds at rest.
+//! 4. The controller's peak RSS (VmHWM) with 1,000 keys and with `KEYWARD_BENCH_LARGE` (10,000)
+//!    keys, the latter in a fresh namespace with a fresh controller, and the time to Active there.
+//! 5. Expiry latency: how long after `status.expiresAt` the Secrets of `KEYWARD_BENCH_EXPIRING`
+//!    (5) keys with `expiresAfter: 5s` are seen deleted.
+//!
+//! And, to explain them: reads and reconciles per key, the breakdown of the writes by request,
+//! and the requests of a fresh controller restarted over the settled keys (the at-rest rule
+//! says it has nothing to write either).
+//!
+//! Figure 1 is measured `KEYWARD_BENCH_ROUNDS` (3) times, baseline and controller taking turns,
+//! each in a fresh namespace (and with a fresh controller); the medians are compared.
+//!
+//! Other settings: `KEYWARD_BENCH_CONCURRENCY` (32) is the controller's `--concurrency` and the
+//! bench's own requests in flight; `KEYWARD_BENCH_LOG` (`info`) is the controller's `RUST_LOG`
+//! (its logs go to `target/bench/issue-*.log`); `KEYWARD_BENCH_KEEP_NAMESPACES=1` leaves the
+//! namespaces for inspection. `KEYWARD_BENCH_LARGE=0` or `KEYWARD_BENCH_EXPIRING=0` skip those
+//! parts.
+//!
+//! The request counter is global to the API server: nothing else may use it during a run.
+//! Every namespace the bench makes carries the label `keyward.io/bench=issue`; they are deleted
+//! (and waited for) at the end, and leftovers of an interrupted run are removed at the start, so
+//! that their garbage collection never lands inside a measure.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use keyward::api::{
+    ANNOTATION_EXPIRES_AT, ANNOTATION_ISSUED_AT, ANNOTATION_KEY_ID, ANNOTATION_OWNER, ANNOTATION_TOKEN_HASH, ApiKey,
+    ApiKeySpec, LABEL_MANAGED_BY, LABEL_OWNER_UID, MANAGED_BY_VALUE, Phase, SECRET_TOKEN_KEY, SECRET_TYPE,
+};
+use keyward::token::Token;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Label on every namespace the bench creates, to find leftovers of an interrupted run.
+const BENCH_LABEL: &str = "keyward.io/bench";
+const BENCH_LABEL_VALUE: &str = "issue";
+/// Field manager of the bench's own writes.
+const MANAGER: &str = "keyward-bench";
+/// The controller's log line once its caches are filled.
+const READY_LINE: &str = "initial lists synced";
+/// Lifetime of the keys of the expiry probe, and the label their Secrets get (through
+/// `secretTemplate`) so that one watch sees only them.
+const EXPIRING_AFTER: &str = "5s";
+const EXPIRING_LABEL: &str = "keyward-bench";
+const EXPIRING_LABEL_VALUE: &str = "expiry";
+/// Default expiry of the operator (`--default-expiry`), mirrored by the baseline's status.
+const DEFAULT_EXPIRY: SignedDuration = SignedDuration::from_hours(90 * 24);
+/// How long after a CRD is created its discovery by the garbage collector can still come.
+const CRD_DISCOVERY: Duration = Duration::from_secs(40);
+/// Verbs of `apiserver_request_total` that change something. `APPLY` is a server-side apply
+/// PATCH, which the API server counts under its own verb.
+const MUTATING: [&str; 6] = ["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"];
+
+/// What to run, from `KEYWARD_BENCH_*` variables.
+#[derive(Clone, Debug, Serialize)]
+struct Settings {
+    keys: usize,
+    rounds: usize,
+    large: usize,
+    concurrency: usize,
+    rest_secs: u64,
+    expiring: usize,
+}
+
+impl Settings {
+    fn from_env() -> Result<Self> {
+        Ok(Self {
+            keys: env_number("KEYWARD_BENCH_KEYS", 1000)?,
+            rounds: env_number("KEYWARD_BENCH_ROUNDS", 3)?.max(1),
+            large: env_number("KEYWARD_BENCH_LARGE", 10_000)?,
+            concurrency: env_number("KEYWARD_BENCH_CONCURRENCY", 32)?.max(1),
+            rest_secs: env_number("KEYWARD_BENCH_REST_SECS", 60)?,
+            expiring: env_number("KEYWARD_BENCH_EXPIRING", 5)?,
+        })
+    }
+}
+
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
+    match std::env::var(name) {
+        Ok(text) => text.trim().parse().map_err(|_| format!("{name}={text:?} is not a number").into()),
+        Err(_) => Ok(default),
+    }
+}
+
+/// Every figure the bench measures; `None` for what it did not get to.
+#[derive(Debug, Default, Serialize)]
+struct Figures {
+    settings: Option<Settings>,
+    /// Seconds from the first create until every key was seen Active: the median over the
+    /// rounds, and each round.
+    baseline_secs: Option<f64>,
+    controller_secs: Option<f64>,
+    baseline_rounds_secs: Vec<f64>,
+    controller_rounds_secs: Vec<f64>,
+    /// controller_secs / baseline_secs; goal <= 1.3.
+    ratio: Option<f64>,
+    /// Mutating requests on secrets and apikeys (the bench's own ApiKey creates excluded),
+    /// per key, over all rounds; goal 2.
+    controller_writes_per_key: Option<f64>,
+    /// Mutating requests on events during the controller runs (all rounds together).
+    controller_event_writes: Option<u64>,
+    /// GET requests on secrets, apikeys and events per key (the bench makes none). LISTs are
+    /// left out: the API server also served apikeys LISTs to someone else (~20 a second while
+    /// keys were being written, in the baseline too); the request breakdown shows them.
+    controller_gets_per_key: Option<f64>,
+    /// Reconciles per key, from the controller's own `keyward_reconciles` counter.
+    controller_reconciles_per_key: Option<f64>,
+    /// The same count for the baseline: a check of the method, which must say 2.
+    baseline_writes_per_key: Option<f64>,
+    /// `resource[/subresource] VERB code` -> requests (watches aside), for the controller runs
+    /// (all rounds).
+    controller_requests: BTreeMap<String, u64>,
+    /// Mutating requests on secrets, apikeys and events during the rest window; goal 0.
+    rest_writes: Option<u64>,
+    /// Reads (GET, LIST) on those resources during the rest window, for information.
+    rest_reads: Option<u64>,
+    rest_requests: BTreeMap<String, u64>,
+    /// Writes (secrets, apikeys, events) and reads made by a fresh controller started over the
+    /// settled keys of the controller run; the same rule as at rest says 0 writes.
+    restart_writes: Option<u64>,
+    restart_reads: Option<u64>,
+    restart_requests: BTreeMap<String, u64>,
+    peak_rss_mib: Option<f64>,
+    /// VmRSS once idle, of the last controller of the rounds.
+    rss_idle_mib: Option<f64>,
+    large_secs: Option<f64>,
+    large_writes_per_key: Option<f64>,
+    /// Goal: under 64 MiB at 10,000 keys.
+    large_peak_rss_mib: Option<f64>,
+    large_rss_idle_mib: Option<f64>,
+    /// Milliseconds from `status.expiresAt` to the Secret's DELETE watch event, per key.
+    expiry_latency_ms: Vec<f64>,
+    expiry_latency_max_ms: Option<f64>,
+    expiry_latency_mean_ms: Option<f64>,
+    /// Warnings and errors in the controllers' logs.
+    controller_log_warnings: u64,
+    controller_log_errors: u64,
+    /// The first few of those lines.
+    controller_log_samples: Vec<String>,
+    total_secs: Option<f64>,
+    /// Measure windows that someone else's requests polluted.
+    warnings: Vec<String>,
+    error: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let started = Instant::now();
+    let out_dir = target_dir().join("bench");
+    let mut bench = match Bench::new(out_dir.clone()).await {
+        Ok(bench) => bench,
+        Err(error) => {
+            eprintln!("issue bench: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = bench.run().await;
+    if let Err(error) = &outcome {
+        eprintln!("issue bench failed: {error}");
+        bench.figures.error = Some(error.to_string());
+    }
+    bench.cleanup().await;
+    bench.figures.total_secs = Some(started.elapsed().as_secs_f64());
+    print_table(&bench.figures);
+    let json = out_dir.join("issue.json");
+    match write_json(&json, &bench.figures) {
+        Ok(()) => println!("figures written to {}", json.display()),
+        Err(error) => eprintln!("cannot write {}: {error}", json.display()),
+    }
+    if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Cargo's target directory: benches run from the package root.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+fn write_json(path: &Path, figures: &Figures) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(figures)? + "\n")?;
+    Ok(())
+}
+
+struct Bench {
+    client: Client,
+    settings: Settings,
+    out_dir: PathBuf,
+    /// Random suffix shared by this run's namespaces.
+    suffix: String,
+    namespaces: Vec<String>,
+    figures: Figures,
+    started: Instant,
+}
+
+impl Bench {
+    async fn new(out_dir: PathBuf) -> Result<Self> {
+        if std::env::var_os("KUBECONFIG").is_none() {
+            return Err("KUBECONFIG must name the API server to measure (see `make bench`)".into());
+        }
+        let settings = Settings::from_env()?;
+        let client = Client::try_default().await.map_err(|e| format!("a client from KUBECONFIG: {e}"))?;
+        std::fs::create_dir_all(&out_dir).map_err(|e| format!("create {}: {e}", out_dir.display()))?;
+        let suffix: String = (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
+        Ok(Self {
+            client,
+            figures: Figures { settings: Some(settings.clone()), ..Figures::default() },
+            settings,
+            out_dir,
+            suffix,
+            namespaces: Vec::new(),
+            started: Instant::now(),
+        })
+    }
+
+    fn active_progress(&self, run: &str, seen: usize, of: usize) {
+        self.progress(&format!("{run}: {seen} of {of} keys Active"));
+    }
+
+    fn progress(&self, message: &str) {
+        eprintln!("[{:>7.1}s] {message}", self.started.elapsed().as_secs_f64());
+    }
+
+    async fn run(&mut self) -> Result<()> {
+        self.progress(&format!("settings: {:?}", self.settings));
+        let crd_age = install_crds(&self.client).await?;
+        // On a fresh control plane, apikeys were once LISTed from outside the bench at ~20 a
+        // second (kube-controller-manager's client rate) for two minutes; most likely its garbage
+        // collector taking up the new resource, which it finds by discovery every 30 s. Let it
+        // find the CRD before waiting for quiet.
+        if let Some(wait) = CRD_DISCOVERY.checked_sub(crd_age) {
+            self.progress(&format!("a CRD is new: giving the garbage collector {wait:.0?} to discover it"));
+            tokio::time::sleep(wait).await;
+        }
+        self.remove_leftovers().await?;
+        // The counter is global: wait out whatever else is still at work on these resources
+        // (tests, the garbage collector after an earlier run) before measuring anything.
+        self.progress("waiting until nothing else uses secrets, apikeys or events");
+        if wait_quiet(&self.client, Duration::from_secs(900)).await?.is_none() {
+            return Err("secrets, apikeys or events kept being used for 15 minutes: this bench needs \
+                        the API server to itself"
+                .into());
+        }
+        let rounds = self.settings.rounds;
+        let n = self.settings.keys;
+        let mut baseline = Burst::default();
+        let mut through = Burst::default();
+        let mut kept = None;
+        // Baseline and controller take turns, so that a slow spell of the machine (or of etcd's
+        // disk) hits both alike; their medians are compared.
+        for round in 1..=rounds {
+            baseline.secs.push(self.baseline(round, &mut baseline.spent).await?);
+            let controller = self.controller_run(round, &mut through).await?;
+            if round < rounds {
+                self.count_log_lines(&controller);
+                controller.stop().await;
+            } else {
+                kept = Some(controller);
+            }
+        }
+        let keys = (n * rounds) as f64;
+        let f = &mut self.figures;
+        f.baseline_secs = median(&baseline.secs);
+        f.controller_secs = median(&through.secs);
+        f.ratio = f.controller_secs.zip(f.baseline_secs).map(|(c, b)| c / b);
+        f.baseline_rounds_secs = baseline.secs;
+        f.controller_rounds_secs = through.secs;
+        f.baseline_writes_per_key = Some(baseline.spent.writes(is_key_write) as f64 / keys);
+        f.controller_writes_per_key = Some(through.spent.writes(is_key_write) as f64 / keys);
+        f.controller_event_writes = Some(through.spent.writes(is_event));
+        f.controller_gets_per_key = Some(through.spent.count(|r| is_watched(r) && r.verb == "GET") as f64 / keys);
+        f.controller_requests = through.spent.breakdown(|r| is_watched(r) && r.verb != "WATCH");
+        f.controller_reconciles_per_key = through.reconciles.map(|r| r as f64 / keys);
+        let Some(controller) = kept else {
+            return Err("KEYWARD_BENCH_ROUNDS must be at least 1".into());
+        };
+        self.rest(&controller).await?;
+        self.expiry(&controller).await?;
+        self.count_log_lines(&controller);
+        let namespace = controller.namespace.clone();
+        controller.stop().await;
+        self.restart(&namespace).await?;
+        if self.settings.large > 0 {
+            self.large_run().await?;
+        }
+        Ok(())
+    }
+
+    /// Figure 1, the floor: per key, create the ApiKey, create a Secret like the operator's and
+    /// apply a status like the controller's, with `concurrency` keys in flight. No controller
+    /// watches this namespace. Returns the seconds until every key was seen Active.
+    async fn baseline(&mut self, round: usize, spent: &mut Requests) -> Result<f64> {
+        let run = format!("baseline-{round}");
+        let ns = self.namespace(&run).await?;
+        let n = self.settings.keys;
+        let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &ns);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        let active = ActiveWatch::start(keys.clone(), n).await?;
+        let before = Requests::scrape(&self.client).await?;
+        self.progress(&format!("{run}: issuing {n} keys directly in {ns}"));
+        let started = Instant::now();
+        futures::stream::iter(0..n)
+            .map(|i| issue_directly(&keys, &secrets, key_name(i)))
+            .buffer_unordered(self.settings.concurrency)
+            .try_collect::<()>()
+            .await?;
+        let done = active.wait(active_deadline(n), |seen, of| self.active_progress(&run, seen, of)).await?;
+        let secs = done.duration_since(started).as_secs_f64();
+        // Nothing runs after the last status write: the counter can be read at once.
+        let after = Requests::scrape(&self.client).await?;
+        let window = after.since(&before);
+        self.check_foreign(&run, &window, n);
+        spent.add(&window);
+        self.progress(&format!("{run}: {n} keys Active in {secs:.2} s"));
+        Ok(secs)
+    }
+
+    /// Figures 1, 2 and 4 (at 1,000 keys): the same keys through a fresh controller.
+    async fn controller_run(&mut self, round: usize, burst: &mut Burst) -> Result<Controller> {
+        let run = format!("controller-{round}");
+        let ns = self.namespace(&run).await?;
+        let n = self.settings.keys;
+        let controller = self.start_controller(&ns, &run).await?;
+        let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &ns);
+        let active = ActiveWatch::start(keys.clone(), n).await?;
+        let before = Requests::scrape(&self.client).await?;
+        self.progress(&format!("{run}: creating {n} keys in {ns}"));
+        let started = Instant::now();
+        create_keys(&keys, 0..n, self.settings.concurrency).await?;
+        let done = match active.wait(active_deadline(n), |seen, of| self.active_progress(&run, seen, of)).await {
+            Ok(done) => done,
+            Err(error) => return Err(controller.explain(error)),
+        };
+        let secs = done.duration_since(started).as_secs_f64();
+        self.progress(&format!("{run}: {n} keys Active in {secs:.2} s; waiting for it to go idle"));
+        let after = wait_idle(&self.client, &controller).await?;
+        burst.secs.push(secs);
+        let window = after.since(&before);
+        self.check_foreign(&run, &window, n);
+        burst.spent.add(&window);
+        let rss = controller.peak_rss_mib()?;
+        self.figures.peak_rss_mib = Some(self.figures.peak_rss_mib.map_or(rss, |peak| peak.max(rss)));
+        self.figures.rss_idle_mib = Some(controller.rss_mib()?);
+        // Diagnostic only: the controller's own count says how often each key was looked at.
+        match controller.reconciles() {
+            Ok(count) => burst.reconciles = Some(burst.reconciles.unwrap_or(0) + count),
+            Err(error) => self.progress(&format!("cannot read the controller's reconcile count: {error}")),
+        }
+        Ok(controller)
+    }
+
+    /// Figure 3: requests made while nothing changes.
+    async fn rest(&mut self, controller: &Controller) -> Result<()> {
+        let secs = self.settings.rest_secs;
+        self.progress(&format!("rest: counting requests for {secs} s"));
+        let before = Requests::scrape(&self.client).await?;
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let after = Requests::scrape(&self.client).await?;
+        controller.check_alive()?;
+        let spent = after.since(&before);
+        self.check_foreign("rest", &spent, 0);
+        self.figures.rest_writes = Some(spent.writes(is_watched));
+        self.figures.rest_reads = Some(spent.count(|r| is_watched(r) && r.is_read()));
+        self.figures.rest_requests = spent.breakdown(|r| is_watched(r) && r.verb != "WATCH");
+        Ok(())
+    }
+
+    /// Figure 5: how long after its expiry a key's Secret is seen gone.
+    async fn expiry(&mut self, controller: &Controller) -> Result<()> {
+        let count = self.settings.expiring;
+        if count == 0 {
+            return Ok(());
+        }
+        let ns = controller.namespace.clone();
+        self.progress(&format!("expiry: {count} keys with expiresAfter {EXPIRING_AFTER} in {ns}"));
+        let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &ns);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        let mut deletions = DeletionWatch::start(secrets).await?;
+        let names: Vec<String> = (0..count).map(|i| format!("expiring-{i}")).collect();
+        for name in &names {
+            let spec = serde_json::json!({
+                "expiresAfter": EXPIRING_AFTER,
+                "secretTemplate": {"labels": {EXPIRING_LABEL: EXPIRING_LABEL_VALUE}},
+            });
+            let key = ApiKey::new(name, serde_json::from_value::<ApiKeySpec>(spec)?);
+            keys.create(&PostParams::default(), &key).await.map_err(|e| format!("create ApiKey {name}: {e}"))?;
+        }
+        // Creation is second-precise, so expiry is at most 5 s away: 30 s is ample.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut deleted: BTreeMap<String, Timestamp> = BTreeMap::new();
+        while deleted.len() < count {
+            match tokio::time::timeout_at(deadline, deletions.next()).await {
+                Ok(Some((owner, at))) => {
+                    deleted.entry(owner).or_insert(at);
+                }
+                Ok(None) => return Err("the Secret watch ended".into()),
+                Err(_) => {
+                    return Err(controller.explain(
+                        format!("only {} of {count} expiring Secrets were deleted within 30 s", deleted.len()).into(),
+                    ));
+                }
+            }
+        }
+        let mut latencies = Vec::new();
+        for name in &names {
+            let key = keys.get(name).await?;
+            let expires_at = key
+                .status
+                .as_ref()
+                .and_then(|s| s.expires_at.as_ref())
+                .map(|t| t.0)
+                .ok_or_else(|| format!("ApiKey {name} has no status.expiresAt"))?;
+            let at = deleted.get(name).ok_or_else(|| format!("no deletion seen for the Secret of {name}"))?;
+            latencies.push(at.duration_since(expires_at).as_secs_f64() * 1000.0);
+        }
+        self.figures.expiry_latency_max_ms = latencies.iter().copied().reduce(f64::max);
+        self.figures.expiry_latency_mean_ms = Some(latencies.iter().sum::<f64>() / latencies.len() as f64);
+        self.figures.expiry_latency_ms = latencies;
+        Ok(())
+    }
+
+    /// Not one of the goals' figures but the same rule as at rest: a controller that restarts
+    /// over keys that are all settled (Active or Expired) has nothing to write.
+    async fn restart(&mut self, namespace: &str) -> Result<()> {
+        let before = Requests::scrape(&self.client).await?;
+        let controller = self.start_controller(namespace, "restart").await?;
+        let after = wait_idle(&self.client, &controller).await?;
+        let spent = after.since(&before);
+        self.check_foreign("restart", &spent, 0);
+        self.figures.restart_writes = Some(spent.writes(|r| is_key_write(r) || is_event(r)));
+        self.figures.restart_reads = Some(spent.count(|r| is_watched(r) && r.is_read()));
+        self.figures.restart_requests = spent.breakdown(|r| is_watched(r) && r.verb != "WATCH");
+        self.count_log_lines(&controller);
+        controller.stop().await;
+        Ok(())
+    }
+
+    /// Figure 4 at 10,000 keys: a fresh controller in a fresh namespace, so its peak RSS and
+    /// time to Active belong to this many keys alone.
+    async fn large_run(&mut self) -> Result<()> {
+        let run = "large";
+        let ns = self.namespace(run).await?;
+        let n = self.settings.large;
+        let controller = self.start_controller(&ns, run).await?;
+        let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &ns);
+        let active = ActiveWatch::start(keys.clone(), n).await?;
+        let before = Requests::scrape(&self.client).await?;
+        self.progress(&format!("large: creating {n} keys in {ns}"));
+        let started = Instant::now();
+        create_keys(&keys, 0..n, self.settings.concurrency).await?;
+        let done = match active.wait(active_deadline(n), |seen, of| self.active_progress(run, seen, of)).await {
+            Ok(done) => done,
+            Err(error) => return Err(controller.explain(error)),
+        };
+        let secs = done.duration_since(started).as_secs_f64();
+        self.progress(&format!("large: {n} keys Active in {secs:.2} s; waiting for it to go idle"));
+        let after = wait_idle(&self.client, &controller).await?;
+        self.figures.large_secs = Some(secs);
+        let spent = after.since(&before);
+        self.check_foreign(run, &spent, n);
+        self.figures.large_writes_per_key = Some(spent.writes(is_key_write) as f64 / n as f64);
+        self.figures.large_peak_rss_mib = Some(controller.peak_rss_mib()?);
+        self.figures.large_rss_idle_mib = Some(controller.rss_mib()?);
+        self.count_log_lines(&controller);
+        controller.stop().await;
+        Ok(())
+    }
+
+    async fn start_controller(&self, namespace: &str, run: &str) -> Result<Controller> {
+        let log = self.out_dir.join(format!("issue-{run}.log"));
+        let mut controller = Controller::start(namespace, self.settings.concurrency, &log)?;
+        controller.wait_ready(Duration::from_secs(60)).await?;
+        self.progress(&format!("{run}: keyward controller ready (pid {}, log {})", controller.pid, log.display()));
+        Ok(controller)
+    }
+
+    /// Notes a measure window in which someone else used the API server: it saw ApiKey
+    /// creates beyond the bench's own, Credential creates, or ApiKey, Credential or Event
+    /// deletes, which neither the bench nor the controller ever makes. Its figures then count the intruder's requests too.
+    fn check_foreign(&mut self, window: &str, spent: &Requests, bench_creates: usize) {
+        let creates = spent.count(|r| r.resource == "apikeys" && r.subresource.is_empty() && r.verb == "POST");
+        let credentials = spent.count(|r| r.resource == "credentials" && r.subresource.is_empty() && r.verb == "POST");
+        let deletes = spent.count(|r| {
+            matches!(r.resource.as_str(), "apikeys" | "credentials" | "events")
+                && matches!(r.verb.as_str(), "DELETE" | "DELETECOLLECTION")
+        });
+        let foreign = creates.saturating_sub(bench_creates as u64) + credentials + deletes;
+        if foreign > 0 {
+            let warning = format!(
+                "{window}: someone else used the API server ({} other ApiKey creates, {credentials} Credential \
+                 creates, {deletes} deletes of ApiKeys, Credentials or Events); this window's figures include \
+                 their requests",
+                creates.saturating_sub(bench_creates as u64)
+            );
+            self.progress(&format!("warning: {warning}"));
+            self.figures.warnings.push(warning);
+        }
+    }
+
+    fn count_log_lines(&mut self, controller: &Controller) {
+        let (warnings, errors, samples) = controller.log_levels();
+        self.figures.controller_log_warnings += warnings;
+        self.figures.controller_log_errors += errors;
+        for sample in samples {
+            if self.figures.controller_log_samples.len() < 10 {
+                self.figures.controller_log_samples.push(sample);
+            }
+        }
+    }
+
+    /// A fresh namespace for one part of the run.
+    async fn namespace(&mut self, part: &str) -> Result<String> {
+        let name = format!("kwbench-{part}-{}", self.suffix);
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([(BENCH_LABEL.into(), BENCH_LABEL_VALUE.into())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .map_err(|e| format!("create namespace {name}: {e}"))?;
+        self.namespaces.push(name.clone());
+        Ok(name)
+    }
+
+    /// Deletes the namespaces of an earlier, interrupted run and waits until they are gone.
+    async fn remove_leftovers(&mut self) -> Result<()> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let selector = format!("{BENCH_LABEL}={BENCH_LABEL_VALUE}");
+        let leftovers: Vec<String> =
+            api.list(&ListParams::default().labels(&selector)).await?.items.iter().map(ResourceExt::name_any).collect();
+        if !leftovers.is_empty() {
+            self.progress(&format!("removing namespaces left by an earlier run: {leftovers:?}"));
+            delete_namespaces(&self.client, &leftovers).await;
+        }
+        Ok(())
+    }
+
+    async fn cleanup(&mut self) {
+        if self.namespaces.is_empty() {
+            return;
+        }
+        if std::env::var_os("KEYWARD_BENCH_KEEP_NAMESPACES").is_some() {
+            self.progress(&format!("keeping {:?} for inspection; the next run deletes them first", self.namespaces));
+            return;
+        }
+        self.progress(&format!("cleanup: deleting {:?} (waiting for them to be gone)", self.namespaces));
+        delete_namespaces(&self.client, &self.namespaces).await;
+        self.namespaces.clear();
+    }
+}
+
+/// Deletes namespaces and waits (up to 10 minutes) until they are gone.
+///
+/// The Secrets go first, then the ApiKeys, then the namespace. Left to the namespace
+/// controller, owners and dependents vanish together and the garbage collector then checks
+/// every orphaned Secret with a GET, at kube-controller-manager's 20 requests a second: some
+/// ten minutes of traffic after a full run, which would land in the next run's measures.
+async fn delete_namespaces(client: &Client, names: &[String]) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    for name in names {
+        if let Err(error) = empty(&Api::<Secret>::namespaced(client.clone(), name)).await {
+            eprintln!("cannot delete the Secrets of {name}: {error}");
+        }
+        if let Err(error) = empty(&Api::<ApiKey>::namespaced(client.clone(), name)).await {
+            eprintln!("cannot delete the ApiKeys of {name}: {error}");
+        }
+        if let Err(error) = api.delete(name, &DeleteParams::default()).await {
+            eprintln!("cannot delete namespace {name}: {error}");
+        }
+    }
+    let gone = futures::future::join_all(
+        names.iter().map(|name| await_condition(api.clone(), name, |ns: Option<&Namespace>| ns.is_none())),
+    );
+    if tokio::time::timeout(Duration::from_secs(600), gone).await.is_err() {
+        eprintln!("namespaces {names:?} were still terminating after 10 minutes");
+    }
+}
+
+/// Deletes every object of one kind in a namespace, a page at a time (a DELETECOLLECTION of
+/// ten thousand objects could outlast the API server's request timeout).
+async fn empty<K>(api: &Api<K>) -> Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let page = ListParams::default().limit(500);
+    loop {
+        if api.list_metadata(&ListParams::default().limit(1)).await?.items.is_empty() {
+            return Ok(());
+        }
+        api.delete_collection(&DeleteParams::default(), &page).await?;
+    }
+}
+
+/// Installs the operator's CRDs (the controller waits for every kind it watches) by
+/// server-side apply, idempotent, and waits until they are served. Returns the age of the
+/// youngest.
+async fn install_crds(client: &Client) -> Result<Duration> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut youngest = Duration::MAX;
+    for crd in keyward::crd::all() {
+        let name = crd.name_any();
+        crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
+            .await
+            .map_err(|e| format!("apply the CRD {name}: {e}"))?;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .map_err(|_| format!("the CRD {name} was not established within 30 s"))??;
+        let created = crds
+            .get(&name)
+            .await?
+            .creation_timestamp()
+            .map(|t| t.0)
+            .ok_or_else(|| format!("the CRD {name} has no creationTimestamp"))?;
+        youngest = youngest.min(Timestamp::now().duration_since(created).unsigned_abs());
+    }
+    Ok(youngest)
+}
+
+fn key_name(i: usize) -> String {
+    format!("key-{i:05}")
+}
+
+/// How long to wait for `n` keys to become Active before calling it a failure: generous, as
+/// the API server of a small machine manages a few hundred writes a second.
+fn active_deadline(n: usize) -> Duration {
+    Duration::from_secs(120) + Duration::from_millis(50) * u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Creates keys with the default spec, `concurrency` creates in flight.
+async fn create_keys(keys: &Api<ApiKey>, range: std::ops::Range<usize>, concurrency: usize) -> Result<()> {
+    futures::stream::iter(range)
+        .map(|i| async move {
+            let name = key_name(i);
+            keys.create(&PostParams::default(), &ApiKey::new(&name, ApiKeySpec::default()))
+                .await
+                .map(drop)
+                .map_err(|e| Error::from(format!("create ApiKey {name}: {e}")))
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await
+}
+
+/// What a minimal client does for one key: the ApiKey, then a Secret like the operator's
+/// (create-only), then a status like the controller's (server-side apply, forced).
+async fn issue_directly(keys: &Api<ApiKey>, secrets: &Api<Secret>, name: String) -> Result<()> {
+    let key = keys
+        .create(&PostParams::default(), &ApiKey::new(&name, ApiKeySpec::default()))
+        .await
+        .map_err(|e| format!("create ApiKey {name}: {e}"))?;
+    let uid = key.uid().ok_or("a created ApiKey without uid")?;
+    let created = key.creation_timestamp().ok_or("a created ApiKey without creationTimestamp")?.0;
+    let expires_at = created.checked_add(DEFAULT_EXPIRY).map_err(|e| format!("expiry of {name}: {e}"))?;
+    let now = Timestamp::now();
+    let token = Token::generate("kw");
+    let secret_name = format!("{name}-apikey");
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name.clone()),
+            labels: Some(
+                [(LABEL_MANAGED_BY.into(), MANAGED_BY_VALUE.into()), (LABEL_OWNER_UID.into(), uid.clone())].into(),
+            ),
+            annotations: Some(
+                [
+                    (ANNOTATION_TOKEN_HASH.into(), token.hash().to_string()),
+                    (ANNOTATION_KEY_ID.into(), token.key_id()),
+                    (ANNOTATION_ISSUED_AT.into(), now.to_string()),
+                    (ANNOTATION_EXPIRES_AT.into(), expires_at.to_string()),
+                    (ANNOTATION_OWNER.into(), format!("ApiKey/{name}")),
+                ]
+                .into(),
+            ),
+            owner_references: Some(vec![OwnerReference {
+                api_version: ApiKey::api_version(&()).into_owned(),
+                kind: ApiKey::kind(&()).into_owned(),
+                name: name.clone(),
+                uid,
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..ObjectMeta::default()
+        },
+        type_: Some(SECRET_TYPE.into()),
+        data: Some([(SECRET_TOKEN_KEY.into(), ByteString(token.expose().as_bytes().to_vec()))].into()),
+        ..Secret::default()
+    };
+    secrets.create(&PostParams::default(), &secret).await.map_err(|e| format!("create Secret {secret_name}: {e}"))?;
+    let generation = key.meta().generation;
+    let status = serde_json::json!({
+        "apiVersion": ApiKey::api_version(&()),
+        "kind": ApiKey::kind(&()),
+        "status": {
+            "phase": "Active",
+            "observedGeneration": generation,
+            "keyId": token.key_id(),
+            "tokenHash": token.hash().to_string(),
+            "secretName": secret_name,
+            "issuedAt": Time(now),
+            "expiresAt": Time(expires_at),
+            "conditions": [{
+                "type": "Ready",
+                "status": "True",
+                "reason": "Issued",
+                "message": format!("token issued to Secret {secret_name}"),
+                "observedGeneration": generation,
+                "lastTransitionTime": Time(now),
+            }],
+        },
+    });
+    keys.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&status))
+        .await
+        .map_err(|e| format!("apply the status of {name}: {e}"))?;
+    Ok(())
+}
+
+/// What the bursts of one kind (baseline or controller) measured over the rounds.
+#[derive(Default)]
+struct Burst {
+    secs: Vec<f64>,
+    spent: Requests,
+    reconciles: Option<u64>,
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        len if len % 2 == 1 => Some(sorted[mid]),
+        _ => Some((sorted[mid - 1] + sorted[mid]) / 2.0),
+    }
+}
+
+/// Counts ApiKeys whose status says Active, from a watch that has listed the namespace before
+/// the first create, and notes the moment the expected count is reached.
+struct ActiveWatch {
+    done: oneshot::Receiver<Instant>,
+    active: Arc<AtomicUsize>,
+    expected: usize,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ActiveWatch {
+    async fn start(api: Api<ApiKey>, expected: usize) -> Result<Self> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        let active = Arc::new(AtomicUsize::new(0));
+        let seen = active.clone();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            let mut done = Some(done_tx);
+            let mut names: HashSet<String> = HashSet::new();
+            let mut events = watcher(api, watcher::Config::default().any_semantic()).default_backoff().boxed();
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(());
+                        }
+                    }
+                    Ok(watcher::Event::Apply(key) | watcher::Event::InitApply(key)) => {
+                        let phase = key.status.as_ref().and_then(|s| s.phase);
+                        if phase == Some(Phase::Active) {
+                            names.insert(key.name_any());
+                        } else {
+                            names.remove(&key.name_any());
+                        }
+                    }
+                    Ok(watcher::Event::Delete(key)) => {
+                        names.remove(&key.name_any());
+                    }
+                    // A watch error is retried by the backoff; a re-list re-applies everything.
+                    Ok(watcher::Event::Init) | Err(_) => {}
+                }
+                seen.store(names.len(), Ordering::Relaxed);
+                if names.len() >= expected
+                    && let Some(done) = done.take()
+                {
+                    let _ = done.send(Instant::now());
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), ready_rx)
+            .await
+            .map_err(|_| "the ApiKey watch did not list within 30 s")?
+            .map_err(|_| "the ApiKey watch ended")?;
+        Ok(Self { done, active, expected, task })
+    }
+
+    /// The moment the last key was seen Active; `progress` hears the count every 10 s.
+    async fn wait(mut self, deadline: Duration, progress: impl Fn(usize, usize)) -> Result<Instant> {
+        let deadline = tokio::time::Instant::now() + deadline;
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                done = &mut self.done => break done.map_err(|_| Error::from("the ApiKey watch ended")),
+                _ = tick.tick() => progress(self.active.load(Ordering::Relaxed), self.expected),
+                () = tokio::time::sleep_until(deadline) => {
+                    break Err(format!(
+                        "only {} of {} keys were Active in time",
+                        self.active.load(Ordering::Relaxed),
+                        self.expected
+                    )
+                    .into());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ActiveWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reports, for each deleted Secret of the expiry probe, its owner's name and the wall-clock
+/// time its DELETE watch event arrived.
+struct DeletionWatch {
+    deleted: mpsc::UnboundedReceiver<(String, Timestamp)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DeletionWatch {
+    async fn start(secrets: Api<Secret>) -> Result<Self> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (tx, deleted) = mpsc::unbounded_channel();
+        let selector = format!("{EXPIRING_LABEL}={EXPIRING_LABEL_VALUE}");
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            let mut events = watcher(secrets, watcher::Config::default().labels(&selector)).default_backoff().boxed();
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(());
+                        }
+                    }
+                    Ok(watcher::Event::Delete(secret)) => {
+                        // Stamp first: the latency is the event's arrival.
+                        let at = Timestamp::now();
+                        let owner = secret.owner_references().first().map(|o| o.name.clone()).unwrap_or_default();
+                        let _ = tx.send((owner, at));
+                    }
+                    _ => {}
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), ready_rx)
+            .await
+            .map_err(|_| "the Secret watch did not list within 30 s")?
+            .map_err(|_| "the Secret watch ended")?;
+        Ok(Self { deleted, task })
+    }
+
+    async fn next(&mut self) -> Option<(String, Timestamp)> {
+        self.deleted.recv().await
+    }
+}
+
+impl Drop for DeletionWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `keyward controller` for one namespace, as a child process killed when dropped.
+struct Controller {
+    child: Child,
+    pid: u32,
+    namespace: String,
+    log: PathBuf,
+}
+
+impl Controller {
+    fn start(namespace: &str, concurrency: usize, log: &Path) -> Result<Self> {
+        let file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        // Cargo builds the package's binaries (bench profile, i.e. release) before a bench and
+        // names them here.
+        let child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args([
+                "controller",
+                "--namespaces",
+                namespace,
+                "--listen",
+                "127.0.0.1:0",
+                "--concurrency",
+                &concurrency.to_string(),
+            ])
+            .env("RUST_LOG", std::env::var("KEYWARD_BENCH_LOG").unwrap_or_else(|_| "info".into()))
+            // Plain text logs, which the bench reads.
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("start keyward controller: {e}"))?;
+        let pid = child.id().ok_or("the controller exited at once")?;
+        Ok(Self { child, pid, namespace: namespace.to_string(), log: log.to_path_buf() })
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the log line that says the controller's caches are filled.
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log_text().contains(READY_LINE) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                return Err(format!(
+                    "the controller exited ({status}) before it was ready; log {}",
+                    self.log.display()
+                )
+                .into());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("the controller did not log {READY_LINE:?} within {timeout:?}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        match std::fs::metadata(format!("/proc/{}", self.pid)) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!("the controller died; log {}", self.log.display()).into()),
+        }
+    }
+
+    /// Peak resident set size (VmHWM) of the controller process, in MiB.
+    fn peak_rss_mib(&self) -> Result<f64> {
+        self.memory_mib("VmHWM")
+    }
+
+    /// Resident set size now (VmRSS), in MiB: beside the peak, it tells memory the controller
+    /// keeps from memory it needed only for a while.
+    fn rss_mib(&self) -> Result<f64> {
+        self.memory_mib("VmRSS")
+    }
+
+    fn memory_mib(&self, field: &str) -> Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .map_err(|e| format!("read the controller's /proc status: {e}"))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("no {field} in /proc/<pid>/status"))?;
+        Ok(kib as f64 / 1024.0)
+    }
+
+    /// Lines logged at WARN and at ERROR, and the first few of them. The kube client's warning
+    /// that the kubeconfig skips TLS verification (as the local control plane's does) is left
+    /// out: it says nothing about the controller.
+    fn log_levels(&self) -> (u64, u64, Vec<String>) {
+        let text = self.log_text();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .filter(|l| !l.contains("Server cert bypassed"))
+            .collect();
+        let errors = lines.iter().filter(|l| l.contains(" ERROR ")).count() as u64;
+        let samples = lines.iter().take(5).map(|l| l.to_string()).collect();
+        (lines.len() as u64 - errors, errors, samples)
+    }
+
+    /// The controller's `keyward_reconciles` counter, from its `/metrics` on the address its
+    /// log names (it listens on a port the kernel picked).
+    fn reconciles(&self) -> Result<u64> {
+        let text = self.log_text();
+        let addr = text
+            .lines()
+            .find(|l| l.contains("serving /healthz"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .ok_or("no listen address in the controller's log")?;
+        let metrics = http_get(addr, "/metrics")?;
+        let total = metrics
+            .lines()
+            .filter(|l| l.starts_with("keyward_reconciles_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        Ok(total.round() as u64)
+    }
+
+    /// Adds the controller's last log lines to an error, to say what it was doing.
+    fn explain(&self, error: Error) -> Error {
+        let text = self.log_text();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!("{error}\nlast controller log lines ({}):\n{}", self.log.display(), tail.join("\n")).into()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// A plain HTTP/1.0 GET on the loopback interface. Blocking, but local and small: the bench
+/// has no HTTP client of its own and needs none for this.
+fn http_get(addr: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Waits until the controller has gone idle, and returns the counter as it then stands.
+async fn wait_idle(client: &Client, controller: &Controller) -> Result<Requests> {
+    match wait_quiet(client, Duration::from_secs(300)).await? {
+        Some(requests) => Ok(requests),
+        None => Err(controller.explain("the controller was still busy after 5 minutes".into())),
+    }
+}
+
+/// Waits until the API server has served no request (watches aside) on secrets, apikeys or
+/// events for 3 s, and returns the counter as it then stands; `None` when `limit` passes first.
+async fn wait_quiet(client: &Client, limit: Duration) -> Result<Option<Requests>> {
+    const QUIET: Duration = Duration::from_secs(3);
+    let deadline = Instant::now() + limit;
+    let mut last = Requests::scrape(client).await?;
+    let mut quiet_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = Requests::scrape(client).await?;
+        if now.since(&last).count(|r| is_watched(r) && r.verb != "WATCH") > 0 {
+            quiet_since = Instant::now();
+            last = now;
+        } else if quiet_since.elapsed() >= QUIET {
+            return Ok(Some(now));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+    }
+}
+
+/// One series of `apiserver_request_total`, without the labels the bench does not need.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Series {
+    resource: String,
+    subresource: String,
+    verb: String,
+    code: String,
+}
+
+impl Series {
+    fn is_mutating(&self) -> bool {
+        MUTATING.contains(&self.verb.as_str())
+    }
+
+    fn is_read(&self) -> bool {
+        matches!(self.verb.as_str(), "GET" | "LIST")
+    }
+}
+
+/// The resources the controller writes or reads.
+fn is_watched(series: &Series) -> bool {
+    matches!(series.resource.as_str(), "secrets" | "apikeys" | "credentials" | "events")
+}
+
+/// A write the issuing of a key causes on the operator's resources and Secrets, leaving out
+/// the bench's own ApiKey creates (the controller never creates an ApiKey or a Credential).
+fn is_key_write(series: &Series) -> bool {
+    match (series.resource.as_str(), series.subresource.as_str()) {
+        ("secrets", _) => true,
+        ("apikeys" | "credentials", "") => series.verb != "POST",
+        ("apikeys" | "credentials", _) => true,
+        _ => false,
+    }
+}
+
+fn is_event(series: &Series) -> bool {
+    series.resource == "events"
+}
+
+/// A snapshot of the API server's `apiserver_request_total` counter.
+#[derive(Clone, Debug, Default)]
+struct Requests(BTreeMap<Series, u64>);
+
+impl Requests {
+    async fn scrape(client: &Client) -> Result<Self> {
+        // `Request::new("")` with the name `metrics` builds a plain `GET /metrics`.
+        let request = kube::core::Request::new("")
+            .get("metrics", &Default::default())
+            .map_err(|e| format!("build GET /metrics: {e}"))?;
+        let text = client.request_text(request).await.map_err(|e| format!("GET /metrics: {e}"))?;
+        Ok(Self::parse(&text))
+    }
+
+    fn parse(text: &str) -> Self {
+        let mut counts = BTreeMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+                continue;
+            };
+            let Some((labels, value)) = rest.rsplit_once('}') else {
+                continue;
+            };
+            let labels = parse_labels(labels);
+            let label = |name: &str| labels.get(name).cloned().unwrap_or_default();
+            // Counters may be printed in exponent form ("1.2e+06").
+            let Ok(value) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            let series = Series {
+                resource: label("resource"),
+                subresource: label("subresource"),
+                verb: label("verb"),
+                code: label("code"),
+            };
+            // Series differing only in labels left out (group, version, scope...) add up.
+            *counts.entry(series).or_insert(0) += value.round() as u64;
+        }
+        Self(counts)
+    }
+
+    fn add(&mut self, other: &Requests) {
+        for (series, n) in &other.0 {
+            *self.0.entry(series.clone()).or_insert(0) += n;
+        }
+    }
+
+    /// Requests made between `before` and this snapshot.
+    fn since(&self, before: &Requests) -> Requests {
+        Requests(
+            self.0
+                .iter()
+                .filter_map(|(series, &after)| {
+                    let spent = after.saturating_sub(before.0.get(series).copied().unwrap_or(0));
+                    (spent > 0).then(|| (series.clone(), spent))
+                })
+                .collect(),
+        )
+    }
+
+    fn count(&self, keep: impl Fn(&Series) -> bool) -> u64 {
+        self.0.iter().filter(|(s, _)| keep(s)).map(|(_, n)| n).sum()
+    }
+
+    /// Mutating requests of the series `keep` accepts.
+    fn writes(&self, keep: impl Fn(&Series) -> bool) -> u64 {
+        self.count(|s| s.is_mutating() && keep(s))
+    }
+
+    /// `resource[/subresource] VERB code` -> requests.
+    fn breakdown(&self, keep: impl Fn(&Series) -> bool) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (series, n) in self.0.iter().filter(|(s, _)| keep(s)) {
+            let resource = if series.subresource.is_empty() {
+                series.resource.clone()
+            } else {
+                format!("{}/{}", series.resource, series.subresource)
+            };
+            *out.entry(format!("{resource} {} {}", series.verb, series.code)).or_insert(0) += n;
+        }
+        out
+    }
+}
+
+/// Parses `a="x",b="y"` as Prometheus writes labels (values escape `\`, `"` and newlines).
+fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut rest = text;
+    while let Some((name, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, escaped)) => value.push(escaped),
+                    None => {}
+                },
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        labels.insert(name.trim_start_matches(',').trim().to_string(), value);
+        rest = &after[end..];
+    }
+    labels
+}
+
+/// The figures as a table with the goals, on stdout.
+fn print_table(f: &Figures) {
+    let Some(settings) = &f.settings else {
+        return;
+    };
+    let n = settings.keys;
+    let rounds = settings.rounds;
+    let each = |values: &[f64]| values.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(", ");
+    let large = settings.large;
+    let secs = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} s"));
+    let num = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    // Per-key counts get three decimals: 2.004 is not 2.
+    let per_key = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+    let mib = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1} MiB"));
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "ok",
+        Some(false) => "MISSED",
+        None => "",
+    };
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    let mut row = |figure: String, value: String, goal: &str, ok: Option<bool>| {
+        rows.push([figure, value, goal.to_string(), verdict(ok).to_string()]);
+    };
+    row(format!("time to Active, {n} keys, baseline (median of {rounds})"), secs(f.baseline_secs), "", None);
+    row(format!("time to Active, {n} keys, controller (median of {rounds})"), secs(f.controller_secs), "", None);
+    row("controller / baseline".into(), num(f.ratio), "<= 1.30", f.ratio.map(|r| r <= 1.3));
+    row(
+        "API writes per key, controller (secrets+apikeys)".into(),
+        per_key(f.controller_writes_per_key),
+        "2",
+        f.controller_writes_per_key.map(|w| w <= 2.0),
+    );
+    row(
+        format!("event writes, controller, all {} keys", n * rounds),
+        f.controller_event_writes.map_or("-".into(), |n| n.to_string()),
+        "",
+        None,
+    );
+    row("API GETs per key, controller".into(), per_key(f.controller_gets_per_key), "", None);
+    row("reconciles per key, controller".into(), per_key(f.controller_reconciles_per_key), "", None);
+    row("API writes per key, baseline (method check)".into(), per_key(f.baseline_writes_per_key), "2", None);
+    row(
+        format!("writes in {} s at rest", settings.rest_secs),
+        f.rest_writes.map_or("-".into(), |n| n.to_string()),
+        "0",
+        f.rest_writes.map(|n| n == 0),
+    );
+    row(
+        format!("reads in {} s at rest", settings.rest_secs),
+        f.rest_reads.map_or("-".into(), |n| n.to_string()),
+        "",
+        None,
+    );
+    row(
+        format!("writes after a controller restart over {n} settled keys"),
+        f.restart_writes.map_or("-".into(), |n| n.to_string()),
+        "0",
+        f.restart_writes.map(|n| n == 0),
+    );
+    row("reads after that restart".into(), f.restart_reads.map_or("-".into(), |n| n.to_string()), "", None);
+    row(format!("controller peak RSS, {n} keys (highest of {rounds})"), mib(f.peak_rss_mib), "", None);
+    row(
+        format!("controller peak RSS, {large} keys"),
+        mib(f.large_peak_rss_mib),
+        "< 64 MiB",
+        f.large_peak_rss_mib.map(|m| m < 64.0),
+    );
+    row(format!("controller RSS once idle, {n} keys"), mib(f.rss_idle_mib), "", None);
+    row(format!("controller RSS once idle, {large} keys"), mib(f.large_rss_idle_mib), "", None);
+    row(format!("time to Active, {large} keys, controller"), secs(f.large_secs), "", None);
+    row(
+        format!("API writes per key, {large} keys"),
+        per_key(f.large_writes_per_key),
+        "2",
+        f.large_writes_per_key.map(|w| w <= 2.0),
+    );
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0} ms"));
+    row(
+        format!("expiry latency, max of {}", f.expiry_latency_ms.len()),
+        ms(f.expiry_latency_max_ms),
+        "< 1000 ms",
+        f.expiry_latency_max_ms.map(|m| m < 1000.0),
+    );
+    row(
+        "expiry latency, mean".into(),
+        ms(f.expiry_latency_mean_ms),
+        "< 1000 ms",
+        f.expiry_latency_mean_ms.map(|m| m < 1000.0),
+    );
+    row(
+        "controller log lines at WARN / ERROR".into(),
+        format!("{} / {}", f.controller_log_warnings, f.controller_log_errors),
+        "",
+        None,
+    );
+    row("whole run".into(), secs(f.total_secs), "", None);
+
+    let header = ["figure", "measured", "goal", ""];
+    let width = |col: usize| rows.iter().map(|r| r[col].len()).chain([header[col].len()]).max().unwrap_or(0);
+    let widths = [width(0), width(1), width(2)];
+    let line = |r: &[&str; 4]| {
+        println!(
+            "{:<w0$}  {:>w1$}  {:<w2$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+    };
+    println!();
+    println!(
+        "keyward issue bench: {n} keys, --concurrency {}, rest {} s, large run {large} keys",
+        settings.concurrency, settings.rest_secs
+    );
+    line(&header);
+    println!("{}", "-".repeat(widths.iter().sum::<usize>() + 12));
+    for r in &rows {
+        line(&[&r[0], &r[1], &r[2], &r[3]]);
+    }
+    if !f.baseline_rounds_secs.is_empty() {
+        println!("\nrounds, seconds to Active: baseline {}", each(&f.baseline_rounds_secs));
+        println!("                          controller {}", each(&f.controller_rounds_secs));
+    }
+    if !f.controller_requests.is_empty() {
+        println!("\ncontroller runs, requests (all {} keys):", n * rounds);
+        for (what, count) in &f.controller_requests {
+            println!("  {what:<40} {count}");
+        }
+    }
+    if !f.rest_requests.is_empty() {
+        println!("\nrequests at rest:");
+        for (what, count) in &f.rest_requests {
+            println!("  {what:<40} {count}");
+        }
+    }
+    if !f.restart_requests.is_empty() {
+        println!("\nrequests after the restart:");
+        for (what, count) in &f.restart_requests {
+            println!("  {what:<40} {count}");
+        }
+    }
+    if !f.controller_log_samples.is_empty() {
+        println!("\ncontroller warnings and errors (first {}):", f.controller_log_samples.len());
+        for line in &f.controller_log_samples {
+            println!("  {line}");
+        }
+    }
+    if !f.expiry_latency_ms.is_empty() {
+        let each: Vec<String> = f.expiry_latency_ms.iter().map(|ms| format!("{ms:.0}")).collect();
+        println!("\nexpiry latencies (ms): {}", each.join(", "));
+    }
+    for warning in &f.warnings {
+        println!("\nWARNING {warning}");
+    }
+    if let Some(error) = &f.error {
+        println!("\nthe run stopped early: {error}");
+    }
+}
