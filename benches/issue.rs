@@ -14,6 +14,12 @@
 //!    keys, the latter in a fresh namespace with a fresh controller, and the time to Active there.
 //! 5. Expiry latency: how long after `status.expiresAt` the Secrets of `KEYWARD_BENCH_EXPIRING`
 //!    (5) keys with `expiresAfter: 5s` are seen deleted.
+//! 6. Figures 1 to 3 for `KEYWARD_BENCH_CREDENTIALS` (200) Credentials of
+//!    `KEYWARD_BENCH_CREDENTIAL_TOKENS` (5) tokens each: time until a watch sees every one Active
+//!    with all its tokens (for its current generation), against a baseline that creates the
+//!    Credential, its Secrets and one status itself; API writes per token; writes at rest with
+//!    the Credentials present. The controller's own `keyward_api_writes_total` is read beside the
+//!    API server's counter, as a check of both.
 //!
 //! And, to explain them: reads and reconciles per key, the breakdown of the writes by request,
 //! and the requests of a fresh controller restarted over the settled keys (the at-rest rule
@@ -25,8 +31,8 @@
 //! Other settings: `KEYWARD_BENCH_CONCURRENCY` (32) is the controller's `--concurrency` and the
 //! bench's own requests in flight; `KEYWARD_BENCH_LOG` (`info`) is the controller's `RUST_LOG`
 //! (its logs go to `target/bench/issue-*.log`); `KEYWARD_BENCH_KEEP_NAMESPACES=1` leaves the
-//! namespaces for inspection. `KEYWARD_BENCH_LARGE=0` or `KEYWARD_BENCH_EXPIRING=0` skip those
-//! parts.
+//! namespaces for inspection. `KEYWARD_BENCH_LARGE=0`, `KEYWARD_BENCH_EXPIRING=0` or
+//! `KEYWARD_BENCH_CREDENTIALS=0` skip those parts.
 //!
 //! The request counter is global to the API server: nothing else may use it during a run.
 //! Every namespace the bench makes carries the label `keyward.io/bench=issue`; they are deleted
@@ -34,6 +40,8 @@
 //! that their garbage collection never lands inside a measure.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt::Debug;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
@@ -48,14 +56,17 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use keyward::api::{
     ANNOTATION_EXPIRES_AT, ANNOTATION_ISSUED_AT, ANNOTATION_KEY_ID, ANNOTATION_OWNER, ANNOTATION_TOKEN_HASH, ApiKey,
-    ApiKeySpec, LABEL_MANAGED_BY, LABEL_OWNER_UID, MANAGED_BY_VALUE, Phase, SECRET_TOKEN_KEY, SECRET_TYPE,
+    ApiKeySpec, CONDITION_READY, Credential, CredentialSpec, CredentialToken, LABEL_MANAGED_BY, LABEL_OWNER_UID,
+    MANAGED_BY_VALUE, Phase, SECRET_TOKEN_KEY, SECRET_TYPE, credential::MAX_TOKENS, reason,
 };
 use keyward::token::Token;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::NamespaceResourceScope;
 use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
@@ -91,6 +102,8 @@ struct Settings {
     concurrency: usize,
     rest_secs: u64,
     expiring: usize,
+    credentials: usize,
+    credential_tokens: usize,
 }
 
 impl Settings {
@@ -102,6 +115,11 @@ impl Settings {
             concurrency: env_number("KEYWARD_BENCH_CONCURRENCY", 32)?.max(1),
             rest_secs: env_number("KEYWARD_BENCH_REST_SECS", 60)?,
             expiring: env_number("KEYWARD_BENCH_EXPIRING", 5)?,
+            credentials: env_number("KEYWARD_BENCH_CREDENTIALS", 200)?,
+            credential_tokens: match env_number("KEYWARD_BENCH_CREDENTIAL_TOKENS", 5)? {
+                tokens @ 1..=MAX_TOKENS => tokens,
+                tokens => return Err(format!("KEYWARD_BENCH_CREDENTIAL_TOKENS={tokens}: 1 to {MAX_TOKENS}").into()),
+            },
         })
     }
 }
@@ -163,6 +181,8 @@ struct Figures {
     expiry_latency_ms: Vec<f64>,
     expiry_latency_max_ms: Option<f64>,
     expiry_latency_mean_ms: Option<f64>,
+    /// Figure 6, when `KEYWARD_BENCH_CREDENTIALS` is not 0.
+    credentials: Option<CredentialFigures>,
     /// Warnings and errors in the controllers' logs.
     controller_log_warnings: u64,
     controller_log_errors: u64,
@@ -172,6 +192,42 @@ struct Figures {
     /// Measure windows that someone else's requests polluted.
     warnings: Vec<String>,
     error: Option<String>,
+}
+
+/// The Credential part (figure 6): the figures 1 to 3 for Credentials of several tokens.
+#[derive(Debug, Default, Serialize)]
+struct CredentialFigures {
+    /// Seconds from the first create until every Credential was seen Active with all its
+    /// tokens: the median over the rounds, and each round.
+    baseline_secs: Option<f64>,
+    controller_secs: Option<f64>,
+    baseline_rounds_secs: Vec<f64>,
+    controller_rounds_secs: Vec<f64>,
+    /// controller_secs / baseline_secs.
+    ratio: Option<f64>,
+    /// Mutating requests on secrets and credentials (the bench's own Credential creates
+    /// excluded) per token, over all rounds; the floor is one Secret per token and one status
+    /// per Credential, which the baseline's figure checks.
+    controller_writes_per_token: Option<f64>,
+    baseline_writes_per_token: Option<f64>,
+    /// Mutating requests on events during the controller runs (all rounds together).
+    controller_event_writes: Option<u64>,
+    /// The same writes (secrets, credentials, events) as the API server counted them and as the
+    /// controllers' own `keyward_api_writes_total` did, all rounds; the two should agree.
+    apiserver_writes: Option<u64>,
+    controller_counted_writes: Option<u64>,
+    /// `resource verb` -> writes, from the controllers' own counter.
+    controller_counted_breakdown: BTreeMap<String, u64>,
+    controller_gets_per_token: Option<f64>,
+    controller_reconciles_per_credential: Option<f64>,
+    /// `resource[/subresource] VERB code` -> requests (watches aside), controller runs.
+    controller_requests: BTreeMap<String, u64>,
+    /// Mutating requests on secrets, apikeys, credentials and events during the rest window,
+    /// the Credentials' controller running; goal 0. Its own counter over the same window.
+    rest_writes: Option<u64>,
+    rest_counted_writes: Option<u64>,
+    rest_reads: Option<u64>,
+    rest_requests: BTreeMap<String, u64>,
 }
 
 #[tokio::main]
@@ -244,8 +300,8 @@ impl Bench {
         })
     }
 
-    fn active_progress(&self, run: &str, seen: usize, of: usize) {
-        self.progress(&format!("{run}: {seen} of {of} keys Active"));
+    fn active_progress(&self, run: &str, plural: &str, seen: usize, of: usize) {
+        self.progress(&format!("{run}: {seen} of {of} {plural} Active"));
     }
 
     fn progress(&self, message: &str) {
@@ -291,9 +347,7 @@ impl Bench {
         }
         let keys = (n * rounds) as f64;
         let f = &mut self.figures;
-        f.baseline_secs = median(&baseline.secs);
-        f.controller_secs = median(&through.secs);
-        f.ratio = f.controller_secs.zip(f.baseline_secs).map(|(c, b)| c / b);
+        (f.baseline_secs, f.controller_secs, f.ratio) = compare(&baseline.secs, &through.secs);
         f.baseline_rounds_secs = baseline.secs;
         f.controller_rounds_secs = through.secs;
         f.baseline_writes_per_key = Some(baseline.spent.writes(is_key_write) as f64 / keys);
@@ -311,6 +365,9 @@ impl Bench {
         let namespace = controller.namespace.clone();
         controller.stop().await;
         self.restart(&namespace).await?;
+        if self.settings.credentials > 0 {
+            self.credentials().await?;
+        }
         if self.settings.large > 0 {
             self.large_run().await?;
         }
@@ -321,78 +378,189 @@ impl Bench {
     /// apply a status like the controller's, with `concurrency` keys in flight. No controller
     /// watches this namespace. Returns the seconds until every key was seen Active.
     async fn baseline(&mut self, round: usize, spent: &mut Requests) -> Result<f64> {
-        let run = format!("baseline-{round}");
-        let ns = self.namespace(&run).await?;
-        let n = self.settings.keys;
-        let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &ns);
+        let issue = |keys, secrets, i| issue_directly(keys, secrets, key_name(i));
+        let (secs, window) =
+            self.baseline_burst(&format!("baseline-{round}"), self.settings.keys, issue, key_active).await?;
+        spent.add(&window);
+        Ok(secs)
+    }
+
+    /// A baseline burst: `n` objects issued by `issue` (the object, its Secrets, its status),
+    /// `concurrency` of them in flight, in a fresh namespace no controller watches. Returns the
+    /// seconds from the first create until `active` held for all, and the requests meanwhile.
+    async fn baseline_burst<K: Issued, Fut>(
+        &mut self,
+        run: &str,
+        n: usize,
+        issue: impl Fn(Api<K>, Api<Secret>, usize) -> Fut,
+        active: impl Fn(&K) -> bool + Send + 'static,
+    ) -> Result<(f64, Requests)>
+    where
+        Fut: Future<Output = Result<()>>,
+    {
+        let ns = self.namespace(run).await?;
+        let objects: Api<K> = Api::namespaced(self.client.clone(), &ns);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
-        let active = ActiveWatch::start(keys.clone(), n).await?;
+        let plural = K::plural(&()).into_owned();
+        let watch = ActiveWatch::start(objects.clone(), n, active).await?;
         let before = Requests::scrape(&self.client).await?;
-        self.progress(&format!("{run}: issuing {n} keys directly in {ns}"));
+        self.progress(&format!("{run}: issuing {n} {plural} directly in {ns}"));
         let started = Instant::now();
         futures::stream::iter(0..n)
-            .map(|i| issue_directly(&keys, &secrets, key_name(i)))
+            .map(|i| issue(objects.clone(), secrets.clone(), i))
             .buffer_unordered(self.settings.concurrency)
             .try_collect::<()>()
             .await?;
-        let done = active.wait(active_deadline(n), |seen, of| self.active_progress(&run, seen, of)).await?;
+        let done = watch.wait(active_deadline(n), |seen, of| self.active_progress(run, &plural, seen, of)).await?;
         let secs = done.duration_since(started).as_secs_f64();
         // Nothing runs after the last status write: the counter can be read at once.
         let after = Requests::scrape(&self.client).await?;
         let window = after.since(&before);
-        self.check_foreign(&run, &window, n);
-        spent.add(&window);
-        self.progress(&format!("{run}: {n} keys Active in {secs:.2} s"));
-        Ok(secs)
+        self.check_foreign(run, &window, &[(&plural, n)]);
+        self.progress(&format!("{run}: {n} {plural} Active in {secs:.2} s"));
+        Ok((secs, window))
     }
 
     /// Figures 1, 2 and 4 (at 1,000 keys): the same keys through a fresh controller.
     async fn controller_run(&mut self, round: usize, burst: &mut Burst) -> Result<Controller> {
-        let run = format!("controller-{round}");
-        let ns = self.namespace(&run).await?;
-        let n = self.settings.keys;
-        let controller = self.start_controller(&ns, &run).await?;
-        let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &ns);
-        let active = ActiveWatch::start(keys.clone(), n).await?;
-        let before = Requests::scrape(&self.client).await?;
-        self.progress(&format!("{run}: creating {n} keys in {ns}"));
-        let started = Instant::now();
-        create_keys(&keys, 0..n, self.settings.concurrency).await?;
-        let done = match active.wait(active_deadline(n), |seen, of| self.active_progress(&run, seen, of)).await {
-            Ok(done) => done,
-            Err(error) => return Err(controller.explain(error)),
-        };
-        let secs = done.duration_since(started).as_secs_f64();
-        self.progress(&format!("{run}: {n} keys Active in {secs:.2} s; waiting for it to go idle"));
-        let after = wait_idle(&self.client, &controller).await?;
+        let new_key = |i| ApiKey::new(&key_name(i), ApiKeySpec::default());
+        let (secs, window, controller) =
+            self.controller_burst(&format!("controller-{round}"), self.settings.keys, new_key, key_active).await?;
         burst.secs.push(secs);
-        let window = after.since(&before);
-        self.check_foreign(&run, &window, n);
         burst.spent.add(&window);
         let rss = controller.peak_rss_mib()?;
         self.figures.peak_rss_mib = Some(self.figures.peak_rss_mib.map_or(rss, |peak| peak.max(rss)));
         self.figures.rss_idle_mib = Some(controller.rss_mib()?);
-        // Diagnostic only: the controller's own count says how often each key was looked at.
+        self.count_reconciles(&controller, burst);
+        Ok(controller)
+    }
+
+    /// A controller burst: `n` objects (`make(i)`) created at once, `concurrency` in flight, in
+    /// a fresh namespace watched by a fresh controller. Returns the seconds from the first
+    /// create until `active` held for all, the requests from then until the controller went
+    /// idle, and the controller, still running.
+    async fn controller_burst<K: Issued>(
+        &mut self,
+        run: &str,
+        n: usize,
+        make: impl Fn(usize) -> K,
+        active: impl Fn(&K) -> bool + Send + 'static,
+    ) -> Result<(f64, Requests, Controller)> {
+        let ns = self.namespace(run).await?;
+        let controller = self.start_controller(&ns, run).await?;
+        let objects: Api<K> = Api::namespaced(self.client.clone(), &ns);
+        let plural = K::plural(&()).into_owned();
+        let watch = ActiveWatch::start(objects.clone(), n, active).await?;
+        let before = Requests::scrape(&self.client).await?;
+        self.progress(&format!("{run}: creating {n} {plural} in {ns}"));
+        let started = Instant::now();
+        create_all(&objects, (0..n).map(make), self.settings.concurrency).await?;
+        let done = match watch.wait(active_deadline(n), |seen, of| self.active_progress(run, &plural, seen, of)).await {
+            Ok(done) => done,
+            Err(error) => return Err(controller.explain(error)),
+        };
+        let secs = done.duration_since(started).as_secs_f64();
+        self.progress(&format!("{run}: {n} {plural} Active in {secs:.2} s; waiting for it to go idle"));
+        let after = wait_idle(&self.client, &controller).await?;
+        let window = after.since(&before);
+        self.check_foreign(run, &window, &[(&plural, n)]);
+        Ok((secs, window, controller))
+    }
+
+    /// Diagnostic only: the controller's own count says how often each object was looked at.
+    fn count_reconciles(&self, controller: &Controller, burst: &mut Burst) {
         match controller.reconciles() {
             Ok(count) => burst.reconciles = Some(burst.reconciles.unwrap_or(0) + count),
             Err(error) => self.progress(&format!("cannot read the controller's reconcile count: {error}")),
         }
-        Ok(controller)
     }
 
     /// Figure 3: requests made while nothing changes.
     async fn rest(&mut self, controller: &Controller) -> Result<()> {
+        let spent = self.rest_window("rest", controller).await?;
+        self.figures.rest_writes = Some(spent.writes(is_watched));
+        self.figures.rest_reads = Some(spent.count(|r| is_watched(r) && r.is_read()));
+        self.figures.rest_requests = spent.breakdown(|r| is_watched(r) && r.verb != "WATCH");
+        Ok(())
+    }
+
+    /// The requests of `KEYWARD_BENCH_REST_SECS` in which nothing changes, `controller` running.
+    async fn rest_window(&mut self, window: &str, controller: &Controller) -> Result<Requests> {
         let secs = self.settings.rest_secs;
-        self.progress(&format!("rest: counting requests for {secs} s"));
+        self.progress(&format!("{window}: counting requests for {secs} s"));
         let before = Requests::scrape(&self.client).await?;
         tokio::time::sleep(Duration::from_secs(secs)).await;
         let after = Requests::scrape(&self.client).await?;
         controller.check_alive()?;
         let spent = after.since(&before);
-        self.check_foreign("rest", &spent, 0);
-        self.figures.rest_writes = Some(spent.writes(is_watched));
-        self.figures.rest_reads = Some(spent.count(|r| is_watched(r) && r.is_read()));
-        self.figures.rest_requests = spent.breakdown(|r| is_watched(r) && r.verb != "WATCH");
+        self.check_foreign(window, &spent, &[]);
+        Ok(spent)
+    }
+
+    /// Figure 6: figures 1 to 3 for Credentials of several tokens, baseline and controller
+    /// taking turns over the rounds as for the keys, then the rest window with the last
+    /// controller running over its settled Credentials.
+    async fn credentials(&mut self) -> Result<()> {
+        let (n, tokens, rounds) = (self.settings.credentials, self.settings.credential_tokens, self.settings.rounds);
+        let active = move |credential: &Credential| credential_active(credential, tokens);
+        let issue = move |credentials, secrets, i| issue_credential_directly(credentials, secrets, i, tokens);
+        let make = move |i| new_credential(&credential_name(i), tokens);
+        let (mut baseline, mut through) = (Burst::default(), Burst::default());
+        // The controllers' own write counts, summed; `None` once one could not be read.
+        let mut counted = Some(BTreeMap::new());
+        let mut kept = None;
+        for round in 1..=rounds {
+            let (secs, window) = self.baseline_burst(&format!("credential-baseline-{round}"), n, issue, active).await?;
+            baseline.secs.push(secs);
+            baseline.spent.add(&window);
+            let run = format!("credential-controller-{round}");
+            let (secs, window, controller) = self.controller_burst(&run, n, make, active).await?;
+            through.secs.push(secs);
+            through.spent.add(&window);
+            self.count_reconciles(&controller, &mut through);
+            counted = counted.zip(controller.api_writes()).map(|(mut sum, writes)| {
+                for (series, n) in writes {
+                    *sum.entry(series).or_insert(0) += n;
+                }
+                sum
+            });
+            if round < rounds {
+                self.count_log_lines(&controller);
+                controller.stop().await;
+            } else {
+                kept = Some(controller);
+            }
+        }
+        let controller = kept.ok_or("KEYWARD_BENCH_ROUNDS must be at least 1")?;
+        let before_rest = controller.api_writes();
+        let rest = self.rest_window("credential-rest", &controller).await?;
+        let total = |writes: BTreeMap<String, u64>| writes.values().sum::<u64>();
+        let rest_counted = controller.api_writes().zip(before_rest).map(|(after, before)| total(after) - total(before));
+        self.count_log_lines(&controller);
+        controller.stop().await;
+
+        let issued = (n * tokens * rounds) as f64;
+        let (baseline_secs, controller_secs, ratio) = compare(&baseline.secs, &through.secs);
+        self.figures.credentials = Some(CredentialFigures {
+            baseline_secs,
+            controller_secs,
+            ratio,
+            controller_writes_per_token: Some(through.spent.writes(is_key_write) as f64 / issued),
+            baseline_writes_per_token: Some(baseline.spent.writes(is_key_write) as f64 / issued),
+            controller_event_writes: Some(through.spent.writes(is_event)),
+            apiserver_writes: Some(through.spent.writes(is_operator_write)),
+            controller_counted_writes: counted.clone().map(total),
+            controller_counted_breakdown: counted.unwrap_or_default(),
+            controller_gets_per_token: Some(through.spent.count(|r| is_watched(r) && r.verb == "GET") as f64 / issued),
+            controller_reconciles_per_credential: through.reconciles.map(|r| r as f64 / (n * rounds) as f64),
+            controller_requests: through.spent.breakdown(|r| is_watched(r) && r.verb != "WATCH"),
+            rest_writes: Some(rest.writes(is_watched)),
+            rest_counted_writes: rest_counted,
+            rest_reads: Some(rest.count(|r| is_watched(r) && r.is_read())),
+            rest_requests: rest.breakdown(|r| is_watched(r) && r.verb != "WATCH"),
+            baseline_rounds_secs: baseline.secs,
+            controller_rounds_secs: through.secs,
+        });
         Ok(())
     }
 
@@ -457,8 +625,8 @@ impl Bench {
         let controller = self.start_controller(namespace, "restart").await?;
         let after = wait_idle(&self.client, &controller).await?;
         let spent = after.since(&before);
-        self.check_foreign("restart", &spent, 0);
-        self.figures.restart_writes = Some(spent.writes(|r| is_key_write(r) || is_event(r)));
+        self.check_foreign("restart", &spent, &[]);
+        self.figures.restart_writes = Some(spent.writes(is_operator_write));
         self.figures.restart_reads = Some(spent.count(|r| is_watched(r) && r.is_read()));
         self.figures.restart_requests = spent.breakdown(|r| is_watched(r) && r.verb != "WATCH");
         self.count_log_lines(&controller);
@@ -469,26 +637,10 @@ impl Bench {
     /// Figure 4 at 10,000 keys: a fresh controller in a fresh namespace, so its peak RSS and
     /// time to Active belong to this many keys alone.
     async fn large_run(&mut self) -> Result<()> {
-        let run = "large";
-        let ns = self.namespace(run).await?;
         let n = self.settings.large;
-        let controller = self.start_controller(&ns, run).await?;
-        let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &ns);
-        let active = ActiveWatch::start(keys.clone(), n).await?;
-        let before = Requests::scrape(&self.client).await?;
-        self.progress(&format!("large: creating {n} keys in {ns}"));
-        let started = Instant::now();
-        create_keys(&keys, 0..n, self.settings.concurrency).await?;
-        let done = match active.wait(active_deadline(n), |seen, of| self.active_progress(run, seen, of)).await {
-            Ok(done) => done,
-            Err(error) => return Err(controller.explain(error)),
-        };
-        let secs = done.duration_since(started).as_secs_f64();
-        self.progress(&format!("large: {n} keys Active in {secs:.2} s; waiting for it to go idle"));
-        let after = wait_idle(&self.client, &controller).await?;
+        let new_key = |i| ApiKey::new(&key_name(i), ApiKeySpec::default());
+        let (secs, spent, controller) = self.controller_burst("large", n, new_key, key_active).await?;
         self.figures.large_secs = Some(secs);
-        let spent = after.since(&before);
-        self.check_foreign(run, &spent, n);
         self.figures.large_writes_per_key = Some(spent.writes(is_key_write) as f64 / n as f64);
         self.figures.large_peak_rss_mib = Some(controller.peak_rss_mib()?);
         self.figures.large_rss_idle_mib = Some(controller.rss_mib()?);
@@ -505,23 +657,26 @@ impl Bench {
         Ok(controller)
     }
 
-    /// Notes a measure window in which someone else used the API server: it saw ApiKey
-    /// creates beyond the bench's own, Credential creates, or ApiKey, Credential or Event
-    /// deletes, which neither the bench nor the controller ever makes. Its figures then count the intruder's requests too.
-    fn check_foreign(&mut self, window: &str, spent: &Requests, bench_creates: usize) {
-        let creates = spent.count(|r| r.resource == "apikeys" && r.subresource.is_empty() && r.verb == "POST");
-        let credentials = spent.count(|r| r.resource == "credentials" && r.subresource.is_empty() && r.verb == "POST");
+    /// Notes a measure window in which someone else used the API server: it saw ApiKey or
+    /// Credential creates beyond the bench's own (`bench_creates`, by plural), or ApiKey,
+    /// Credential or Event deletes, which neither the bench nor the controller ever makes. Its
+    /// figures then count the intruder's requests too.
+    fn check_foreign(&mut self, window: &str, spent: &Requests, bench_creates: &[(&str, usize)]) {
+        let others = |resource: &str| {
+            let creates = spent.count(|r| r.resource == resource && r.subresource.is_empty() && r.verb == "POST");
+            let own = bench_creates.iter().filter(|(plural, _)| *plural == resource).map(|(_, n)| *n as u64).sum();
+            creates.saturating_sub(own)
+        };
+        let (creates, credentials) = (others("apikeys"), others("credentials"));
         let deletes = spent.count(|r| {
             matches!(r.resource.as_str(), "apikeys" | "credentials" | "events")
                 && matches!(r.verb.as_str(), "DELETE" | "DELETECOLLECTION")
         });
-        let foreign = creates.saturating_sub(bench_creates as u64) + credentials + deletes;
-        if foreign > 0 {
+        if creates + credentials + deletes > 0 {
             let warning = format!(
-                "{window}: someone else used the API server ({} other ApiKey creates, {credentials} Credential \
-                 creates, {deletes} deletes of ApiKeys, Credentials or Events); this window's figures include \
-                 their requests",
-                creates.saturating_sub(bench_creates as u64)
+                "{window}: someone else used the API server ({creates} other ApiKey creates, {credentials} other \
+                 Credential creates, {deletes} deletes of ApiKeys, Credentials or Events); this window's figures \
+                 include their requests"
             );
             self.progress(&format!("warning: {warning}"));
             self.figures.warnings.push(warning);
@@ -587,7 +742,7 @@ impl Bench {
 
 /// Deletes namespaces and waits (up to 10 minutes) until they are gone.
 ///
-/// The Secrets go first, then the ApiKeys, then the namespace. Left to the namespace
+/// The Secrets go first, then the ApiKeys and Credentials, then the namespace. Left to the namespace
 /// controller, owners and dependents vanish together and the garbage collector then checks
 /// every orphaned Secret with a GET, at kube-controller-manager's 20 requests a second: some
 /// ten minutes of traffic after a full run, which would land in the next run's measures.
@@ -599,6 +754,9 @@ async fn delete_namespaces(client: &Client, names: &[String]) {
         }
         if let Err(error) = empty(&Api::<ApiKey>::namespaced(client.clone(), name)).await {
             eprintln!("cannot delete the ApiKeys of {name}: {error}");
+        }
+        if let Err(error) = empty(&Api::<Credential>::namespaced(client.clone(), name)).await {
+            eprintln!("cannot delete the Credentials of {name}: {error}");
         }
         if let Err(error) = api.delete(name, &DeleteParams::default()).await {
             eprintln!("cannot delete namespace {name}: {error}");
@@ -665,15 +823,65 @@ fn active_deadline(n: usize) -> Duration {
     Duration::from_secs(120) + Duration::from_millis(50) * u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// Creates keys with the default spec, `concurrency` creates in flight.
-async fn create_keys(keys: &Api<ApiKey>, range: std::ops::Range<usize>, concurrency: usize) -> Result<()> {
-    futures::stream::iter(range)
-        .map(|i| async move {
-            let name = key_name(i);
-            keys.create(&PostParams::default(), &ApiKey::new(&name, ApiKeySpec::default()))
+/// What the bench creates in bulk and waits to see issued: ApiKeys and Credentials.
+trait Issued:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Issued for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The bench's test that an ApiKey is issued.
+fn key_active(key: &ApiKey) -> bool {
+    key.status.as_ref().and_then(|s| s.phase) == Some(Phase::Active)
+}
+
+fn credential_name(i: usize) -> String {
+    format!("cred-{i:05}")
+}
+
+/// A Credential of `tokens` tokens with the default expiry, named `t0`, `t1`...
+fn new_credential(name: &str, tokens: usize) -> Credential {
+    let tokens = (0..tokens).map(|t| CredentialToken { name: format!("t{t}"), ..CredentialToken::default() }).collect();
+    Credential::new(name, CredentialSpec { tokens, ..CredentialSpec::default() })
+}
+
+/// The bench's test that a Credential is issued: its status describes its current spec and
+/// holds every one of its `tokens` Active.
+fn credential_active(credential: &Credential, tokens: usize) -> bool {
+    credential.status.as_ref().is_some_and(|s| {
+        s.phase == Some(Phase::Active)
+            && s.active_tokens.and_then(|n| usize::try_from(n).ok()) == Some(tokens)
+            && s.observed_generation.is_some()
+            && s.observed_generation == credential.metadata.generation
+    })
+}
+
+/// Creates `objects`, `concurrency` creates in flight.
+async fn create_all<K: Issued>(api: &Api<K>, objects: impl Iterator<Item = K>, concurrency: usize) -> Result<()> {
+    futures::stream::iter(objects)
+        .map(|object| async move {
+            api.create(&PostParams::default(), &object)
                 .await
                 .map(drop)
-                .map_err(|e| Error::from(format!("create ApiKey {name}: {e}")))
+                .map_err(|e| Error::from(format!("create {} {}: {e}", K::kind(&()), object.name_any())))
         })
         .buffer_unordered(concurrency)
         .try_collect()
@@ -682,41 +890,110 @@ async fn create_keys(keys: &Api<ApiKey>, range: std::ops::Range<usize>, concurre
 
 /// What a minimal client does for one key: the ApiKey, then a Secret like the operator's
 /// (create-only), then a status like the controller's (server-side apply, forced).
-async fn issue_directly(keys: &Api<ApiKey>, secrets: &Api<Secret>, name: String) -> Result<()> {
+async fn issue_directly(keys: Api<ApiKey>, secrets: Api<Secret>, name: String) -> Result<()> {
     let key = keys
         .create(&PostParams::default(), &ApiKey::new(&name, ApiKeySpec::default()))
         .await
         .map_err(|e| format!("create ApiKey {name}: {e}"))?;
-    let uid = key.uid().ok_or("a created ApiKey without uid")?;
+    let owner = owner_reference(&key)?;
     let created = key.creation_timestamp().ok_or("a created ApiKey without creationTimestamp")?.0;
     let expires_at = created.checked_add(DEFAULT_EXPIRY).map_err(|e| format!("expiry of {name}: {e}"))?;
     let now = Timestamp::now();
     let token = Token::generate("kw");
     let secret_name = format!("{name}-apikey");
+    create_token_secret(&secrets, &owner, &secret_name, &token, now, expires_at).await?;
+    let generation = key.meta().generation;
+    let status = serde_json::json!({
+        "phase": "Active",
+        "observedGeneration": generation,
+        "keyId": token.key_id(),
+        "tokenHash": token.hash().to_string(),
+        "secretName": secret_name,
+        "issuedAt": Time(now),
+        "expiresAt": Time(expires_at),
+        "conditions": [issued_condition(format!("token issued to Secret {secret_name}"), generation, now)],
+    });
+    apply_status(&keys, &name, status).await
+}
+
+/// What a minimal client does for one Credential: the Credential, then one Secret like the
+/// operator's per token (create-only, one after the other as the controller's reconcile
+/// writes them), then one status like the controller's with every token.
+async fn issue_credential_directly(
+    credentials: Api<Credential>,
+    secrets: Api<Secret>,
+    i: usize,
+    tokens: usize,
+) -> Result<()> {
+    let name = credential_name(i);
+    let credential = credentials
+        .create(&PostParams::default(), &new_credential(&name, tokens))
+        .await
+        .map_err(|e| format!("create Credential {name}: {e}"))?;
+    let owner = owner_reference(&credential)?;
+    // A token's expiresAfter (here the operator's default) counts from its first issue.
+    let now = Timestamp::now();
+    let expires_at = now.checked_add(DEFAULT_EXPIRY).map_err(|e| format!("expiry of {name}: {e}"))?;
+    let mut entries = Vec::with_capacity(tokens);
+    for token_spec in &credential.spec.tokens {
+        let token = Token::generate("kw");
+        let secret_name = credential.secret_name(&token_spec.name);
+        create_token_secret(&secrets, &owner, &secret_name, &token, now, expires_at).await?;
+        entries.push(serde_json::json!({
+            "name": token_spec.name,
+            "keyId": token.key_id(),
+            "tokenHash": token.hash().to_string(),
+            "secretName": secret_name,
+            "issuedAt": Time(now),
+            "expiresAt": Time(expires_at),
+            "phase": "Active",
+        }));
+    }
+    let generation = credential.meta().generation;
+    let names: Vec<&str> = credential.spec.tokens.iter().map(|t| t.name.as_str()).collect();
+    let status = serde_json::json!({
+        "phase": "Active",
+        "observedGeneration": generation,
+        "activeTokens": entries.len(),
+        "tokens": entries,
+        "conditions": [issued_condition(format!("{tokens} token(s) issued: {}", names.join(", ")), generation, now)],
+    });
+    apply_status(&credentials, &name, status).await
+}
+
+/// The ownerReference the operator puts on the Secrets of `object`.
+fn owner_reference<K: Resource<DynamicType = ()>>(object: &K) -> Result<OwnerReference> {
+    let owner = object.controller_owner_ref(&()).ok_or_else(|| format!("a created {} without uid", K::kind(&())))?;
+    Ok(OwnerReference { block_owner_deletion: Some(true), ..owner })
+}
+
+/// Creates a Secret like the operator's for one token of `owner` (its controller reference).
+async fn create_token_secret(
+    secrets: &Api<Secret>,
+    owner: &OwnerReference,
+    secret_name: &str,
+    token: &Token,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+) -> Result<()> {
     let secret = Secret {
         metadata: ObjectMeta {
-            name: Some(secret_name.clone()),
+            name: Some(secret_name.to_string()),
             labels: Some(
-                [(LABEL_MANAGED_BY.into(), MANAGED_BY_VALUE.into()), (LABEL_OWNER_UID.into(), uid.clone())].into(),
+                [(LABEL_MANAGED_BY.into(), MANAGED_BY_VALUE.into()), (LABEL_OWNER_UID.into(), owner.uid.clone())]
+                    .into(),
             ),
             annotations: Some(
                 [
                     (ANNOTATION_TOKEN_HASH.into(), token.hash().to_string()),
                     (ANNOTATION_KEY_ID.into(), token.key_id()),
-                    (ANNOTATION_ISSUED_AT.into(), now.to_string()),
+                    (ANNOTATION_ISSUED_AT.into(), issued_at.to_string()),
                     (ANNOTATION_EXPIRES_AT.into(), expires_at.to_string()),
-                    (ANNOTATION_OWNER.into(), format!("ApiKey/{name}")),
+                    (ANNOTATION_OWNER.into(), format!("{}/{}", owner.kind, owner.name)),
                 ]
                 .into(),
             ),
-            owner_references: Some(vec![OwnerReference {
-                api_version: ApiKey::api_version(&()).into_owned(),
-                kind: ApiKey::kind(&()).into_owned(),
-                name: name.clone(),
-                uid,
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
+            owner_references: Some(vec![owner.clone()]),
             ..ObjectMeta::default()
         },
         type_: Some(SECRET_TYPE.into()),
@@ -724,31 +1001,27 @@ async fn issue_directly(keys: &Api<ApiKey>, secrets: &Api<Secret>, name: String)
         ..Secret::default()
     };
     secrets.create(&PostParams::default(), &secret).await.map_err(|e| format!("create Secret {secret_name}: {e}"))?;
-    let generation = key.meta().generation;
-    let status = serde_json::json!({
-        "apiVersion": ApiKey::api_version(&()),
-        "kind": ApiKey::kind(&()),
-        "status": {
-            "phase": "Active",
-            "observedGeneration": generation,
-            "keyId": token.key_id(),
-            "tokenHash": token.hash().to_string(),
-            "secretName": secret_name,
-            "issuedAt": Time(now),
-            "expiresAt": Time(expires_at),
-            "conditions": [{
-                "type": "Ready",
-                "status": "True",
-                "reason": "Issued",
-                "message": format!("token issued to Secret {secret_name}"),
-                "observedGeneration": generation,
-                "lastTransitionTime": Time(now),
-            }],
-        },
-    });
-    keys.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&status))
+    Ok(())
+}
+
+/// The Ready condition of an issued object, as the controller writes it.
+fn issued_condition(message: String, generation: Option<i64>, now: Timestamp) -> serde_json::Value {
+    serde_json::json!({
+        "type": CONDITION_READY,
+        "status": "True",
+        "reason": reason::ISSUED,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": Time(now),
+    })
+}
+
+/// Writes a status the way the controller does: server-side apply, forced.
+async fn apply_status<K: Issued>(api: &Api<K>, name: &str, status: serde_json::Value) -> Result<()> {
+    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
         .await
-        .map_err(|e| format!("apply the status of {name}: {e}"))?;
+        .map_err(|e| format!("apply the status of {} {name}: {e}", K::kind(&())))?;
     Ok(())
 }
 
@@ -758,6 +1031,12 @@ struct Burst {
     secs: Vec<f64>,
     spent: Requests,
     reconciles: Option<u64>,
+}
+
+/// The medians of the baseline's and the controller's rounds, and their ratio.
+fn compare(baseline: &[f64], controller: &[f64]) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let (baseline, controller) = (median(baseline), median(controller));
+    (baseline, controller, controller.zip(baseline).map(|(c, b)| c / b))
 }
 
 fn median(values: &[f64]) -> Option<f64> {
@@ -771,17 +1050,23 @@ fn median(values: &[f64]) -> Option<f64> {
     }
 }
 
-/// Counts ApiKeys whose status says Active, from a watch that has listed the namespace before
-/// the first create, and notes the moment the expected count is reached.
+/// Counts objects that `active` accepts, from a watch that has listed the namespace before the
+/// first create, and notes the moment the expected count is reached.
 struct ActiveWatch {
     done: oneshot::Receiver<Instant>,
     active: Arc<AtomicUsize>,
     expected: usize,
+    kind: String,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl ActiveWatch {
-    async fn start(api: Api<ApiKey>, expected: usize) -> Result<Self> {
+    async fn start<K: Issued>(
+        api: Api<K>,
+        expected: usize,
+        is_active: impl Fn(&K) -> bool + Send + 'static,
+    ) -> Result<Self> {
+        let kind = K::kind(&()).into_owned();
         let (ready_tx, ready_rx) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
         let active = Arc::new(AtomicUsize::new(0));
@@ -798,16 +1083,15 @@ impl ActiveWatch {
                             let _ = ready.send(());
                         }
                     }
-                    Ok(watcher::Event::Apply(key) | watcher::Event::InitApply(key)) => {
-                        let phase = key.status.as_ref().and_then(|s| s.phase);
-                        if phase == Some(Phase::Active) {
-                            names.insert(key.name_any());
+                    Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
+                        if is_active(&object) {
+                            names.insert(object.name_any());
                         } else {
-                            names.remove(&key.name_any());
+                            names.remove(&object.name_any());
                         }
                     }
-                    Ok(watcher::Event::Delete(key)) => {
-                        names.remove(&key.name_any());
+                    Ok(watcher::Event::Delete(object)) => {
+                        names.remove(&object.name_any());
                     }
                     // A watch error is retried by the backoff; a re-list re-applies everything.
                     Ok(watcher::Event::Init) | Err(_) => {}
@@ -822,25 +1106,26 @@ impl ActiveWatch {
         });
         tokio::time::timeout(Duration::from_secs(30), ready_rx)
             .await
-            .map_err(|_| "the ApiKey watch did not list within 30 s")?
-            .map_err(|_| "the ApiKey watch ended")?;
-        Ok(Self { done, active, expected, task })
+            .map_err(|_| format!("the {kind} watch did not list within 30 s"))?
+            .map_err(|_| format!("the {kind} watch ended"))?;
+        Ok(Self { done, active, expected, kind, task })
     }
 
-    /// The moment the last key was seen Active; `progress` hears the count every 10 s.
+    /// The moment the last object was seen Active; `progress` hears the count every 10 s.
     async fn wait(mut self, deadline: Duration, progress: impl Fn(usize, usize)) -> Result<Instant> {
         let deadline = tokio::time::Instant::now() + deadline;
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         tick.tick().await;
         loop {
             tokio::select! {
-                done = &mut self.done => break done.map_err(|_| Error::from("the ApiKey watch ended")),
+                done = &mut self.done => break done.map_err(|_| Error::from(format!("the {} watch ended", self.kind))),
                 _ = tick.tick() => progress(self.active.load(Ordering::Relaxed), self.expected),
                 () = tokio::time::sleep_until(deadline) => {
                     break Err(format!(
-                        "only {} of {} keys were Active in time",
+                        "only {} of {} {} objects were Active in time",
                         self.active.load(Ordering::Relaxed),
-                        self.expected
+                        self.expected,
+                        self.kind,
                     )
                     .into());
                 }
@@ -1011,9 +1296,34 @@ impl Controller {
         (lines.len() as u64 - errors, errors, samples)
     }
 
-    /// The controller's `keyward_reconciles` counter, from its `/metrics` on the address its
-    /// log names (it listens on a port the kernel picked).
+    /// The controller's `keyward_reconciles` counter.
     fn reconciles(&self) -> Result<u64> {
+        Ok(self.counter("keyward_reconciles_total")?.values().sum())
+    }
+
+    /// The controller's own count of its writes, `keyward_api_writes_total`: `resource verb` ->
+    /// writes; `None` (and said) when it cannot be read.
+    fn api_writes(&self) -> Option<BTreeMap<String, u64>> {
+        match self.counter("keyward_api_writes_total") {
+            Ok(series) => Some(
+                series
+                    .into_iter()
+                    .map(|(labels, n)| {
+                        let label = |name: &str| labels.get(name).cloned().unwrap_or_default();
+                        (format!("{} {}", label("resource"), label("verb")), n)
+                    })
+                    .collect(),
+            ),
+            Err(error) => {
+                eprintln!("cannot read the controller's keyward_api_writes_total: {error}");
+                None
+            }
+        }
+    }
+
+    /// One counter's series from the controller's `/metrics`, on the address its log names (it
+    /// listens on a port the kernel picked): labels -> value.
+    fn counter(&self, name: &str) -> Result<BTreeMap<BTreeMap<String, String>, u64>> {
         let text = self.log_text();
         let addr = text
             .lines()
@@ -1022,12 +1332,21 @@ impl Controller {
             .and_then(|rest| rest.split_whitespace().next())
             .ok_or("no listen address in the controller's log")?;
         let metrics = http_get(addr, "/metrics")?;
-        let total = metrics
-            .lines()
-            .filter(|l| l.starts_with("keyward_reconciles_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
-        Ok(total.round() as u64)
+        let mut series = BTreeMap::new();
+        for line in metrics.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            let (labels, value) = match rest.strip_prefix('{').and_then(|r| r.rsplit_once('}')) {
+                Some((labels, value)) => (parse_labels(labels), value),
+                None => (BTreeMap::new(), rest),
+            };
+            // A longer name that starts with this one has no space here and fails to parse.
+            if let Ok(value) = value.trim_start_matches(' ').parse::<f64>() {
+                *series.entry(labels).or_insert(0) += value.round() as u64;
+            }
+        }
+        Ok(series)
     }
 
     /// Adds the controller's last log lines to an error, to say what it was doing.
@@ -1122,6 +1441,11 @@ fn is_key_write(series: &Series) -> bool {
 
 fn is_event(series: &Series) -> bool {
     series.resource == "events"
+}
+
+/// Every write the controller makes: what issuing causes, and events.
+fn is_operator_write(series: &Series) -> bool {
+    is_key_write(series) || is_event(series)
 }
 
 /// A snapshot of the API server's `apiserver_request_total` counter.
@@ -1325,6 +1649,49 @@ fn print_table(f: &Figures) {
         "< 1000 ms",
         f.expiry_latency_mean_ms.map(|m| m < 1000.0),
     );
+    if let Some(c) = &f.credentials {
+        let (m, t) = (settings.credentials, settings.credential_tokens);
+        let tokens = m * t * rounds;
+        // One Secret per token and one status per Credential.
+        let floor = (t + 1) as f64 / t as f64;
+        let count = |v: Option<u64>| v.map_or("-".into(), |n| n.to_string());
+        row(
+            format!("time to Active, {m} credentials x {t} tokens, baseline (median)"),
+            secs(c.baseline_secs),
+            "",
+            None,
+        );
+        row(
+            format!("time to Active, {m} credentials x {t} tokens, controller (median)"),
+            secs(c.controller_secs),
+            "",
+            None,
+        );
+        row("controller / baseline, credentials".into(), num(c.ratio), "<= 1.30", c.ratio.map(|r| r <= 1.3));
+        row(
+            "API writes per token, controller (secrets+credentials)".into(),
+            per_key(c.controller_writes_per_token),
+            &format!("{floor:.3}"),
+            c.controller_writes_per_token.map(|w| w <= floor + 1e-9),
+        );
+        row("API writes per token, baseline (method check)".into(), per_key(c.baseline_writes_per_token), "", None);
+        row(format!("event writes, controller, all {tokens} tokens"), count(c.controller_event_writes), "", None);
+        row(
+            "writes incl. events: API server / controller's own counter".into(),
+            format!("{} / {}", count(c.apiserver_writes), count(c.controller_counted_writes)),
+            "equal",
+            c.apiserver_writes.zip(c.controller_counted_writes).map(|(a, b)| a == b),
+        );
+        row("API GETs per token, controller".into(), per_key(c.controller_gets_per_token), "", None);
+        row("reconciles per credential, controller".into(), per_key(c.controller_reconciles_per_credential), "", None);
+        row(
+            format!("writes in {} s at rest, {m} credentials (controller's count)", settings.rest_secs),
+            format!("{} ({})", count(c.rest_writes), count(c.rest_counted_writes)),
+            "0",
+            c.rest_writes.map(|n| n == 0),
+        );
+        row(format!("reads in {} s at rest, {m} credentials", settings.rest_secs), count(c.rest_reads), "", None);
+    }
     row(
         "controller log lines at WARN / ERROR".into(),
         format!("{} / {}", f.controller_log_warnings, f.controller_log_errors),
@@ -1350,8 +1717,8 @@ fn print_table(f: &Figures) {
     };
     println!();
     println!(
-        "keyward issue bench: {n} keys, --concurrency {}, rest {} s, large run {large} keys",
-        settings.concurrency, settings.rest_secs
+        "keyward issue bench: {n} keys, {} credentials x {} tokens, --concurrency {}, rest {} s, large run {large} keys",
+        settings.credentials, settings.credential_tokens, settings.concurrency, settings.rest_secs
     );
     line(&header);
     println!("{}", "-".repeat(widths.iter().sum::<usize>() + 12));
@@ -1378,6 +1745,23 @@ fn print_table(f: &Figures) {
         println!("\nrequests after the restart:");
         for (what, count) in &f.restart_requests {
             println!("  {what:<40} {count}");
+        }
+    }
+    if let Some(c) = &f.credentials {
+        if !c.baseline_rounds_secs.is_empty() {
+            println!("\ncredential rounds, seconds to Active: baseline {}", each(&c.baseline_rounds_secs));
+            println!("                                     controller {}", each(&c.controller_rounds_secs));
+        }
+        let lists = [
+            ("credential controller runs, requests", &c.controller_requests),
+            ("credential controller runs, writes by the controller's own counter", &c.controller_counted_breakdown),
+            ("requests at rest with the credentials", &c.rest_requests),
+        ];
+        for (title, list) in lists.into_iter().filter(|(_, list)| !list.is_empty()) {
+            println!("\n{title}:");
+            for (what, count) in list {
+                println!("  {what:<40} {count}");
+            }
         }
     }
     if !f.controller_log_samples.is_empty() {

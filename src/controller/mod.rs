@@ -181,7 +181,9 @@ fn owned_secrets(
     let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
     watcher(
         api_in::<kube::core::PartialObjectMeta<Secret>>(client, namespace),
-        watcher::Config::default().labels(&selector).any_semantic(),
+        // Paged lists from etcd: an any-version list is served whole from the watch cache,
+        // one response holding every Secret's metadata.
+        watcher::Config::default().labels(&selector),
     )
     .default_backoff()
     .touched_objects()
@@ -241,12 +243,14 @@ fn controller<K: Reconciled>(
     shutdown: watch::Receiver<bool>,
 ) -> (BoxFuture<'static, ()>, BoxFuture<'static, bool>) {
     let (reader, writer) = reflector::store();
-    let events = watcher(api_in::<K>(&ctx.client, namespace.as_deref()), watcher::Config::default().any_semantic())
+    let events = watcher(api_in::<K>(&ctx.client, namespace.as_deref()), watcher::Config::default())
         .default_backoff()
-        // The cache needs neither managed fields nor last-applied copies of the spec.
+        // The reconcilers read spec, status and identity only: the cache keeps nothing else.
         .modify(|object: &mut K| {
-            object.managed_fields_mut().clear();
-            object.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
+            let meta = object.meta_mut();
+            meta.managed_fields = None;
+            meta.annotations = None;
+            meta.labels = None;
         })
         .reflect(writer)
         .applied_objects()

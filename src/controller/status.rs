@@ -48,15 +48,16 @@ pub fn ready_condition(
 }
 
 /// Remembers, per object UID, the resourceVersion an object had when its status was last
-/// written and the status written. A reconcile that sees that same resourceVersion in its cache
-/// is looking at the object from before the write and must not write the same status again.
+/// written and a digest of the status written. A reconcile that sees that same resourceVersion
+/// in its cache is looking at the object from before the write and must not write the same
+/// status again. A digest, not the status, keeps this small with many objects.
 #[derive(Default)]
 pub struct RecentWrites {
-    writes: Mutex<HashMap<String, (String, serde_json::Value)>>,
+    writes: Mutex<HashMap<String, (String, u64)>>,
 }
 
 impl RecentWrites {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, serde_json::Value)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, u64)>> {
         self.writes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -64,7 +65,7 @@ impl RecentWrites {
     fn already_written(&self, uid: &str, resource_version: &str, desired: &serde_json::Value) -> bool {
         let mut writes = self.lock();
         match writes.get(uid) {
-            Some((before, written)) if before == resource_version => written == desired,
+            Some((before, written)) if before == resource_version => *written == digest(desired),
             Some(_) => {
                 // The cache has moved past our write; it is the truth again.
                 writes.remove(uid);
@@ -74,9 +75,31 @@ impl RecentWrites {
         }
     }
 
-    fn record(&self, uid: &str, resource_version_before: &str, written: serde_json::Value) {
-        self.lock().insert(uid.to_string(), (resource_version_before.to_string(), written));
+    fn record(&self, uid: &str, resource_version_before: &str, written: &serde_json::Value) {
+        self.lock().insert(uid.to_string(), (resource_version_before.to_string(), digest(written)));
     }
+}
+
+/// A digest of a status that ignores condition transition times: a reconcile working from a
+/// cache that predates our write sees no condition and stamps a fresh transition time, which
+/// is no reason to write the same status again.
+fn digest(status: &serde_json::Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn strip(value: &serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => serde_json::Value::Object(
+                map.iter()
+                    .filter(|(k, _)| k.as_str() != "lastTransitionTime")
+                    .map(|(k, v)| (k.clone(), strip(v)))
+                    .collect(),
+            ),
+            serde_json::Value::Array(items) => serde_json::Value::Array(items.iter().map(strip).collect()),
+            other => other.clone(),
+        }
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    strip(status).to_string().hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The metrics label of a kind's status subresource.
@@ -119,7 +142,7 @@ where
     });
     metrics.count_write(status_resource::<K>(), "apply");
     api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    recent.record(&uid, &resource_version, desired_json);
+    recent.record(&uid, &resource_version, &desired_json);
     Ok(true)
 }
 
@@ -152,11 +175,22 @@ mod tests {
     fn a_write_is_remembered_only_against_the_version_it_was_made_over() {
         let recent = RecentWrites::default();
         let status = serde_json::json!({"phase": "Active"});
-        recent.record("u", "10", status.clone());
+        recent.record("u", "10", &status);
         assert!(recent.already_written("u", "10", &status));
         assert!(!recent.already_written("u", "10", &serde_json::json!({"phase": "Inactive"})));
         // A newer version in the cache ends the guard, whatever it holds.
         assert!(!recent.already_written("u", "11", &status));
         assert!(!recent.already_written("u", "10", &status));
+    }
+
+    #[test]
+    fn a_fresh_transition_time_alone_is_no_reason_to_write_again() {
+        let recent = RecentWrites::default();
+        let written =
+            serde_json::json!({"conditions": [{"type": "Ready", "lastTransitionTime": "2026-11-22T10:00:00Z"}]});
+        let again =
+            serde_json::json!({"conditions": [{"type": "Ready", "lastTransitionTime": "2026-11-22T10:00:01Z"}]});
+        recent.record("u", "10", &written);
+        assert!(recent.already_written("u", "10", &again));
     }
 }
