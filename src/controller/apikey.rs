@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
-use super::issuer::{self, Converged, Plan, TokenTarget, until};
+use super::issuer::{self, Converged, FirstRead, Plan, TokenTarget, until};
 use super::secret::{self, Found, Issued, Owner, SecretStore, TokenSecret};
 use super::status::{self, ready_condition};
 use super::{Context, Reconciled};
@@ -90,6 +90,12 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
         prefix: &valid.prefix,
         held_live_token: held_live_token(&valid, key.status.as_ref()),
         issued_at: now,
+        // A key never issued has no Secret yet, unless a crash left one: create-only finds out.
+        first_read: if key.status.as_ref().and_then(|s| s.token_hash.as_ref()).is_none() {
+            FirstRead::AssumeMissing
+        } else {
+            FirstRead::Get
+        },
     };
     let outcome = match issuer::converge(&secrets, &target, now).await? {
         Converged::Holds { issued, fresh } => {

@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use super::issuer::{self, Converged, TokenTarget, until};
+use super::issuer::{self, Converged, FirstRead, TokenTarget, until};
 use super::secret::{Found, Issued, Owner, SecretStore, TokenSecret, annotation, classify};
 use super::status::{self, ready_condition};
 use super::{Context, Reconciled};
@@ -72,45 +72,38 @@ async fn reconcile_credential(credential: &Credential, ctx: &Context) -> Result<
         secrets.list_owned(&owner.uid).await?.into_iter().map(|s| (s.name_any(), s)).collect();
     let previous_tokens: BTreeMap<&str, &TokenStatus> = previous.tokens.iter().map(|t| (t.name.as_str(), t)).collect();
 
-    let mut results = Vec::with_capacity(valid.tokens.len());
-    let mut requeue: Option<Duration> = None;
+    // Expiries first: a token whose lifetime exceeds the cap refuses the whole spec.
+    let mut planned = Vec::with_capacity(valid.tokens.len());
     for token in &valid.tokens {
         let before = previous_tokens.get(token.name.as_str()).copied();
         // Whole seconds: the first issue is recorded in an annotation and in status, both in seconds.
         let first_issued =
             first_issue(owned.get(&token.secret_name), &owner, before).unwrap_or(super::whole_seconds(now));
-        let expires_at = match token.expires_at(first_issued, &ctx.settings.expiry) {
-            Ok(at) => at,
+        match token.expires_at(first_issued, &ctx.settings.expiry) {
+            Ok(expires_at) => planned.push((token, before, first_issued, expires_at)),
             Err(error) => return refuse(credential, ctx, &previous, error, now).await,
-        };
-        let target = TokenTarget {
-            secret: TokenSecret { name: &token.secret_name, owner: &owner, expires_at, template: &valid.template },
-            prefix: &valid.prefix,
-            held_live_token: before.is_some_and(|t| t.token_hash.is_some() && t.phase != Some(Phase::Expired)),
-            issued_at: first_issued,
-        };
-        let (outcome, wait) = match issuer::converge(&secrets, &target, now).await? {
-            Converged::Holds { issued, fresh } => {
-                ctx.announce(credential, &token.secret_name, &issued, fresh).await;
-                (TokenOutcome::Holds(issued), until(now, expires_at).min(LONGEST_REQUEUE))
-            }
-            Converged::Expired(issued) => {
-                if before.is_some_and(|t| t.phase != Some(Phase::Expired)) {
-                    let note = format!(
-                        "token {} expired at {expires_at}; its Secret {} was deleted",
-                        token.name, token.secret_name
-                    );
-                    ctx.publish(credential, EventType::Normal, reason::EXPIRED, note).await;
-                }
-                (TokenOutcome::Expired(issued), LONGEST_REQUEUE)
-            }
-            Converged::Conflict => (TokenOutcome::Conflict, CONFLICT_RECHECK),
-            Converged::Pending(why) => (TokenOutcome::Pending(why), PENDING_RECHECK),
-            Converged::Busy => (TokenOutcome::Pending("is being written by someone else"), PENDING_RECHECK),
-        };
-        requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
-        results.push((token, expires_at, outcome));
+        }
     }
+    // Tokens are independent: converge them at once.
+    let results =
+        futures::future::try_join_all(planned.into_iter().map(|(token, before, first_issued, expires_at)| {
+            let target = TokenTarget {
+                secret: TokenSecret { name: &token.secret_name, owner: &owner, expires_at, template: &valid.template },
+                prefix: &valid.prefix,
+                held_live_token: before.is_some_and(|t| t.token_hash.is_some() && t.phase != Some(Phase::Expired)),
+                issued_at: first_issued,
+                // The LIST saw every Secret of ours; any other name is free or foreign, and a
+                // create-only write tells which.
+                first_read: owned
+                    .get(&token.secret_name)
+                    .map_or(FirstRead::AssumeMissing, |s| FirstRead::Listed(Box::new(s.clone()))),
+            };
+            converge_token(credential, ctx, &secrets, token, before, target, now)
+        }))
+        .await?;
+    let requeue = results.iter().map(|(_, _, _, wait)| *wait).min();
+    let results: Vec<_> =
+        results.into_iter().map(|(token, expires_at, outcome, _)| (token, expires_at, outcome)).collect();
     remove_dropped_tokens(&secrets, &owner, &valid, owned.values()).await?;
 
     let desired = desired_status(credential, &previous, &valid, &results, now);
@@ -118,6 +111,39 @@ async fn reconcile_credential(credential: &Credential, ctx: &Context) -> Result<
         .await?;
     tracing::debug!(?requeue, "reconciled");
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Converges one token and says when to look at it again.
+async fn converge_token<'a>(
+    credential: &Credential,
+    ctx: &Context,
+    secrets: &SecretStore,
+    token: &'a ValidToken,
+    before: Option<&TokenStatus>,
+    target: TokenTarget<'_>,
+    now: Timestamp,
+) -> Result<(&'a ValidToken, Timestamp, TokenOutcome, Duration)> {
+    let expires_at = target.secret.expires_at;
+    let (outcome, wait) = match issuer::converge(secrets, &target, now).await? {
+        Converged::Holds { issued, fresh } => {
+            ctx.announce(credential, &token.secret_name, &issued, fresh).await;
+            (TokenOutcome::Holds(issued), until(now, expires_at).min(LONGEST_REQUEUE))
+        }
+        Converged::Expired(issued) => {
+            if before.is_some_and(|t| t.phase != Some(Phase::Expired)) {
+                let note = format!(
+                    "token {} expired at {expires_at}; its Secret {} was deleted",
+                    token.name, token.secret_name
+                );
+                ctx.publish(credential, EventType::Normal, reason::EXPIRED, note).await;
+            }
+            (TokenOutcome::Expired(issued), LONGEST_REQUEUE)
+        }
+        Converged::Conflict => (TokenOutcome::Conflict, CONFLICT_RECHECK),
+        Converged::Pending(why) => (TokenOutcome::Pending(why), PENDING_RECHECK),
+        Converged::Busy => (TokenOutcome::Pending("is being written by someone else"), PENDING_RECHECK),
+    };
+    Ok((token, expires_at, outcome, wait))
 }
 
 /// A token's first issue, from which its expiresAfter counts: its Secret records it; else the

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
 
 use super::secret::{Found, Issued, SecretStore, TokenSecret, Write, classify};
 use crate::error::{Error, Result};
@@ -65,6 +66,17 @@ pub fn decide(now: Timestamp, expires_at: Timestamp, found: &Found, held_live_to
     }
 }
 
+/// What is known of a token's Secret before converging, to spare a read.
+#[derive(Clone, Debug)]
+pub enum FirstRead {
+    /// Nothing: read it.
+    Get,
+    /// Just read by a LIST.
+    Listed(Box<Secret>),
+    /// Nothing suggests it exists: write create-only at once, and read only on a conflict.
+    AssumeMissing,
+}
+
 /// Where a token lives and what its Secret records.
 pub struct TokenTarget<'a> {
     pub secret: TokenSecret<'a>,
@@ -73,6 +85,7 @@ pub struct TokenTarget<'a> {
     /// The issue time a new token records: now for an ApiKey, the first issue of a Credential
     /// token (its expiry counts from there).
     pub issued_at: Timestamp,
+    pub first_read: FirstRead,
 }
 
 /// Whether the token in the Secret was issued by this pass.
@@ -105,8 +118,13 @@ pub enum Converged {
 /// Brings a token's Secret to what the target needs.
 pub async fn converge(secrets: &SecretStore, target: &TokenTarget<'_>, now: Timestamp) -> Result<Converged> {
     let name = target.secret.name;
-    for _ in 0..RACE_ATTEMPTS {
-        let existing = secrets.read(name).await?;
+    for attempt in 0..RACE_ATTEMPTS {
+        let existing = match (&target.first_read, attempt) {
+            (FirstRead::Listed(secret), 0) => Some(secret.as_ref().clone()),
+            // A Secret past its expiry must be looked at: it may need deleting.
+            (FirstRead::AssumeMissing, 0) if now < target.secret.expires_at => None,
+            _ => secrets.read(name).await?,
+        };
         let found = classify(existing.as_ref(), target.secret.owner);
         let written = match decide(now, target.secret.expires_at, &found, target.held_live_token) {
             Plan::Issue(cause) => {
