@@ -4,16 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use kube::Resource;
 use kube::runtime::controller::Action;
-use kube::{Resource, ResourceExt};
 
 use super::issuer::{self, Converged, FirstRead, Plan, TokenTarget, until};
-use super::secret::{self, Found, Issued, Owner, SecretStore, TokenSecret};
+use super::secret::{self, Found, Identity, Issued, Owner, SecretStore, TokenSecret};
 use super::status::{self, ready_condition};
 use super::{Context, Reconciled};
 use crate::api::validate::{self, SpecError, ValidApiKey};
 use crate::api::{ApiKey, ApiKeyStatus, KeyState, Phase, reason};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// How long to wait before looking again at a key whose Secret name is taken by someone else:
 /// the foreign Secret carries no label of ours, so no watch event will say it went away.
@@ -56,19 +56,7 @@ impl Reconciled for ApiKey {
 }
 
 async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
-    let namespace = key.namespace().ok_or_else(|| Error::MissingObjectField(key.name_any(), "metadata.namespace"))?;
-    let created = key
-        .meta()
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0)
-        .ok_or_else(|| Error::MissingObjectField(key.name_any(), "metadata.creationTimestamp"))?;
-    let owner = Owner {
-        kind: "ApiKey",
-        api_version: ApiKey::api_version(&()).into_owned(),
-        name: key.name_any(),
-        uid: key.uid().ok_or_else(|| Error::MissingObjectField(key.name_any(), "metadata.uid"))?,
-    };
+    let Identity { owner, namespace, created } = Identity::of(key)?;
     let secrets = SecretStore::new(ctx, &namespace);
     let now = Timestamp::now();
 
@@ -91,7 +79,10 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
         held_live_token: held_live_token(&valid, key.status.as_ref()),
         issued_at: now,
         // A key never issued has no Secret yet, unless a crash left one: create-only finds out.
-        first_read: if key.status.as_ref().and_then(|s| s.token_hash.as_ref()).is_none() {
+        // A status we wrote that the cache does not show yet means it was issued: read.
+        first_read: if key.status.as_ref().and_then(|s| s.token_hash.as_ref()).is_none()
+            && !ctx.status_writes.pending(&owner.uid)
+        {
             FirstRead::AssumeMissing
         } else {
             FirstRead::Get

@@ -12,12 +12,12 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use super::issuer::{self, Converged, FirstRead, TokenTarget, until};
-use super::secret::{Found, Issued, Owner, SecretStore, TokenSecret, annotation, classify};
+use super::secret::{Found, Identity, Issued, Owner, SecretStore, TokenSecret, annotation, classify};
 use super::status::{self, ready_condition};
 use super::{Context, Reconciled};
 use crate::api::validate::{self, SpecError, ValidCredential, ValidToken};
 use crate::api::{ANNOTATION_ISSUED_AT, Credential, CredentialStatus, KeyState, Phase, TokenStatus, reason};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// See the ApiKey reconciler: a foreign Secret sends no event when it goes away.
 const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
@@ -42,21 +42,7 @@ enum TokenOutcome {
 }
 
 async fn reconcile_credential(credential: &Credential, ctx: &Context) -> Result<Action> {
-    let name = credential.name_any();
-    let namespace =
-        credential.namespace().ok_or_else(|| Error::MissingObjectField(name.clone(), "metadata.namespace"))?;
-    let created = credential
-        .meta()
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0)
-        .ok_or_else(|| Error::MissingObjectField(name.clone(), "metadata.creationTimestamp"))?;
-    let owner = Owner {
-        kind: "Credential",
-        api_version: Credential::api_version(&()).into_owned(),
-        name: name.clone(),
-        uid: credential.uid().ok_or_else(|| Error::MissingObjectField(name.clone(), "metadata.uid"))?,
-    };
+    let Identity { owner, namespace, created } = Identity::of(credential)?;
     let now = Timestamp::now();
     let previous = credential.status.clone().unwrap_or_default();
 

@@ -34,6 +34,36 @@ pub struct Owner {
     pub uid: String,
 }
 
+/// An object's identity as the reconcilers need it: owner of its Secrets, namespace and
+/// creation time. Objects from the API server always have these; a missing one is an error.
+pub struct Identity {
+    pub owner: Owner,
+    pub namespace: String,
+    pub created: Timestamp,
+}
+
+impl Identity {
+    pub fn of<K: super::Reconciled>(object: &K) -> Result<Self> {
+        let name = object.name_any();
+        let missing = |field| crate::Error::MissingObjectField(name.clone(), field);
+        Ok(Self {
+            namespace: object.namespace().ok_or_else(|| missing("metadata.namespace"))?,
+            created: object
+                .meta()
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .ok_or_else(|| missing("metadata.creationTimestamp"))?,
+            owner: Owner {
+                kind: K::KIND,
+                api_version: K::api_version(&()).into_owned(),
+                uid: object.uid().ok_or_else(|| missing("metadata.uid"))?,
+                name: name.clone(),
+            },
+        })
+    }
+}
+
 impl Owner {
     fn reference(&self) -> OwnerReference {
         OwnerReference {

@@ -75,6 +75,11 @@ impl RecentWrites {
         }
     }
 
+    /// True once this process has written the object's status (the cache may not show it yet).
+    pub fn pending(&self, uid: &str) -> bool {
+        self.lock().contains_key(uid)
+    }
+
     fn record(&self, uid: &str, resource_version_before: &str, written: &serde_json::Value) {
         self.lock().insert(uid.to_string(), (resource_version_before.to_string(), digest(written)));
     }
