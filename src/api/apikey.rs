@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{KeyState, Phase, SecretTemplate};
+use super::{KeyPolicy, Phase};
 
 /// An API key: the operator issues one token into a Secret and keeps only its hash here.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -26,15 +26,9 @@ use super::{KeyState, Phase, SecretTemplate};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeySpec {
-    /// What the key is for, shown to people (at most 1024 characters).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
-    pub description: Option<String>,
-
-    /// Scopes granted to the key: dot-separated segments of A-Z, a-z, 0-9, '_' and '-'; '*'
-    /// matches one segment and a final '>' one or more (`orders.read`, `deploy.>`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scopes: Vec<String>,
+    /// Description, scopes, state, allowed CIDRs, token prefix and Secret template.
+    #[serde(flatten)]
+    pub policy: KeyPolicy,
 
     /// Lifetime counted from the key's creation, in s, m, h, d and w units (`90d`, `12h`,
     /// `1w2d`). Exclusive with expiresAt; when both are absent the operator's default applies.
@@ -45,26 +39,9 @@ pub struct ApiKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
 
-    /// Active (the default) or Inactive. An inactive key keeps its Secret but is refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "super::state_schema")]
-    pub state: Option<KeyState>,
-
-    /// Client networks allowed to use the key, as CIDRs; empty allows any address.
-    #[serde(default, rename = "allowedCIDRs", skip_serializing_if = "Vec::is_empty")]
-    pub allowed_cidrs: Vec<String>,
-
-    /// Token prefix, `^[a-z][a-z0-9]{0,15}$`; `kw` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_prefix: Option<String>,
-
     /// Name of the Secret that receives the token; `<metadata.name>-apikey` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
-
-    /// Labels, annotations and extra data copied onto the Secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_template: Option<SecretTemplate>,
 }
 
 /// What the operator observed and did. Holds the token's hash, never the token.

@@ -6,7 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{KeyState, Phase, SecretTemplate};
+use super::{KeyPolicy, Phase};
 
 /// The most tokens one Credential holds.
 pub const MAX_TOKENS: usize = 16;
@@ -31,31 +31,10 @@ pub const MAX_TOKEN_NAME: usize = 20;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialSpec {
-    /// What the credential is for, shown to people (at most 1024 characters).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
-    pub description: Option<String>,
-
-    /// Scopes granted to every token; a change applies to all of them at once.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scopes: Vec<String>,
-
-    /// Active (the default) or Inactive, for all tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "super::state_schema")]
-    pub state: Option<KeyState>,
-
-    /// Client networks allowed to use the tokens, as CIDRs; empty allows any address.
-    #[serde(default, rename = "allowedCIDRs", skip_serializing_if = "Vec::is_empty")]
-    pub allowed_cidrs: Vec<String>,
-
-    /// Token prefix, `^[a-z][a-z0-9]{0,15}$`; `kw` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_prefix: Option<String>,
-
-    /// Labels, annotations and extra data copied onto every token's Secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_template: Option<SecretTemplate>,
+    /// Description, scopes, state, allowed CIDRs, token prefix and Secret template, shared by
+    /// every token: a change applies to all of them at once.
+    #[serde(flatten)]
+    pub policy: KeyPolicy,
 
     /// The tokens, at most 16, keyed by name. Each lives in Secret `<credential>-<name>`.
     #[serde(default)]

@@ -78,6 +78,39 @@ impl Phase {
     }
 }
 
+/// What every kind of key shares: what it is for, what it grants, from where, and how its
+/// tokens and Secrets look. Flattened into each spec, so the fields sit directly under `spec`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyPolicy {
+    /// What the key is for, shown to people (at most 1024 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+
+    /// Scopes granted: dot-separated segments of A-Z, a-z, 0-9, '_' and '-'; '*' matches one
+    /// segment and a final '>' one or more (`orders.read`, `deploy.>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+
+    /// Active (the default) or Inactive. An inactive key keeps its Secrets but is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "state_schema")]
+    pub state: Option<KeyState>,
+
+    /// Client networks allowed to use the key, as CIDRs; empty allows any address.
+    #[serde(default, rename = "allowedCIDRs", skip_serializing_if = "Vec::is_empty")]
+    pub allowed_cidrs: Vec<String>,
+
+    /// Token prefix, `^[a-z][a-z0-9]{0,15}$`; `kw` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_prefix: Option<String>,
+
+    /// Labels, annotations and extra data copied onto the token Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+}
+
 /// Copied onto the Secret that holds the token.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

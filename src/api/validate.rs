@@ -11,7 +11,8 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::credential::{MAX_TOKEN_NAME, MAX_TOKENS};
 use super::{
-    ANNOTATION_TEMPLATE_KEYS, ApiKey, Credential, KeyState, LABEL_MANAGED_BY, SECRET_TOKEN_KEY, SecretTemplate,
+    ANNOTATION_TEMPLATE_KEYS, ApiKey, Credential, KeyPolicy, KeyState, LABEL_MANAGED_BY, SECRET_TOKEN_KEY,
+    SecretTemplate,
 };
 use crate::{duration, scope, token};
 
@@ -70,24 +71,18 @@ pub struct ValidApiKey {
 /// Validates an ApiKey against the contract; `created` is its `metadata.creationTimestamp`.
 pub fn api_key(key: &ApiKey, created: Timestamp, policy: &ExpiryPolicy) -> Result<ValidApiKey, SpecError> {
     let spec = &key.spec;
-    common(
-        spec.description.as_deref(),
-        &spec.scopes,
-        &spec.allowed_cidrs,
-        spec.token_prefix.as_deref(),
-        spec.secret_template.as_ref(),
-    )?;
+    common(&spec.policy)?;
     let secret_name = key.secret_name();
     if let Err(problem) = dns_subdomain(&secret_name) {
         return Err(SpecError::new("spec.secretName", &secret_name, problem));
     }
     let expires_at = expiry("spec", spec.expires_after.as_deref(), spec.expires_at.as_deref(), created, policy)?;
     Ok(ValidApiKey {
-        state: spec.state.unwrap_or_default(),
-        prefix: spec.token_prefix.clone().unwrap_or_else(|| token::DEFAULT_PREFIX.to_string()),
+        state: spec.policy.state.unwrap_or_default(),
+        prefix: spec.policy.token_prefix.clone().unwrap_or_else(|| token::DEFAULT_PREFIX.to_string()),
         secret_name,
         expires_at,
-        template: spec.secret_template.clone().unwrap_or_default(),
+        template: spec.policy.secret_template.clone().unwrap_or_default(),
     })
 }
 
@@ -126,13 +121,7 @@ pub fn credential(
     policy: &ExpiryPolicy,
 ) -> Result<ValidCredential, SpecError> {
     let spec = &credential.spec;
-    common(
-        spec.description.as_deref(),
-        &spec.scopes,
-        &spec.allowed_cidrs,
-        spec.token_prefix.as_deref(),
-        spec.secret_template.as_ref(),
-    )?;
+    common(&spec.policy)?;
     if spec.tokens.len() > MAX_TOKENS {
         return Err(SpecError::new(
             "spec.tokens",
@@ -160,9 +149,9 @@ pub fn credential(
         tokens.push(valid);
     }
     Ok(ValidCredential {
-        state: spec.state.unwrap_or_default(),
-        prefix: spec.token_prefix.clone().unwrap_or_else(|| token::DEFAULT_PREFIX.to_string()),
-        template: spec.secret_template.clone().unwrap_or_default(),
+        state: spec.policy.state.unwrap_or_default(),
+        prefix: spec.policy.token_prefix.clone().unwrap_or_else(|| token::DEFAULT_PREFIX.to_string()),
+        template: spec.policy.secret_template.clone().unwrap_or_default(),
         tokens,
     })
 }
@@ -182,13 +171,9 @@ fn dns_label(name: &str, max: usize) -> Result<(), String> {
 }
 
 /// The checks every kind shares: description, scopes, CIDRs, prefix and Secret template.
-pub fn common(
-    description: Option<&str>,
-    scopes: &[String],
-    cidrs: &[String],
-    prefix: Option<&str>,
-    template: Option<&SecretTemplate>,
-) -> Result<(), SpecError> {
+pub fn common(policy: &KeyPolicy) -> Result<(), SpecError> {
+    let (description, scopes, cidrs) = (policy.description.as_deref(), &policy.scopes, &policy.allowed_cidrs);
+    let (prefix, template) = (policy.token_prefix.as_deref(), policy.secret_template.as_ref());
     if let Some(description) = description
         && description.chars().count() > 1024
     {
@@ -378,6 +363,10 @@ mod tests {
         "2026-11-22T10:00:00Z".parse().expect("valid timestamp")
     }
 
+    fn policy(policy: KeyPolicy) -> ApiKeySpec {
+        ApiKeySpec { policy, ..Default::default() }
+    }
+
     fn error_of(spec: ApiKeySpec) -> SpecError {
         api_key(&key(spec), created(), &ExpiryPolicy::default()).expect_err("spec should be refused")
     }
@@ -420,40 +409,43 @@ mod tests {
                 "2027-01-01T00:00:00Z",
             ),
             (
-                ApiKeySpec { allowed_cidrs: vec!["10.0.0.0/8".into(), "10.0.0.0/33".into()], ..Default::default() },
+                policy(KeyPolicy {
+                    allowed_cidrs: vec!["10.0.0.0/8".into(), "10.0.0.0/33".into()],
+                    ..Default::default()
+                }),
                 "spec.allowedCIDRs[1]",
                 "10.0.0.0/33",
             ),
-            (ApiKeySpec { token_prefix: Some("Acme".into()), ..Default::default() }, "spec.tokenPrefix", "Acme"),
+            (policy(KeyPolicy { token_prefix: Some("Acme".into()), ..Default::default() }), "spec.tokenPrefix", "Acme"),
             (
-                ApiKeySpec { scopes: vec!["orders..read".into()], ..Default::default() },
+                policy(KeyPolicy { scopes: vec!["orders..read".into()], ..Default::default() }),
                 "spec.scopes[0]",
                 "orders..read",
             ),
             (ApiKeySpec { secret_name: Some("Bad_Name".into()), ..Default::default() }, "spec.secretName", "Bad_Name"),
             (
-                ApiKeySpec {
+                policy(KeyPolicy {
                     secret_template: Some(SecretTemplate {
                         data: [("token".into(), "x".into())].into(),
                         ..Default::default()
                     }),
                     ..Default::default()
-                },
+                }),
                 "spec.secretTemplate.data[token]",
                 "token",
             ),
             (
-                ApiKeySpec {
+                policy(KeyPolicy {
                     secret_template: Some(SecretTemplate {
                         labels: [(LABEL_MANAGED_BY.into(), "me".into())].into(),
                         ..Default::default()
                     }),
                     ..Default::default()
-                },
+                }),
                 "spec.secretTemplate.labels[app.kubernetes.io/managed-by]",
                 "app.kubernetes.io/managed-by",
             ),
-            (ApiKeySpec { description: Some("x".repeat(1025)), ..Default::default() }, "spec.description", ""),
+            (policy(KeyPolicy { description: Some("x".repeat(1025)), ..Default::default() }), "spec.description", ""),
         ];
         for (spec, field, value) in cases {
             let error = error_of(spec);
