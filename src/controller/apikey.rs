@@ -1,28 +1,20 @@
 //! The ApiKey reconciler: read (spec, Secret, clock), decide (pure), write (Secret, then status).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::Resource;
 use kube::runtime::controller::Action;
 
-use super::issuer::{self, Converged, FirstRead, Plan, TokenTarget, until};
+use super::issuer::{
+    self, CONFLICT_RECHECK, Converged, FirstRead, LONGEST_REQUEUE, PENDING_RECHECK, Plan, TokenTarget, until,
+};
 use super::secret::{self, Found, Identity, Issued, Owner, SecretStore, TokenSecret};
 use super::status::{self, ready_condition};
 use super::{Context, Reconciled};
 use crate::api::validate::{self, SpecError, ValidApiKey};
 use crate::api::{ApiKey, ApiKeyStatus, KeyState, Phase, reason};
 use crate::error::Result;
-
-/// How long to wait before looking again at a key whose Secret name is taken by someone else:
-/// the foreign Secret carries no label of ours, so no watch event will say it went away.
-const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
-/// Longest single wait: a key expiring years ahead is looked at again daily (a read, no write),
-/// and the last wait still ends at the exact expiry instant.
-const LONGEST_REQUEUE: Duration = Duration::from_secs(86_400);
-/// How long to wait for a Secret that is being deleted or garbage collected.
-const PENDING_RECHECK: Duration = Duration::from_secs(2);
 
 /// Decides what the key's Secret needs: the shared token decision, with "lost" meaning the
 /// status recorded a live token in this very Secret (a renamed Secret gets a fresh token).
@@ -90,6 +82,8 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
     };
     let outcome = match issuer::converge(&secrets, &target, now).await? {
         Converged::Holds { issued, fresh } => {
+            // One token per key: its ID names the whole reconcile in the logs.
+            tracing::Span::current().record("key_id", issued.key_id.as_str());
             ctx.announce(key, &valid.secret_name, &issued, fresh).await;
             Outcome::Holds(issued)
         }

@@ -11,18 +11,15 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use super::issuer::{self, Converged, FirstRead, TokenTarget, until};
+use super::issuer::{
+    self, CONFLICT_RECHECK, Converged, FirstRead, LONGEST_REQUEUE, PENDING_RECHECK, TokenTarget, until,
+};
 use super::secret::{Found, Identity, Issued, Owner, SecretStore, TokenSecret, annotation, classify};
 use super::status::{self, ready_condition};
 use super::{Context, Reconciled};
 use crate::api::validate::{self, SpecError, ValidCredential, ValidToken};
 use crate::api::{ANNOTATION_ISSUED_AT, Credential, CredentialStatus, KeyState, Phase, TokenStatus, reason};
 use crate::error::Result;
-
-/// See the ApiKey reconciler: a foreign Secret sends no event when it goes away.
-const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
-const LONGEST_REQUEUE: Duration = Duration::from_secs(86_400);
-const PENDING_RECHECK: Duration = Duration::from_secs(2);
 
 impl Reconciled for Credential {
     const KIND: &'static str = "Credential";

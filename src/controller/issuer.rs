@@ -14,6 +14,15 @@ use crate::token::Token;
 /// How often a token is re-read and retried after losing a write race to another writer.
 const RACE_ATTEMPTS: usize = 3;
 
+/// How long to wait before looking again at a token whose Secret name is taken by someone else:
+/// the foreign Secret carries no label of ours, so no watch event will say it went away.
+pub const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
+/// Longest single wait: a token expiring years ahead is looked at again daily (a read, no write),
+/// and the last wait still ends at the exact expiry instant.
+pub const LONGEST_REQUEUE: Duration = Duration::from_secs(86_400);
+/// How long to wait for a Secret that is being deleted or garbage collected.
+pub const PENDING_RECHECK: Duration = Duration::from_secs(2);
+
 /// Why a token is issued again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReissueCause {

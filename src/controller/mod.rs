@@ -93,7 +93,6 @@ impl Context {
         issued: &secret::Issued,
         fresh: issuer::Fresh,
     ) {
-        tracing::Span::current().record("key_id", issued.key_id.as_str());
         match fresh {
             issuer::Fresh::No => {}
             issuer::Fresh::First => tracing::info!(key_id = issued.key_id, secret, "issued token"),
