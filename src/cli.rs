@@ -1,5 +1,5 @@
-//! The command line: `keyward controller`, `keyward crd`. Every flag can also be set through a
-//! `KEYWARD_*` environment variable.
+//! The command line: `keyward controller`, `keyward verifier`, `keyward crd`. Every flag can also
+//! be set through a `KEYWARD_*` environment variable.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,11 +8,13 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
-use crate::api::validate::ExpiryPolicy;
+use ipnet::IpNet;
+
+use crate::api::validate::{self, ExpiryPolicy};
 use crate::controller::{self, Context, Settings};
 use crate::error::{Error, Result};
 use crate::telemetry::{self, LogFormat, Metrics};
-use crate::{crd, duration};
+use crate::{crd, duration, http, verifier};
 
 #[derive(Parser, Debug)]
 #[command(name = "keyward", version, about = "API keys as Kubernetes custom resources")]
@@ -25,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller: issue tokens into Secrets, enforce expiry and state.
     Controller(ControllerArgs),
+    /// Answer whether a token is good, for gateways (forward auth) and services (JSON).
+    Verifier(VerifierArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
 }
@@ -51,8 +55,33 @@ pub struct ControllerArgs {
     pub concurrency: u16,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct VerifierArgs {
+    /// Namespaces whose keys are accepted, comma-separated; all namespaces when absent.
+    #[arg(long, env = "KEYWARD_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Address for /v1/verify, /v1/auth, /healthz, /readyz and /metrics.
+    #[arg(long, env = "KEYWARD_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Peers whose X-Forwarded-For is believed (the proxies in front), as CIDRs, comma-separated.
+    #[arg(long, env = "KEYWARD_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Log format.
+    #[arg(long, env = "KEYWARD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     duration::parse(text)
+}
+
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    validate::parse_cidr(text.trim())
+}
+
+/// Namespaces from a comma-separated flag; none means all.
+fn namespaces(flag: Vec<String>) -> Vec<String> {
+    flag.into_iter().map(|ns| ns.trim().to_string()).filter(|ns| !ns.is_empty()).collect()
 }
 
 impl Cli {
@@ -63,6 +92,7 @@ impl Cli {
                 Ok(())
             }
             Command::Controller(args) => run_controller(args).await,
+            Command::Verifier(args) => run_verifier(args).await,
         }
     }
 }
@@ -80,23 +110,39 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
     }
     let client = kube::Client::try_default().await.map_err(Error::KubeConfig)?;
     let settings = Settings {
-        namespaces: args.namespaces.into_iter().filter(|ns| !ns.is_empty()).collect(),
+        namespaces: namespaces(args.namespaces),
         expiry: ExpiryPolicy { default: args.default_expiry, max: args.max_expiry },
         concurrency: args.concurrency,
     };
     tracing::info!(namespaces = ?settings.namespaces, default_expiry = %duration::format(settings.expiry.default), "starting controller");
     let metrics = Arc::new(Metrics::default());
     let (ready_tx, ready_rx) = watch::channel(false);
+    let shutdown = shutdown_on_signal();
+    let ctx = Context::new(client, settings, metrics.clone());
+    let listener = http::bind(args.listen, "/healthz, /readyz and /metrics").await?;
+    let server = http::serve(listener, telemetry::health_routes(metrics.registry(), ready_rx), shutdown.clone());
+    let (served, ()) = tokio::join!(server, controller::run(ctx, ready_tx, shutdown));
+    served
+}
+
+async fn run_verifier(args: VerifierArgs) -> Result<()> {
+    telemetry::init_logging(args.log_format);
+    let client = kube::Client::try_default().await.map_err(Error::KubeConfig)?;
+    let settings =
+        verifier::Settings { namespaces: namespaces(args.namespaces), trusted_proxies: args.trusted_proxies };
+    tracing::info!(namespaces = ?settings.namespaces, trusted_proxies = ?settings.trusted_proxies, "starting verifier");
+    verifier::run(client, settings, args.listen, shutdown_on_signal()).await
+}
+
+/// A flag that turns true on SIGTERM or Ctrl-C.
+fn shutdown_on_signal() -> watch::Receiver<bool> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down");
         shutdown_tx.send_replace(true);
     });
-    let ctx = Context::new(client, settings, metrics.clone());
-    let server = telemetry::serve(args.listen, metrics, ready_rx, shutdown_rx.clone());
-    let (served, ()) = tokio::join!(server, controller::run(ctx, ready_tx, shutdown_rx));
-    served
+    shutdown_rx
 }
 
 async fn wait_for_signal() {

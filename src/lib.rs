@@ -7,8 +7,10 @@ pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod error;
+pub mod http;
 pub mod scope;
 pub mod telemetry;
 pub mod token;
+pub mod verifier;
 
 pub use error::{Error, Result};

@@ -1,6 +1,5 @@
 //! Logs, metrics and the health endpoints.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,12 +11,13 @@ use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 /// `--log-format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -56,7 +56,7 @@ struct WriteLabels {
 
 /// The controller's Prometheus metrics.
 pub struct Metrics {
-    registry: Registry,
+    registry: Arc<Registry>,
     writes: Family<WriteLabels, Counter>,
     reconciles: Family<KindLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
@@ -76,7 +76,7 @@ impl Default for Metrics {
         registry.register("reconcile_duration_seconds", "Time a reconcile took, by kind", duration.clone());
         let writes = Family::<WriteLabels, Counter>::default();
         registry.register("api_writes", "Writes sent to the API server, by resource and verb", writes.clone());
-        Self { registry, writes, reconciles, errors, duration }
+        Self { registry: Arc::new(registry), writes, reconciles, errors, duration }
     }
 }
 
@@ -94,42 +94,78 @@ impl Metrics {
         self.writes.get_or_create(&WriteLabels { resource, verb }).inc();
     }
 
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+/// The verifier's Prometheus metrics. Labels are fixed strings: an endpoint and a result code.
+pub struct VerifierMetrics {
+    registry: Arc<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<EndpointLabels, Histogram>,
+    tokens: Gauge,
+}
+
+impl Default for VerifierMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("keyward_verifier");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1])
+        });
+        let tokens = Gauge::default();
+        registry.register("requests", "Verification requests answered, by endpoint and result code", requests.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time spent answering a verification request, by endpoint",
+            duration.clone(),
+        );
+        registry.register("indexed_tokens", "Token hashes in the index", tokens.clone());
+        Self { registry: Arc::new(registry), requests, duration, tokens }
+    }
+}
+
+impl VerifierMetrics {
+    /// Counts one answer; `code` is a contract code such as `VALID`, or `BAD_REQUEST`.
+    pub fn observe(&self, endpoint: &'static str, code: &'static str, took: Duration) {
+        self.requests.get_or_create(&RequestLabels { endpoint, code }).inc();
+        self.duration.get_or_create(&EndpointLabels { endpoint }).observe(took.as_secs_f64());
+    }
+
+    pub fn set_indexed_tokens(&self, count: usize) {
+        self.tokens.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
     }
 }
 
 #[derive(Clone)]
 struct Health {
-    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
     ready: watch::Receiver<bool>,
 }
 
-/// Serves `/healthz`, `/readyz` and `/metrics` on `addr` until `shutdown` fires.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    ready: watch::Receiver<bool>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<()> {
-    let app = Router::new()
+/// `/healthz`, `/readyz` (200 once `ready` turns true) and `/metrics` (the text of `registry`).
+pub fn health_routes(registry: Arc<Registry>, ready: watch::Receiver<bool>) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(Health { metrics, ready });
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Http { addr: addr.to_string(), source })?;
-    let bound = listener.local_addr().map_err(|source| Error::Http { addr: addr.to_string(), source })?;
-    tracing::info!(addr = %bound, "serving /healthz, /readyz and /metrics");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await
-        .map_err(|source| Error::Http { addr: addr.to_string(), source })
+        .with_state(Health { registry, ready })
 }
 
 async fn readyz(State(health): State<Health>) -> impl IntoResponse {
@@ -141,5 +177,8 @@ async fn readyz(State(health): State<Health>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(health): State<Health>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], health.metrics.encode())
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &health.registry);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
 }

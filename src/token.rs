@@ -16,7 +16,7 @@ use std::fmt;
 
 use rand::TryRng;
 use rand::rngs::{SysError, SysRng};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 /// Prefix used when the resource does not name one.
 pub const DEFAULT_PREFIX: &str = "kw";
@@ -188,6 +188,11 @@ impl Token {
         TokenHash::of(self.0.as_bytes())
     }
 
+    /// The raw SHA-256 of the whole token text: what [`TokenHash::digest`] decodes.
+    pub fn digest(&self) -> Digest {
+        Sha256::digest(self.0.as_bytes()).into()
+    }
+
     fn parts(&self) -> (&str, &str) {
         // Every Token comes from generate or parse, both of which put
         // exactly one '_' in it, so the default is never used.
@@ -231,12 +236,33 @@ impl TokenHash {
         &self.0
     }
 
+    /// The 32 bytes the hex digits spell.
+    pub fn digest(&self) -> Digest {
+        let hex = &self.0.as_bytes()[HASH_SCHEME.len()..];
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            *byte = (hex_value(pair[0]) << 4) | hex_value(pair[1]);
+        }
+        out
+    }
+
     /// Accepts exactly `sha256:` followed by 64 lowercase hex digits.
     pub fn parse(s: &str) -> Option<TokenHash> {
         let hex = s.strip_prefix(HASH_SCHEME)?;
         let well_formed =
             hex.len() == HASH_HEX_LEN && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         well_formed.then(|| TokenHash(s.to_owned()))
+    }
+}
+
+/// A raw SHA-256 digest.
+pub type Digest = [u8; 32];
+
+/// The value of a lowercase hex digit; [`TokenHash::parse`] admits no other bytes.
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        _ => digit - b'a' + 10,
     }
 }
 
@@ -520,5 +546,14 @@ mod tests {
         ] {
             assert_eq!(TokenHash::parse(&bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_digest_of_a_token_is_what_its_hash_spells() {
+        let token = Token::parse(KNOWN_TOKEN).unwrap();
+        let from_hash = TokenHash::parse(KNOWN_HASH).unwrap().digest();
+        assert_eq!(token.digest(), from_hash);
+        assert_eq!(from_hash[..4], [0xa7, 0x69, 0x27, 0x42]);
+        assert_eq!(from_hash[31], 0x28);
     }
 }

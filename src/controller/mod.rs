@@ -124,11 +124,12 @@ fn object_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
 }
 
 /// Scopes to run in: all namespaces, or each listed one with its own watches.
-fn scopes(settings: &Settings) -> Vec<Option<String>> {
-    if settings.namespaces.is_empty() { vec![None] } else { settings.namespaces.iter().cloned().map(Some).collect() }
+/// One watch per namespace named, or a single cluster-wide one when none is.
+pub(crate) fn watch_scopes(namespaces: &[String]) -> Vec<Option<String>> {
+    if namespaces.is_empty() { vec![None] } else { namespaces.iter().cloned().map(Some).collect() }
 }
 
-fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+pub(crate) fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
@@ -194,7 +195,7 @@ fn owned_secrets(
 pub async fn run(ctx: Arc<Context>, ready: watch::Sender<bool>, shutdown: watch::Receiver<bool>) {
     let mut synced = Vec::new();
     let mut controllers = Vec::new();
-    for namespace in scopes(&ctx.settings) {
+    for namespace in watch_scopes(&ctx.settings.namespaces) {
         for (controller, lists_synced) in [
             controller::<ApiKey>(ctx.clone(), namespace.clone(), shutdown.clone()),
             controller::<Credential>(ctx.clone(), namespace, shutdown.clone()),

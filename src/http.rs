@@ -1,0 +1,84 @@
+//! The one HTTP server both subcommands use: HTTP/1.1 with keep-alive and hard limits on what a
+//! client may send, because the verifier faces every request a gateway forwards.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::error::{Error, Result};
+
+/// Largest request head (request line and headers) accepted; a larger one gets `431`.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most headers in one request; more get `431`.
+pub const MAX_HEADERS: usize = 64;
+/// Largest request body accepted; a larger one gets `413`.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// A client that has not sent its whole request head by then is disconnected (slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open connections may finish their requests after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds `addr`; the address actually bound is logged with `what` so tests and people can find
+/// it when the port was 0.
+pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
+    let http_error = |source| Error::Http { addr: addr.to_string(), source };
+    let listener = TcpListener::bind(addr).await.map_err(http_error)?;
+    let bound = listener.local_addr().map_err(http_error)?;
+    tracing::info!(addr = %bound, "serving {what}");
+    Ok(listener)
+}
+
+/// Serves `router` on `listener` until `shutdown` turns true, then lets open requests finish.
+/// Every request carries the peer address as [`ConnectInfo`].
+pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, most likely: pause rather than spin.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        // Small responses go out at once rather than waiting for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let router = router.clone();
+            async move { Ok::<_, Infallible>(router.oneshot(request).await.unwrap_or_else(|never| match never {})) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                // Hyper's errors name what went wrong, never a header's value.
+                tracing::debug!(%error, %peer, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!("open connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
+    }
+    Ok(())
+}

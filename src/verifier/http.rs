@@ -1,0 +1,366 @@
+//! The verifier's HTTP API: `POST /v1/verify` for services (JSON in, JSON out) and `/v1/auth`
+//! for forward-auth proxies (headers in, status and headers out).
+//!
+//! Neither logs, echoes nor counts the presented token: only the verdict and the public key ID.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use ipnet::IpNet;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::Verifier;
+use super::index::{Code, Entry, Verdict};
+use crate::http::MAX_BODY_BYTES;
+use crate::scope;
+
+/// Most required scopes one request may name.
+pub const MAX_SCOPES: usize = 64;
+
+const X_KEYWARD_KEY: HeaderName = HeaderName::from_static("x-keyward-key");
+const X_KEYWARD_KEY_ID: HeaderName = HeaderName::from_static("x-keyward-key-id");
+const X_KEYWARD_SCOPES: HeaderName = HeaderName::from_static("x-keyward-scopes");
+/// The verdict's code on every `/v1/auth` answer, for people reading proxy logs.
+const X_KEYWARD_CODE: HeaderName = HeaderName::from_static("x-keyward-code");
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const API_KEY: HeaderName = HeaderName::from_static("apikey");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// `/v1/verify` and `/v1/auth` (any method and any path below it: Envoy's ext_authz sends the
+/// original request's method and path after the prefix).
+pub fn routes(verifier: Arc<Verifier>) -> Router {
+    Router::new()
+        .route("/v1/verify", post(verify_json))
+        .route("/v1/auth", any(forward_auth))
+        .route("/v1/auth/{*rest}", any(forward_auth))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(verifier)
+}
+
+/// The body of `POST /v1/verify`.
+#[derive(Debug, PartialEq)]
+struct VerifyRequest {
+    token: String,
+    scopes: Vec<String>,
+    ip: Option<IpAddr>,
+}
+
+impl VerifyRequest {
+    /// Reads the body field by field, so that an error names the field and never repeats a
+    /// value (which may be a token). Unknown fields are refused: a misspelt `scope` must not
+    /// silently verify without the scope.
+    fn parse(body: &[u8]) -> Result<Self, String> {
+        let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+            return Err(r#"the body must be a JSON object such as {"token": "...", "scopes": ["orders.read"], "ip": "10.1.2.3"}"#.into());
+        };
+        let mut request = VerifyRequest { token: String::new(), scopes: Vec::new(), ip: None };
+        let mut has_token = false;
+        for (field, value) in fields {
+            match (field.as_str(), value) {
+                ("token", Value::String(token)) => (request.token, has_token) = (token, true),
+                ("token", _) => return Err("token must be a string".into()),
+                ("scopes", Value::Array(scopes)) => {
+                    request.scopes = required_scopes(scopes.into_iter().map(|s| match s {
+                        Value::String(s) => Ok(s),
+                        _ => Err(()),
+                    }))?
+                }
+                ("scopes", Value::Null) => {}
+                ("scopes", _) => return Err("scopes must be a list of strings".into()),
+                ("ip", Value::String(ip)) => {
+                    let ip = ip.parse::<IpAddr>().map_err(|_| "ip must be an IPv4 or IPv6 address".to_string())?;
+                    request.ip = Some(ip);
+                }
+                ("ip", Value::Null) => {}
+                ("ip", _) => return Err("ip must be a string".into()),
+                (other, _) => {
+                    return Err(format!("unknown field {:?}: the fields are token, scopes and ip", shorten(other)));
+                }
+            }
+        }
+        if !has_token {
+            return Err("token is required".into());
+        }
+        Ok(request)
+    }
+}
+
+/// Checks required scopes: at most [`MAX_SCOPES`], each a plain scope (no wildcards).
+fn required_scopes(scopes: impl Iterator<Item = Result<String, ()>>) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for (i, scope) in scopes.enumerate() {
+        if i == MAX_SCOPES {
+            return Err(format!("at most {MAX_SCOPES} scopes may be required at once"));
+        }
+        let scope = scope.map_err(|()| format!("scopes[{i}] must be a string"))?;
+        scope::validate_required(&scope).map_err(|problem| format!("scopes[{i}] is not a scope: {problem}"))?;
+        out.push(scope);
+    }
+    Ok(out)
+}
+
+/// A field name as given, cut short; it is the caller's own text, returned only to the caller.
+fn shorten(text: &str) -> &str {
+    text.char_indices().nth(40).map_or(text, |(cut, _)| &text[..cut])
+}
+
+/// The answer's `key` object.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyView<'a> {
+    kind: &'static str,
+    namespace: &'a str,
+    name: &'a str,
+    /// The Credential token's name; null for an ApiKey.
+    token: Option<&'a str>,
+    key_id: &'a str,
+    scopes: &'a [String],
+    expires_at: String,
+}
+
+impl<'a> From<&'a Entry> for KeyView<'a> {
+    fn from(entry: &'a Entry) -> Self {
+        KeyView {
+            kind: entry.object.kind.as_str(),
+            namespace: &entry.object.namespace,
+            name: &entry.object.name,
+            token: entry.token.as_deref(),
+            key_id: &entry.key_id,
+            scopes: &entry.policy.scopes,
+            expires_at: entry.expires_at.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    valid: bool,
+    code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<KeyView<'a>>,
+}
+
+fn answer(verdict: &Verdict) -> axum::Json<Answer<'_>> {
+    axum::Json(Answer {
+        valid: verdict.code == Code::Valid,
+        code: verdict.code.as_str(),
+        key: verdict.entry.as_deref().map(KeyView::from),
+    })
+}
+
+fn bad_request(problem: String) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "error": problem }))).into_response()
+}
+
+async fn verify_json(State(verifier): State<Arc<Verifier>>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let (label, response) = match VerifyRequest::parse(&body) {
+        Err(problem) => ("BAD_REQUEST", bad_request(problem)),
+        Ok(request) => {
+            let verdict = verifier.verify(&request.token, &request.scopes, request.ip);
+            log_verdict("verify", &verdict);
+            (verdict.code.as_str(), answer(&verdict).into_response())
+        }
+    };
+    verifier.metrics.observe("verify", label, started.elapsed());
+    response
+}
+
+async fn forward_auth(
+    State(verifier): State<Arc<Verifier>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let (label, response) = judge_forwarded(&verifier, peer, &uri, &headers);
+    verifier.metrics.observe("auth", label, started.elapsed());
+    response
+}
+
+fn judge_forwarded(verifier: &Verifier, peer: SocketAddr, uri: &Uri, headers: &HeaderMap) -> (&'static str, Response) {
+    let query = uri.query().unwrap_or_default().as_bytes();
+    let scopes =
+        form_urlencoded::parse(query).filter(|(name, _)| name == "scope").map(|(_, value)| Ok(value.into_owned()));
+    let required = match required_scopes(scopes) {
+        Ok(required) => required,
+        Err(problem) => return ("BAD_REQUEST", bad_request(problem.replace("scopes[", "scope parameter ["))),
+    };
+    let token = match presented_token(headers) {
+        Some(token) => token,
+        None => {
+            let mut response = (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(serde_json::json!({
+                    "error": "no token: send it as Authorization: Bearer <token>, X-Api-Key or ApiKey"
+                })),
+            )
+                .into_response();
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return ("MISSING_TOKEN", response);
+        }
+    };
+    let client = client_ip(peer, headers.get(X_FORWARDED_FOR), &verifier.trusted_proxies);
+    let verdict = verifier.verify(token, &required, client);
+    log_verdict("auth", &verdict);
+    let status = match verdict.code {
+        Code::Valid => StatusCode::OK,
+        Code::IpNotAllowed | Code::InsufficientScope => StatusCode::FORBIDDEN,
+        Code::NotFound | Code::Malformed | Code::Expired | Code::Inactive => StatusCode::UNAUTHORIZED,
+    };
+    let mut response = (status, answer(&verdict)).into_response();
+    let out = response.headers_mut();
+    out.insert(X_KEYWARD_CODE, HeaderValue::from_static(verdict.code.as_str()));
+    if status == StatusCode::UNAUTHORIZED {
+        out.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if let (StatusCode::OK, Some(entry)) = (status, verdict.entry.as_deref()) {
+        // Names, key IDs and validated scopes are plain ASCII; a value that is not is left out.
+        let key = format!("{}/{}", entry.object.namespace, entry.object.name);
+        for (name, value) in [
+            (X_KEYWARD_KEY, key),
+            (X_KEYWARD_KEY_ID, entry.key_id.clone()),
+            (X_KEYWARD_SCOPES, entry.policy.scopes.join(",")),
+        ] {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                out.insert(name, value);
+            }
+        }
+    }
+    (verdict.code.as_str(), response)
+}
+
+/// The token, from `Authorization: Bearer`, else `X-Api-Key`, else `ApiKey`. A header that is not
+/// text yields an empty token, which is malformed.
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    if let Some(authorization) = headers.get(header::AUTHORIZATION)
+        && let Some((scheme, credentials)) = authorization.to_str().unwrap_or_default().split_once(' ')
+        && scheme.eq_ignore_ascii_case("bearer")
+    {
+        return Some(credentials.trim());
+    }
+    [X_API_KEY, API_KEY]
+        .iter()
+        .find_map(|name| headers.get(name))
+        .map(|value| value.to_str().unwrap_or_default().trim())
+}
+
+/// The client's address: the first `X-Forwarded-For` entry when the peer is a trusted proxy,
+/// else the peer. `None` when a trusted proxy forwarded an entry that is not an address, so that
+/// address-restricted keys are refused rather than judged by the proxy's own address.
+pub fn client_ip(peer: SocketAddr, forwarded_for: Option<&HeaderValue>, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = peer.ip().to_canonical();
+    let Some(forwarded_for) = forwarded_for.filter(|_| trusted.iter().any(|net| net.contains(&peer))) else {
+        return Some(peer);
+    };
+    let first = forwarded_for.to_str().ok()?.split(',').next()?.trim();
+    let ip = first
+        .parse::<IpAddr>()
+        .or_else(|_| first.parse::<SocketAddr>().map(|addr| addr.ip()))
+        .or_else(|_| first.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>())
+        .ok()?;
+    Some(ip.to_canonical())
+}
+
+fn log_verdict(endpoint: &'static str, verdict: &Verdict) {
+    match verdict.entry.as_deref() {
+        Some(entry) => tracing::debug!(
+            endpoint,
+            code = verdict.code.as_str(),
+            namespace = %entry.object.namespace,
+            name = %entry.object.name,
+            key_id = %entry.key_id,
+            "verified"
+        ),
+        None => tracing::debug!(endpoint, code = verdict.code.as_str(), "verified"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<VerifyRequest, String> {
+        VerifyRequest::parse(body.as_bytes())
+    }
+
+    #[test]
+    fn a_verify_body_has_a_token_and_optional_scopes_and_ip() {
+        let full = parse(r#"{"token": "kw_x", "scopes": ["orders.read"], "ip": "10.1.2.3"}"#).unwrap();
+        assert_eq!(full.scopes, ["orders.read"]);
+        assert_eq!(full.ip, Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(parse(r#"{"token": "kw_x", "scopes": null, "ip": null}"#).unwrap().scopes, Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_bad_verify_body_is_named_without_repeating_values() {
+        let secret = "kw_0123456789ABCDEFGHIJabcdefghij4Us3aw";
+        for (body, names) in [
+            (String::new(), "JSON object"),
+            ("[1]".to_string(), "JSON object"),
+            (format!(r#"{{"token": "{secret}""#), "JSON object"),
+            (r#"{"scopes": []}"#.to_string(), "token is required"),
+            (r#"{"token": 5}"#.to_string(), "token must be a string"),
+            (format!(r#"{{"token": "x", "scopes": "{secret}"}}"#), "scopes must be a list"),
+            (r#"{"token": "x", "scopes": [1]}"#.to_string(), "scopes[0] must be a string"),
+            (r#"{"token": "x", "scopes": ["orders.*"]}"#.to_string(), "scopes[0] is not a scope"),
+            (format!(r#"{{"token": "x", "ip": "{secret}"}}"#), "ip must be an IPv4 or IPv6 address"),
+            (r#"{"token": "x", "scope": "admin"}"#.to_string(), "unknown field \"scope\""),
+        ] {
+            let error = parse(&body).expect_err(&body);
+            assert!(error.contains(names), "{body:?} gave {error:?}");
+            assert!(!error.contains(secret), "{error:?} repeats a value");
+        }
+        let many = format!(r#"{{"token": "x", "scopes": [{}]}}"#, vec![r#""a""#; MAX_SCOPES + 1].join(","));
+        assert!(parse(&many).unwrap_err().contains("at most 64"));
+        assert!(VerifyRequest::parse(b"{\"token\": \"\xff\"}").is_err(), "invalid UTF-8");
+    }
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.parse::<HeaderName>().unwrap(), HeaderValue::from_bytes(value).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn the_token_comes_from_bearer_then_x_api_key_then_apikey() {
+        let h = headers(&[("authorization", b"Bearer kw_a"), ("x-api-key", b"kw_b"), ("apikey", b"kw_c")]);
+        assert_eq!(presented_token(&h), Some("kw_a"));
+        let h = headers(&[("authorization", b"bearer  kw_a ")]);
+        assert_eq!(presented_token(&h), Some("kw_a"));
+        let h = headers(&[("authorization", b"Basic dXNlcjpwYXNz"), ("x-api-key", b"kw_b"), ("apikey", b"kw_c")]);
+        assert_eq!(presented_token(&h), Some("kw_b"));
+        assert_eq!(presented_token(&headers(&[("apikey", b"kw_c")])), Some("kw_c"));
+        assert_eq!(presented_token(&headers(&[("x-api-key", b"\xffkw")])), Some(""), "not text: malformed");
+        assert_eq!(presented_token(&headers(&[("authorization", b"Basic x")])), None);
+        assert_eq!(presented_token(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
+        let proxy: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let stranger: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        let xff = |v: &'static str| HeaderValue::from_static(v);
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(proxy, Some(&xff("10.1.2.3, 127.0.0.1")), &trusted), ip("10.1.2.3"));
+        assert_eq!(client_ip(proxy, Some(&xff("10.1.2.3:4711")), &trusted), ip("10.1.2.3"));
+        assert_eq!(client_ip(proxy, Some(&xff("[2001:db8::1]:443")), &trusted), ip("2001:db8::1"));
+        assert_eq!(client_ip(proxy, Some(&xff("2001:db8::1")), &trusted), ip("2001:db8::1"));
+        assert_eq!(client_ip(proxy, Some(&xff("unknown")), &trusted), None, "not an address");
+        assert_eq!(client_ip(proxy, None, &trusted), ip("127.0.0.1"));
+        assert_eq!(client_ip(stranger, Some(&xff("10.1.2.3")), &trusted), ip("192.0.2.7"), "not a proxy");
+        assert_eq!(client_ip(proxy, Some(&xff("10.1.2.3")), &[]), ip("127.0.0.1"), "no proxy trusted");
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
+        assert_eq!(client_ip(mapped, Some(&xff("10.1.2.3")), &trusted), ip("10.1.2.3"), "IPv4 on an IPv6 socket");
+    }
+}

@@ -1,0 +1,169 @@
+//! `keyward verifier`: answers "is this token good, for which key, with which scopes" from an
+//! in-memory index fed by watches of ApiKeys and Credentials. No API call on the request path,
+//! and no Secret is ever read: status holds every hash.
+
+pub mod http;
+pub mod index;
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use futures::{FutureExt, StreamExt};
+use ipnet::IpNet;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, watcher as watch_objects};
+use kube::{Client, Resource};
+use tokio::sync::watch;
+
+use crate::api::{ApiKey, Credential};
+use crate::controller::{api_in, watch_scopes};
+use crate::error::Result;
+use crate::telemetry::{self, VerifierMetrics};
+use index::{Entry, Index, Kind, ObjectKey, Verdict};
+
+/// How the verifier was started (`keyward verifier` flags).
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Namespaces whose keys are indexed; empty means all.
+    pub namespaces: Vec<String>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// The index and what every request needs beside it.
+pub struct Verifier {
+    index: RwLock<Index>,
+    trusted_proxies: Vec<IpNet>,
+    pub metrics: VerifierMetrics,
+}
+
+impl Verifier {
+    pub fn new(trusted_proxies: Vec<IpNet>) -> Self {
+        Self { index: RwLock::default(), trusted_proxies, metrics: VerifierMetrics::default() }
+    }
+
+    /// Judges `token` now. The index is held only for the lookup itself.
+    pub fn verify<S: AsRef<str>>(&self, token: &str, required: &[S], client: Option<IpAddr>) -> Verdict {
+        index::verify(token, required, client, jiff::Timestamp::now(), |digest| {
+            // A panic while holding the lock cannot leave the maps half-changed in a way that
+            // matters more than refusing every request would.
+            self.index.read().unwrap_or_else(PoisonError::into_inner).lookup(digest)
+        })
+    }
+
+    /// Changes the index and keeps the token gauge current.
+    pub fn update(&self, change: impl FnOnce(&mut Index)) {
+        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        change(&mut index);
+        self.metrics.set_indexed_tokens(index.tokens());
+    }
+}
+
+/// A kind whose objects hold tokens the verifier indexes.
+trait Indexed:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + 'static
+{
+    const KIND: Kind;
+    fn entries(&self) -> Vec<Entry>;
+}
+
+impl Indexed for ApiKey {
+    const KIND: Kind = Kind::ApiKey;
+    fn entries(&self) -> Vec<Entry> {
+        index::apikey_entries(self)
+    }
+}
+
+impl Indexed for Credential {
+    const KIND: Kind = Kind::Credential;
+    fn entries(&self) -> Vec<Entry> {
+        index::credential_entries(self)
+    }
+}
+
+/// Runs the verifier until `shutdown` turns true.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    listen: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let verifier = Arc::new(Verifier::new(settings.trusted_proxies.clone()));
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let listener = crate::http::bind(listen, "/healthz, /readyz, /metrics, /v1/verify and /v1/auth").await?;
+    let router = http::routes(verifier.clone()).merge(telemetry::health_routes(verifier.metrics.registry(), ready_rx));
+    let watches = follow_all(client, &settings.namespaces, verifier, ready_tx);
+    tokio::select! {
+        served = crate::http::serve(listener, router, shutdown) => served,
+        () = watches => Ok(()),
+    }
+}
+
+/// Feeds the index from a watch of each kind in each namespace; `ready` turns true once every
+/// initial list is in.
+pub async fn follow_all(client: Client, namespaces: &[String], verifier: Arc<Verifier>, ready: watch::Sender<bool>) {
+    let mut watches = Vec::new();
+    let mut synced = Vec::new();
+    for namespace in watch_scopes(namespaces) {
+        for kind in [Kind::ApiKey, Kind::Credential] {
+            let (listed_tx, listed_rx) = tokio::sync::oneshot::channel();
+            let (client, namespace, verifier) = (client.clone(), namespace.clone(), verifier.clone());
+            watches.push(match kind {
+                Kind::ApiKey => follow::<ApiKey>(client, namespace, verifier, listed_tx).boxed(),
+                Kind::Credential => follow::<Credential>(client, namespace, verifier, listed_tx).boxed(),
+            });
+            synced.push(listed_rx);
+        }
+    }
+    let ready_when_listed = async move {
+        if futures::future::join_all(synced).await.into_iter().all(|listed| listed.is_ok()) {
+            ready.send_replace(true);
+            tracing::info!("initial lists indexed; ready");
+        }
+    };
+    tokio::join!(ready_when_listed, futures::future::join_all(watches));
+}
+
+/// Keeps the index in step with one kind in one namespace (or all), forever.
+async fn follow<K: Indexed>(
+    client: Client,
+    namespace: Option<String>,
+    verifier: Arc<Verifier>,
+    listed: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut listed = Some(listed);
+    let mut events =
+        watch_objects(api_in::<K>(&client, namespace.as_deref()), watcher::Config::default()).default_backoff().boxed();
+    // Objects seen in the list under way: after it, the rest were deleted while unwatched.
+    let mut in_list = HashSet::new();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Init) => in_list.clear(),
+            Ok(Event::InitApply(object)) => {
+                let key = ObjectKey::of(K::KIND, &object);
+                let entries = object.entries();
+                verifier.update(|index| index.replace(key.clone(), entries));
+                in_list.insert(key);
+            }
+            Ok(Event::InitDone) => {
+                let seen = std::mem::take(&mut in_list);
+                verifier.update(|index| index.retain_listed(K::KIND, namespace.as_deref(), &seen));
+                if let Some(listed) = listed.take() {
+                    let _ = listed.send(());
+                }
+            }
+            Ok(Event::Apply(object)) => {
+                let entries = object.entries();
+                verifier.update(|index| index.replace(ObjectKey::of(K::KIND, &object), entries));
+            }
+            Ok(Event::Delete(object)) => verifier.update(|index| index.remove(&ObjectKey::of(K::KIND, &object))),
+            Err(error) => tracing::warn!(kind = K::KIND.as_str(), %error, "watch failed; retrying with backoff"),
+        }
+    }
+}
