@@ -122,6 +122,14 @@ impl TestNamespace {
         Operator::start(&self.name, extra, &[])
     }
 
+    /// Starts a verifier indexing only this namespace, with extra flags, and waits until it is
+    /// ready (its initial lists are indexed).
+    pub async fn verifier(&self, extra: &[&str]) -> Operator {
+        let verifier = Operator::run("verifier", &self.name, extra, &[]);
+        verifier.wait_ready().await;
+        verifier
+    }
+
     /// Creates a key from a spec given as JSON.
     pub async fn create_key(&self, name: &str, spec: serde_json::Value) -> ApiKey {
         let key = key(name, spec);
@@ -264,8 +272,9 @@ pub fn token_in(secret: &Secret) -> Option<String> {
     String::from_utf8(bytes.0.clone()).ok()
 }
 
-/// `keyward controller` as a child process, killed when dropped.
+/// `keyward controller` (or `keyward verifier`) as a child process, killed when dropped.
 pub struct Operator {
+    subcommand: &'static str,
     child: Option<Child>,
     pub log: PathBuf,
     /// Where in the log the current process's output starts.
@@ -278,10 +287,15 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(namespace: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::run("controller", namespace, extra, env)
+    }
+
+    pub fn run(subcommand: &'static str, namespace: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
         let mut operator = Operator {
+            subcommand,
             child: None,
-            log: dir.path().join("controller.log"),
+            log: dir.path().join(format!("{subcommand}.log")),
             started_at: 0,
             namespace: namespace.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -297,7 +311,7 @@ impl Operator {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open the log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
         command
-            .args(["controller", "--namespaces", &self.namespace, "--listen", "127.0.0.1:0"])
+            .args([self.subcommand, "--namespaces", &self.namespace, "--listen", "127.0.0.1:0"])
             .args(&self.extra)
             .env("RUST_LOG", std::env::var("KEYWARD_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
@@ -307,13 +321,13 @@ impl Operator {
         for (k, v) in &self.env {
             command.env(k, v);
         }
-        self.child = Some(command.spawn().expect("start keyward controller"));
+        self.child = Some(command.spawn().unwrap_or_else(|e| panic!("start keyward {}: {e}", self.subcommand)));
     }
 
     /// SIGKILL, no goodbye.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            child.kill().await.expect("kill the controller");
+            child.kill().await.unwrap_or_else(|e| panic!("kill keyward {}: {e}", self.subcommand));
         }
     }
 
@@ -492,18 +506,105 @@ impl Operator {
         }
     }
 
-    /// GET `path` from the controller's HTTP endpoint; returns the status line and body.
+    /// GET `path` from the process's HTTP endpoint; returns the status line and body.
     pub async fn http_get(&self, path: &str) -> (String, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.listen_addr().await;
-        let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect to the controller");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("send");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("read");
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+        let response = http(&addr, format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await;
+        (response.status_line, response.body)
     }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        while !self.http_get("/readyz").await.0.contains(" 200 ") {
+            assert!(
+                tokio::time::Instant::now() < until,
+                "keyward {} never got ready:\n{}",
+                self.subcommand,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `POST /v1/verify` with `body`; returns the status code and the JSON answer.
+    pub async fn verify(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let addr = self.listen_addr().await;
+        let body = body.to_string();
+        let request = format!(
+            "POST /v1/verify HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let response = http(&addr, request.as_bytes()).await;
+        let json = serde_json::from_str(&response.body).unwrap_or_else(|e| {
+            panic!("/v1/verify answered {} with no JSON ({e}): {:?}", response.status, response.body)
+        });
+        (response.status, json)
+    }
+
+    /// The verdict code `POST /v1/verify` gives for `token` with `scopes` from `ip`.
+    pub async fn verify_code(&self, token: &str, scopes: &[&str], ip: Option<&str>) -> String {
+        let (status, answer) = self.verify(serde_json::json!({"token": token, "scopes": scopes, "ip": ip})).await;
+        assert_eq!(status, 200, "{answer}");
+        answer["code"].as_str().unwrap_or_else(|| panic!("no code in {answer}")).to_string()
+    }
+
+    /// `GET` `path_and_query` from `/v1/auth` with extra header lines.
+    pub async fn auth(&self, path_and_query: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        let addr = self.listen_addr().await;
+        let mut request = format!("GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        http(&addr, request.as_bytes()).await
+    }
+}
+
+/// An HTTP/1.1 answer, as read off the wire.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status_line: String,
+    pub status: u16,
+    /// Header names in lowercase.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `request` (the bytes of one HTTP/1.1 request, sent as they are apart from a
+/// `Connection: close` added after the request line) to `addr`, and reads the whole answer.
+pub async fn http(addr: &str, request: &[u8]) -> HttpResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let line_end = request.windows(2).position(|w| w == b"\r\n").expect("a request line") + 2;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    let mut bytes = request[..line_end].to_vec();
+    bytes.extend_from_slice(b"Connection: close\r\n");
+    bytes.extend_from_slice(&request[line_end..]);
+    // The server may answer (431, 413) and close before reading everything: a failed write is
+    // fine as long as an answer comes.
+    let _ = stream.write_all(&bytes).await;
+    let mut response = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut response))
+        .await
+        .expect("an answer in time")
+        .or_else(|e| if response.is_empty() { Err(e) } else { Ok(0) })
+        .expect("read the answer");
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap_or_default().to_string();
+    let status = status_line.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    HttpResponse { status_line, status, headers, body: body.to_string() }
 }
 
 impl TestNamespace {
