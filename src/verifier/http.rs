@@ -241,16 +241,18 @@ fn judge_forwarded(verifier: &Verifier, peer: SocketAddr, uri: &Uri, headers: &H
 /// The token, from `Authorization: Bearer`, else `X-Api-Key`, else `ApiKey`. A header that is not
 /// text yields an empty token, which is malformed.
 fn presented_token(headers: &HeaderMap) -> Option<&str> {
-    if let Some(authorization) = headers.get(header::AUTHORIZATION)
-        && let Some((scheme, credentials)) = authorization.to_str().unwrap_or_default().split_once(' ')
-        && scheme.eq_ignore_ascii_case("bearer")
-    {
-        return Some(credentials.trim());
+    let text = |value: &HeaderValue| value.to_str().unwrap_or_default().trim();
+    if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+        if authorization.to_str().is_err() {
+            return Some("");
+        }
+        if let Some((scheme, credentials)) = text(authorization).split_once(' ')
+            && scheme.eq_ignore_ascii_case("bearer")
+        {
+            return Some(credentials.trim());
+        }
     }
-    [X_API_KEY, API_KEY]
-        .iter()
-        .find_map(|name| headers.get(name))
-        .map(|value| value.to_str().unwrap_or_default().trim())
+    [X_API_KEY, API_KEY].iter().find_map(|name| headers.get(name)).map(text)
 }
 
 /// The client's address: the first `X-Forwarded-For` entry when the peer is a trusted proxy,
@@ -341,6 +343,7 @@ mod tests {
         assert_eq!(presented_token(&h), Some("kw_b"));
         assert_eq!(presented_token(&headers(&[("apikey", b"kw_c")])), Some("kw_c"));
         assert_eq!(presented_token(&headers(&[("x-api-key", b"\xffkw")])), Some(""), "not text: malformed");
+        assert_eq!(presented_token(&headers(&[("authorization", b"Bearer \xff")])), Some(""), "not text: malformed");
         assert_eq!(presented_token(&headers(&[("authorization", b"Basic x")])), None);
         assert_eq!(presented_token(&HeaderMap::new()), None);
     }
