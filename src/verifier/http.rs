@@ -241,7 +241,9 @@ fn judge_forwarded(verifier: &Verifier, peer: SocketAddr, uri: &Uri, headers: &H
 /// The token, from `Authorization: Bearer`, else `X-Api-Key`, else `ApiKey`. A header that is not
 /// text yields an empty token, which is malformed.
 fn presented_token(headers: &HeaderMap) -> Option<&str> {
-    let text = |value: &HeaderValue| value.to_str().unwrap_or_default().trim();
+    fn text(value: &HeaderValue) -> &str {
+        value.to_str().unwrap_or_default().trim()
+    }
     if let Some(authorization) = headers.get(header::AUTHORIZATION) {
         if authorization.to_str().is_err() {
             return Some("");
