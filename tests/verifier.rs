@@ -37,7 +37,8 @@ async fn a_good_token_is_valid_and_names_its_key_and_scopes() {
     let token = issued_key(&ns, "ci-deploy", json!({"scopes": ["orders.read", "deploy.>"]})).await;
     let verifier = ns.verifier(&[]).await;
 
-    let (status, answer) = verifier.verify(json!({"token": token, "scopes": ["orders.read", "deploy.prod.write"]})).await;
+    let (status, answer) =
+        verifier.verify(json!({"token": token, "scopes": ["orders.read", "deploy.prod.write"]})).await;
     assert_eq!(status, 200);
     assert_eq!(answer["valid"], true, "{answer}");
     assert_eq!(answer["code"], "VALID");
@@ -53,7 +54,7 @@ async fn a_good_token_is_valid_and_names_its_key_and_scopes() {
 
     assert_eq!(verifier.verify_code(&token, &["orders.write"], None).await, "INSUFFICIENT_SCOPE");
     assert_eq!(verifier.verify_code(&token, &["deploy"], None).await, "INSUFFICIENT_SCOPE", "'>' needs a segment");
-    assert_eq!(verifier.verify_code(&keyward::token::Token::generate("kw").expose().to_string(), &[], None).await, "NOT_FOUND");
+    assert_eq!(verifier.verify_code(keyward::token::Token::generate("kw").expose(), &[], None).await, "NOT_FOUND");
     let mut typo = token.clone();
     typo.pop();
     typo.push(if token.ends_with('a') { 'b' } else { 'a' });
@@ -182,8 +183,11 @@ async fn a_deleted_key_is_not_found_within_a_second() {
 async fn credential_tokens_verify_by_name_and_a_removed_token_is_refused_at_once() {
     let ns = TestNamespace::new("verify-cred").await;
     let _controller = ns.controller(&[]);
-    ns.create_credential("billing", json!({"scopes": ["orders.read"], "tokens": [{"name": "primary"}, {"name": "next"}]}))
-        .await;
+    ns.create_credential(
+        "billing",
+        json!({"scopes": ["orders.read"], "tokens": [{"name": "primary"}, {"name": "next"}]}),
+    )
+    .await;
     ns.wait_credential("billing", "two active tokens", |s| s.active_tokens == Some(2)).await;
     let primary = ns.token_of("billing-primary").await;
     let next = ns.token_of("billing-next").await;
