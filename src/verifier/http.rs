@@ -122,7 +122,7 @@ struct KeyView<'a> {
     /// The Credential token's name; null for an ApiKey.
     token: Option<&'a str>,
     key_id: &'a str,
-    scopes: &'a [String],
+    scopes: &'a [Box<str>],
     expires_at: String,
 }
 
@@ -227,7 +227,7 @@ fn judge_forwarded(verifier: &Verifier, peer: SocketAddr, uri: &Uri, headers: &H
         let key = format!("{}/{}", entry.object.namespace, entry.object.name);
         for (name, value) in [
             (X_KEYWARD_KEY, key),
-            (X_KEYWARD_KEY_ID, entry.key_id.clone()),
+            (X_KEYWARD_KEY_ID, entry.key_id.to_string()),
             (X_KEYWARD_SCOPES, entry.policy.scopes.join(",")),
         ] {
             if let Ok(value) = HeaderValue::try_from(value) {
