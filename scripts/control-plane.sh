@@ -2,7 +2,8 @@
 # A real, local Kubernetes control plane for `make run` and the tests: etcd, kube-apiserver and
 # kube-controller-manager (garbage collector and namespace controllers only; there is no kubelet).
 #
-#   control-plane.sh install        build and cache the binaries (first run only: ~6 min)
+#   control-plane.sh install        Debian packages (etcd, nginx for the tests), build and cache the
+#                                   binaries (first run only: ~6 min)
 #   control-plane.sh tools          only kubectl and helm (seconds)
 #   control-plane.sh start [DIR]    start on free loopback ports; state, logs and kubeconfig in DIR
 #   control-plane.sh stop [DIR]     stop every process started by `start`, by PID
@@ -100,7 +101,8 @@ install_kubectl_and_helm() {
 }
 
 cmd_install() {
-  apt_install etcd-server openssl python3
+  # nginx: tests/proxy.rs puts it in front of the verifier (`make test` runs this install).
+  apt_install etcd-server openssl python3 nginx
   install_kubectl_and_helm
   install_kube_binaries
   log "installed: $(ls "$BIN" | tr '\n' ' ')in $BIN"

@@ -1,0 +1,343 @@
+//! The verifier behind a real proxy: NGINX with `auth_request` pointing at `keyward verifier`,
+//! in front of a small upstream that answers with the identity headers it was handed. Every
+//! request goes through NGINX, as a client's would. Each test has its own namespace, verifier
+//! and NGINX. NGINX must be installed (`apt-get install nginx`; `make test` does it).
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use keyward::api::Phase;
+use serde_json::json;
+use support::{DEADLINE, HttpResponse, TestNamespace, http};
+use tokio::process::{Child, Command};
+
+/// The NGINX configuration the tests run, as in the README, plus what a test needs: one
+/// process (nothing outlives the test), every file in the prefix directory, loopback ports.
+/// `@DIR@`, `@VERIFIER@`, `@PROXY@` and `@UPSTREAM@` are filled in.
+const NGINX_CONF: &str = r#"
+# Test only: a single process (no workers left behind when the test kills it; it never changes
+# user, so this works as root and as anyone else) with all its files in the test's directory.
+master_process off;
+pid @DIR@/nginx.pid;
+error_log @DIR@/error.log info;
+events { worker_connections 64; }
+
+http {
+    access_log @DIR@/access.log;
+    client_body_temp_path @DIR@/client_body;
+    proxy_temp_path @DIR@/proxy;
+    fastcgi_temp_path @DIR@/fastcgi;
+    uwsgi_temp_path @DIR@/uwsgi;
+    scgi_temp_path @DIR@/scgi;
+
+    upstream keyward { server @VERIFIER@; }
+    upstream orders  { server @UPSTREAM@; }
+
+    # The protected service: answers with the identity it was handed.
+    server {
+        listen @UPSTREAM@;
+        default_type text/plain;
+        return 200 "key=$http_x_keyward_key id=$http_x_keyward_key_id scopes=$http_x_keyward_scopes\n";
+    }
+
+    server {
+        listen @PROXY@;
+
+        # Reading orders needs the scope orders.read.
+        location /orders/ {
+            auth_request /_keyward/orders.read;
+            auth_request_set $keyward_key $upstream_http_x_keyward_key;
+            auth_request_set $keyward_key_id $upstream_http_x_keyward_key_id;
+            auth_request_set $keyward_scopes $upstream_http_x_keyward_scopes;
+            # Set (never passed through from the client): the upstream may trust them.
+            proxy_set_header X-Keyward-Key $keyward_key;
+            proxy_set_header X-Keyward-Key-Id $keyward_key_id;
+            proxy_set_header X-Keyward-Scopes $keyward_scopes;
+            proxy_pass http://orders;
+        }
+
+        # Refunds need orders.write.
+        location /refunds/ {
+            auth_request /_keyward/orders.write;
+            auth_request_set $keyward_key $upstream_http_x_keyward_key;
+            auth_request_set $keyward_key_id $upstream_http_x_keyward_key_id;
+            auth_request_set $keyward_scopes $upstream_http_x_keyward_scopes;
+            proxy_set_header X-Keyward-Key $keyward_key;
+            proxy_set_header X-Keyward-Key-Id $keyward_key_id;
+            proxy_set_header X-Keyward-Scopes $keyward_scopes;
+            proxy_pass http://orders;
+        }
+
+        # One internal location per set of required scopes.
+        location = /_keyward/orders.read {
+            internal;
+            proxy_pass http://keyward/v1/auth?scope=orders.read;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            # Overwrite: the verifier believes the first entry from a trusted proxy.
+            proxy_set_header X-Forwarded-For $remote_addr;
+        }
+        location = /_keyward/orders.write {
+            internal;
+            proxy_pass http://keyward/v1/auth?scope=orders.write;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Forwarded-For $remote_addr;
+        }
+    }
+}
+"#;
+
+/// The NGINX binary, or a failure that says how to get one.
+fn nginx_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).map(|dir| dir.join("nginx")).collect::<Vec<_>>())
+        .unwrap_or_default();
+    [PathBuf::from("/usr/sbin/nginx")].into_iter().chain(on_path).find(|candidate| candidate.is_file()).unwrap_or_else(
+        || {
+            panic!(
+                "these tests need NGINX and found none (/usr/sbin/nginx, PATH): install it with \
+                 `apt-get install nginx` (`make test` and `scripts/control-plane.sh install` do)"
+            )
+        },
+    )
+}
+
+/// Two distinct free loopback addresses, found by binding port 0 and letting go of them.
+fn free_addrs() -> (String, String) {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let (a, b) = (bind(), bind());
+    let addr = |l: &std::net::TcpListener| l.local_addr().expect("its address").to_string();
+    (addr(&a), addr(&b))
+}
+
+/// NGINX in front of the verifier at `verifier`, as a child process killed when dropped.
+struct Nginx {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// Where clients connect.
+    addr: String,
+}
+
+impl Nginx {
+    async fn start(verifier: &str) -> Self {
+        let binary = nginx_binary();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (proxy, upstream) = free_addrs();
+        let conf = NGINX_CONF
+            .replace("@DIR@", &dir.path().display().to_string())
+            .replace("@VERIFIER@", verifier)
+            .replace("@PROXY@", &proxy)
+            .replace("@UPSTREAM@", &upstream);
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        let output = std::fs::File::create(dir.path().join("output.log")).expect("create output.log");
+        let child = Command::new(&binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            // The log for messages before the configuration is read (else /var/log/nginx).
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().expect("output handle"))
+            .stderr(output)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        let mut nginx = Nginx { child, dir, addr: proxy.clone() };
+        nginx.wait_listening(&[&proxy, &upstream]).await;
+        nginx
+    }
+
+    /// Waits until NGINX accepts connections on every address, or fails at the deadline or when
+    /// it exits, showing its logs.
+    async fn wait_listening(&mut self, addrs: &[&str]) {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        for addr in addrs {
+            while tokio::net::TcpStream::connect(addr).await.is_err() {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!("nginx exited ({status}) before listening on {addr}:\n{}", self.logs());
+                }
+                assert!(
+                    tokio::time::Instant::now() < until,
+                    "nginx did not listen on {addr} within {DEADLINE:?}:\n{}",
+                    self.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    fn logs(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        format!("--- output ---\n{}--- error.log ---\n{}", read("output.log"), read("error.log"))
+    }
+
+    /// `GET path` through NGINX with extra header lines.
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        http(&self.addr, request(path, headers).as_bytes()).await
+    }
+
+    /// `GET path` through NGINX from the loopback address `source`; returns status and body.
+    async fn get_from(&self, source: Ipv4Addr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new(IpAddr::V4(source), 0)).unwrap_or_else(|e| panic!("bind {source}: {e}"));
+        let mut stream = socket.connect(self.addr.parse().expect("address")).await.expect("connect to nginx");
+        let mut text = request(path, headers);
+        text.insert_str(text.find("\r\n").expect("request line") + 2, "Connection: close\r\n");
+        stream.write_all(text.as_bytes()).await.expect("send the request");
+        let mut answer = Vec::new();
+        tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer))
+            .await
+            .expect("an answer in time")
+            .expect("read the answer");
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+        let body = answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+        (status, body)
+    }
+}
+
+fn request(path: &str, headers: &[(&str, &str)]) -> String {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request
+}
+
+/// A namespace with a controller, the named keys Active, a verifier trusting 127.0.0.1 as a
+/// proxy, and NGINX in front of it. Returns the tokens and key IDs in the order given.
+async fn setup(test: &str, keys: &[(&str, serde_json::Value)]) -> (TestNamespace, Vec<(String, String)>, Proxy) {
+    nginx_binary(); // Fail at once, not after the set-up, when NGINX is missing.
+    let ns = TestNamespace::new(test).await;
+    let controller = ns.controller(&[]);
+    for (name, spec) in keys {
+        ns.create_key(name, spec.clone()).await;
+    }
+    let mut issued = Vec::new();
+    for (name, spec) in keys {
+        let phase = if spec["state"] == "Inactive" { Phase::Inactive } else { Phase::Active };
+        let key = ns.wait_phase(name, phase).await;
+        let key_id = key.status.and_then(|s| s.key_id).expect("a key ID");
+        issued.push((ns.token_of(&format!("{name}-apikey")).await, key_id));
+    }
+    // Started after the keys exist: its initial list holds them once it is ready.
+    let verifier = ns.verifier(&["--trusted-proxies", "127.0.0.1/32"]).await;
+    let nginx = Nginx::start(&verifier.listen_addr().await).await;
+    (ns, issued, Proxy { nginx, _verifier: verifier, _controller: controller })
+}
+
+struct Proxy {
+    nginx: Nginx,
+    _verifier: support::Operator,
+    _controller: support::Operator,
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[tokio::test]
+async fn nginx_answers_401_with_www_authenticate_without_a_good_token() {
+    let (_ns, issued, proxy) = setup(
+        "proxy-unauthenticated",
+        &[
+            ("reader", json!({"scopes": ["orders.read"]})),
+            ("paused", json!({"scopes": ["orders.read"], "state": "Inactive"})),
+        ],
+    )
+    .await;
+    let nginx = &proxy.nginx;
+    let paused = &issued[1].0;
+    let unknown = keyward::token::Token::generate("kw").expose().to_string();
+    let control = nginx.get("/orders/42", &[("Authorization", &bearer(&issued[0].0))]).await;
+    assert_eq!(control.status, 200, "the reader's token passes: {control:?}\n{}", nginx.logs());
+    for (what, headers) in [
+        ("no token", vec![]),
+        ("an unknown token", vec![("Authorization", bearer(&unknown))]),
+        ("a malformed token", vec![("X-Api-Key", "not-a-token".to_string())]),
+        ("an inactive key", vec![("Authorization", bearer(paused))]),
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let response = nginx.get("/orders/42", &headers).await;
+        assert_eq!(response.status, 401, "{what}: {response:?}\n{}", nginx.logs());
+        assert_eq!(response.header("www-authenticate"), Some("Bearer"), "{what}: the challenge reaches the client");
+        assert!(!response.body.contains("key="), "{what}: the upstream was reached: {:?}", response.body);
+    }
+}
+
+#[tokio::test]
+async fn nginx_passes_a_good_token_and_hands_the_upstream_the_key() {
+    let (ns, issued, proxy) = setup("proxy-good-token", &[("reader", json!({"scopes": ["orders.read"]}))]).await;
+    let (token, key_id) = &issued[0];
+    let expected = format!("key={}/reader id={key_id} scopes=orders.read\n", ns.name);
+    for (what, header) in [("Authorization", bearer(token)), ("X-Api-Key", token.clone()), ("ApiKey", token.clone())] {
+        let response = proxy.nginx.get("/orders/42", &[(what, &header)]).await;
+        assert_eq!(response.status, 200, "{what}: {response:?}\n{}", proxy.nginx.logs());
+        assert_eq!(response.body, expected, "{what}: what the upstream was handed");
+    }
+    // The identity headers are set by NGINX from the verifier's answer, never the client's.
+    let forged = [
+        ("Authorization", bearer(token)),
+        ("X-Keyward-Key", "kube-system/admin".to_string()),
+        ("X-Keyward-Scopes", "*".to_string()),
+    ];
+    let forged: Vec<(&str, &str)> = forged.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let response = proxy.nginx.get("/orders/42", &forged).await;
+    assert_eq!((response.status, response.body.as_str()), (200, expected.as_str()), "forged identity headers");
+}
+
+#[tokio::test]
+async fn nginx_answers_403_when_the_key_lacks_the_locations_scope() {
+    let (ns, issued, proxy) = setup(
+        "proxy-scope",
+        &[("reader", json!({"scopes": ["orders.read"]})), ("writer", json!({"scopes": ["orders.write"]}))],
+    )
+    .await;
+    let (reader, writer) = (bearer(&issued[0].0), bearer(&issued[1].0));
+    let refused = proxy.nginx.get("/refunds/7", &[("Authorization", &reader)]).await;
+    assert_eq!(refused.status, 403, "orders.read on an orders.write location: {refused:?}");
+    assert!(!refused.body.contains("key="), "the upstream was reached: {:?}", refused.body);
+    assert_eq!(refused.header("www-authenticate"), None, "a 403 is no challenge");
+    let allowed = proxy.nginx.get("/refunds/7", &[("Authorization", &writer)]).await;
+    assert_eq!(allowed.status, 200, "orders.write on the orders.write location: {allowed:?}");
+    assert_eq!(allowed.body, format!("key={}/writer id={} scopes=orders.write\n", ns.name, issued[1].1));
+    let wrong_way = proxy.nginx.get("/orders/7", &[("Authorization", &writer)]).await;
+    assert_eq!(wrong_way.status, 403, "orders.write on an orders.read location: {wrong_way:?}");
+}
+
+/// NGINX overwrites X-Forwarded-For with the address the client connected from; the verifier,
+/// trusting NGINX's 127.0.0.1, judges the key's allowedCIDRs by that address. Clients connect
+/// from 127.0.0.1 and 127.0.0.2 (both loopback).
+#[tokio::test]
+async fn nginx_forwards_the_client_address_for_the_allow_list_and_ignores_a_forged_one() {
+    let (ns, issued, proxy) =
+        setup("proxy-allowlist", &[("pinned", json!({"scopes": ["orders.read"], "allowedCIDRs": ["127.0.0.2/32"]}))])
+            .await;
+    let token = bearer(&issued[0].0);
+    let (allowed, other) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::LOCALHOST);
+
+    let (status, body) = proxy.nginx.get_from(allowed, "/orders/1", &[("Authorization", &token)]).await;
+    assert_eq!(status, 200, "from the allowed address: {body}\n{}", proxy.nginx.logs());
+    assert_eq!(body, format!("key={}/pinned id={} scopes=orders.read\n", ns.name, issued[0].1));
+
+    let (status, body) = proxy.nginx.get_from(other, "/orders/1", &[("Authorization", &token)]).await;
+    assert_eq!(status, 403, "from another address: {body}");
+
+    // A client naming the allowed address itself gets nowhere: NGINX replaces the header.
+    for forged in ["127.0.0.2", "127.0.0.2, 127.0.0.1"] {
+        let headers = [("Authorization", token.as_str()), ("X-Forwarded-For", forged)];
+        let (status, body) = proxy.nginx.get_from(other, "/orders/1", &headers).await;
+        assert_eq!(status, 403, "X-Forwarded-For: {forged} from {other}: {body}");
+    }
+}
