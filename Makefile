@@ -20,9 +20,10 @@ test:
 unit:
 	cargo test --lib
 
-## crds: regenerate crds/ from the types
+## crds: regenerate crds/ (and the chart's copy) from the types
 crds:
 	cargo run --quiet --bin keyward -- crd > crds/keyward.io.yaml
+	cp crds/keyward.io.yaml charts/keyward/crds/keyward.io.yaml
 
 ## bench: the figures of the issues, on a fresh local control plane
 bench:
