@@ -1,6 +1,7 @@
 //! Logs, metrics and the health endpoints.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -8,15 +9,18 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
+use crate::api::Phase;
 use crate::error::Error;
 
 /// `--log-format`.
@@ -57,6 +61,7 @@ struct WriteLabels {
 /// The controller's Prometheus metrics.
 pub struct Metrics {
     registry: Arc<Registry>,
+    census: Arc<Mutex<Vec<CensusSource>>>,
     writes: Family<WriteLabels, Counter>,
     reconciles: Family<KindLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
@@ -76,7 +81,9 @@ impl Default for Metrics {
         registry.register("reconcile_duration_seconds", "Time a reconcile took, by kind", duration.clone());
         let writes = Family::<WriteLabels, Counter>::default();
         registry.register("api_writes", "Writes sent to the API server, by resource and verb", writes.clone());
-        Self { registry: Arc::new(registry), writes, reconciles, errors, duration }
+        let census = Arc::<Mutex<Vec<CensusSource>>>::default();
+        registry.register_collector(Box::new(KeyCollector { sources: census.clone() }));
+        Self { registry: Arc::new(registry), census, writes, reconciles, errors, duration }
     }
 }
 
@@ -96,6 +103,89 @@ impl Metrics {
 
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.clone()
+    }
+
+    /// Adds a cache of `kind` to the key census taken at each scrape.
+    pub fn add_census_source(&self, kind: &'static str, source: impl Fn(&mut KeyCensus) + Send + Sync + 'static) {
+        self.census.lock().unwrap_or_else(PoisonError::into_inner).push(CensusSource { kind, visit: Box::new(source) });
+    }
+}
+
+/// Keys by phase and each token's expiry, counted from the controller's caches at scrape time:
+/// always in step with the cluster, deleted keys included, at no cost between scrapes.
+#[derive(Debug, Default)]
+pub struct KeyCensus {
+    phases: BTreeMap<(&'static str, &'static str), i64>,
+    expiries: Vec<(ExpiryLabels, i64)>,
+}
+
+impl KeyCensus {
+    /// Counts one key of `kind` in `phase` (`None`: not reconciled yet, counted as Pending).
+    pub fn key(&mut self, kind: &'static str, phase: Option<Phase>) {
+        *self.phases.entry((kind, phase.unwrap_or(Phase::Pending).as_str())).or_default() += 1;
+    }
+
+    /// Records when a token expires (`token` is empty for an ApiKey).
+    pub fn expiry(&mut self, kind: &'static str, namespace: &str, name: &str, token: &str, at: jiff::Timestamp) {
+        let labels =
+            ExpiryLabels { kind, namespace: namespace.to_string(), name: name.to_string(), token: token.to_string() };
+        self.expiries.push((labels, at.as_second()));
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExpiryLabels {
+    kind: &'static str,
+    namespace: String,
+    name: String,
+    token: String,
+}
+
+struct CensusSource {
+    kind: &'static str,
+    visit: Box<dyn Fn(&mut KeyCensus) + Send + Sync>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    kind: &'static str,
+    phase: &'static str,
+}
+
+struct KeyCollector {
+    sources: Arc<Mutex<Vec<CensusSource>>>,
+}
+
+impl std::fmt::Debug for KeyCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyCollector")
+    }
+}
+
+impl Collector for KeyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut census = KeyCensus::default();
+        for source in self.sources.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            // Every phase of a watched kind is shown, at zero when no key is in it.
+            for phase in [Phase::Pending, Phase::Active, Phase::Inactive, Phase::Expired, Phase::Failed] {
+                census.phases.entry((source.kind, phase.as_str())).or_default();
+            }
+            (source.visit)(&mut census);
+        }
+        let mut keys = encoder.encode_descriptor("keys", "Keys by kind and phase", None, MetricType::Gauge)?;
+        for ((kind, phase), count) in &census.phases {
+            ConstGauge::new(*count).encode(keys.encode_family(&PhaseLabels { kind, phase })?)?;
+        }
+        let mut expiry = encoder.encode_descriptor(
+            "key_expiration_timestamp_seconds",
+            "When each token expires, in seconds since the Unix epoch (token is empty for an ApiKey)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, at) in &census.expiries {
+            ConstGauge::new(*at).encode(expiry.encode_family(labels)?)?;
+        }
+        Ok(())
     }
 }
 

@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use crate::api::validate::ExpiryPolicy;
 use crate::api::{ApiKey, CONDITION_READY, Credential, LABEL_MANAGED_BY, MANAGED_BY_VALUE, reason};
-use crate::telemetry::Metrics;
+use crate::telemetry::{KeyCensus, Metrics};
 
 /// Timestamps in status and annotations are whole seconds, as Kubernetes stores them: a finer
 /// one would never compare equal to what was stored, and every reconcile would write again.
@@ -84,8 +84,8 @@ impl Context {
         }
     }
 
-    /// Logs a token issued by this pass and, for a re-issue, publishes the `TokenReissued`
-    /// Warning. Names the Secret and key ID, never the token.
+    /// Logs a token issued by this pass and publishes `Issued`, or the `TokenReissued` Warning
+    /// for a re-issue. Names the Secret and key ID, never the token.
     async fn announce<K: Resource<DynamicType = ()>>(
         &self,
         object: &K,
@@ -95,7 +95,11 @@ impl Context {
     ) {
         match fresh {
             issuer::Fresh::No => {}
-            issuer::Fresh::First => tracing::info!(key_id = issued.key_id, secret, "issued token"),
+            issuer::Fresh::First => {
+                tracing::info!(key_id = issued.key_id, secret, "issued token");
+                let note = format!("issued token {} into Secret {secret}", issued.key_id);
+                self.publish(object, EventType::Normal, reason::ISSUED, note).await;
+            }
             issuer::Fresh::Reissued(cause) => {
                 let note = cause.note(secret, &issued.key_id);
                 tracing::warn!(key_id = issued.key_id, secret, "re-issued token: {note}");
@@ -233,6 +237,9 @@ pub trait Reconciled:
 
     /// One reconcile: read, decide, write.
     fn reconcile(object: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = crate::Result<Action>> + Send;
+
+    /// Counts this object's phase and its tokens' expiries, for `/metrics`.
+    fn census(&self, census: &mut KeyCensus);
 }
 
 /// Builds the controller of kind `K` for one namespace (or all), and a future that says
@@ -242,7 +249,10 @@ fn controller<K: Reconciled>(
     namespace: Option<String>,
     shutdown: watch::Receiver<bool>,
 ) -> (BoxFuture<'static, ()>, BoxFuture<'static, bool>) {
-    let (reader, writer) = reflector::store();
+    let (reader, writer) = reflector::store::<K>();
+    let cached = reader.clone();
+    ctx.metrics
+        .add_census_source(K::KIND, move |census| cached.state().iter().for_each(|object| object.census(census)));
     let events = watcher(api_in::<K>(&ctx.client, namespace.as_deref()), watcher::Config::default())
         .default_backoff()
         // The reconcilers read spec, status and identity only: the cache keeps nothing else.
@@ -275,11 +285,12 @@ fn controller<K: Reconciled>(
 
 /// Runs one reconcile in a span naming the object, and records its duration and outcome.
 async fn timed_reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> crate::Result<Action> {
+    // The object's name is `key`: JSON logs use `name` for the span's own name.
     let span = tracing::info_span!(
         "reconcile",
         kind = K::KIND,
         namespace = object.namespace().unwrap_or_default(),
-        name = object.name_any(),
+        key = object.name_any(),
         key_id = tracing::field::Empty
     );
     let started = std::time::Instant::now();
