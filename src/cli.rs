@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use ipnet::IpNet;
 
 use crate::api::validate::{self, ExpiryPolicy};
-use crate::controller::{self, Context, Settings};
+use crate::controller::{self, Context, Settings, leader};
 use crate::error::{Error, Result};
 use crate::telemetry::{self, LogFormat, Metrics};
 use crate::{crd, duration, http, verifier};
@@ -53,6 +53,10 @@ pub struct ControllerArgs {
     /// Reconciles run at once.
     #[arg(long, env = "KEYWARD_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
+    /// Reconcile only while holding the Lease `keyward-controller` in POD_NAMESPACE, so that
+    /// several replicas can run (identity: POD_NAME, else host name and a random suffix).
+    #[arg(long, env = "KEYWARD_LEADER_ELECTION")]
+    pub leader_election: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -118,11 +122,55 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let (ready_tx, ready_rx) = watch::channel(false);
     let shutdown = shutdown_on_signal();
-    let ctx = Context::new(client, settings, metrics.clone());
+    let ctx = Context::new(client.clone(), settings, metrics.clone());
     let listener = http::bind(args.listen, "/healthz, /readyz and /metrics").await?;
-    let server = http::serve(listener, telemetry::health_routes(metrics.registry(), ready_rx), shutdown.clone());
-    let (served, ()) = tokio::join!(server, controller::run(ctx, ready_tx, shutdown));
-    served
+    let (done_tx, done_rx) = watch::channel(false);
+    let work = async {
+        let worked = if args.leader_election {
+            reconcile_while_leading(client, ctx, ready_tx, shutdown).await
+        } else {
+            metrics.set_leader(true);
+            controller::run(ctx, ready_tx, shutdown).await;
+            Ok(())
+        };
+        // The health endpoints stop with the work, whether it ended by signal or by a lost Lease.
+        done_tx.send_replace(true);
+        worked
+    };
+    let server = http::serve(listener, telemetry::health_routes(metrics.registry(), ready_rx), done_rx);
+    let (served, worked) = tokio::join!(server, work);
+    worked.and(served)
+}
+
+/// Campaigns for the leader Lease, reconciles while holding it, and lets go of it on shutdown.
+/// Losing it ends the process with an error: a fresh start rejoins as a standby, with no
+/// reconcile of the old term still running beside the new leader's.
+async fn reconcile_while_leading(
+    client: kube::Client,
+    ctx: Arc<Context>,
+    ready: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let namespace = std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let mut campaign = leader::campaign(client, namespace, leader::identity()).await?;
+    tracing::info!(identity = %campaign.identity, namespace = %campaign.namespace, lease = leader::LEASE_NAME, "standing by for the leader Lease");
+    // A standby is healthy and ready to take over.
+    ready.send_replace(true);
+    if !campaign.lead(&mut shutdown).await {
+        campaign.resign().await;
+        return Ok(());
+    }
+    tracing::info!(identity = %campaign.identity, "holding the leader Lease; reconciling");
+    ctx.metrics.set_leader(true);
+    let (stop, lost) = campaign.until_lost(shutdown);
+    controller::run(ctx.clone(), ready, stop).await;
+    ctx.metrics.set_leader(false);
+    let lost = *lost.borrow();
+    campaign.resign().await;
+    if lost { Err(Error::LostLeadership) } else { Ok(()) }
 }
 
 async fn run_verifier(args: VerifierArgs) -> Result<()> {

@@ -36,6 +36,12 @@ pub enum Error {
 
     #[error("the operating system's random number generator failed: {0}")]
     Random(#[source] rand::rngs::SysError),
+
+    #[error("leader election failed: {0}")]
+    LeaderElection(String),
+
+    #[error("lost the leader Lease to another replica")]
+    LostLeadership,
 }
 
 impl Error {
@@ -53,6 +59,7 @@ impl Error {
             Error::Http { .. } => "http",
             Error::Usage(_) => "usage",
             Error::Random(_) => "random",
+            Error::LeaderElection(_) | Error::LostLeadership => "leader_election",
         }
     }
 }

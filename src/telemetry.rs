@@ -62,6 +62,7 @@ struct WriteLabels {
 pub struct Metrics {
     registry: Arc<Registry>,
     census: Arc<Mutex<Vec<CensusSource>>>,
+    leader: Gauge,
     writes: Family<WriteLabels, Counter>,
     reconciles: Family<KindLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
@@ -83,7 +84,13 @@ impl Default for Metrics {
         registry.register("api_writes", "Writes sent to the API server, by resource and verb", writes.clone());
         let census = Arc::<Mutex<Vec<CensusSource>>>::default();
         registry.register_collector(Box::new(KeyCollector { sources: census.clone() }));
-        Self { registry: Arc::new(registry), census, writes, reconciles, errors, duration }
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process reconciles (holds the leader Lease, if elections are on)",
+            leader.clone(),
+        );
+        Self { registry: Arc::new(registry), census, leader, writes, reconciles, errors, duration }
     }
 }
 
@@ -103,6 +110,10 @@ impl Metrics {
 
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.clone()
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Adds a cache of `kind` to the key census taken at each scrape.

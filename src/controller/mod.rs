@@ -3,6 +3,7 @@
 pub mod apikey;
 pub mod credential;
 pub mod issuer;
+pub mod leader;
 pub mod secret;
 mod status;
 
