@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use keyward::api::Phase;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
-use support::{DEADLINE, Operator, TestNamespace};
+use support::{DEADLINE, Operator, TestNamespace, sample};
 
 /// The event with `reason` for the object `name`, once it exists.
 async fn event(ns: &TestNamespace, name: &str, reason: &str) -> (String, String) {
@@ -65,11 +65,6 @@ async fn events_tell_each_transition_by_key_id_and_never_the_token() {
     for token in [&first_token, &second_token] {
         assert!(!text.contains(token.as_str()), "a token is in an event");
     }
-}
-
-/// The value of the series `name{labels}` in a Prometheus text exposition.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Reads `/metrics` until `series` has `value`, or fails at the deadline.

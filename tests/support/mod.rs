@@ -561,6 +561,11 @@ impl Operator {
     }
 }
 
+/// The value of the series `name{labels}` in a Prometheus text exposition.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// An HTTP/1.1 answer, as read off the wire.
 #[derive(Debug)]
 pub struct HttpResponse {
