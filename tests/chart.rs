@@ -1,0 +1,742 @@
+//! The Helm chart: it lints and renders what it promises (RBAC by `watchNamespaces`, a verifier
+//! that cannot read Secrets, Pod Security `restricted` pods), it installs on the real API
+//! server, and its ServiceAccounts' RBAC is all the controller and verifier need: both run here
+//! as local processes under tokens the TokenRequest API issues to the chart's ServiceAccounts.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use keyward::api::{ApiKey, Credential, Phase};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use support::{DEADLINE, Operator, TestNamespace};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/keyward");
+
+// ---------------------------------------------------------------------------------------------
+// Without an API server: the files, lint and rendering.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_charts_crds_are_the_crds_directory() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let names = |dir: &Path| -> BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let chart_crds = root.join("charts/keyward/crds");
+    assert_eq!(names(&chart_crds), names(&root.join("crds")), "the chart's crds/ holds other files than crds/");
+    for name in names(&root.join("crds")) {
+        let ours = std::fs::read(root.join("crds").join(&name)).expect("read crds/");
+        let chart = std::fs::read(chart_crds.join(&name)).expect("read the chart's crds/");
+        assert!(ours == chart, "charts/keyward/crds/{name} differs from crds/{name}: run `make crds` and commit");
+    }
+}
+
+#[tokio::test]
+async fn helm_lint_passes_and_the_schema_refuses_unknown_and_bad_values() {
+    for values in [
+        &[][..],
+        &["--set", "watchNamespaces={team-a,team-b}"],
+        &["--set", "controller.leaderElection.enabled=false", "--set", "verifier.replicas=1"],
+        &["--set", "serviceMonitor.enabled=true", "--set", "verifier.trustedProxies={10.0.0.0/8,192.0.2.7}"],
+        &["--set", "controller.maxExpiry=365d", "--set", "image.tag=dev"],
+    ] {
+        let lint = helm(&[&["lint", CHART, "--strict"], values].concat()).await;
+        assert!(lint.status.success(), "helm lint {values:?} failed:\n{}", text(&lint));
+    }
+    for (values, named) in [
+        (&["--set", "controller.replica=3"][..], "replica"),
+        (&["--set", "controller.defaultExpiry=forever"], "defaultExpiry"),
+        (&["--set", "watchNamespaces={Not_A_Namespace}"], "watchNamespaces"),
+        (&["--set", "logFormat=xml"], "logFormat"),
+    ] {
+        let lint = helm(&[&["lint", CHART], values].concat()).await;
+        assert!(!lint.status.success(), "helm lint accepted {values:?}");
+        assert!(text(&lint).contains(named), "the refusal of {values:?} does not name {named}:\n{}", text(&lint));
+    }
+}
+
+#[tokio::test]
+async fn by_default_the_roles_are_cluster_wide_named_after_the_release_and_the_verifier_never_reads_secrets() {
+    let objects = render("kw-one", "keyward-system", &[]).await;
+    assert_eq!(
+        names_of(&objects, "ClusterRole"),
+        ["kw-one-keyward-controller", "kw-one-keyward-verifier"].map(|n| n.to_string()).into(),
+        "one ClusterRole per component, named after the release"
+    );
+    for binding in of_kind(&objects, "ClusterRoleBinding") {
+        let name = binding["metadata"]["name"].as_str().expect("name");
+        assert_eq!(binding["roleRef"]["name"], name);
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": name, "namespace": "keyward-system"}])
+        );
+    }
+    assert_eq!(names_of(&objects, "ClusterRoleBinding").len(), 2);
+    assert_eq!(
+        names_of(&objects, "Role"),
+        ["kw-one-keyward-controller-leader-election".to_string()].into(),
+        "only the Lease is namespaced"
+    );
+
+    let controller = rules(named(&objects, "ClusterRole", "kw-one-keyward-controller"));
+    assert_eq!(controller, controller_rules(), "the controller's ClusterRole");
+    let verifier = rules(named(&objects, "ClusterRole", "kw-one-keyward-verifier"));
+    assert_eq!(verifier, verifier_rules(), "the verifier's ClusterRole");
+    assert!(verifier.iter().all(|(_, resource, _)| !resource.contains("secret")), "{verifier:?}");
+
+    // Another release gets its own cluster-wide names: two installs never share a ClusterRole.
+    let other = render("kw-two", "elsewhere", &[]).await;
+    let shared: Vec<_> =
+        names_of(&other, "ClusterRole").intersection(&names_of(&objects, "ClusterRole")).cloned().collect();
+    assert!(shared.is_empty(), "{shared:?}");
+}
+
+#[tokio::test]
+async fn watch_namespaces_turn_the_roles_into_a_role_per_namespace_and_nothing_cluster_wide() {
+    let objects = render("kw", "keyward-system", &["--set", "watchNamespaces={team-a,team-b}"]).await;
+    assert!(of_kind(&objects, "ClusterRole").is_empty(), "no ClusterRole with watchNamespaces");
+    assert!(of_kind(&objects, "ClusterRoleBinding").is_empty(), "no ClusterRoleBinding with watchNamespaces");
+    let placed = |kind: &str| -> BTreeSet<(String, String)> {
+        of_kind(&objects, kind)
+            .iter()
+            .map(|o| (o["metadata"]["namespace"].as_str().expect("namespace").to_string(), name(o).to_string()))
+            .collect()
+    };
+    let expected: BTreeSet<(String, String)> = [
+        ("keyward-system", "kw-keyward-controller-leader-election"),
+        ("team-a", "kw-keyward-controller"),
+        ("team-a", "kw-keyward-verifier"),
+        ("team-b", "kw-keyward-controller"),
+        ("team-b", "kw-keyward-verifier"),
+    ]
+    .map(|(ns, n)| (ns.to_string(), n.to_string()))
+    .into();
+    assert_eq!(placed("Role"), expected);
+    assert_eq!(placed("RoleBinding"), expected);
+    for role in of_kind(&objects, "Role").into_iter().filter(|r| !name(r).ends_with("leader-election")) {
+        let want = if name(role).ends_with("controller") { controller_rules() } else { verifier_rules() };
+        assert_eq!(rules(role), want, "Role {} in {}", name(role), role["metadata"]["namespace"]);
+    }
+    for binding in of_kind(&objects, "RoleBinding") {
+        let subject = &binding["subjects"][0];
+        assert_eq!(subject["namespace"], "keyward-system", "the ServiceAccounts live in the release namespace");
+        assert_eq!(subject["name"].as_str(), Some(name(binding).trim_end_matches("-leader-election")));
+    }
+    for component in ["controller", "verifier"] {
+        let args = container_args(&objects, component);
+        assert!(args.contains(&"--namespaces=team-a,team-b".to_string()), "{component}: {args:?}");
+    }
+
+    let all = render("kw", "keyward-system", &[]).await;
+    for component in ["controller", "verifier"] {
+        let args = container_args(&all, component);
+        assert!(!args.iter().any(|a| a.starts_with("--namespaces")), "{component} watches all: {args:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_controller_runs_two_replicas_with_leader_election_else_one_without_the_flag() {
+    let objects = render("kw", "keyward-system", &[]).await;
+    let controller = deployment(&objects, "controller");
+    assert_eq!(controller["spec"]["replicas"], 2);
+    assert!(container_args(&objects, "controller").contains(&"--leader-election".to_string()));
+    let env = &controller["spec"]["template"]["spec"]["containers"][0]["env"];
+    let from_field = |var: &str| {
+        env.as_array()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == var)
+            .map(|e| e["valueFrom"]["fieldRef"]["fieldPath"].clone())
+    };
+    assert_eq!(from_field("POD_NAME"), Some(json!("metadata.name")));
+    assert_eq!(from_field("POD_NAMESPACE"), Some(json!("metadata.namespace")));
+    let lease = rules(named(&objects, "Role", "kw-keyward-controller-leader-election"));
+    let lease_rules: BTreeSet<(String, String, String)> = ["create", "get", "update", "patch", "delete"]
+        .map(|verb| ("coordination.k8s.io".to_string(), "leases".to_string(), verb.to_string()))
+        .into();
+    assert_eq!(lease, lease_rules);
+
+    let single = render("kw", "keyward-system", &["--set", "controller.leaderElection.enabled=false"]).await;
+    let controller = deployment(&single, "controller");
+    assert_eq!(controller["spec"]["replicas"], 1);
+    assert_eq!(controller["spec"]["strategy"]["type"], "Recreate", "never two controllers during a rollout");
+    assert!(!container_args(&single, "controller").contains(&"--leader-election".to_string()));
+    assert!(of_kind(&single, "Role").is_empty(), "no Lease role without leader election");
+}
+
+#[tokio::test]
+async fn pods_meet_the_restricted_pod_security_profile() {
+    // The local API server (1.20) has no PodSecurity admission and runs no pods, so the
+    // profile is checked here, on what the chart renders.
+    for values in [&[][..], &["--set", "watchNamespaces={a}", "--set", "controller.leaderElection.enabled=false"]] {
+        let objects = render("kw", "keyward-system", values).await;
+        for component in ["controller", "verifier"] {
+            let pod = &deployment(&objects, component)["spec"]["template"]["spec"];
+            let context = &pod["securityContext"];
+            assert_eq!(context["runAsNonRoot"], true, "{component}");
+            assert!(context["runAsUser"].as_i64().is_some_and(|uid| uid != 0), "{component}: a non-root uid");
+            assert_eq!(context["seccompProfile"]["type"], "RuntimeDefault", "{component}");
+            for forbidden in ["hostNetwork", "hostPID", "hostIPC", "volumes"] {
+                assert!(pod.get(forbidden).is_none(), "{component}: {forbidden}");
+            }
+            let containers = pod["containers"].as_array().expect("containers");
+            assert!(pod.get("initContainers").is_none() && containers.len() == 1, "{component}");
+            let context = &containers[0]["securityContext"];
+            assert_eq!(context["allowPrivilegeEscalation"], false, "{component}");
+            assert_eq!(context["readOnlyRootFilesystem"], true, "{component}");
+            assert_eq!(context["runAsNonRoot"], true, "{component}");
+            assert_ne!(context["privileged"], true, "{component}");
+            assert_eq!(context["capabilities"], json!({"drop": ["ALL"]}), "{component}: every capability dropped");
+            assert_eq!(context["seccompProfile"]["type"], "RuntimeDefault", "{component}");
+            for port in containers[0]["ports"].as_array().expect("ports") {
+                assert!(port.get("hostPort").is_none(), "{component}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_verifier_has_a_service_a_disruption_budget_probes_and_the_default_image() {
+    let objects = render("kw", "keyward-system", &[]).await;
+    let app_version = chart_app_version();
+    for component in ["controller", "verifier"] {
+        let container = &deployment(&objects, component)["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["image"], format!("ghcr.io/keyward/keyward:{app_version}"), "{component}");
+        assert_eq!(container["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "http"}));
+        assert_eq!(container["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "http"}));
+        assert_eq!(container["ports"][0], json!({"name": "http", "containerPort": 8080, "protocol": "TCP"}));
+        assert!(container["resources"]["requests"]["memory"].is_string(), "{component}: a memory request");
+        assert!(container["resources"]["limits"]["memory"].is_string(), "{component}: a memory limit");
+        let args = container_args(&objects, component);
+        assert_eq!(args[0], component);
+        assert!(args.contains(&"--listen=0.0.0.0:8080".to_string()) && args.contains(&"--log-format=json".to_string()));
+    }
+    let verifier = deployment(&objects, "verifier");
+    assert_eq!(verifier["spec"]["replicas"], 2);
+    let pod_labels = &verifier["spec"]["template"]["metadata"]["labels"];
+    let service = named(&objects, "Service", "kw-keyward-verifier");
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}])
+    );
+    assert_selects(&service["spec"]["selector"], pod_labels, "the Service");
+    let budget = named(&objects, "PodDisruptionBudget", "kw-keyward-verifier");
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+    assert_selects(&budget["spec"]["selector"]["matchLabels"], pod_labels, "the PodDisruptionBudget");
+    assert!(of_kind(&objects, "ServiceMonitor").is_empty(), "no ServiceMonitor unless asked");
+
+    let one = render("kw", "keyward-system", &["--set", "verifier.replicas=1"]).await;
+    assert!(of_kind(&one, "PodDisruptionBudget").is_empty(), "a budget of one replica would block every drain");
+
+    let tuned = render(
+        "kw",
+        "keyward-system",
+        &["--set", "serviceMonitor.enabled=true", "--set", "verifier.trustedProxies={10.0.0.0/8,192.0.2.7}"],
+    )
+    .await;
+    assert!(container_args(&tuned, "verifier").contains(&"--trusted-proxies=10.0.0.0/8,192.0.2.7".to_string()));
+    let monitor = &of_kind(&tuned, "ServiceMonitor")[0];
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    let scraped: Vec<&Value> = of_kind(&tuned, "Service")
+        .into_iter()
+        .filter(|s| selects(&monitor["spec"]["selector"]["matchLabels"], &s["metadata"]["labels"]))
+        .collect();
+    assert_eq!(scraped.len(), 2, "the ServiceMonitor scrapes the controller and the verifier");
+    let controller_labels = &deployment(&tuned, "controller")["spec"]["template"]["metadata"]["labels"];
+    assert!(scraped.iter().any(|s| selects(&s["spec"]["selector"], controller_labels)), "a Service for the controller");
+}
+
+// ---------------------------------------------------------------------------------------------
+// On the API server: helm install, then the processes under the chart's identities.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_charts_rbac_is_enough_for_the_whole_lifecycle() {
+    let ns = TestNamespace::new("chart-lifecycle").await;
+    let release = Release::install(&ns.name, &[]).await;
+    let controller_id = release.identity("controller").await;
+    let verifier_id = release.identity("verifier").await;
+    // As the chart runs them: two controller replicas sharing the Lease, and the verifier.
+    let controllers = [0, 1].map(|replica| release.run("controller", &controller_id, &ns.name, replica));
+    let verifier = release.run("verifier", &verifier_id, &ns.name, 0);
+    verifier.wait_ready().await;
+
+    // Issue: create-only Secret, status by server-side apply; the Secret watch and fresh GET.
+    ns.create_key("first", json!({"secretTemplate": {"labels": {"team": "a"}}})).await;
+    let issued = ns.wait_phase("first", Phase::Active).await.status.expect("status");
+    let token = ns.token_of("first-apikey").await;
+    wait_code(&verifier, &token, "VALID").await;
+
+    // A template change patches the Secret's labels.
+    ns.patch_spec("first", json!({"secretTemplate": {"labels": {"team": "b"}}})).await;
+    ns.wait_secret("first-apikey", "label team=b", |s| s.labels().get("team").map(String::as_str) == Some("b")).await;
+
+    // A tampered token is replaced (update) and announced (events.k8s.io create).
+    let mut secret = ns.secrets().get("first-apikey").await.expect("get the Secret");
+    secret.data.get_or_insert_default().insert("token".into(), k8s_openapi::ByteString(b"tampered".to_vec()));
+    ns.secrets().replace("first-apikey", &PostParams::default(), &secret).await.expect("tamper");
+    let reissued = ns.wait_new_token("first", &issued.token_hash).await;
+    assert_ne!(reissued.token_hash, issued.token_hash);
+    ns.wait_event("first", "TokenReissued").await;
+    let token = ns.token_of("first-apikey").await;
+    wait_code(&verifier, &token, "VALID").await;
+
+    ns.patch_spec("first", json!({"state": "Inactive"})).await;
+    wait_code(&verifier, &token, "INACTIVE").await;
+    ns.wait_phase("first", Phase::Inactive).await;
+
+    ns.delete_key("first").await;
+    ns.wait_secret_gone("first-apikey").await;
+    wait_code(&verifier, &token, "NOT_FOUND").await;
+
+    // A Credential: a LIST of its Secrets, two tokens, then one removed (delete).
+    ns.create_credential(
+        "billing",
+        json!({"scopes": ["orders.read"], "tokens": [{"name": "primary"}, {"name": "next"}]}),
+    )
+    .await;
+    ns.wait_credential("billing", "two active tokens", |s| {
+        s.phase == Some(Phase::Active) && s.active_tokens == Some(2)
+    })
+    .await;
+    let primary = ns.token_of("billing-primary").await;
+    let next = ns.token_of("billing-next").await;
+    wait_code(&verifier, &next, "VALID").await;
+    ns.set_tokens("billing", json!([{"name": "next"}])).await;
+    ns.wait_secret_gone("billing-primary").await;
+    wait_code(&verifier, &primary, "NOT_FOUND").await;
+    wait_code(&verifier, &next, "VALID").await;
+
+    // Leader election: one of the two replicas holds the Lease in the release namespace.
+    let lease = Api::<Lease>::namespaced(ns.client.clone(), &ns.name)
+        .get("keyward-controller")
+        .await
+        .expect("the controllers' Lease keyward-controller in the release namespace");
+    let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+    assert!(holder.starts_with(&format!("{}-controller-", release.fullname)), "Lease held by {holder:?}");
+
+    // Cluster-wide, as the default chart grants.
+    list_allowed::<ApiKey>(&controller_id.client, None).await;
+    list_allowed::<Secret>(&controller_id.client, None).await;
+    list_allowed::<Credential>(&verifier_id.client, None).await;
+
+    for (what, process) in
+        [("controller 0", &controllers[0]), ("controller 1", &controllers[1]), ("verifier", &verifier)]
+    {
+        let logs = process.logs().to_lowercase();
+        assert!(!logs.contains("forbidden"), "{what} was refused something by RBAC:\n{}", process.logs());
+    }
+}
+
+#[tokio::test]
+async fn the_verifiers_identity_cannot_read_secrets_or_write_status() {
+    let ns = TestNamespace::new("chart-verifier-rbac").await;
+    let release = Release::install(&ns.name, &[]).await;
+    let verifier = release.identity("verifier").await;
+    let controller = release.identity("controller").await;
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "database"}, "stringData": {"password": "x"}}))
+            .expect("Secret");
+    ns.secrets().create(&PostParams::default(), &secret).await.expect("create a Secret");
+    ns.create_key("minted", json!({})).await;
+
+    let secrets = Api::<Secret>::namespaced(verifier.client.clone(), &ns.name);
+    assert_forbidden(secrets.get("database").await, "GET a Secret");
+    assert_forbidden(secrets.list(&ListParams::default()).await, "LIST Secrets");
+    assert_forbidden(
+        Api::<Secret>::all(verifier.client.clone()).list(&ListParams::default()).await,
+        "LIST all Secrets",
+    );
+    // Whoever writes status.tokenHash mints keys the verifier accepts.
+    let keys = Api::<ApiKey>::namespaced(verifier.client.clone(), &ns.name);
+    let mint = Patch::Merge(json!({"status": {"tokenHash": format!("sha256:{}", "0".repeat(64))}}));
+    assert_forbidden(keys.patch_status("minted", &PatchParams::default(), &mint).await, "patch ApiKey status");
+    assert_forbidden(keys.create(&PostParams::default(), &support::key("more", json!({}))).await, "create an ApiKey");
+    // What it needs, it has.
+    list_allowed::<ApiKey>(&verifier.client, Some(&ns.name)).await;
+    keys.get("minted").await.expect("the verifier reads ApiKeys");
+
+    // The same reads with the controller's identity succeed: the refusals are the role's.
+    Api::<Secret>::namespaced(controller.client.clone(), &ns.name).get("database").await.expect("controller GETs");
+}
+
+#[tokio::test]
+async fn watch_namespaces_confine_the_controller_to_its_namespaces() {
+    let watched = TestNamespace::new("chart-watched").await;
+    let other = TestNamespace::new("chart-unwatched").await;
+    let release = Release::install(&watched.name, &["--set", &format!("watchNamespaces={{{}}}", watched.name)]).await;
+    let cluster_roles = Api::<ClusterRole>::all(watched.client.clone())
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={}", release.name)))
+        .await
+        .expect("list ClusterRoles");
+    assert!(cluster_roles.items.is_empty(), "a ClusterRole was installed: {:?}", cluster_roles.items);
+    let controller_id = release.identity("controller").await;
+    let verifier_id = release.identity("verifier").await;
+
+    other.create_key("outside", json!({})).await;
+    let outside = Api::<ApiKey>::namespaced(controller_id.client.clone(), &other.name);
+    assert_forbidden(outside.list(&ListParams::default()).await, "LIST ApiKeys in another namespace");
+    assert_forbidden(outside.get("outside").await, "GET an ApiKey in another namespace");
+    let status = Patch::Merge(json!({"status": {"phase": "Active"}}));
+    assert_forbidden(outside.patch_status("outside", &PatchParams::default(), &status).await, "patch status elsewhere");
+    let secrets = Api::<Secret>::namespaced(controller_id.client.clone(), &other.name);
+    assert_forbidden(secrets.list(&ListParams::default()).await, "LIST Secrets in another namespace");
+    let planted: Secret = serde_json::from_value(json!({"metadata": {"name": "outside-apikey"}})).expect("Secret");
+    assert_forbidden(secrets.create(&PostParams::default(), &planted).await, "create a Secret in another namespace");
+    assert_forbidden(
+        Api::<ApiKey>::all(controller_id.client.clone()).list(&ListParams::default()).await,
+        "LIST ApiKeys cluster-wide",
+    );
+    assert_forbidden(
+        Api::<ApiKey>::namespaced(verifier_id.client.clone(), &other.name).list(&ListParams::default()).await,
+        "the verifier LISTs ApiKeys in another namespace",
+    );
+
+    // In its namespace, the controller (started with --namespaces, as the chart does) works.
+    let controller = release.run("controller", &controller_id, &watched.name, 0);
+    let verifier = release.run("verifier", &verifier_id, &watched.name, 0);
+    verifier.wait_ready().await;
+    watched.create_key("inside", json!({})).await;
+    watched.wait_phase("inside", Phase::Active).await;
+    wait_code(&verifier, &watched.token_of("inside-apikey").await, "VALID").await;
+    let untouched = other.keys().get("outside").await.expect("get").status;
+    assert!(untouched.is_none(), "a key in an unwatched namespace got a status: {untouched:?}");
+    assert!(!controller.logs().to_lowercase().contains("forbidden"), "{}", controller.logs());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+// ---------------------------------------------------------------------------------------------
+
+/// A Helm release of the chart, its release name the namespace's name, uninstalled on drop.
+struct Release {
+    name: String,
+    namespace: String,
+    /// The objects' name prefix (`<release>-keyward`).
+    fullname: String,
+    /// The chart's manifest as installed.
+    objects: Vec<Value>,
+    client: Client,
+}
+
+impl Release {
+    async fn install(namespace: &str, values: &[&str]) -> Self {
+        let name = namespace.to_string();
+        let install =
+            helm(&[&["install", &name, CHART, "--namespace", namespace, "--timeout", "60s"], values].concat()).await;
+        assert!(install.status.success(), "helm install failed:\n{}", text(&install));
+        let manifest = helm(&["get", "manifest", &name, "--namespace", namespace]).await;
+        assert!(manifest.status.success(), "helm get manifest:\n{}", text(&manifest));
+        let objects = documents(&String::from_utf8_lossy(&manifest.stdout));
+        let client = support::client().await;
+        Release { fullname: format!("{name}-keyward"), name, namespace: namespace.to_string(), objects, client }
+    }
+
+    /// A kubeconfig and a client that act as the chart's ServiceAccount of `component`, with a
+    /// token from the TokenRequest API.
+    async fn identity(&self, component: &str) -> Identity {
+        let account = self.service_account(component);
+        let request = TokenRequest {
+            spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() },
+            ..Default::default()
+        };
+        let token = Api::<ServiceAccount>::namespaced(self.client.clone(), &self.namespace)
+            .create_token_request(&account, &PostParams::default(), &request)
+            .await
+            .unwrap_or_else(|e| panic!("a token for ServiceAccount {account}: {e}"))
+            .status
+            .expect("a TokenRequest status")
+            .token;
+        Identity::new(&account, &token).await
+    }
+
+    /// The ServiceAccount the chart's Deployment of `component` runs as.
+    fn service_account(&self, component: &str) -> String {
+        let account = deployment(&self.objects, component)["spec"]["template"]["spec"]["serviceAccountName"]
+            .as_str()
+            .expect("serviceAccountName")
+            .to_string();
+        assert!(
+            of_kind(&self.objects, "ServiceAccount").iter().any(|sa| name(sa) == account),
+            "the chart installs no ServiceAccount {account}"
+        );
+        account
+    }
+
+    /// Starts `keyward <component>` locally as the chart's Deployment would run it: its
+    /// arguments and pod environment, as `identity`. The test sets --namespaces (the support
+    /// code always passes it), --listen (a free local port) and text logs (it reads them).
+    fn run(&self, component: &'static str, identity: &Identity, namespace: &str, replica: usize) -> Operator {
+        let args: Vec<String> = container_args(&self.objects, component)
+            .into_iter()
+            .skip(1)
+            .filter(|a| !["--namespaces", "--listen", "--log-format"].iter().any(|f| a.starts_with(f)))
+            .collect();
+        let watch = container_args(&self.objects, component).into_iter().find(|a| a.starts_with("--namespaces="));
+        if let Some(watch) = watch {
+            assert_eq!(watch, format!("--namespaces={namespace}"), "the chart watches other namespaces");
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let pod = format!("{}-{component}-{replica}", self.fullname);
+        let kubeconfig = identity.kubeconfig.path().to_str().expect("a UTF-8 path").to_string();
+        Operator::run(
+            component,
+            namespace,
+            &args,
+            &[("KUBECONFIG", &kubeconfig), ("POD_NAME", &pod), ("POD_NAMESPACE", &self.namespace)],
+        )
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        // Cluster-scoped objects outlive the namespace: uninstall them (best effort).
+        let _ = std::process::Command::new(helm_path())
+            .args(["uninstall", &self.name, "--namespace", &self.namespace, "--timeout", "30s"])
+            .output();
+    }
+}
+
+/// A ServiceAccount's token in a kubeconfig file of its own, and a client using it.
+struct Identity {
+    kubeconfig: tempfile::NamedTempFile,
+    client: Client,
+}
+
+impl Identity {
+    async fn new(account: &str, token: &str) -> Self {
+        let admin = kube::config::Kubeconfig::read().expect("the tests' kubeconfig");
+        let context = admin.current_context.clone().expect("a current context");
+        let cluster = admin
+            .contexts
+            .iter()
+            .find(|c| c.name == context)
+            .and_then(|c| c.context.as_ref())
+            .map(|c| c.cluster.clone())
+            .expect("the current context's cluster");
+        let clusters: Vec<_> = admin.clusters.iter().filter(|c| c.name == cluster).collect();
+        let config = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": clusters,
+            "users": [{"name": account, "user": {"token": token}}],
+            "contexts": [{"name": account, "context": {"cluster": cluster, "user": account}}],
+            "current-context": account,
+        });
+        let yaml = serde_yaml::to_string(&config).expect("kubeconfig YAML");
+        let kubeconfig = tempfile::NamedTempFile::new().expect("a kubeconfig file");
+        std::fs::write(kubeconfig.path(), &yaml).expect("write the kubeconfig");
+        let parsed = kube::config::Kubeconfig::from_yaml(&yaml).expect("parse the kubeconfig");
+        let options = kube::config::KubeConfigOptions::default();
+        let config = kube::Config::from_custom_kubeconfig(parsed, &options).await.expect("a config");
+        let client = Client::try_from(config).expect("a client");
+        Identity { kubeconfig, client }
+    }
+}
+
+/// The controller's rules as (API group, resource, verb).
+fn controller_rules() -> BTreeSet<(String, String, String)> {
+    let mut rules = BTreeSet::new();
+    let mut grant = |group: &str, resources: &[&str], verbs: &[&str]| {
+        for resource in resources {
+            for verb in verbs {
+                rules.insert((group.to_string(), resource.to_string(), verb.to_string()));
+            }
+        }
+    };
+    grant("keyward.io", &["apikeys", "credentials"], &["get", "list", "watch"]);
+    grant("keyward.io", &["apikeys/status", "credentials/status"], &["patch"]);
+    grant("keyward.io", &["apikeys/finalizers", "credentials/finalizers"], &["update"]);
+    grant("", &["secrets"], &["get", "list", "watch", "create", "update", "patch", "delete"]);
+    grant("events.k8s.io", &["events"], &["create", "patch"]);
+    rules
+}
+
+/// The verifier's rules: read the keys, nothing else.
+fn verifier_rules() -> BTreeSet<(String, String, String)> {
+    let mut rules = BTreeSet::new();
+    for resource in ["apikeys", "credentials"] {
+        for verb in ["get", "list", "watch"] {
+            rules.insert(("keyward.io".to_string(), resource.to_string(), verb.to_string()));
+        }
+    }
+    rules
+}
+
+/// A role's rules as (API group, resource, verb); fails on wildcards and non-resource URLs.
+fn rules(role: &Value) -> BTreeSet<(String, String, String)> {
+    let mut found = BTreeSet::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        assert!(rule.get("nonResourceURLs").is_none(), "{rule}");
+        let strings = |field: &str| -> Vec<String> {
+            rule[field]
+                .as_array()
+                .unwrap_or_else(|| panic!("{field} in {rule}"))
+                .iter()
+                .map(|v| v.as_str().expect("a string").to_string())
+                .collect()
+        };
+        for group in strings("apiGroups") {
+            for resource in strings("resources") {
+                for verb in strings("verbs") {
+                    assert!(![&group, &resource, &verb].iter().any(|s| s.contains('*')), "a wildcard in {rule}");
+                    found.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Asks the verifier until it answers `want` for `token`, or fails at the deadline.
+async fn wait_code(verifier: &Operator, token: &str, want: &str) {
+    let started = Instant::now();
+    loop {
+        let code = verifier.verify_code(token, &[], None).await;
+        if code == want {
+            return;
+        }
+        assert!(started.elapsed() < DEADLINE, "the verifier still answers {code}, not {want}, after {DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn assert_forbidden<T: std::fmt::Debug>(result: kube::Result<T>, what: &str) {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => {}
+        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
+    }
+}
+
+async fn list_allowed<K>(client: &Client, namespace: Option<&str>)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    if let Err(error) = api.list(&ListParams::default().limit(1)).await {
+        panic!("LIST {} in {}: {error}", K::plural(&()), namespace.unwrap_or("every namespace"));
+    }
+}
+
+/// `helm template` of the chart, as objects.
+async fn render(release: &str, namespace: &str, values: &[&str]) -> Vec<Value> {
+    let out = helm(&[&["template", release, CHART, "--namespace", namespace], values].concat()).await;
+    assert!(out.status.success(), "helm template {values:?} failed:\n{}", text(&out));
+    documents(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|document| Value::deserialize(document).unwrap_or_else(|e| panic!("rendered YAML: {e}\n{yaml}")))
+        .filter(|object| !object.is_null())
+        .collect()
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn name(object: &Value) -> &str {
+    object["metadata"]["name"].as_str().expect("metadata.name")
+}
+
+fn names_of(objects: &[Value], kind: &str) -> BTreeSet<String> {
+    of_kind(objects, kind).into_iter().map(|o| name(o).to_string()).collect()
+}
+
+fn named<'a>(objects: &'a [Value], kind: &str, wanted: &str) -> &'a Value {
+    of_kind(objects, kind)
+        .into_iter()
+        .find(|o| name(o) == wanted)
+        .unwrap_or_else(|| panic!("no {kind} {wanted}; {kind}s: {:?}", names_of(objects, kind)))
+}
+
+/// The Deployment of `component` (controller or verifier).
+fn deployment<'a>(objects: &'a [Value], component: &str) -> &'a Value {
+    let found: Vec<&Value> = of_kind(objects, "Deployment")
+        .into_iter()
+        .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == component)
+        .collect();
+    assert_eq!(found.len(), 1, "one {component} Deployment");
+    found[0]
+}
+
+fn container_args(objects: &[Value], component: &str) -> Vec<String> {
+    deployment(objects, component)["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("a string argument").to_string())
+        .collect()
+}
+
+/// True when every label of `selector` is on `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let selector = selector.as_object().expect("a selector");
+    !selector.is_empty() && selector.iter().all(|(k, v)| &labels[k] == v)
+}
+
+fn assert_selects(selector: &Value, labels: &Value, what: &str) {
+    assert!(selects(selector, labels), "{what} selects {selector}, the pods carry {labels}");
+}
+
+fn chart_app_version() -> String {
+    let chart: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(format!("{CHART}/Chart.yaml")).expect("Chart.yaml"))
+            .expect("Chart.yaml is YAML");
+    chart["appVersion"].as_str().expect("appVersion").to_string()
+}
+
+/// Where `helm` is: on the PATH (`make test` puts the cached tools there), else the directory
+/// `scripts/control-plane.sh tools` prints (it fetches them the first time).
+fn helm_path() -> PathBuf {
+    static HELM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    HELM.get_or_init(|| {
+        let on_path = std::env::var_os("PATH")
+            .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("helm")).find(|f| f.is_file()));
+        if let Some(helm) = on_path {
+            return helm;
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/control-plane.sh");
+        let tools = std::process::Command::new(script).arg("tools").output().expect("run control-plane.sh tools");
+        assert!(tools.status.success(), "control-plane.sh tools failed:\n{}", text(&tools));
+        let dir = String::from_utf8_lossy(&tools.stdout).lines().last().unwrap_or_default().trim().to_string();
+        PathBuf::from(dir).join("helm")
+    })
+    .clone()
+}
+
+/// Runs helm with `args`, with a deadline.
+async fn helm(args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(helm_path());
+    command.args(args).kill_on_drop(true);
+    match tokio::time::timeout(Duration::from_secs(120), command.output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => panic!("run helm {args:?}: {e}"),
+        Err(_) => panic!("helm {args:?} did not finish within 120 s"),
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
