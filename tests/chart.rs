@@ -383,7 +383,8 @@ async fn watch_namespaces_confine_the_controller_to_its_namespaces() {
         .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={}", release.name)))
         .await
         .expect("list ClusterRoles");
-    assert!(cluster_roles.items.is_empty(), "a ClusterRole was installed: {:?}", cluster_roles.items);
+    let names: Vec<String> = cluster_roles.items.iter().map(|role| role.name_any()).collect();
+    assert!(names.is_empty(), "ClusterRoles were installed: {names:?}");
     let controller_id = release.identity("controller").await;
     let verifier_id = release.identity("verifier").await;
 
@@ -544,6 +545,13 @@ impl Identity {
         let options = kube::config::KubeConfigOptions::default();
         let config = kube::Config::from_custom_kubeconfig(parsed, &options).await.expect("a config");
         let client = Client::try_from(config).expect("a client");
+        // The API server checks the ServiceAccount in its informer cache, which may not hold a
+        // new one yet: a bad token is a 401 even on /version, so wait for that to pass.
+        let started = Instant::now();
+        while let Err(error) = client.apiserver_version().await {
+            assert!(started.elapsed() < DEADLINE, "the token of {account} is not accepted: {error}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Identity { kubeconfig, client }
     }
 }
@@ -615,10 +623,13 @@ async fn wait_code(verifier: &Operator, token: &str, want: &str) {
     }
 }
 
-fn assert_forbidden<T: std::fmt::Debug>(result: kube::Result<T>, what: &str) {
+/// Fails unless the API server refused the request with 403 (never prints what it answered:
+/// it may be a Secret).
+fn assert_forbidden<T>(result: kube::Result<T>, what: &str) {
     match result {
         Err(kube::Error::Api(status)) if status.code == 403 => {}
-        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
+        Err(error) => panic!("{what}: expected 403 Forbidden, got {error}"),
+        Ok(_) => panic!("{what}: expected 403 Forbidden, the request succeeded"),
     }
 }
 
