@@ -13,6 +13,32 @@ fn crds_directory_matches_keyward_crd_output() {
     assert!(generated == checked_in, "crds/ is stale: run `make crds` and commit the result");
 }
 
+/// Every `default` anywhere in a JSON value, by path.
+fn defaults(value: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (name, child) in fields {
+                if name == "default" {
+                    found.push(path.to_string());
+                }
+                defaults(child, &format!("{path}.{name}"), found);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| defaults(item, path, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_crd_schemas_declare_no_defaults_so_the_api_server_never_adds_to_spec() {
+    let mut found = Vec::new();
+    for crd in keyward::crd::all() {
+        let schema = serde_json::to_value(&crd.spec.versions).expect("json");
+        defaults(&schema, &crd.spec.names.kind, &mut found);
+    }
+    assert!(found.is_empty(), "schema defaults the API server would write into stored objects: {found:?}");
+}
+
 #[test]
 fn the_crd_binary_subcommand_prints_the_same_crds() {
     let output =

@@ -38,7 +38,7 @@ pub struct CredentialSpec {
 
     /// The tokens, at most 16, keyed by name. Each lives in Secret `<credential>-<name>`.
     #[serde(default)]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), transform = super::no_default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub tokens: Vec<CredentialToken>,
 }

@@ -132,6 +132,13 @@ pub(crate) fn state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schem
     schemars::json_schema!({"type": "string", "enum": ["Active", "Inactive"]})
 }
 
+/// Drops the `default` schemars derives from `#[serde(default)]`: the API server would write it
+/// into every stored spec, and the operator never adds defaults to spec (GitOps tools would see
+/// drift).
+pub(crate) fn no_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
+}
+
 /// Schema of an optional `phase`, for the same reason.
 pub(crate) fn phase_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "string", "enum": ["Pending", "Active", "Inactive", "Expired", "Failed"]})
