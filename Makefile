@@ -25,11 +25,12 @@ crds:
 	cargo run --quiet --bin keyward -- crd > crds/keyward.io.yaml
 	cp crds/keyward.io.yaml charts/keyward/crds/keyward.io.yaml
 
-## bench: the figures of the issues, on a fresh local control plane
+## bench: the figures of the issues, each bench on a fresh local control plane
 bench:
 	$(CP) install
 	cargo build --release --bins --benches
 	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench issue
+	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench verifier
 
 ## lint: formatting and clippy, warnings are errors
 lint:
