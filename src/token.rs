@@ -85,6 +85,33 @@ pub fn checksum(random_part: &[u8]) -> [u8; CHECKSUM_LEN] {
     out
 }
 
+/// Checks a token's form without copying it: exactly one `_` separating a valid prefix from a
+/// 36-character base62 body whose last 6 characters are the checksum of the first 30.
+pub fn check(s: &str) -> Result<(), MalformedToken> {
+    let (prefix, body) = s.split_once('_').ok_or(MalformedToken::Separator)?;
+    if !is_valid_prefix(prefix) {
+        return Err(MalformedToken::Prefix);
+    }
+    let body = body.as_bytes();
+    if body.len() != BODY_LEN {
+        return Err(MalformedToken::Length);
+    }
+    // A second '_' lands here too: it is not a base62 character.
+    if !body.iter().all(|&b| is_base62(b)) {
+        return Err(MalformedToken::Alphabet);
+    }
+    let (random, sum) = body.split_at(RANDOM_LEN);
+    if checksum(random) != sum {
+        return Err(MalformedToken::Checksum);
+    }
+    Ok(())
+}
+
+/// The raw SHA-256 of a token's text, for looking it up without holding a [`Token`].
+pub fn digest_of(text: &str) -> Digest {
+    Sha256::digest(text.as_bytes()).into()
+}
+
 /// A token in the clear.
 ///
 /// `Debug` and `Display` print `[redacted]`, so a token caught in a log line,
@@ -143,22 +170,7 @@ impl Token {
     /// prefix from a 36-character base62 body whose last 6 characters are
     /// the checksum of the first 30.
     pub fn parse(s: &str) -> Result<Token, MalformedToken> {
-        let (prefix, body) = s.split_once('_').ok_or(MalformedToken::Separator)?;
-        if !is_valid_prefix(prefix) {
-            return Err(MalformedToken::Prefix);
-        }
-        let body = body.as_bytes();
-        if body.len() != BODY_LEN {
-            return Err(MalformedToken::Length);
-        }
-        // A second '_' lands here too: it is not a base62 character.
-        if !body.iter().all(|&b| is_base62(b)) {
-            return Err(MalformedToken::Alphabet);
-        }
-        let (random, sum) = body.split_at(RANDOM_LEN);
-        if checksum(random) != sum {
-            return Err(MalformedToken::Checksum);
-        }
+        check(s)?;
         Ok(Token(s.to_owned()))
     }
 
@@ -190,7 +202,7 @@ impl Token {
 
     /// The raw SHA-256 of the whole token text: what [`TokenHash::digest`] decodes.
     pub fn digest(&self) -> Digest {
-        Sha256::digest(self.0.as_bytes()).into()
+        digest_of(&self.0)
     }
 
     fn parts(&self) -> (&str, &str) {

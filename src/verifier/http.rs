@@ -174,19 +174,21 @@ async fn verify_json(State(verifier): State<Arc<Verifier>>, body: Bytes) -> Resp
     response
 }
 
-async fn forward_auth(
-    State(verifier): State<Arc<Verifier>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+async fn forward_auth(State(verifier): State<Arc<Verifier>>, request: axum::extract::Request) -> Response {
     let started = Instant::now();
-    let (label, response) = judge_forwarded(&verifier, peer, &uri, &headers);
+    // Read in place: extracting a HeaderMap would copy every header of every request.
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| *peer);
+    let (label, response) = judge_forwarded(&verifier, peer, request.uri(), request.headers());
     verifier.metrics.observe("auth", label, started.elapsed());
     response
 }
 
-fn judge_forwarded(verifier: &Verifier, peer: SocketAddr, uri: &Uri, headers: &HeaderMap) -> (&'static str, Response) {
+fn judge_forwarded(
+    verifier: &Verifier,
+    peer: Option<SocketAddr>,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> (&'static str, Response) {
     let query = uri.query().unwrap_or_default().as_bytes();
     let scopes =
         form_urlencoded::parse(query).filter(|(name, _)| name == "scope").map(|(_, value)| Ok(value.into_owned()));
@@ -208,7 +210,7 @@ fn judge_forwarded(verifier: &Verifier, peer: SocketAddr, uri: &Uri, headers: &H
             return ("MISSING_TOKEN", response);
         }
     };
-    let client = client_ip(peer, headers.get(X_FORWARDED_FOR), &verifier.trusted_proxies);
+    let client = peer.and_then(|peer| client_ip(peer, headers.get(X_FORWARDED_FOR), &verifier.trusted_proxies));
     let verdict = verifier.verify(token, &required, client);
     log_verdict("auth", &verdict);
     let status = match verdict.code {
@@ -216,7 +218,11 @@ fn judge_forwarded(verifier: &Verifier, peer: SocketAddr, uri: &Uri, headers: &H
         Code::IpNotAllowed | Code::InsufficientScope => StatusCode::FORBIDDEN,
         Code::NotFound | Code::Malformed | Code::Expired | Code::Inactive => StatusCode::UNAUTHORIZED,
     };
-    let mut response = (status, answer(&verdict)).into_response();
+    // A proxy reads the status and headers only: a granted request gets no body to build.
+    let mut response = match status {
+        StatusCode::OK => status.into_response(),
+        _ => (status, answer(&verdict)).into_response(),
+    };
     let out = response.headers_mut();
     out.insert(X_KEYWARD_CODE, HeaderValue::from_static(verdict.code.as_str()));
     if status == StatusCode::UNAUTHORIZED {

@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 
 use crate::api::validate::{self, ExpiryPolicy};
 use crate::api::{ApiKey, Credential, KeyPolicy, KeyState, Phase};
-use crate::token::{Digest, Token, TokenHash};
+use crate::token::{self, Digest, TokenHash};
 
 /// The answer codes of the contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -348,8 +348,10 @@ pub fn verify<S: AsRef<str>>(
     now: Timestamp,
     lookup: impl FnOnce(&Digest) -> Lookup,
 ) -> Verdict {
-    let Ok(token) = Token::parse(token) else { return Verdict { code: Code::Malformed, entry: None } };
-    match lookup(&token.digest()) {
+    if token::check(token).is_err() {
+        return Verdict { code: Code::Malformed, entry: None };
+    }
+    match lookup(&token::digest_of(token)) {
         Lookup::NotFound => Verdict { code: Code::NotFound, entry: None },
         Lookup::Found(entry) => Verdict { code: entry.judge(required, client, now), entry: Some(entry) },
     }
@@ -359,6 +361,7 @@ pub fn verify<S: AsRef<str>>(
 mod tests {
     use super::*;
     use crate::api::{ApiKeySpec, ApiKeyStatus, CredentialSpec, CredentialStatus, CredentialToken, TokenStatus};
+    use crate::token::Token;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn ts(text: &str) -> Timestamp {
