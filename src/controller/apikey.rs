@@ -94,7 +94,7 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
         Converged::Holds { issued, fresh } => {
             // One token per key: its ID names the whole reconcile in the logs.
             tracing::Span::current().record("key_id", issued.key_id.as_str());
-            ctx.announce(key, &valid.secret_name, &issued, fresh).await;
+            ctx.announce(key, &valid.secret_name, &issued, fresh);
             Outcome::Holds(issued)
         }
         Converged::Expired(issued) => Outcome::Expired(issued),

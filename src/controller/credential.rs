@@ -8,7 +8,6 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use super::issuer::{
@@ -121,7 +120,7 @@ async fn converge_token<'a>(
     let expires_at = target.secret.expires_at;
     let (outcome, wait) = match issuer::converge(secrets, &target, now).await? {
         Converged::Holds { issued, fresh } => {
-            ctx.announce(credential, &token.secret_name, &issued, fresh).await;
+            ctx.announce(credential, &token.secret_name, &issued, fresh);
             (TokenOutcome::Holds(issued), until(now, expires_at).min(LONGEST_REQUEUE))
         }
         Converged::Expired(issued) => {
@@ -130,7 +129,7 @@ async fn converge_token<'a>(
                     "token {} expired at {expires_at}; its Secret {} was deleted",
                     token.name, token.secret_name
                 );
-                ctx.publish(credential, EventType::Normal, reason::EXPIRED, note).await;
+                ctx.publish(credential, super::NORMAL, reason::EXPIRED, note);
             }
             (TokenOutcome::Expired(issued), LONGEST_REQUEUE)
         }

@@ -15,9 +15,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use k8s_openapi::api::events::v1 as events;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, ObjectMeta};
+use kube::api::PostParams;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -33,6 +34,12 @@ use crate::telemetry::{KeyCensus, Metrics};
 pub fn whole_seconds(at: jiff::Timestamp) -> jiff::Timestamp {
     jiff::Timestamp::from_second(at.as_second()).unwrap_or(at)
 }
+
+/// `reportingController` of our events.
+const REPORTER: &str = "keyward-controller";
+/// Event types.
+pub(crate) const NORMAL: &str = "Normal";
+pub(crate) const WARNING: &str = "Warning";
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "keyward";
@@ -52,7 +59,8 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
-    recorder: Recorder,
+    /// `reportingInstance` of our events: the pod, or the controller when not in one.
+    instance: String,
     /// Consecutive failures per object, for per-object backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Secret versions we wrote, whose watch events need not wake anyone.
@@ -63,9 +71,8 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
-        let reporter = Reporter { controller: "keyward-controller".into(), instance: std::env::var("POD_NAME").ok() };
         Arc::new(Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            instance: std::env::var("POD_NAME").ok().filter(|pod| !pod.is_empty()).unwrap_or_else(|| REPORTER.into()),
             client,
             settings,
             metrics,
@@ -75,19 +82,40 @@ impl Context {
         })
     }
 
-    /// Publishes an event; a failure to publish is logged, never fatal to the reconcile.
-    async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, type_: EventType, reason: &str, note: String) {
-        let event =
-            Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-        match self.recorder.publish(&event, &object.object_ref(&())).await {
-            Ok(()) => self.metrics.count_write("events", "create"),
-            Err(error) => tracing::warn!(%error, reason, "cannot publish event"),
-        }
+    /// Publishes an event in the background: events are best-effort, so neither the write nor
+    /// its failure holds up a reconcile. Each is a new `events.k8s.io/v1` Event. (kube's Recorder
+    /// keeps every event it published in a cache that it scans on each publish: with an `Issued`
+    /// event per key, 10,000 new keys made that quadratic and held the cache in memory.)
+    fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, type_: &'static str, reason: &str, note: String) {
+        let regarding = object.object_ref(&());
+        let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".into());
+        let now = jiff::Timestamp::now();
+        let name = format!("{}.{:x}", regarding.name.as_deref().unwrap_or_default(), now.as_nanosecond());
+        let event = events::Event {
+            metadata: ObjectMeta { name: Some(name), namespace: Some(namespace.clone()), ..Default::default() },
+            event_time: Some(MicroTime(now)),
+            type_: Some(type_.into()),
+            reason: Some(reason.into()),
+            note: Some(note),
+            action: Some("Reconcile".into()),
+            regarding: Some(regarding),
+            reporting_controller: Some(REPORTER.into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Default::default()
+        };
+        let api: Api<events::Event> = Api::namespaced(self.client.clone(), &namespace);
+        let (metrics, reason) = (self.metrics.clone(), reason.to_string());
+        tokio::spawn(async move {
+            match api.create(&PostParams::default(), &event).await {
+                Ok(_) => metrics.count_write("events", "create"),
+                Err(error) => tracing::warn!(%error, reason, "cannot publish event"),
+            }
+        });
     }
 
     /// Logs a token issued by this pass and publishes `Issued`, or the `TokenReissued` Warning
     /// for a re-issue. Names the Secret and key ID, never the token.
-    async fn announce<K: Resource<DynamicType = ()>>(
+    fn announce<K: Resource<DynamicType = ()>>(
         &self,
         object: &K,
         secret: &str,
@@ -99,12 +127,12 @@ impl Context {
             issuer::Fresh::First => {
                 tracing::info!(key_id = issued.key_id, secret, "issued token");
                 let note = format!("issued token {} into Secret {secret}", issued.key_id);
-                self.publish(object, EventType::Normal, reason::ISSUED, note).await;
+                self.publish(object, NORMAL, reason::ISSUED, note);
             }
             issuer::Fresh::Reissued(cause) => {
                 let note = cause.note(secret, &issued.key_id);
                 tracing::warn!(key_id = issued.key_id, secret, "re-issued token: {note}");
-                self.publish(object, EventType::Warning, reason::TOKEN_REISSUED, note).await;
+                self.publish(object, WARNING, reason::TOKEN_REISSUED, note);
             }
         }
     }
@@ -286,12 +314,11 @@ fn controller<K: Reconciled>(
 
 /// Runs one reconcile in a span naming the object, and records its duration and outcome.
 async fn timed_reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> crate::Result<Action> {
-    // The object's name is `key`: JSON logs use `name` for the span's own name.
     let span = tracing::info_span!(
         "reconcile",
         kind = K::KIND,
         namespace = object.namespace().unwrap_or_default(),
-        key = object.name_any(),
+        name = object.name_any(),
         key_id = tracing::field::Empty
     );
     let started = std::time::Instant::now();
@@ -343,12 +370,12 @@ impl Context {
             && let Some(ready) = ready
         {
             let type_ = match ready.reason.as_str() {
-                reason::SECRET_CONFLICT | reason::INVALID_SPEC => Some(EventType::Warning),
-                reason::EXPIRED | reason::INACTIVE => Some(EventType::Normal),
+                reason::SECRET_CONFLICT | reason::INVALID_SPEC => Some(WARNING),
+                reason::EXPIRED | reason::INACTIVE => Some(NORMAL),
                 _ => None,
             };
             if let Some(type_) = type_ {
-                self.publish(object, type_, &ready.reason, ready.message.clone()).await;
+                self.publish(object, type_, &ready.reason, ready.message.clone());
             }
         }
         Ok(())
