@@ -279,7 +279,7 @@ async fn the_charts_rbac_is_enough_for_the_whole_lifecycle() {
     ns.create_key("first", json!({"secretTemplate": {"labels": {"team": "a"}}})).await;
     let issued = ns.wait_phase("first", Phase::Active).await.status.expect("status");
     let token = ns.token_of("first-apikey").await;
-    wait_code(&verifier, &token, "VALID").await;
+    verifier.wait_code(&token, "VALID", DEADLINE).await;
 
     // A template change patches the Secret's labels.
     ns.patch_spec("first", json!({"secretTemplate": {"labels": {"team": "b"}}})).await;
@@ -293,15 +293,15 @@ async fn the_charts_rbac_is_enough_for_the_whole_lifecycle() {
     assert_ne!(reissued.token_hash, issued.token_hash);
     ns.wait_event("first", "TokenReissued").await;
     let token = ns.token_of("first-apikey").await;
-    wait_code(&verifier, &token, "VALID").await;
+    verifier.wait_code(&token, "VALID", DEADLINE).await;
 
     ns.patch_spec("first", json!({"state": "Inactive"})).await;
-    wait_code(&verifier, &token, "INACTIVE").await;
+    verifier.wait_code(&token, "INACTIVE", DEADLINE).await;
     ns.wait_phase("first", Phase::Inactive).await;
 
     ns.delete_key("first").await;
     ns.wait_secret_gone("first-apikey").await;
-    wait_code(&verifier, &token, "NOT_FOUND").await;
+    verifier.wait_code(&token, "NOT_FOUND", DEADLINE).await;
 
     // A Credential: a LIST of its Secrets, two tokens, then one removed (delete).
     ns.create_credential(
@@ -315,11 +315,11 @@ async fn the_charts_rbac_is_enough_for_the_whole_lifecycle() {
     .await;
     let primary = ns.token_of("billing-primary").await;
     let next = ns.token_of("billing-next").await;
-    wait_code(&verifier, &next, "VALID").await;
+    verifier.wait_code(&next, "VALID", DEADLINE).await;
     ns.set_tokens("billing", json!([{"name": "next"}])).await;
     ns.wait_secret_gone("billing-primary").await;
-    wait_code(&verifier, &primary, "NOT_FOUND").await;
-    wait_code(&verifier, &next, "VALID").await;
+    verifier.wait_code(&primary, "NOT_FOUND", DEADLINE).await;
+    verifier.wait_code(&next, "VALID", DEADLINE).await;
 
     // Leader election: one of the two replicas holds the Lease in the release namespace.
     let lease = Api::<Lease>::namespaced(ns.client.clone(), &ns.name)
@@ -413,7 +413,7 @@ async fn watch_namespaces_confine_the_controller_to_its_namespaces() {
     verifier.wait_ready().await;
     watched.create_key("inside", json!({})).await;
     watched.wait_phase("inside", Phase::Active).await;
-    wait_code(&verifier, &watched.token_of("inside-apikey").await, "VALID").await;
+    verifier.wait_code(&watched.token_of("inside-apikey").await, "VALID", DEADLINE).await;
     let untouched = other.keys().get("outside").await.expect("get").status;
     assert!(untouched.is_none(), "a key in an unwatched namespace got a status: {untouched:?}");
     assert!(!controller.logs().to_lowercase().contains("forbidden"), "{}", controller.logs());
@@ -608,19 +608,6 @@ fn rules(role: &Value) -> BTreeSet<(String, String, String)> {
         }
     }
     found
-}
-
-/// Asks the verifier until it answers `want` for `token`, or fails at the deadline.
-async fn wait_code(verifier: &Operator, token: &str, want: &str) {
-    let started = Instant::now();
-    loop {
-        let code = verifier.verify_code(token, &[], None).await;
-        if code == want {
-            return;
-        }
-        assert!(started.elapsed() < DEADLINE, "the verifier still answers {code}, not {want}, after {DEADLINE:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Fails unless the API server refused the request with 403 (never prints what it answered:

@@ -3,25 +3,11 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keyward::api::Phase;
 use serde_json::json;
 use support::{DEADLINE, Operator, TestNamespace};
-
-/// Asks the verifier until it answers `want` for `token`, or fails after `within`; returns how
-/// long the change took to show.
-async fn wait_code(verifier: &Operator, token: &str, scopes: &[&str], want: &str, within: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        let code = verifier.verify_code(token, scopes, None).await;
-        if code == want {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < within, "the verifier still answers {code} after {within:?}, not {want}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// An issued ApiKey and its token, read from its Secret.
 async fn issued_key(ns: &TestNamespace, name: &str, spec: serde_json::Value) -> String {
@@ -136,12 +122,12 @@ async fn a_key_turned_inactive_is_refused_and_can_be_reactivated() {
     assert_eq!(verifier.verify_code(&token, &[], None).await, "VALID");
 
     ns.patch_spec("toggle", json!({"state": "Inactive"})).await;
-    wait_code(&verifier, &token, &[], "INACTIVE", DEADLINE).await;
+    verifier.wait_code(&token, "INACTIVE", DEADLINE).await;
     let refused = verifier.auth("/v1/auth", &[("X-Api-Key", &token)]).await;
     assert_eq!((refused.status, refused.header("x-keyward-code")), (401, Some("INACTIVE")));
 
     ns.patch_spec("toggle", json!({"state": "Active"})).await;
-    wait_code(&verifier, &token, &[], "VALID", DEADLINE).await;
+    verifier.wait_code(&token, "VALID", DEADLINE).await;
 }
 
 #[tokio::test]
@@ -175,7 +161,7 @@ async fn a_deleted_key_is_not_found_within_a_second() {
     let verifier = ns.verifier(&[]).await;
     assert_eq!(verifier.verify_code(&token, &[], None).await, "VALID");
     ns.delete_key("doomed").await;
-    let took = wait_code(&verifier, &token, &[], "NOT_FOUND", Duration::from_secs(1)).await;
+    let took = verifier.wait_code(&token, "NOT_FOUND", Duration::from_secs(1)).await;
     eprintln!("NOT_FOUND {took:?} after the delete returned");
 }
 
@@ -202,7 +188,7 @@ async fn credential_tokens_verify_by_name_and_a_removed_token_is_refused_at_once
     assert_eq!(verifier.verify_code(&next, &["orders.write"], None).await, "INSUFFICIENT_SCOPE");
 
     ns.set_tokens("billing", json!([{"name": "next"}])).await;
-    wait_code(&verifier, &primary, &[], "NOT_FOUND", DEADLINE).await;
+    verifier.wait_code(&primary, "NOT_FOUND", DEADLINE).await;
     assert_eq!(verifier.verify_code(&next, &[], None).await, "VALID");
 
     ns.credentials()
@@ -213,7 +199,7 @@ async fn credential_tokens_verify_by_name_and_a_removed_token_is_refused_at_once
         )
         .await
         .expect("deactivate");
-    wait_code(&verifier, &next, &[], "INACTIVE", DEADLINE).await;
+    verifier.wait_code(&next, "INACTIVE", DEADLINE).await;
 }
 
 #[tokio::test]

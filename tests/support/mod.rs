@@ -549,6 +549,20 @@ impl Operator {
         answer["code"].as_str().unwrap_or_else(|| panic!("no code in {answer}")).to_string()
     }
 
+    /// Asks `/v1/verify` until it answers `want` for `token`, or fails after `within`; returns
+    /// how long the change took to show.
+    pub async fn wait_code(&self, token: &str, want: &str, within: Duration) -> Duration {
+        let started = tokio::time::Instant::now();
+        loop {
+            let code = self.verify_code(token, &[], None).await;
+            if code == want {
+                return started.elapsed();
+            }
+            assert!(started.elapsed() < within, "the verifier still answers {code}, not {want}, after {within:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// `GET` `path_and_query` from `/v1/auth` with extra header lines.
     pub async fn auth(&self, path_and_query: &str, headers: &[(&str, &str)]) -> HttpResponse {
         let addr = self.listen_addr().await;
