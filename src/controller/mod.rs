@@ -35,6 +35,27 @@ pub fn whole_seconds(at: jiff::Timestamp) -> jiff::Timestamp {
     jiff::Timestamp::from_second(at.as_second()).unwrap_or(at)
 }
 
+/// Events waiting to be written, at most; and written at once.
+const EVENTS_QUEUED: usize = 1024;
+const EVENTS_IN_FLIGHT: usize = 8;
+
+/// Writes queued events, a few at a time, until every sender is gone.
+async fn write_events(client: Client, metrics: Arc<Metrics>, queued: tokio::sync::mpsc::Receiver<events::Event>) {
+    futures::stream::unfold(queued, |mut queued| async move { queued.recv().await.map(|event| (event, queued)) })
+        .for_each_concurrent(EVENTS_IN_FLIGHT, |event| {
+            let api: Api<events::Event> =
+                Api::namespaced(client.clone(), event.metadata.namespace.as_deref().unwrap_or("default"));
+            let metrics = metrics.clone();
+            async move {
+                match api.create(&PostParams::default(), &event).await {
+                    Ok(_) => metrics.count_write("events", "create"),
+                    Err(error) => tracing::warn!(%error, reason = event.reason, "cannot publish event"),
+                }
+            }
+        })
+        .await;
+}
+
 /// `reportingController` of our events.
 const REPORTER: &str = "keyward-controller";
 /// Event types.
@@ -61,6 +82,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// `reportingInstance` of our events: the pod, or the controller when not in one.
     instance: String,
+    /// Events waiting for the writer task (see [`Context::publish`]).
+    events: tokio::sync::mpsc::Sender<events::Event>,
     /// Consecutive failures per object, for per-object backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Secret versions we wrote, whose watch events need not wake anyone.
@@ -70,8 +93,12 @@ pub struct Context {
 }
 
 impl Context {
+    /// Must be called within the tokio runtime: it starts the event writer.
     pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
+        let (events, queued) = tokio::sync::mpsc::channel(EVENTS_QUEUED);
+        tokio::spawn(write_events(client.clone(), metrics.clone(), queued));
         Arc::new(Self {
+            events,
             instance: std::env::var("POD_NAME").ok().filter(|pod| !pod.is_empty()).unwrap_or_else(|| REPORTER.into()),
             client,
             settings,
@@ -82,17 +109,17 @@ impl Context {
         })
     }
 
-    /// Publishes an event in the background: events are best-effort, so neither the write nor
-    /// its failure holds up a reconcile. Each is a new `events.k8s.io/v1` Event. (kube's Recorder
-    /// keeps every event it published in a cache that it scans on each publish: with an `Issued`
-    /// event per key, 10,000 new keys made that quadratic and held the cache in memory.)
+    /// Queues an event for the writer task. Events are best-effort: neither their writes nor a
+    /// failure hold up a reconcile, and when the API server falls behind a burst (10,000 new
+    /// keys, 10,000 `Issued`), events beyond the queue are dropped rather than held in memory.
+    /// Each is a new `events.k8s.io/v1` Event: kube's Recorder scans a cache of every event it
+    /// published on each publish, which is quadratic at an event per key.
     fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, type_: &'static str, reason: &str, note: String) {
         let regarding = object.object_ref(&());
-        let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".into());
         let now = jiff::Timestamp::now();
         let name = format!("{}.{:x}", regarding.name.as_deref().unwrap_or_default(), now.as_nanosecond());
         let event = events::Event {
-            metadata: ObjectMeta { name: Some(name), namespace: Some(namespace.clone()), ..Default::default() },
+            metadata: ObjectMeta { name: Some(name), namespace: regarding.namespace.clone(), ..Default::default() },
             event_time: Some(MicroTime(now)),
             type_: Some(type_.into()),
             reason: Some(reason.into()),
@@ -103,14 +130,9 @@ impl Context {
             reporting_instance: Some(self.instance.clone()),
             ..Default::default()
         };
-        let api: Api<events::Event> = Api::namespaced(self.client.clone(), &namespace);
-        let (metrics, reason) = (self.metrics.clone(), reason.to_string());
-        tokio::spawn(async move {
-            match api.create(&PostParams::default(), &event).await {
-                Ok(_) => metrics.count_write("events", "create"),
-                Err(error) => tracing::warn!(%error, reason, "cannot publish event"),
-            }
-        });
+        if self.events.try_send(event).is_err() {
+            tracing::warn!(reason, "too many events waiting to be written; dropped one");
+        }
     }
 
     /// Logs a token issued by this pass and publishes `Issued`, or the `TokenReissued` Warning
