@@ -126,6 +126,7 @@ pub struct Metrics {
     registry: Arc<Registry>,
     census: Arc<Mutex<Vec<CensusSource>>>,
     leader: Gauge,
+    events_dropped: Counter,
     writes: Family<WriteLabels, Counter>,
     reconciles: Family<KindLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
@@ -153,7 +154,13 @@ impl Default for Metrics {
             "1 while this process reconciles (holds the leader Lease, if elections are on)",
             leader.clone(),
         );
-        Self { registry: Arc::new(registry), census, leader, writes, reconciles, errors, duration }
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_dropped",
+            "Events not written because too many were waiting (the API server fell behind)",
+            events_dropped.clone(),
+        );
+        Self { registry: Arc::new(registry), census, leader, events_dropped, writes, reconciles, errors, duration }
     }
 }
 
@@ -173,6 +180,11 @@ impl Metrics {
 
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.clone()
+    }
+
+    /// Counts a dropped event; returns how many were dropped so far.
+    pub fn drop_event(&self) -> u64 {
+        self.events_dropped.inc() + 1
     }
 
     pub fn set_leader(&self, leading: bool) {

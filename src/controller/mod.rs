@@ -131,7 +131,11 @@ impl Context {
             ..Default::default()
         };
         if self.events.try_send(event).is_err() {
-            tracing::warn!(reason, "too many events waiting to be written; dropped one");
+            // Told at the 1st, 10th, 100th... drop: a burst must not flood the log instead.
+            let dropped = self.metrics.drop_event();
+            if dropped.checked_ilog10().is_some_and(|power| 10u64.pow(power) == dropped) {
+                tracing::warn!(dropped, "events dropped so far: the API server is not keeping up with them");
+            }
         }
     }
 
