@@ -52,7 +52,6 @@ use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use keyward::api::{
     ANNOTATION_EXPIRES_AT, ANNOTATION_ISSUED_AT, ANNOTATION_KEY_ID, ANNOTATION_OWNER, ANNOTATION_TOKEN_HASH, ApiKey,
@@ -62,7 +61,7 @@ use keyward::api::{
 use keyward::token::Token;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::NamespaceResourceScope;
-use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::wait::await_condition;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -70,8 +69,9 @@ use serde::de::DeserializeOwned;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-type Result<T, E = Error> = std::result::Result<T, E>;
+mod common;
+
+use common::{Error, Result, env_number, install_crds, median, target_dir, write_json};
 
 /// Label on every namespace the bench creates, to find leftovers of an interrupted run.
 const BENCH_LABEL: &str = "keyward.io/bench";
@@ -121,13 +121,6 @@ impl Settings {
                 tokens => return Err(format!("KEYWARD_BENCH_CREDENTIAL_TOKENS={tokens}: 1 to {MAX_TOKENS}").into()),
             },
         })
-    }
-}
-
-fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
-    match std::env::var(name) {
-        Ok(text) => text.trim().parse().map_err(|_| format!("{name}={text:?} is not a number").into()),
-        Err(_) => Ok(default),
     }
 }
 
@@ -257,18 +250,6 @@ async fn main() -> ExitCode {
     if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
-/// Cargo's target directory: benches run from the package root.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-fn write_json(path: &Path, figures: &Figures) -> Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(figures)? + "\n")?;
-    Ok(())
-}
-
 struct Bench {
     client: Client,
     settings: Settings,
@@ -310,7 +291,7 @@ impl Bench {
 
     async fn run(&mut self) -> Result<()> {
         self.progress(&format!("settings: {:?}", self.settings));
-        let crd_age = install_crds(&self.client).await?;
+        let crd_age = install_crds(&self.client, MANAGER).await?;
         // On a fresh control plane, apikeys were once LISTed from outside the bench at ~20 a
         // second (kube-controller-manager's client rate) for two minutes; most likely its garbage
         // collector taking up the new resource, which it finds by discovery every 30 s. Let it
@@ -785,34 +766,6 @@ where
     }
 }
 
-/// Installs the operator's CRDs (the controller waits for every kind it watches) by
-/// server-side apply, idempotent, and waits until they are served. Returns the age of the
-/// youngest.
-async fn install_crds(client: &Client) -> Result<Duration> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let mut youngest = Duration::MAX;
-    for crd in keyward::crd::all() {
-        let name = crd.name_any();
-        crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
-            .await
-            .map_err(|e| format!("apply the CRD {name}: {e}"))?;
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(crds.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .map_err(|_| format!("the CRD {name} was not established within 30 s"))??;
-        let created = crds
-            .get(&name)
-            .await?
-            .creation_timestamp()
-            .map(|t| t.0)
-            .ok_or_else(|| format!("the CRD {name} has no creationTimestamp"))?;
-        youngest = youngest.min(Timestamp::now().duration_since(created).unsigned_abs());
-    }
-    Ok(youngest)
-}
-
 fn key_name(i: usize) -> String {
     format!("key-{i:05}")
 }
@@ -1037,17 +990,6 @@ struct Burst {
 fn compare(baseline: &[f64], controller: &[f64]) -> (Option<f64>, Option<f64>, Option<f64>) {
     let (baseline, controller) = (median(baseline), median(controller));
     (baseline, controller, controller.zip(baseline).map(|(c, b)| c / b))
-}
-
-fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    match sorted.len() {
-        0 => None,
-        len if len % 2 == 1 => Some(sorted[mid]),
-        _ => Some((sorted[mid - 1] + sorted[mid]) / 2.0),
-    }
 }
 
 /// Counts objects that `active` accepts, from a watch that has listed the namespace before the

@@ -50,14 +50,13 @@ use axum::routing::any;
 use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use keyward::api::{ApiKey, ApiKeySpec, ApiKeyStatus, CONDITION_READY, Phase, reason};
 use keyward::token::Token;
 use keyward::verifier::Verifier;
 use keyward::verifier::index::{Kind, ObjectKey, apikey_entries};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -68,8 +67,9 @@ use tokio::sync::watch;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-type Result<T, E = Error> = std::result::Result<T, E>;
+mod common;
+
+use common::{Error, Result, env_number, install_crds, median, target_dir, write_json};
 
 /// Set on the child processes this binary starts as servers: `baseline` or `verifier`.
 const ROLE_VAR: &str = "KEYWARD_BENCH_VERIFIER_ROLE";
@@ -305,13 +305,6 @@ impl Settings {
     }
 }
 
-fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
-    match std::env::var(name) {
-        Ok(text) => text.trim().parse().map_err(|_| format!("{name}={text:?} is not a number").into()),
-        Err(_) => Ok(default),
-    }
-}
-
 /// Every figure the bench measures; empty or `None` for what it did not get to.
 #[derive(Debug, Default, Serialize)]
 struct Figures {
@@ -425,18 +418,6 @@ async fn bench() -> ExitCode {
         Err(error) => eprintln!("cannot write {}: {error}", json.display()),
     }
     if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-}
-
-/// Cargo's target directory: benches run from the package root.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-fn write_json(path: &Path, figures: &Figures) -> Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(figures)? + "\n")?;
-    Ok(())
 }
 
 struct Bench {
@@ -597,7 +578,7 @@ impl Bench {
 
     /// Part 2: the keys on the API server, and the real verifier rebuilding its index from them.
     async fn api(&mut self, client: Client) -> Result<()> {
-        install_crds(&client).await?;
+        install_crds(&client, MANAGER).await?;
         self.remove_leftovers(&client).await?;
         let suffix: String = (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
         let ns = format!("kwbench-verifier-{suffix}");
@@ -1212,37 +1193,8 @@ impl LoadFigures {
     }
 }
 
-fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    match sorted.len() {
-        0 => None,
-        len if len % 2 == 1 => Some(sorted[mid]),
-        _ => Some((sorted[mid - 1] + sorted[mid]) / 2.0),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The API server
-
-/// Installs the operator's CRDs by server-side apply, idempotent, and waits until served.
-async fn install_crds(client: &Client) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in keyward::crd::all() {
-        let name = crd.name_any();
-        crds.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
-            .await
-            .map_err(|e| format!("apply the CRD {name}: {e}"))?;
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(crds.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .map_err(|_| format!("the CRD {name} was not established within 30 s"))??;
-    }
-    Ok(())
-}
 
 async fn create_namespace(client: &Client, name: &str) -> Result<()> {
     let namespace = Namespace {
