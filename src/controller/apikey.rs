@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use kube::Resource;
 use kube::runtime::controller::Action;
-use kube::{Resource, ResourceExt};
 
 use super::issuer::{
     self, CONFLICT_RECHECK, Converged, FirstRead, LONGEST_REQUEUE, PENDING_RECHECK, Plan, TokenTarget, until,
@@ -15,7 +15,6 @@ use super::{Context, Reconciled};
 use crate::api::validate::{self, SpecError, ValidApiKey};
 use crate::api::{ApiKey, ApiKeyStatus, KeyState, Phase, reason};
 use crate::error::Result;
-use crate::telemetry::KeyCensus;
 
 /// Decides what the key's Secret needs: the shared token decision, with "lost" meaning the
 /// status recorded a live token in this very Secret (a renamed Secret gets a fresh token).
@@ -47,13 +46,12 @@ impl Reconciled for ApiKey {
         reconcile_key(&key, &ctx).await
     }
 
-    fn census(&self, census: &mut KeyCensus) {
+    fn census(&self) -> (Option<Phase>, Vec<(&str, Timestamp)>) {
         let status = self.status.as_ref();
-        census.key(Self::KIND, status.and_then(|s| s.phase));
-        if let Some(expires_at) = status.and_then(|s| s.expires_at.as_ref()) {
-            let namespace = self.metadata.namespace.as_deref().unwrap_or_default();
-            census.expiry(Self::KIND, namespace, &self.name_any(), "", expires_at.0);
-        }
+        (
+            status.and_then(|s| s.phase),
+            status.and_then(|s| s.expires_at.as_ref()).map(|at| ("", at.0)).into_iter().collect(),
+        )
     }
 }
 

@@ -19,7 +19,6 @@ use super::{Context, Reconciled};
 use crate::api::validate::{self, SpecError, ValidCredential, ValidToken};
 use crate::api::{ANNOTATION_ISSUED_AT, Credential, CredentialStatus, KeyState, Phase, TokenStatus, reason};
 use crate::error::Result;
-use crate::telemetry::KeyCensus;
 
 impl Reconciled for Credential {
     const KIND: &'static str = "Credential";
@@ -28,15 +27,11 @@ impl Reconciled for Credential {
         reconcile_credential(&credential, &ctx).await
     }
 
-    fn census(&self, census: &mut KeyCensus) {
+    fn census(&self) -> (Option<Phase>, Vec<(&str, Timestamp)>) {
         let status = self.status.as_ref();
-        census.key(Self::KIND, status.and_then(|s| s.phase));
-        let namespace = self.metadata.namespace.as_deref().unwrap_or_default();
-        for token in status.map(|s| s.tokens.as_slice()).unwrap_or_default() {
-            if let Some(expires_at) = &token.expires_at {
-                census.expiry(Self::KIND, namespace, &self.name_any(), &token.name, expires_at.0);
-            }
-        }
+        let tokens = status.map(|s| s.tokens.as_slice()).unwrap_or_default();
+        let expiries = tokens.iter().filter_map(|t| Some((t.name.as_str(), t.expires_at.as_ref()?.0))).collect();
+        (status.and_then(|s| s.phase), expiries)
     }
 }
 

@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::api::validate::ExpiryPolicy;
 use crate::api::{ApiKey, CONDITION_READY, Credential, LABEL_MANAGED_BY, MANAGED_BY_VALUE, reason};
-use crate::telemetry::{KeyCensus, Metrics};
+use crate::telemetry::Metrics;
 
 /// Timestamps in status and annotations are whole seconds, as Kubernetes stores them: a finer
 /// one would never compare equal to what was stored, and every reconcile would write again.
@@ -293,8 +293,9 @@ pub trait Reconciled:
     /// One reconcile: read, decide, write.
     fn reconcile(object: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = crate::Result<Action>> + Send;
 
-    /// Counts this object's phase and its tokens' expiries, for `/metrics`.
-    fn census(&self, census: &mut KeyCensus);
+    /// This object's phase and its tokens' expiries (by token name, empty for an ApiKey), for
+    /// `/metrics`.
+    fn census(&self) -> (Option<crate::api::Phase>, Vec<(&str, jiff::Timestamp)>);
 }
 
 /// Builds the controller of kind `K` for one namespace (or all), and a future that says
@@ -306,8 +307,16 @@ fn controller<K: Reconciled>(
 ) -> (BoxFuture<'static, ()>, BoxFuture<'static, bool>) {
     let (reader, writer) = reflector::store::<K>();
     let cached = reader.clone();
-    ctx.metrics
-        .add_census_source(K::KIND, move |census| cached.state().iter().for_each(|object| object.census(census)));
+    ctx.metrics.add_census_source(K::KIND, move |census| {
+        for object in cached.state() {
+            let (phase, expiries) = object.census();
+            census.key(K::KIND, phase);
+            let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
+            for (token, at) in expiries {
+                census.expiry(K::KIND, &namespace, &name, token, at);
+            }
+        }
+    });
     let events = watcher(api_in::<K>(&ctx.client, namespace.as_deref()), watcher::Config::default())
         .default_backoff()
         // The reconcilers read spec, status and identity only: the cache keeps nothing else.
