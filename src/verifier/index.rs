@@ -214,13 +214,6 @@ pub fn credential_entries(credential: &Credential) -> Vec<Entry> {
         .collect()
 }
 
-/// What a lookup found.
-#[derive(Debug)]
-pub enum Lookup {
-    Found(Arc<Entry>),
-    NotFound,
-}
-
 /// Token hashes of every indexed key.
 ///
 /// Entries are bucketed by the first 8 bytes of their digest, and the full 32 bytes are then
@@ -308,8 +301,8 @@ impl Index {
     }
 
     /// The entry whose token hashes to `digest`. A hash claimed by two keys is not found.
-    pub fn lookup(&self, digest: &Digest) -> Lookup {
-        let Some(bucket) = self.buckets.get(&bucket_of(digest)) else { return Lookup::NotFound };
+    pub fn lookup(&self, digest: &Digest) -> Option<Arc<Entry>> {
+        let bucket = self.buckets.get(&bucket_of(digest))?;
         let mut found = None;
         let mut matches = 0u32;
         for entry in bucket {
@@ -320,8 +313,8 @@ impl Index {
             }
         }
         match found {
-            Some(entry) if matches == 1 => Lookup::Found(entry.clone()),
-            _ => Lookup::NotFound,
+            Some(entry) if matches == 1 => Some(entry.clone()),
+            _ => None,
         }
     }
 
@@ -346,14 +339,14 @@ pub fn verify<S: AsRef<str>>(
     required: &[S],
     client: Option<IpAddr>,
     now: Timestamp,
-    lookup: impl FnOnce(&Digest) -> Lookup,
+    lookup: impl FnOnce(&Digest) -> Option<Arc<Entry>>,
 ) -> Verdict {
     if token::check(token).is_err() {
         return Verdict { code: Code::Malformed, entry: None };
     }
     match lookup(&token::digest_of(token)) {
-        Lookup::NotFound => Verdict { code: Code::NotFound, entry: None },
-        Lookup::Found(entry) => Verdict { code: entry.judge(required, client, now), entry: Some(entry) },
+        None => Verdict { code: Code::NotFound, entry: None },
+        Some(entry) => Verdict { code: entry.judge(required, client, now), entry: Some(entry) },
     }
 }
 
@@ -413,7 +406,7 @@ mod tests {
         assert_eq!(check(&index, &token, &[], None, now), Code::Valid);
         assert_eq!(check(&index, &token, &["orders.read", "deploy.prod.write"], None, now), Code::Valid);
         assert_eq!(check(&index, &token, &["orders.write"], None, now), Code::InsufficientScope);
-        let Lookup::Found(entry) = index.lookup(&token.digest()) else { panic!("indexed") };
+        let Some(entry) = index.lookup(&token.digest()) else { panic!("indexed") };
         assert_eq!((&*entry.object.name, &*entry.key_id), ("ci-deploy", token.key_id().as_str()));
     }
 
@@ -431,7 +424,7 @@ mod tests {
         ] {
             let verdict = verify(bad, &[] as &[&str], None, ts(CREATED), |_| {
                 lookups += 1;
-                Lookup::NotFound
+                None
             });
             assert_eq!(verdict.code, Code::Malformed, "{bad:?}");
         }
@@ -524,7 +517,7 @@ mod tests {
         let now = "2026-02-01T00:00:00Z";
         assert_eq!(check(&index, &primary, &[], None, now), Code::Valid);
         assert_eq!(check(&index, &next, &[], None, now), Code::Valid);
-        let Lookup::Found(entry) = index.lookup(&next.digest()) else { panic!("indexed") };
+        let Some(entry) = index.lookup(&next.digest()) else { panic!("indexed") };
         assert_eq!(entry.token.as_deref(), Some("next"));
 
         let only_next = credential(&[("primary", &primary), ("next", &next)], &["next"]);
