@@ -10,6 +10,8 @@
 #   control-plane.sh env [DIR]      print `export KUBECONFIG=...` and the tool PATH for eval
 #   control-plane.sh status [DIR]   exit 0 when the API server in DIR answers /readyz
 #   control-plane.sh with DIR CMD.. start a fresh one in DIR, run CMD with KUBECONFIG set, stop it
+#   control-plane.sh bare [DIR]     a second, empty API server (no CRDs) on the etcd of the one running
+#                                   in DIR; prints the path of its kubeconfig; `stop` stops it too
 #
 # The binaries are cached in $KEYWARD_CACHE (default ~/.cache/keyward); DIR defaults to
 # $KEYWARD_CONTROL_PLANE_DIR or .keyward/control-plane in the current directory.
@@ -111,8 +113,8 @@ cmd_install() {
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 wait_ready() {
-  local dir=$1 deadline=$((SECONDS + ${2:-60}))
-  until "$BIN/kubectl" --kubeconfig "$dir/admin.kubeconfig" get --raw /readyz >/dev/null 2>&1; do
+  local kubeconfig=$1 deadline=$((SECONDS + ${2:-60}))
+  until "$BIN/kubectl" --kubeconfig "$kubeconfig" get --raw /readyz >/dev/null 2>&1; do
     [ $SECONDS -lt $deadline ] || return 1
     sleep 0.3
   done
@@ -140,6 +142,21 @@ KC
   chmod 600 "$file"
 }
 
+# Starts a kube-apiserver in the background and records its PID in $dir/pids under NAME; the rest
+# of the arguments are passed on. fd 9 (cmd_bare's lock) is not inherited: it would hold the lock.
+start_apiserver() {
+  local dir=$1 name=$2 etcd_url=$3 port=$4 certs=$5 tokens=$6 sa_key=$7; shift 7
+  setsid "$BIN/kube-apiserver" --etcd-servers "$etcd_url" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$port" \
+    --cert-dir "$certs" --token-auth-file "$tokens" --authorization-mode RBAC \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$sa_key" --service-account-signing-key-file "$sa_key" \
+    --service-cluster-ip-range 10.96.0.0/16 --disable-admission-plugins ServiceAccount \
+    --max-requests-inflight 1000 --max-mutating-requests-inflight 500 "$@" \
+    >"$dir/logs/$name.log" 2>&1 </dev/null 9>&- &
+  echo "$name $!" >>"$dir/pids"
+}
+
 cmd_start() {
   local dir
   dir=$(state_dir "${1:-}")
@@ -149,7 +166,8 @@ cmd_start() {
   fi
   [ -x "$BIN/kube-apiserver" ] || cmd_install
   command -v etcd >/dev/null || apt_install etcd-server
-  rm -rf "$dir/etcd" "$dir/certs" "$dir/pids"
+  rm -rf "$dir/etcd" "$dir/certs" "$dir/pids" "$dir/etcd-url" \
+    "$dir/certs-bare" "$dir/bare.kubeconfig" "$dir/bare-tokens.csv" "$dir/sa-bare.key"
   mkdir -p "$dir/certs" "$dir/logs"
   local etcd_port peer_port api_port
   etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
@@ -176,18 +194,11 @@ cmd_start() {
     --initial-cluster "keyward=http://127.0.0.1:$peer_port" \
     --quota-backend-bytes 8589934592 >"$dir/logs/etcd.log" 2>&1 </dev/null &
   echo "etcd $!" >>"$dir/pids"
+  echo "http://127.0.0.1:$etcd_port" >"$dir/etcd-url"   # for `bare`
 
   log "starting kube-apiserver on https://127.0.0.1:$api_port"
-  setsid "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
-    --cert-dir "$dir/certs" --token-auth-file "$dir/tokens.csv" --authorization-mode RBAC \
-    --service-account-issuer https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file "$dir/sa.key" --service-account-signing-key-file "$dir/sa.key" \
-    --service-cluster-ip-range 10.96.0.0/16 --disable-admission-plugins ServiceAccount \
-    --max-requests-inflight 1000 --max-mutating-requests-inflight 500 \
-    >"$dir/logs/kube-apiserver.log" 2>&1 </dev/null &
-  echo "kube-apiserver $!" >>"$dir/pids"
-  if ! wait_ready "$dir" 90; then
+  start_apiserver "$dir" kube-apiserver "http://127.0.0.1:$etcd_port" "$api_port" "$dir/certs" "$dir/tokens.csv" "$dir/sa.key"
+  if ! wait_ready "$dir/admin.kubeconfig" 90; then
     tail -n 20 "$dir/logs/kube-apiserver.log" >&2
     cmd_stop "$dir"
     die "kube-apiserver did not become ready"
@@ -233,6 +244,63 @@ cmd_status() {
   [ -f "$dir/admin.kubeconfig" ] && "$BIN/kubectl" --kubeconfig "$dir/admin.kubeconfig" --request-timeout 3s get --raw /readyz >/dev/null 2>&1
 }
 
+# A second API server on the etcd of the control plane in DIR, under its own key prefix: a real
+# cluster with nothing installed (no CRDs), for tests of what a client says when they are missing.
+cmd_bare() {
+  local dir
+  dir=$(state_dir "${1:-}")
+  local kubeconfig=$dir/bare.kubeconfig
+  # A second caller waits for the first and then finds its server ready. fd 9 stays open (and the
+  # lock held) until this script exits; start_apiserver keeps it from the API server.
+  exec 9>"$dir/bare.lock"
+  flock -w 180 9 || die "timed out waiting for the lock $dir/bare.lock"
+  if [ -f "$kubeconfig" ] && "$BIN/kubectl" --kubeconfig "$kubeconfig" --request-timeout 3s get --raw /readyz >/dev/null 2>&1; then
+    echo "$kubeconfig"
+    return 0
+  fi
+  cmd_status "$dir" || die "no control plane running in $dir; run \`control-plane.sh start $dir\` first"
+  [ -s "$dir/etcd-url" ] || die "$dir/etcd-url is missing (started by an older control-plane.sh?); restart it"
+  local etcd_url
+  etcd_url=$(cat "$dir/etcd-url")
+
+  # A bare server that is recorded but not ready (it crashed or hung) is replaced.
+  local stale pid
+  stale=$(awk '$1 == "kube-apiserver-bare" { print $2 }' "$dir/pids")
+  if [ -n "$stale" ]; then
+    log "stopping the bare kube-apiserver that is not ready (PID $stale)"
+    for pid in $stale; do kill -KILL "$pid" 2>/dev/null || true; done
+    sed -i '/^kube-apiserver-bare /d' "$dir/pids"
+  fi
+
+  rm -rf "$dir/certs-bare" "$kubeconfig"
+  mkdir -p "$dir/certs-bare" "$dir/logs"
+  local port token
+  port=$(free_port)
+  token=$(openssl rand -hex 24)
+  (
+    umask 077
+    echo "$token,keyward-admin,keyward-admin,system:masters" >"$dir/bare-tokens.csv"
+    openssl genrsa -out "$dir/sa-bare.key" 2048 2>/dev/null
+  )
+
+  log "starting the bare kube-apiserver on https://127.0.0.1:$port (etcd prefix /bare-registry)"
+  start_apiserver "$dir" kube-apiserver-bare "$etcd_url" "$port" "$dir/certs-bare" "$dir/bare-tokens.csv" \
+    "$dir/sa-bare.key" --etcd-prefix /bare-registry
+  # Written to a temporary name first: its existence must not suggest a server that is not ready.
+  write_kubeconfig "$kubeconfig.tmp" "https://127.0.0.1:$port" keyward-admin "$token"
+  if ! wait_ready "$kubeconfig.tmp" 90; then
+    tail -n 20 "$dir/logs/kube-apiserver-bare.log" >&2
+    pid=$(awk '$1 == "kube-apiserver-bare" { print $2 }' "$dir/pids")
+    [ -z "$pid" ] || kill -KILL "$pid" 2>/dev/null || true
+    sed -i '/^kube-apiserver-bare /d' "$dir/pids"
+    rm -f "$kubeconfig.tmp"
+    die "the bare kube-apiserver did not become ready"
+  fi
+  mv "$kubeconfig.tmp" "$kubeconfig"
+  log "bare API server ready: $kubeconfig"
+  echo "$kubeconfig"
+}
+
 cmd_with() {
   local dir
   dir=$(state_dir "$1"); shift
@@ -252,6 +320,7 @@ case ${1:-} in
   stop) cmd_stop "${2:-}" ;;
   env) cmd_env "${2:-}" ;;
   status) cmd_status "${2:-}" ;;
+  bare) cmd_bare "${2:-}" ;;
   with) shift; [ $# -ge 2 ] || die "usage: control-plane.sh with DIR CMD..."; cmd_with "$@" ;;
-  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
