@@ -8,6 +8,7 @@ pub mod crd;
 pub mod duration;
 pub mod error;
 pub mod http;
+pub mod plugin;
 pub mod scope;
 pub mod telemetry;
 pub mod token;

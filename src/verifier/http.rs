@@ -14,11 +14,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use ipnet::IpNet;
-use serde::Serialize;
 use serde_json::Value;
 
 use super::Verifier;
-use super::index::{Code, Entry, Verdict};
+use super::index::{Answer, Code, Verdict};
 use crate::http::MAX_BODY_BYTES;
 use crate::scope;
 
@@ -112,48 +111,8 @@ fn shorten(text: &str) -> &str {
     text.char_indices().nth(40).map_or(text, |(cut, _)| &text[..cut])
 }
 
-/// The answer's `key` object.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct KeyView<'a> {
-    kind: &'static str,
-    namespace: &'a str,
-    name: &'a str,
-    /// The Credential token's name; null for an ApiKey.
-    token: Option<&'a str>,
-    key_id: &'a str,
-    scopes: &'a [Box<str>],
-    expires_at: String,
-}
-
-impl<'a> From<&'a Entry> for KeyView<'a> {
-    fn from(entry: &'a Entry) -> Self {
-        KeyView {
-            kind: entry.object.kind.as_str(),
-            namespace: &entry.object.namespace,
-            name: &entry.object.name,
-            token: entry.token.as_deref(),
-            key_id: &entry.key_id,
-            scopes: &entry.policy.scopes,
-            expires_at: entry.expires_at.to_string(),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct Answer<'a> {
-    valid: bool,
-    code: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<KeyView<'a>>,
-}
-
 fn answer(verdict: &Verdict) -> axum::Json<Answer<'_>> {
-    axum::Json(Answer {
-        valid: verdict.code == Code::Valid,
-        code: verdict.code.as_str(),
-        key: verdict.entry.as_deref().map(KeyView::from),
-    })
+    axum::Json(Answer::from(verdict))
 }
 
 fn bad_request(problem: String) -> Response {

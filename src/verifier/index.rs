@@ -12,6 +12,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use jiff::Timestamp;
 use kube::ResourceExt;
+use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use crate::api::validate::{self, ExpiryPolicy};
@@ -347,6 +348,53 @@ pub fn verify<S: AsRef<str>>(
     match lookup(&token::digest_of(token)) {
         None => Verdict { code: Code::NotFound, entry: None },
         Some(entry) => Verdict { code: entry.judge(required, client, now), entry: Some(entry) },
+    }
+}
+
+/// The answer's `key` object.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView<'a> {
+    kind: &'static str,
+    namespace: &'a str,
+    name: &'a str,
+    /// The Credential token's name; null for an ApiKey.
+    token: Option<&'a str>,
+    key_id: &'a str,
+    scopes: &'a [Box<str>],
+    expires_at: String,
+}
+
+impl<'a> From<&'a Entry> for KeyView<'a> {
+    fn from(entry: &'a Entry) -> Self {
+        KeyView {
+            kind: entry.object.kind.as_str(),
+            namespace: &entry.object.namespace,
+            name: &entry.object.name,
+            token: entry.token.as_deref(),
+            key_id: &entry.key_id,
+            scopes: &entry.policy.scopes,
+            expires_at: entry.expires_at.to_string(),
+        }
+    }
+}
+
+/// The answer of `/v1/verify` (and of `kubectl apikey verify -o json`).
+#[derive(Serialize)]
+pub struct Answer<'a> {
+    valid: bool,
+    code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<KeyView<'a>>,
+}
+
+impl<'a> From<&'a Verdict> for Answer<'a> {
+    fn from(verdict: &'a Verdict) -> Self {
+        Answer {
+            valid: verdict.code == Code::Valid,
+            code: verdict.code.as_str(),
+            key: verdict.entry.as_deref().map(KeyView::from),
+        }
     }
 }
 

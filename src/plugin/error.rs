@@ -1,0 +1,126 @@
+//! What can go wrong in `kubectl apikey`, as one line that says what to do, and the exit code
+//! scripts tell the cases apart by.
+
+use std::fmt;
+use std::process::ExitCode;
+
+/// Why a command failed. Each variant has its own exit code (see [`PluginError::exit_code`]).
+///
+/// No variant ever carries a token: messages name keys, Secrets and key IDs only.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PluginError {
+    /// Anything the other variants do not cover: an unexpected API answer, I/O.
+    Other(String),
+    /// A flag or argument with a bad value, or a spec the API server refused.
+    Invalid(String),
+    /// No kubeconfig, an unknown context, or an API server that cannot be reached.
+    NoCluster(String),
+    /// The API server does not know the `keyward.io` resources.
+    CrdsMissing,
+    /// The API server refused the request (401 or 403).
+    Forbidden(String),
+    /// The named object (or Credential token) does not exist.
+    NotFound(String),
+    /// An object of that name exists already.
+    AlreadyExists(String),
+    /// The controller refused the key, or the key can no longer be used.
+    Unusable(String),
+    /// The controller did not finish in time.
+    Timeout(String),
+    /// `verify`: the token is not valid. The verdict has been printed already.
+    TokenRefused,
+}
+
+impl PluginError {
+    /// The process exit code, documented in the README and in `--help`.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PluginError::Other(_) => 1,
+            PluginError::Invalid(_) => 2,
+            PluginError::NoCluster(_) => 3,
+            PluginError::CrdsMissing => 4,
+            PluginError::Forbidden(_) => 5,
+            PluginError::NotFound(_) => 6,
+            PluginError::AlreadyExists(_) => 7,
+            PluginError::Unusable(_) => 8,
+            PluginError::Timeout(_) => 9,
+            PluginError::TokenRefused => 10,
+        }
+    }
+
+    /// Prints the error (when it has something to say) and returns the exit code.
+    pub fn report(&self) -> ExitCode {
+        if *self != PluginError::TokenRefused {
+            eprintln!("error: {self}");
+        }
+        ExitCode::from(self.exit_code())
+    }
+}
+
+impl fmt::Display for PluginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginError::Other(message)
+            | PluginError::Invalid(message)
+            | PluginError::NoCluster(message)
+            | PluginError::Forbidden(message)
+            | PluginError::NotFound(message)
+            | PluginError::AlreadyExists(message)
+            | PluginError::Unusable(message)
+            | PluginError::Timeout(message) => f.write_str(message),
+            PluginError::CrdsMissing => f.write_str(
+                "the Keyward CRDs are not installed in this cluster (no keyward.io/v1alpha1 resources): \
+                 install them with `kubectl apply -f crds/` or the Helm chart",
+            ),
+            PluginError::TokenRefused => f.write_str("the token is not valid"),
+        }
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+/// The exit codes as `--help` lists them.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0   success (verify: the token is valid)
+  1   any other error
+  2   invalid argument, or a spec the API server refused
+  3   no cluster: no kubeconfig, unknown context, or the API server cannot be reached
+  4   the Keyward CRDs are not installed
+  5   forbidden or unauthorized
+  6   not found
+  7   already exists
+  8   the key cannot be used: the controller refused it (Failed), or it expired
+  9   timed out waiting for the controller
+  10  verify: the token is not valid";
+
+pub type Result<T, E = PluginError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_has_its_own_exit_code_and_the_help_lists_each() {
+        let all = [
+            PluginError::Other(String::new()),
+            PluginError::Invalid(String::new()),
+            PluginError::NoCluster(String::new()),
+            PluginError::CrdsMissing,
+            PluginError::Forbidden(String::new()),
+            PluginError::NotFound(String::new()),
+            PluginError::AlreadyExists(String::new()),
+            PluginError::Unusable(String::new()),
+            PluginError::Timeout(String::new()),
+            PluginError::TokenRefused,
+        ];
+        let codes: std::collections::BTreeSet<u8> = all.iter().map(PluginError::exit_code).collect();
+        assert_eq!(codes.len(), all.len(), "two errors share an exit code");
+        for code in codes {
+            assert!(
+                EXIT_CODES_HELP.lines().any(|line| line.trim_start().starts_with(&format!("{code} "))),
+                "exit code {code} is not in the help"
+            );
+        }
+    }
+}

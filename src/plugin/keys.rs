@@ -1,0 +1,420 @@
+//! What `kubectl apikey` does alike for ApiKeys and Credentials: list, describe, activate,
+//! deactivate, delete. Each kind says only how its rows and details read.
+
+use std::fmt::Write as _;
+
+use jiff::Timestamp;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::cluster::{Cluster, Subject};
+use super::error::{PluginError, Result};
+use super::render::{self, Format, Table};
+use crate::api::{ApiKey, Credential, KeyPolicy, KeyState, Phase};
+
+/// The field manager of every change the plugin makes, as `kubectl` is of its own.
+pub const FIELD_MANAGER: &str = "kubectl-apikey";
+
+/// An ApiKey or a Credential, as the commands see it.
+pub trait KeyResource:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// kubectl's singular name of the resource.
+    const NOUN: &'static str;
+    fn policy(&self) -> &KeyPolicy;
+    fn phase(&self) -> Option<Phase>;
+    fn conditions(&self) -> &[Condition];
+    /// Columns of `list` after NAME (and before AGE).
+    fn columns() -> &'static [&'static str];
+    fn cells(&self, now: Timestamp) -> Vec<String>;
+    /// The lines of `describe` that only this kind has.
+    fn details(&self, out: &mut String, now: Timestamp);
+}
+
+impl KeyResource for ApiKey {
+    const NOUN: &'static str = "apikey";
+
+    fn policy(&self) -> &KeyPolicy {
+        &self.spec.policy
+    }
+
+    fn phase(&self) -> Option<Phase> {
+        self.status.as_ref()?.phase
+    }
+
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+
+    fn columns() -> &'static [&'static str] {
+        &["PHASE", "KEY ID", "SCOPES", "EXPIRES IN"]
+    }
+
+    fn cells(&self, now: Timestamp) -> Vec<String> {
+        let status = self.status.clone().unwrap_or_default();
+        vec![
+            phase_text(status.phase),
+            status.key_id.unwrap_or_else(|| "-".into()),
+            render::joined(&self.spec.policy.scopes),
+            render::expires_in(status.expires_at.map(|t| t.0), now),
+        ]
+    }
+
+    fn details(&self, out: &mut String, now: Timestamp) {
+        let status = self.status.clone().unwrap_or_default();
+        field(out, "Key ID", status.key_id.as_deref().unwrap_or("-"));
+        field(out, "Token hash", status.token_hash.as_deref().unwrap_or("-"));
+        field(out, "Secret", status.secret_name.as_deref().unwrap_or(&self.secret_name()));
+        field(out, "Issued", &status.issued_at.map_or("-".into(), |t| render::when(t.0, now)));
+        let expiry = match (&status.expires_at, &self.spec.expires_after, &self.spec.expires_at) {
+            (Some(at), _, _) => render::when(at.0, now),
+            (None, Some(after), _) => format!("{after} after creation"),
+            (None, None, Some(at)) => at.clone(),
+            (None, None, None) => "the operator's default lifetime after creation".into(),
+        };
+        field(out, "Expires", &expiry);
+    }
+}
+
+impl KeyResource for Credential {
+    const NOUN: &'static str = "credential";
+
+    fn policy(&self) -> &KeyPolicy {
+        &self.spec.policy
+    }
+
+    fn phase(&self) -> Option<Phase> {
+        self.status.as_ref()?.phase
+    }
+
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+
+    fn columns() -> &'static [&'static str] {
+        &["PHASE", "TOKENS", "SCOPES", "NEXT EXPIRY"]
+    }
+
+    fn cells(&self, now: Timestamp) -> Vec<String> {
+        let status = self.status.clone().unwrap_or_default();
+        let active = status.tokens.iter().filter(|t| t.phase == Some(Phase::Active)).count();
+        let next_expiry = status
+            .tokens
+            .iter()
+            .filter(|t| t.phase == Some(Phase::Active))
+            .filter_map(|t| t.expires_at.as_ref().map(|at| at.0))
+            .min();
+        vec![
+            phase_text(status.phase),
+            format!("{active}/{}", self.spec.tokens.len()),
+            render::joined(&self.spec.policy.scopes),
+            render::expires_in(next_expiry, now),
+        ]
+    }
+
+    fn details(&self, out: &mut String, now: Timestamp) {
+        let status = self.status.clone().unwrap_or_default();
+        if self.spec.tokens.is_empty() {
+            field(out, "Tokens", "<none>");
+            return;
+        }
+        out.push_str("Tokens:\n");
+        let mut table = Table::new(&["NAME", "PHASE", "KEY ID", "SECRET", "ISSUED", "EXPIRES IN"]);
+        for token in &self.spec.tokens {
+            let issued = status.tokens.iter().find(|t| t.name == token.name).cloned().unwrap_or_default();
+            table.row(vec![
+                token.name.clone(),
+                phase_text(issued.phase),
+                issued.key_id.unwrap_or_else(|| "-".into()),
+                issued.secret_name.unwrap_or_else(|| self.secret_name(&token.name)),
+                issued.issued_at.map_or("-".into(), |t| render::age(Some(t.0), now) + " ago"),
+                render::expires_in(issued.expires_at.map(|t| t.0), now),
+            ]);
+        }
+        indent(out, &table.render());
+    }
+}
+
+fn phase_text(phase: Option<Phase>) -> String {
+    phase.map_or("-", Phase::as_str).to_string()
+}
+
+/// A `Label:  value` line of `describe`; the labels are padded by [`aligned`] afterwards.
+fn field(out: &mut String, label: &str, value: &str) {
+    let _ = writeln!(out, "{label}:\t{value}");
+}
+
+fn indent(out: &mut String, block: &str) {
+    for line in block.lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+}
+
+/// What a request about `name` (or the whole collection) of kind `K` is about.
+pub fn subject<'a, K: KeyResource>(cluster: &'a Cluster, name: Option<&'a str>) -> Subject<'a> {
+    Subject { resource: K::NOUN, name, namespace: Some(&cluster.namespace), ours: true }
+}
+
+pub fn api<K: KeyResource>(cluster: &Cluster) -> Api<K> {
+    Api::namespaced(cluster.client.clone(), &cluster.namespace)
+}
+
+pub async fn get<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<K> {
+    match api::<K>(cluster).get(name).await {
+        Ok(object) => Ok(object),
+        Err(e) => Err(cluster.explain(e, subject::<K>(cluster, Some(name))).await),
+    }
+}
+
+/// `list`: a table of the keys in the namespace, or in every namespace with `-A`.
+pub async fn list<K: KeyResource>(
+    cluster: &Cluster,
+    all_namespaces: bool,
+    selector: Option<&str>,
+    output: Option<Format>,
+) -> Result<()> {
+    let api: Api<K> = if all_namespaces { Api::all(cluster.client.clone()) } else { api(cluster) };
+    let mut params = ListParams::default();
+    if let Some(selector) = selector {
+        params = params.labels(selector);
+    }
+    let mut items = match api.list(&params).await {
+        Ok(list) => list.items,
+        Err(e) => {
+            let namespace = (!all_namespaces).then_some(cluster.namespace.as_str());
+            return Err(cluster.explain(e, Subject { resource: K::NOUN, name: None, namespace, ours: true }).await);
+        }
+    };
+    items.sort_by_cached_key(|k| (k.namespace(), k.name_any()));
+    if let Some(format) = output {
+        let items: Vec<serde_json::Value> = items.iter().map(document::<K>).collect();
+        return render::print_document(&render::list_document(&items), format);
+    }
+    if items.is_empty() {
+        match all_namespaces {
+            true => eprintln!("No {}s found.", K::NOUN),
+            false => eprintln!("No {}s found in {} namespace.", K::NOUN, cluster.namespace),
+        }
+        return Ok(());
+    }
+    let now = Timestamp::now();
+    let mut headers = Vec::new();
+    if all_namespaces {
+        headers.push("NAMESPACE");
+    }
+    headers.push("NAME");
+    headers.extend_from_slice(K::columns());
+    headers.push("AGE");
+    let mut table = Table::new(&headers);
+    for key in &items {
+        let mut row = Vec::new();
+        if all_namespaces {
+            row.push(key.namespace().unwrap_or_default());
+        }
+        row.push(key.name_any());
+        row.extend(key.cells(now));
+        row.push(render::age(key.meta().creation_timestamp.as_ref().map(|t| t.0), now));
+        table.row(row);
+    }
+    table.print()
+}
+
+/// A key as a document of its own: items of a list do not always carry `apiVersion` and `kind`.
+fn document<K: KeyResource>(key: &K) -> serde_json::Value {
+    let mut value = serde_json::to_value(key).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), K::api_version(&()).into());
+        map.insert("kind".into(), K::kind(&()).into());
+    }
+    value
+}
+
+/// `describe`: spec, status, conditions and recent events; never the token.
+pub async fn describe<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<()> {
+    let key: K = get(cluster, name).await?;
+    let now = Timestamp::now();
+    let policy = key.policy();
+    let mut out = String::new();
+    field(&mut out, "Name", &key.name_any());
+    field(&mut out, "Namespace", &key.namespace().unwrap_or_default());
+    field(&mut out, "Kind", &K::kind(&()));
+    field(&mut out, "Description", policy.description.as_deref().unwrap_or("<none>"));
+    let state = match policy.state {
+        Some(state) => format!("{state:?}"),
+        None => "Active (default)".into(),
+    };
+    field(&mut out, "State", &state);
+    field(&mut out, "Phase", &phase_text(key.phase()));
+    field(&mut out, "Scopes", &render::joined(&policy.scopes).replace(',', ", "));
+    let cidrs = if policy.allowed_cidrs.is_empty() { "<any address>".into() } else { policy.allowed_cidrs.join(", ") };
+    field(&mut out, "Allowed CIDRs", &cidrs);
+    field(&mut out, "Token prefix", policy.token_prefix.as_deref().unwrap_or("kw (default)"));
+    let created = key.meta().creation_timestamp.as_ref().map_or("-".into(), |t| render::when(t.0, now));
+    field(&mut out, "Created", &created);
+    key.details(&mut out, now);
+    let mut text = aligned(&out);
+
+    text.push_str("Conditions:\n");
+    if key.conditions().is_empty() {
+        text.push_str("  <none>\n");
+    } else {
+        let mut table = Table::new(&["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"]);
+        for c in key.conditions() {
+            let age = render::age(Some(c.last_transition_time.0), now);
+            table.row(vec![c.type_.clone(), c.status.clone(), c.reason.clone(), age, c.message.clone()]);
+        }
+        indent(&mut text, &table.render());
+    }
+    text.push_str("Events:\n");
+    match events(cluster, &key).await {
+        Ok(events) if events.is_empty() => text.push_str("  <none>\n"),
+        Ok(events) => indent(&mut text, &events_table(&events, now)),
+        Err(problem) => {
+            let _ = writeln!(text, "  <cannot list events: {problem}>");
+        }
+    }
+    render::print_stdout(&text)
+}
+
+/// Aligns the values of `Label:\tvalue` lines, leaving other lines (tables) as they are.
+fn aligned(block: &str) -> String {
+    let width = block.lines().filter_map(|l| l.split_once('\t')).map(|(label, _)| label.len()).max().unwrap_or(0);
+    block
+        .lines()
+        .map(|line| match line.split_once('\t') {
+            Some((label, value)) => format!("{label:width$}  {value}\n"),
+            None => format!("{line}\n"),
+        })
+        .collect()
+}
+
+/// Events about this very object (by UID, so a deleted namesake's events are left out).
+async fn events<K: KeyResource>(cluster: &Cluster, key: &K) -> Result<Vec<Event>, String> {
+    let api: Api<Event> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let params = ListParams::default().fields(&format!("involvedObject.uid={}", key.uid().unwrap_or_default()));
+    let mut events = match api.list(&params).await {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(status)) if status.code == 403 => return Err("forbidden".into()),
+        Err(e) => return Err(format!("{e}")),
+    };
+    events.sort_by_key(last_seen);
+    Ok(events)
+}
+
+fn last_seen(event: &Event) -> Option<Timestamp> {
+    event
+        .series
+        .as_ref()
+        .and_then(|s| s.last_observed_time.as_ref().map(|t| t.0))
+        .or(event.last_timestamp.as_ref().map(|t| t.0))
+        .or(event.event_time.as_ref().map(|t| t.0))
+        .or(event.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
+fn events_table(events: &[Event], now: Timestamp) -> String {
+    let mut table = Table::new(&["TYPE", "REASON", "AGE", "FROM", "MESSAGE"]);
+    for event in events {
+        let count = event.series.as_ref().and_then(|s| s.count).or(event.count).unwrap_or(1);
+        let mut age = render::age(last_seen(event), now);
+        if count > 1 {
+            let first = event.first_timestamp.as_ref().or(event.metadata.creation_timestamp.as_ref()).map(|t| t.0);
+            age = format!("{age} (x{count} over {})", render::age(first, now));
+        }
+        let from = event
+            .reporting_component
+            .clone()
+            .filter(|c| !c.is_empty())
+            .or_else(|| event.source.as_ref().and_then(|s| s.component.clone()))
+            .unwrap_or_default();
+        table.row(vec![
+            event.type_.clone().unwrap_or_default(),
+            event.reason.clone().unwrap_or_default(),
+            age,
+            from,
+            event.message.clone().unwrap_or_default(),
+        ]);
+    }
+    table.render()
+}
+
+/// `activate` and `deactivate`: sets `spec.state`. An expired key is not brought back.
+pub async fn set_state<K: KeyResource>(cluster: &Cluster, name: &str, state: KeyState) -> Result<()> {
+    let key: K = get(cluster, name).await?;
+    let shown = format!("{}.keyward.io/{name}", K::NOUN);
+    if state == KeyState::Active && key.phase() == Some(Phase::Expired) {
+        return Err(PluginError::Unusable(format!(
+            "{} has expired; activating does not renew it: set a new expiresAfter or expiresAt to issue a new token",
+            subject::<K>(cluster, Some(name))
+        )));
+    }
+    if key.policy().state.unwrap_or_default() == state {
+        return render::print_stdout(&format!("{shown} unchanged (already {state:?})\n"));
+    }
+    let patch = serde_json::json!({"spec": {"state": state}});
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    if let Err(e) = api::<K>(cluster).patch(name, &params, &Patch::Merge(&patch)).await {
+        return Err(cluster.explain(e, subject::<K>(cluster, Some(name))).await);
+    }
+    let done = match state {
+        KeyState::Active => "activated",
+        KeyState::Inactive => "deactivated",
+    };
+    render::print_stdout(&format!("{shown} {done}\n"))
+}
+
+/// `delete`: the Secrets go with the key, by garbage collection.
+pub async fn delete<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<()> {
+    if let Err(e) = api::<K>(cluster).delete(name, &DeleteParams::background()).await {
+        return Err(cluster.explain(e, subject::<K>(cluster, Some(name))).await);
+    }
+    render::print_stdout(&format!("{}.keyward.io \"{name}\" deleted\n", K::NOUN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_labels_line_up_and_tables_stay_as_they_are() {
+        let text = aligned("Name:\tci\nKey ID:\tkw_1\n  NAME   PHASE\n");
+        assert_eq!(text, "Name:    ci\nKey ID:  kw_1\n  NAME   PHASE\n");
+    }
+
+    #[test]
+    fn a_credential_row_counts_active_tokens_and_the_next_expiry() {
+        let credential: Credential = serde_json::from_value(serde_json::json!({
+            "apiVersion": "keyward.io/v1alpha1", "kind": "Credential",
+            "metadata": {"name": "billing"},
+            "spec": {"scopes": ["orders.read"], "tokens": [{"name": "a"}, {"name": "b"}, {"name": "c"}]},
+            "status": {"phase": "Active", "tokens": [
+                {"name": "a", "phase": "Active", "expiresAt": "2026-12-23T00:00:00Z"},
+                {"name": "b", "phase": "Active", "expiresAt": "2026-11-30T00:00:00Z"},
+                {"name": "c", "phase": "Expired", "expiresAt": "2026-11-01T00:00:00Z"},
+            ]},
+        }))
+        .unwrap();
+        let now: Timestamp = "2026-11-23T00:00:00Z".parse().unwrap();
+        assert_eq!(credential.cells(now), ["Active", "2/3", "orders.read", "7d"]);
+    }
+
+    #[test]
+    fn a_key_without_status_shows_dashes() {
+        let key: ApiKey = serde_json::from_value(serde_json::json!({
+            "apiVersion": "keyward.io/v1alpha1", "kind": "ApiKey", "metadata": {"name": "ci"}, "spec": {},
+        }))
+        .unwrap();
+        assert_eq!(key.cells(Timestamp::now()), ["-", "-", "<none>", "-"]);
+    }
+}

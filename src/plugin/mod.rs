@@ -1,0 +1,186 @@
+//! `kubectl apikey`: the kubectl plugin for people at a terminal. Installed as the binary
+//! `kubectl-apikey` on the PATH, it takes kubectl's habits: `-n`, `--context`, `--kubeconfig`,
+//! `-o json|yaml`, `-A`, aligned tables, and one exit code per kind of failure.
+
+pub mod cluster;
+pub mod error;
+pub mod issue;
+pub mod keys;
+pub mod render;
+pub mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::api::{ApiKey, Credential, KeyState};
+use cluster::{Cluster, ConnectArgs};
+use error::{EXIT_CODES_HELP, Result};
+use render::Format;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubectl-apikey",
+    bin_name = "kubectl apikey",
+    version,
+    about = "Create, inspect and check Keyward API keys",
+    long_about = "Create, inspect and check Keyward API keys (ApiKeys and Credentials of keyward.io/v1alpha1).\n\n\
+                  A new token is printed once, on stdout, and kept only in its Secret. Every other command shows \
+                  key IDs and hashes, never a token.",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create an ApiKey, wait until its token is issued, and print the token once.
+    Create(issue::CreateArgs),
+    /// List ApiKeys: NAME, PHASE, KEY ID, SCOPES, EXPIRES IN, AGE.
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show an ApiKey's spec, status, conditions and events (never its token).
+    Describe(NameArgs),
+    /// Set an ApiKey's state to Active: its token works again (an expired key stays expired).
+    Activate(NameArgs),
+    /// Set an ApiKey's state to Inactive: its token is refused everywhere; its Secret is kept.
+    Deactivate(NameArgs),
+    /// Delete an ApiKey; its Secret goes with it.
+    Delete(NameArgs),
+    /// Read a token from stdin and say which key it belongs to and whether it is valid.
+    Verify(verify::VerifyArgs),
+    /// The same for Credentials, which hold several tokens each.
+    #[command(subcommand, visible_alias = "cred")]
+    Credential(CredentialCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CredentialCommand {
+    /// Create a Credential, optionally with a first token (printed once).
+    Create(issue::CreateCredentialArgs),
+    /// Add a token to a Credential, wait until it is issued, and print it once.
+    AddToken(issue::AddTokenArgs),
+    /// Remove a token from a Credential: it is refused at once and its Secret deleted.
+    RemoveToken(issue::RemoveTokenArgs),
+    /// List Credentials: NAME, PHASE, TOKENS (active/all), SCOPES, NEXT EXPIRY, AGE.
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show a Credential's spec, tokens, conditions and events (never a token).
+    Describe(NameArgs),
+    /// Set a Credential's state to Active.
+    Activate(NameArgs),
+    /// Set a Credential's state to Inactive: all of its tokens are refused.
+    Deactivate(NameArgs),
+    /// Delete a Credential; its Secrets go with it.
+    Delete(NameArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// List across every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Only keys whose labels match this selector (`team=a`).
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Print a kubectl List document instead of a table.
+    #[arg(short, long, value_enum)]
+    pub output: Option<Format>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct NameArgs {
+    /// The object's name.
+    pub name: String,
+}
+
+impl Cli {
+    pub async fn run(self) -> Result<()> {
+        // Creation connects only when it has something to send: a client-side dry run works
+        // without any cluster, for a GitOps repository. Every other command needs one.
+        let connect = &self.connect;
+        let cluster = || Cluster::connect(connect);
+        match self.command {
+            Command::Create(args) => issue::create_apikey(connect, args).await,
+            Command::List(args) => {
+                let ListArgs { all_namespaces, selector, output } = args;
+                keys::list::<ApiKey>(&cluster().await?, all_namespaces, selector.as_deref(), output).await
+            }
+            Command::Describe(args) => keys::describe::<ApiKey>(&cluster().await?, &args.name).await,
+            Command::Activate(args) => keys::set_state::<ApiKey>(&cluster().await?, &args.name, KeyState::Active).await,
+            Command::Deactivate(args) => {
+                keys::set_state::<ApiKey>(&cluster().await?, &args.name, KeyState::Inactive).await
+            }
+            Command::Delete(args) => keys::delete::<ApiKey>(&cluster().await?, &args.name).await,
+            Command::Verify(args) => verify::verify(&cluster().await?, args).await,
+            Command::Credential(command) => match command {
+                CredentialCommand::Create(args) => issue::create_credential(connect, args).await,
+                CredentialCommand::AddToken(args) => issue::add_token(&cluster().await?, args).await,
+                CredentialCommand::RemoveToken(args) => issue::remove_token(&cluster().await?, args).await,
+                CredentialCommand::List(args) => {
+                    let ListArgs { all_namespaces, selector, output } = args;
+                    keys::list::<Credential>(&cluster().await?, all_namespaces, selector.as_deref(), output).await
+                }
+                CredentialCommand::Describe(args) => keys::describe::<Credential>(&cluster().await?, &args.name).await,
+                CredentialCommand::Activate(args) => {
+                    keys::set_state::<Credential>(&cluster().await?, &args.name, KeyState::Active).await
+                }
+                CredentialCommand::Deactivate(args) => {
+                    keys::set_state::<Credential>(&cluster().await?, &args.name, KeyState::Inactive).await
+                }
+                CredentialCommand::Delete(args) => keys::delete::<Credential>(&cluster().await?, &args.name).await,
+            },
+        }
+    }
+}
+
+/// The `kubectl-apikey` binary's whole life: parse, run, exit with the error's code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return error::PluginError::Other(format!("cannot start the async runtime: {e}")).report(),
+    };
+    match runtime.block_on(cli.run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => error.report(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn dry_run_takes_its_mode_only_after_an_equals_sign() {
+        let cli = Cli::try_parse_from(["kubectl-apikey", "create", "--dry-run", "ci", "--scope", "a.b"]).unwrap();
+        let Command::Create(args) = cli.command else { panic!("not create") };
+        assert_eq!((args.name.as_str(), args.dry_run), ("ci", Some(issue::DryRun::Client)));
+        let cli = Cli::try_parse_from(["kubectl-apikey", "create", "ci", "--dry-run=server"]).unwrap();
+        let Command::Create(args) = cli.command else { panic!("not create") };
+        assert_eq!(args.dry_run, Some(issue::DryRun::Server));
+    }
+
+    #[test]
+    fn expires_after_and_expires_at_are_exclusive() {
+        let both = ["kubectl-apikey", "create", "ci", "--expires-after", "1d", "--expires-at", "2027-01-01T00:00:00Z"];
+        assert!(Cli::try_parse_from(both).is_err());
+    }
+
+    #[test]
+    fn namespace_and_context_go_anywhere_on_the_line() {
+        let cli = Cli::try_parse_from(["kubectl-apikey", "list", "-n", "team-a", "--context", "prod"]).unwrap();
+        assert_eq!(cli.connect.namespace.as_deref(), Some("team-a"));
+        assert_eq!(cli.connect.context.as_deref(), Some("prod"));
+    }
+}

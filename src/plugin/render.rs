@@ -1,0 +1,206 @@
+//! How `kubectl apikey` prints: kubectl's tables and short ages, and `-o json|yaml` documents
+//! without `managedFields`, as `kubectl get` shows them.
+
+use std::io::Write;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use super::error::{PluginError, Result};
+
+/// `-o`: a machine-readable document instead of text.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Yaml,
+}
+
+/// Prints `value` as JSON or YAML on stdout, without `metadata.managedFields` anywhere.
+pub fn print_document<T: Serialize>(value: &T, format: Format) -> Result<()> {
+    let mut value = serde_json::to_value(value).map_err(|e| PluginError::Other(format!("cannot serialize: {e}")))?;
+    strip_managed_fields(&mut value);
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&value).map(|s| s + "\n").map_err(|e| e.to_string()),
+        Format::Yaml => serde_yaml::to_string(&value).map_err(|e| e.to_string()),
+    }
+    .map_err(|e| PluginError::Other(format!("cannot serialize: {e}")))?;
+    print_stdout(&text)
+}
+
+/// A kubectl `List` of `items`, as `kubectl get -o json` prints several objects.
+pub fn list_document<T: Serialize>(items: &[T]) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items})
+}
+
+fn strip_managed_fields(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(meta)) = map.get_mut("metadata") {
+                meta.remove("managedFields");
+            }
+            map.values_mut().for_each(strip_managed_fields);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_managed_fields),
+        _ => {}
+    }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends quietly instead of panicking.
+pub fn print_stdout(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(PluginError::Other(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Columns aligned as kubectl aligns them: upper-case headers, three spaces between columns.
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(headers: &[&str]) -> Self {
+        Self { rows: vec![headers.iter().map(|h| h.to_string()).collect()] }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self) -> String {
+        let mut writer = tabwriter::TabWriter::new(Vec::new()).padding(3);
+        for row in &self.rows {
+            // A tab or newline inside a cell would break the columns.
+            let cells: Vec<String> = row.iter().map(|c| c.replace(['\t', '\n', '\r'], " ")).collect();
+            let _ = writeln!(writer, "{}", cells.join("\t"));
+        }
+        let bytes = writer.into_inner().unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    pub fn print(&self) -> Result<()> {
+        print_stdout(&self.render())
+    }
+}
+
+/// A duration as kubectl prints ages: two significant units at most (`45s`, `5m30s`, `95m`,
+/// `5h30m`, `30h`, `5d3h`, `200d`, `3y20d`).
+pub fn short(duration: SignedDuration) -> String {
+    let seconds = duration.as_secs();
+    if seconds < -1 {
+        return "<invalid>".into();
+    }
+    // Clocks a second apart still read as now.
+    let seconds = seconds.max(0);
+    let (minutes, hours) = (seconds / 60, seconds / 3600);
+    let days = hours / 24;
+    let with = |big: i64, big_unit: &str, small: i64, small_unit: &str| {
+        if small == 0 { format!("{big}{big_unit}") } else { format!("{big}{big_unit}{small}{small_unit}") }
+    };
+    match () {
+        _ if seconds < 120 => format!("{seconds}s"),
+        _ if minutes < 10 => with(minutes, "m", seconds % 60, "s"),
+        _ if minutes < 180 => format!("{minutes}m"),
+        _ if hours < 8 => with(hours, "h", minutes % 60, "m"),
+        _ if hours < 48 => format!("{hours}h"),
+        _ if hours < 24 * 8 => with(days, "d", hours % 24, "h"),
+        _ if days < 365 * 2 => format!("{days}d"),
+        _ if days < 365 * 8 => with(days / 365, "y", days % 365, "d"),
+        _ => format!("{}y", days / 365),
+    }
+}
+
+/// How long ago `then` was, kubectl style; `<unknown>` when absent.
+pub fn age(then: Option<Timestamp>, now: Timestamp) -> String {
+    then.map_or_else(|| "<unknown>".into(), |then| short(now.duration_since(then)))
+}
+
+/// How long until `at`: `29d`, or `expired` once it has passed; `-` when unknown.
+pub fn expires_in(at: Option<Timestamp>, now: Timestamp) -> String {
+    match at {
+        None => "-".into(),
+        Some(at) if at <= now => "expired".into(),
+        Some(at) => short(at.duration_since(now)),
+    }
+}
+
+/// A timestamp with how far it is from now: `2026-12-22T10:00:00Z (in 29d)`, `(3d ago)`.
+pub fn when(at: Timestamp, now: Timestamp) -> String {
+    if at > now {
+        format!("{at} (in {})", short(at.duration_since(now)))
+    } else {
+        format!("{at} ({} ago)", short(now.duration_since(at)))
+    }
+}
+
+/// A list for one cell: comma-separated, `<none>` when empty, as kubectl shows empty values.
+pub fn joined<S: AsRef<str>>(items: &[S]) -> String {
+    if items.is_empty() { "<none>".into() } else { items.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(",") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: i64) -> SignedDuration {
+        SignedDuration::from_secs(s)
+    }
+
+    #[test]
+    fn ages_read_as_kubectl_prints_them() {
+        let cases = [
+            (0, "0s"),
+            (-1, "0s"),
+            (-5, "<invalid>"),
+            (45, "45s"),
+            (119, "119s"),
+            (120, "2m"),
+            (330, "5m30s"),
+            (95 * 60, "95m"),
+            (3 * 3600, "3h"),
+            (5 * 3600 + 30 * 60, "5h30m"),
+            (30 * 3600, "30h"),
+            (5 * 86_400 + 3 * 3600, "5d3h"),
+            (7 * 86_400, "7d"),
+            (30 * 86_400, "30d"),
+            (800 * 86_400, "2y70d"),
+            (10 * 365 * 86_400, "10y"),
+        ];
+        for (seconds, want) in cases {
+            assert_eq!(short(secs(seconds)), want, "{seconds} s");
+        }
+    }
+
+    #[test]
+    fn expiry_reads_as_time_left_or_expired() {
+        let now: Timestamp = "2026-11-23T00:00:00Z".parse().unwrap();
+        assert_eq!(expires_in(Some("2026-12-23T00:00:00Z".parse().unwrap()), now), "30d");
+        assert_eq!(expires_in(Some(now), now), "expired");
+        assert_eq!(expires_in(None, now), "-");
+        assert_eq!(when("2026-11-20T00:00:00Z".parse().unwrap(), now), "2026-11-20T00:00:00Z (3d ago)");
+    }
+
+    #[test]
+    fn tables_align_columns_three_spaces_apart() {
+        let mut table = Table::new(&["NAME", "PHASE"]);
+        table.row(vec!["ci-deploy".into(), "Active".into()]);
+        table.row(vec!["a\tb".into(), "Expired".into()]);
+        assert_eq!(table.render(), "NAME        PHASE\nci-deploy   Active\na b         Expired\n");
+    }
+
+    #[test]
+    fn documents_leave_out_managed_fields() {
+        let mut value = serde_json::json!({"items": [{"metadata": {"name": "a", "managedFields": [{}]}}]});
+        strip_managed_fields(&mut value);
+        assert_eq!(value, serde_json::json!({"items": [{"metadata": {"name": "a"}}]}));
+    }
+
+    #[test]
+    fn empty_lists_show_none() {
+        assert_eq!(joined::<&str>(&[]), "<none>");
+        assert_eq!(joined(&["a", "b.>"]), "a,b.>");
+    }
+}

@@ -1,0 +1,136 @@
+//! `kubectl apikey verify`: which key a token belongs to and whether it is good, judged here
+//! from the hashes in the cluster's statuses by the verifier's own rules. No verifier needed.
+
+use std::io::{IsTerminal, Read};
+use std::net::IpAddr;
+
+use jiff::Timestamp;
+use kube::api::{Api, ListParams};
+
+use super::cluster::{Cluster, Subject};
+use super::error::{PluginError, Result};
+use super::keys::KeyResource;
+use super::render::{self, Format};
+use crate::api::{ApiKey, Credential};
+use crate::scope;
+use crate::verifier::index::{self, Answer, Code, Index, Kind, ObjectKey};
+
+/// `kubectl apikey verify`.
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// A scope the token must grant (repeat for more).
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// The client address to check against the key's allowed CIDRs.
+    #[arg(long)]
+    pub ip: Option<IpAddr>,
+    /// Look for the key in every namespace, not only the current one.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Print the verifier's JSON answer (`valid`, `code`, `key`) as JSON or YAML.
+    #[arg(short, long, value_enum)]
+    pub output: Option<Format>,
+}
+
+/// The most a token read from stdin may be: far above any token, far below harm.
+const MAX_INPUT: u64 = 4096;
+
+pub async fn verify(cluster: &Cluster, args: VerifyArgs) -> Result<()> {
+    for (i, required) in args.scopes.iter().enumerate() {
+        scope::validate_required(required)
+            .map_err(|problem| PluginError::Invalid(format!("invalid --scope {required:?} (#{}): {problem}", i + 1)))?;
+    }
+    let token = read_token()?;
+    let index = index_of(cluster, args.all_namespaces).await?;
+    let verdict = index::verify(&token, &args.scopes, args.ip, Timestamp::now(), |digest| index.lookup(digest));
+    drop(token);
+    match args.output {
+        Some(format) => render::print_document(&Answer::from(&verdict), format)?,
+        None => render::print_stdout(&sentence(&verdict, cluster, args.all_namespaces))?,
+    }
+    if verdict.code == Code::Valid { Ok(()) } else { Err(PluginError::TokenRefused) }
+}
+
+/// The token from stdin, without the line end a shell or `base64 -d` leaves.
+fn read_token() -> Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("Paste the token, then press Enter and Ctrl-D:");
+    }
+    let mut text = String::new();
+    stdin
+        .lock()
+        .take(MAX_INPUT)
+        .read_to_string(&mut text)
+        .map_err(|e| PluginError::Invalid(format!("cannot read a token from stdin: {e}")))?;
+    let token = text.trim().to_string();
+    if token.is_empty() {
+        return Err(PluginError::Invalid(
+            "no token on stdin; pipe it in, for example: kubectl get secret NAME -o jsonpath='{.data.token}' | \
+             base64 -d | kubectl apikey verify"
+                .into(),
+        ));
+    }
+    Ok(token)
+}
+
+/// Every token hash of the ApiKeys and Credentials in the namespace (or all of them).
+async fn index_of(cluster: &Cluster, all_namespaces: bool) -> Result<Index> {
+    let mut index = Index::default();
+    for key in list::<ApiKey>(cluster, all_namespaces).await? {
+        index.replace(ObjectKey::of(Kind::ApiKey, &key), index::apikey_entries(&key));
+    }
+    for credential in list::<Credential>(cluster, all_namespaces).await? {
+        index.replace(ObjectKey::of(Kind::Credential, &credential), index::credential_entries(&credential));
+    }
+    Ok(index)
+}
+
+async fn list<K: KeyResource>(cluster: &Cluster, all_namespaces: bool) -> Result<Vec<K>> {
+    let api: Api<K> = match all_namespaces {
+        true => Api::all(cluster.client.clone()),
+        false => Api::namespaced(cluster.client.clone(), &cluster.namespace),
+    };
+    match api.list(&ListParams::default()).await {
+        Ok(list) => Ok(list.items),
+        Err(e) => {
+            let namespace = (!all_namespaces).then_some(cluster.namespace.as_str());
+            Err(cluster.explain(e, Subject { resource: K::NOUN, name: None, namespace, ours: true }).await)
+        }
+    }
+}
+
+/// The verdict as one line: the code first, then whose token it is.
+fn sentence(verdict: &index::Verdict, cluster: &Cluster, all_namespaces: bool) -> String {
+    let Some(entry) = &verdict.entry else {
+        return match verdict.code {
+            Code::Malformed => "MALFORMED: this is not a Keyward token (wrong format or checksum)\n".into(),
+            _ if all_namespaces => "NOT_FOUND: no ApiKey or Credential in any namespace holds this token\n".into(),
+            _ => format!(
+                "NOT_FOUND: no ApiKey or Credential in namespace {:?} holds this token (search every namespace with -A)\n",
+                cluster.namespace
+            ),
+        };
+    };
+    let object = &entry.object;
+    let whose = match &entry.token {
+        Some(token) => format!("token {token:?} of Credential {}/{}", object.namespace, object.name),
+        None => format!("ApiKey {}/{}", object.namespace, object.name),
+    };
+    let now = Timestamp::now();
+    let detail = match verdict.code {
+        Code::Valid => format!(
+            "valid; scopes {}; expires {}",
+            render::joined(&entry.policy.scopes).replace(',', ", "),
+            render::when(entry.expires_at, now)
+        ),
+        Code::Expired => format!("expired {}", render::when(entry.expires_at, now)),
+        Code::Inactive => "the key is inactive (or its spec is invalid)".into(),
+        Code::IpNotAllowed => "the address is not in the key's allowed CIDRs".into(),
+        Code::InsufficientScope => {
+            format!("the key's scopes ({}) do not grant all of those required", render::joined(&entry.policy.scopes))
+        }
+        Code::NotFound | Code::Malformed => String::new(),
+    };
+    format!("{}: {whose} (key ID {}): {detail}\n", verdict.code.as_str(), entry.key_id)
+}
