@@ -204,9 +204,9 @@ cmd_start() {
     die "kube-apiserver did not become ready"
   fi
 
-  log "starting kube-controller-manager (garbagecollector, namespace)"
+  log "starting kube-controller-manager (garbagecollector, namespace, clusterrole-aggregation)"
   setsid "$BIN/kube-controller-manager" --kubeconfig "$dir/admin.kubeconfig" \
-    --controllers garbagecollector,namespace --leader-elect=false --port 0 --secure-port 0 \
+    --controllers garbagecollector,namespace,clusterrole-aggregation --leader-elect=false --port 0 --secure-port 0 \
     >"$dir/logs/kube-controller-manager.log" 2>&1 </dev/null &
   echo "kube-controller-manager $!" >>"$dir/pids"
   log "ready: export KUBECONFIG=$dir/admin.kubeconfig"

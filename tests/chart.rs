@@ -74,8 +74,10 @@ async fn by_default_the_roles_are_cluster_wide_named_after_the_release_and_the_v
     let objects = render("kw-one", "keyward-system", &[]).await;
     assert_eq!(
         names_of(&objects, "ClusterRole"),
-        ["kw-one-keyward-controller", "kw-one-keyward-verifier"].map(|n| n.to_string()).into(),
-        "one ClusterRole per component, named after the release"
+        ["kw-one-keyward-controller", "kw-one-keyward-verifier", "kw-one-keyward-view", "kw-one-keyward-edit"]
+            .map(|n| n.to_string())
+            .into(),
+        "one ClusterRole per component, named after the release, and the two user roles"
     );
     for binding in of_kind(&objects, "ClusterRoleBinding") {
         let name = binding["metadata"]["name"].as_str().expect("name");
@@ -97,6 +99,25 @@ async fn by_default_the_roles_are_cluster_wide_named_after_the_release_and_the_v
     let verifier = rules(named(&objects, "ClusterRole", "kw-one-keyward-verifier"));
     assert_eq!(verifier, verifier_rules(), "the verifier's ClusterRole");
     assert!(verifier.iter().all(|(_, resource, _)| !resource.contains("secret")), "{verifier:?}");
+
+    // The user roles: aggregated into view (read) and edit/admin (write), never status or Secrets.
+    let view = named(&objects, "ClusterRole", "kw-one-keyward-view");
+    assert_eq!(rules(view), verifier_rules(), "viewers read keys");
+    let edit = named(&objects, "ClusterRole", "kw-one-keyward-edit");
+    let writes: BTreeSet<_> = ["create", "update", "patch", "delete", "deletecollection"]
+        .iter()
+        .flat_map(|verb| {
+            ["apikeys", "credentials"].map(|r| ("keyward.io".to_string(), r.to_string(), verb.to_string()))
+        })
+        .collect();
+    assert_eq!(rules(edit), writes, "editors write keys, not their status");
+    let aggregated = |role: &Value, to: &str| {
+        role["metadata"]["labels"][format!("rbac.authorization.k8s.io/aggregate-to-{to}")] == "true"
+    };
+    assert!(["view", "edit", "admin"].iter().all(|to| aggregated(view, to)), "{view}");
+    assert!(["edit", "admin"].iter().all(|to| aggregated(edit, to)) && !aggregated(edit, "view"), "{edit}");
+    let without = render("kw-one", "keyward-system", &["--set", "userRoles.aggregate=false"]).await;
+    assert_eq!(names_of(&without, "ClusterRole").len(), 2, "userRoles.aggregate=false renders no user roles");
 
     // Another release gets its own cluster-wide names: two installs never share a ClusterRole.
     let other = render("kw-two", "elsewhere", &[]).await;
@@ -372,6 +393,83 @@ async fn the_verifiers_identity_cannot_read_secrets_or_write_status() {
 
     // The same reads with the controller's identity succeed: the refusals are the role's.
     Api::<Secret>::namespaced(controller.client.clone(), &ns.name).get("database").await.expect("controller GETs");
+}
+
+#[tokio::test]
+async fn namespace_editors_manage_keys_with_kubectl_apikey_and_viewers_only_read_them() {
+    let ns = TestNamespace::new("chart-user-roles").await;
+    let release = Release::install(&ns.name, &[]).await;
+    let controller_id = release.identity("controller").await;
+    let _controller = release.run("controller", &controller_id, &ns.name, 0);
+    // keyward-user-2 may edit the namespace, keyward-user-3 may view it: the built-in roles.
+    for (user, role) in [("keyward-user-2", "edit"), ("keyward-user-3", "view")] {
+        let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": user},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }))
+        .expect("RoleBinding");
+        Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(ns.client.clone(), &ns.name)
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap_or_else(|e| panic!("bind {user} to {role}: {e}"));
+    }
+    wait_aggregated(&ns.client, "edit", "create").await;
+    wait_aggregated(&ns.client, "view", "list").await;
+    let editor = user_kubeconfig(2);
+    let viewer = user_kubeconfig(3);
+
+    let created = kubectl_apikey(&editor, &["-n", &ns.name, "create", "by-editor", "--scope", "orders.read"]);
+    let stderr = String::from_utf8_lossy(&created.stderr);
+    assert_eq!(created.status.code(), Some(0), "an editor creates a key and sees its token:\n{stderr}");
+    let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    assert_eq!(token, ns.token_of("by-editor-apikey").await, "the token printed is the one in the Secret");
+
+    let listed = kubectl_apikey(&viewer, &["-n", &ns.name, "list"]);
+    assert_eq!(listed.status.code(), Some(0), "a viewer lists keys:\n{}", text(&listed));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("by-editor"), "{}", text(&listed));
+    let refused = kubectl_apikey(&viewer, &["-n", &ns.name, "deactivate", "by-editor"]);
+    assert_eq!(refused.status.code(), Some(5), "a viewer may not deactivate:\n{}", text(&refused));
+    let refused = kubectl_apikey(&viewer, &["-n", &ns.name, "create", "by-viewer"]);
+    assert_eq!(refused.status.code(), Some(5), "a viewer may not create:\n{}", text(&refused));
+    assert!(ns.keys().get_opt("by-viewer").await.expect("get").is_none());
+    let deactivated = kubectl_apikey(&editor, &["-n", &ns.name, "deactivate", "by-editor"]);
+    assert_eq!(deactivated.status.code(), Some(0), "an editor deactivates:\n{}", text(&deactivated));
+}
+
+/// Waits until the clusterrole-aggregation controller has folded the chart's user roles into
+/// the built-in ClusterRole `role`.
+async fn wait_aggregated(client: &Client, role: &str, verb: &str) {
+    let started = Instant::now();
+    loop {
+        let current = Api::<ClusterRole>::all(client.clone()).get(role).await.expect("get the built-in role");
+        let grants = current.rules.unwrap_or_default().iter().any(|rule| {
+            rule.api_groups.as_ref().is_some_and(|g| g.iter().any(|g| g == "keyward.io"))
+                && rule.resources.as_ref().is_some_and(|r| r.iter().any(|r| r == "apikeys"))
+                && rule.verbs.iter().any(|v| v == verb)
+        });
+        if grants {
+            return;
+        }
+        assert!(started.elapsed() < DEADLINE, "ClusterRole {role} never got {verb} on apikeys by aggregation");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The kubeconfig of the control plane's unprivileged user `n` (see scripts/control-plane.sh).
+fn user_kubeconfig(n: u8) -> PathBuf {
+    let admin = PathBuf::from(std::env::var_os("KUBECONFIG").expect("KUBECONFIG"));
+    admin.parent().expect("the kubeconfig's directory").join(format!("user-{n}.kubeconfig"))
+}
+
+/// `kubectl-apikey` with `args` under `kubeconfig`.
+fn kubectl_apikey(kubeconfig: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-apikey"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run kubectl-apikey")
 }
 
 #[tokio::test]
