@@ -4,7 +4,7 @@ CP := scripts/control-plane.sh
 TEST_CP_DIR := $(CURDIR)/.keyward/test-control-plane
 BENCH_CP_DIR := $(CURDIR)/.keyward/bench-control-plane
 
-.PHONY: run test unit crds bench lint control-plane
+.PHONY: run test unit crds bench lint control-plane plugin
 
 ## run: the controller against the current kube context (or a local control plane)
 run:
@@ -31,6 +31,10 @@ bench:
 	cargo build --release --bins --benches
 	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench issue
 	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench verifier
+
+## plugin: install `kubectl apikey` (the binary kubectl-apikey) into ~/.cargo/bin
+plugin:
+	cargo install --locked --path . --bin kubectl-apikey
 
 ## lint: formatting and clippy, warnings are errors
 lint:

@@ -123,14 +123,21 @@ pub fn expires_in(at: Option<Timestamp>, now: Timestamp) -> String {
     match at {
         None => "-".into(),
         Some(at) if at <= now => "expired".into(),
-        Some(at) => short(at.duration_since(now)),
+        Some(at) => short(ceil_secs(at.duration_since(now))),
     }
+}
+
+/// Time left, rounded up to the second: a 30-day key created a moment ago has 30d left, not
+/// 29d (expiry is stored to the second, now is not).
+fn ceil_secs(left: SignedDuration) -> SignedDuration {
+    let whole = SignedDuration::from_secs(left.as_secs());
+    if left > whole { whole + SignedDuration::from_secs(1) } else { whole }
 }
 
 /// A timestamp with how far it is from now: `2026-12-22T10:00:00Z (in 29d)`, `(3d ago)`.
 pub fn when(at: Timestamp, now: Timestamp) -> String {
     if at > now {
-        format!("{at} (in {})", short(at.duration_since(now)))
+        format!("{at} (in {})", short(ceil_secs(at.duration_since(now))))
     } else {
         format!("{at} ({} ago)", short(now.duration_since(at)))
     }
@@ -179,6 +186,8 @@ mod tests {
         let now: Timestamp = "2026-11-23T00:00:00Z".parse().unwrap();
         assert_eq!(expires_in(Some("2026-12-23T00:00:00Z".parse().unwrap()), now), "30d");
         assert_eq!(expires_in(Some(now), now), "expired");
+        let a_moment_later = now + SignedDuration::from_millis(400);
+        assert_eq!(expires_in(Some("2026-12-23T00:00:00Z".parse().unwrap()), a_moment_later), "30d");
         assert_eq!(expires_in(None, now), "-");
         assert_eq!(when("2026-11-20T00:00:00Z".parse().unwrap(), now), "2026-11-20T00:00:00Z (3d ago)");
     }
