@@ -15,13 +15,13 @@ use crate::api::{GROUP, VERSION};
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ConnectArgs {
     /// Namespace of the keys; the context's namespace when absent.
-    #[arg(short = 'n', long, global = true)]
+    #[arg(short = 'n', long, global = true, help_heading = "Cluster options")]
     pub namespace: Option<String>,
     /// The kubeconfig context to use; the current context when absent.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Cluster options")]
     pub context: Option<String>,
     /// Path to the kubeconfig file; KUBECONFIG, then ~/.kube/config, when absent.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Cluster options")]
     pub kubeconfig: Option<PathBuf>,
 }
 

@@ -59,8 +59,9 @@ impl PolicyArgs {
 /// When a token expires.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ExpiryArgs {
-    /// Lifetime from creation: `30d`, `12h`, `1w2d` (units s, m, h, d, w). The operator's
-    /// default (90d unless configured) when neither this nor --expires-at is given.
+    /// Lifetime: `30d`, `12h`, `1w2d` (units s, m, h, d, w), from the key's creation (a
+    /// Credential token's: from its first issue). The operator's default (90d unless
+    /// configured) when neither this nor --expires-at is given.
     #[arg(long, value_name = "DURATION", conflicts_with = "expires_at")]
     pub expires_after: Option<String>,
     /// Absolute expiry, RFC 3339: `2027-01-01T00:00:00Z`.
