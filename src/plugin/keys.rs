@@ -43,20 +43,26 @@ pub trait KeyResource:
     fn details(&self, out: &mut String, now: Timestamp);
 }
 
+/// The accessors both kinds share: the policy in spec, the phase and conditions in status.
+macro_rules! key_accessors {
+    () => {
+        fn policy(&self) -> &KeyPolicy {
+            &self.spec.policy
+        }
+
+        fn phase(&self) -> Option<Phase> {
+            self.status.as_ref()?.phase
+        }
+
+        fn conditions(&self) -> &[Condition] {
+            self.status.as_ref().map_or(&[], |s| &s.conditions)
+        }
+    };
+}
+
 impl KeyResource for ApiKey {
     const NOUN: &'static str = "apikey";
-
-    fn policy(&self) -> &KeyPolicy {
-        &self.spec.policy
-    }
-
-    fn phase(&self) -> Option<Phase> {
-        self.status.as_ref()?.phase
-    }
-
-    fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
+    key_accessors!();
 
     fn columns() -> &'static [&'static str] {
         &["PHASE", "KEY ID", "SCOPES", "EXPIRES IN"]
@@ -90,18 +96,7 @@ impl KeyResource for ApiKey {
 
 impl KeyResource for Credential {
     const NOUN: &'static str = "credential";
-
-    fn policy(&self) -> &KeyPolicy {
-        &self.spec.policy
-    }
-
-    fn phase(&self) -> Option<Phase> {
-        self.status.as_ref()?.phase
-    }
-
-    fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
+    key_accessors!();
 
     fn columns() -> &'static [&'static str] {
         &["PHASE", "TOKENS", "SCOPES", "NEXT EXPIRY"]

@@ -40,17 +40,8 @@ pub struct Cli {
 pub enum Command {
     /// Create an ApiKey, wait until its token is issued, and print the token once.
     Create(issue::CreateArgs),
-    /// List ApiKeys: NAME, PHASE, KEY ID, SCOPES, EXPIRES IN, AGE.
-    #[command(visible_alias = "ls")]
-    List(ListArgs),
-    /// Show an ApiKey's spec, status, conditions and events (never its token).
-    Describe(NameArgs),
-    /// Set an ApiKey's state to Active: its token works again (an expired key stays expired).
-    Activate(NameArgs),
-    /// Set an ApiKey's state to Inactive: its token is refused everywhere; its Secret is kept.
-    Deactivate(NameArgs),
-    /// Delete an ApiKey; its Secret goes with it.
-    Delete(NameArgs),
+    #[command(flatten)]
+    Key(KeyCommand),
     /// Read a token from stdin and say which key it belongs to and whether it is valid.
     Verify(verify::VerifyArgs),
     /// The same for Credentials, which hold several tokens each.
@@ -66,17 +57,38 @@ pub enum CredentialCommand {
     AddToken(issue::AddTokenArgs),
     /// Remove a token from a Credential: it is refused at once and its Secret deleted.
     RemoveToken(issue::RemoveTokenArgs),
-    /// List Credentials: NAME, PHASE, TOKENS (active/all), SCOPES, NEXT EXPIRY, AGE.
+    #[command(flatten)]
+    Key(KeyCommand),
+}
+
+/// The commands ApiKeys and Credentials share.
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// List as a table: name, phase, key ID (or tokens), scopes, expiry, age; -A for every namespace.
     #[command(visible_alias = "ls")]
     List(ListArgs),
-    /// Show a Credential's spec, tokens, conditions and events (never a token).
+    /// Show spec, status, conditions and recent events (never a token).
     Describe(NameArgs),
-    /// Set a Credential's state to Active.
+    /// Set state Active: the tokens work again (an expired key stays expired).
     Activate(NameArgs),
-    /// Set a Credential's state to Inactive: all of its tokens are refused.
+    /// Set state Inactive: refused everywhere at once; the Secrets are kept.
     Deactivate(NameArgs),
-    /// Delete a Credential; its Secrets go with it.
+    /// Delete it; its Secrets go with it.
     Delete(NameArgs),
+}
+
+impl KeyCommand {
+    async fn run<K: keys::KeyResource>(self, cluster: &Cluster) -> Result<()> {
+        match self {
+            KeyCommand::List(ListArgs { all_namespaces, selector, output }) => {
+                keys::list::<K>(cluster, all_namespaces, selector.as_deref(), output).await
+            }
+            KeyCommand::Describe(args) => keys::describe::<K>(cluster, &args.name).await,
+            KeyCommand::Activate(args) => keys::set_state::<K>(cluster, &args.name, KeyState::Active).await,
+            KeyCommand::Deactivate(args) => keys::set_state::<K>(cluster, &args.name, KeyState::Inactive).await,
+            KeyCommand::Delete(args) => keys::delete::<K>(cluster, &args.name).await,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -106,33 +118,13 @@ impl Cli {
         let cluster = || Cluster::connect(connect);
         match self.command {
             Command::Create(args) => issue::create_apikey(connect, args).await,
-            Command::List(args) => {
-                let ListArgs { all_namespaces, selector, output } = args;
-                keys::list::<ApiKey>(&cluster().await?, all_namespaces, selector.as_deref(), output).await
-            }
-            Command::Describe(args) => keys::describe::<ApiKey>(&cluster().await?, &args.name).await,
-            Command::Activate(args) => keys::set_state::<ApiKey>(&cluster().await?, &args.name, KeyState::Active).await,
-            Command::Deactivate(args) => {
-                keys::set_state::<ApiKey>(&cluster().await?, &args.name, KeyState::Inactive).await
-            }
-            Command::Delete(args) => keys::delete::<ApiKey>(&cluster().await?, &args.name).await,
+            Command::Key(command) => command.run::<ApiKey>(&cluster().await?).await,
             Command::Verify(args) => verify::verify(&cluster().await?, args).await,
             Command::Credential(command) => match command {
                 CredentialCommand::Create(args) => issue::create_credential(connect, args).await,
                 CredentialCommand::AddToken(args) => issue::add_token(&cluster().await?, args).await,
                 CredentialCommand::RemoveToken(args) => issue::remove_token(&cluster().await?, args).await,
-                CredentialCommand::List(args) => {
-                    let ListArgs { all_namespaces, selector, output } = args;
-                    keys::list::<Credential>(&cluster().await?, all_namespaces, selector.as_deref(), output).await
-                }
-                CredentialCommand::Describe(args) => keys::describe::<Credential>(&cluster().await?, &args.name).await,
-                CredentialCommand::Activate(args) => {
-                    keys::set_state::<Credential>(&cluster().await?, &args.name, KeyState::Active).await
-                }
-                CredentialCommand::Deactivate(args) => {
-                    keys::set_state::<Credential>(&cluster().await?, &args.name, KeyState::Inactive).await
-                }
-                CredentialCommand::Delete(args) => keys::delete::<Credential>(&cluster().await?, &args.name).await,
+                CredentialCommand::Key(command) => command.run::<Credential>(&cluster().await?).await,
             },
         }
     }
