@@ -679,3 +679,37 @@ impl TestNamespace {
 pub fn token_states(status: &keyward::api::CredentialStatus) -> BTreeMap<String, (Option<String>, Option<Phase>)> {
     status.tokens.iter().map(|t| (t.name.clone(), (t.token_hash.clone(), t.phase))).collect()
 }
+
+/// The directory of the control plane the tests run against: `admin.kubeconfig` (the
+/// `KUBECONFIG`) and `user-1.kubeconfig`..`user-3.kubeconfig` for users without any RBAC binding.
+pub fn control_plane_dir() -> PathBuf {
+    let kubeconfig = PathBuf::from(std::env::var_os("KUBECONFIG").expect("KUBECONFIG is set"));
+    kubeconfig.parent().expect("KUBECONFIG names a file in a directory").to_path_buf()
+}
+
+/// The kubeconfig of the unprivileged user `keyward-user-<n>` (n = 1..=3).
+pub fn user_kubeconfig(n: u8) -> PathBuf {
+    control_plane_dir().join(format!("user-{n}.kubeconfig"))
+}
+
+/// A second API server with no Keyward CRDs (`control-plane.sh bare`, started once and shared);
+/// returns the path of its kubeconfig.
+pub async fn bare_kubeconfig() -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/control-plane.sh");
+    let output =
+        Command::new(script).arg("bare").arg(control_plane_dir()).stdin(Stdio::null()).kill_on_drop(true).output();
+    // The script waits up to 180 s for another caller's lock, then up to 90 s for readiness.
+    let output = tokio::time::timeout(Duration::from_secs(300), output)
+        .await
+        .expect("control-plane.sh bare finished in time")
+        .expect("run control-plane.sh bare");
+    assert!(
+        output.status.success(),
+        "control-plane.sh bare failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    assert!(path.is_file(), "control-plane.sh bare printed {path:?}, which is not a file");
+    path
+}
