@@ -134,6 +134,17 @@ impl Plugin {
         self.env("PATH", path)
     }
 
+    /// Runs the command on a pseudo-terminal (util-linux `script`), as at a person's terminal:
+    /// its stdout and stderr arrive merged, on stdout.
+    fn on_terminal(mut self) -> Self {
+        let quote = |word: &str| format!("'{}'", word.replace('\'', r"'\''"));
+        let line: Vec<String> =
+            std::iter::once(self.program.to_string_lossy().into_owned()).chain(self.args).map(|w| quote(&w)).collect();
+        self.program = "script".into();
+        self.args = vec!["--quiet".into(), "--return".into(), "--command".into(), line.join(" "), "/dev/null".into()];
+        self
+    }
+
     fn env(mut self, key: &str, value: impl Into<OsString>) -> Self {
         self.env.push((key.to_string(), value.into()));
         self
@@ -287,7 +298,13 @@ async fn create_dry_run_server_prints_what_the_server_would_store_and_stores_not
 #[tokio::test]
 async fn create_with_an_invalid_flag_exits_2_naming_the_flag_and_value_and_creates_nothing() {
     let ns = TestNamespace::new("plugin_invalid_flags").await;
-    for (flag, value) in [("--expires-after", "3x"), ("--cidr", "10.0.0/8"), ("--scope", "a..b")] {
+    let flags = [
+        ("--expires-after", "3x"),
+        ("--cidr", "10.0.0/8"),
+        ("--scope", "a..b"),
+        ("--expires-at", "2020-01-01T00:00:00Z"),
+    ];
+    for (flag, value) in flags {
         let run = apikey(&ns.name, &["create", "bad", flag, value]).run().await.exits(2);
         let run = run.says("stderr", &[flag, &format!("{value:?}")]);
         assert_no_keys(&ns, &run).await;
@@ -311,6 +328,18 @@ async fn create_without_a_controller_times_out_with_9_and_leaves_the_key_created
         .says("stderr", &["was created", "has not issued its token within 2s"]);
     assert!(run.stdout.is_empty(), "{run}");
     assert!(ns.keys().get_opt("orphan").await.expect("get").is_some(), "the ApiKey is not there\n{run}");
+    assert!(!run.stderr.contains("waiting for the controller"), "a progress line off a terminal\n{run}");
+}
+
+#[tokio::test]
+async fn create_on_a_terminal_shows_what_it_waits_for() {
+    let ns = TestNamespace::new("plugin_terminal").await;
+    apikey(&ns.name, &["create", "spun", "--timeout", "2s"])
+        .on_terminal()
+        .run()
+        .await
+        .exits(9)
+        .says("stdout", &["waiting for the controller to issue the token of apikey/spun", "has not issued its token"]);
 }
 
 #[tokio::test]

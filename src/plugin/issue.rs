@@ -170,6 +170,17 @@ fn invalid_flag(error: SpecError) -> PluginError {
     PluginError::Invalid(format!("invalid {} {:?}: {}", flag_of(&error.field), error.value, error.problem))
 }
 
+/// A key that would be expired the moment it is made is a typo, not a wish.
+fn check_not_past(expiry: &ExpiryArgs, now: Timestamp) -> Result<()> {
+    match expiry.expires_at.as_deref().map(|text| (text, text.parse::<Timestamp>())) {
+        Some((text, Ok(at))) if at <= now => Err(PluginError::Invalid(format!(
+            "invalid --expires-at {text:?}: it is in the past (now is {}); the key would be expired at once",
+            now.round(jiff::Unit::Second).unwrap_or(now)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn check_name(what: &str, name: &str) -> Result<()> {
     validate::dns_subdomain(name).map_err(|problem| PluginError::Invalid(format!("invalid {what} {name:?}: {problem}")))
 }
@@ -190,6 +201,7 @@ pub async fn create_apikey(connect: &ConnectArgs, args: CreateArgs) -> Result<()
     let mut key = ApiKey::new(&args.name, spec);
     key.metadata.namespace = connect.namespace.clone();
     validate::api_key(&key, Timestamp::now(), &LOCAL_POLICY).map_err(invalid_flag)?;
+    check_not_past(&args.expiry, Timestamp::now())?;
     let Some((cluster, key)) = post(connect, key, args.dry_run, args.reveal.output).await? else { return Ok(()) };
     let issued = await_token(&cluster, &key, None, args.reveal.timeout).await?;
     reveal(&cluster, &issued, args.reveal.output).await
@@ -208,6 +220,7 @@ pub async fn create_credential(connect: &ConnectArgs, args: CreateCredentialArgs
     let mut credential = Credential::new(&args.name, spec);
     credential.metadata.namespace = connect.namespace.clone();
     validate::credential(&credential, Timestamp::now(), &LOCAL_POLICY).map_err(invalid_flag)?;
+    check_not_past(&args.expiry, Timestamp::now())?;
     let Some((cluster, credential)) = post(connect, credential, args.dry_run, args.reveal.output).await? else {
         return Ok(());
     };
@@ -262,6 +275,7 @@ async fn post<K: KeyResource>(
 
 /// `kubectl apikey credential add-token`.
 pub async fn add_token(cluster: &Cluster, args: AddTokenArgs) -> Result<()> {
+    check_not_past(&args.expiry, Timestamp::now())?;
     let token = token_spec(&args.token, &args.expiry);
     let credential = change_tokens(cluster, &args.credential, |credential| {
         if credential.spec.tokens.iter().any(|t| t.name == args.token) {
@@ -382,7 +396,12 @@ impl Issuable for ApiKey {
                 secret_name: status.secret_name.clone().unwrap_or_else(|| self.secret_name()),
                 expires_at: status.expires_at.as_ref().map(|t| t.0),
             }),
-            (Some(Phase::Failed | Phase::Expired), ..) => Progress::Refused(ready_message(&status.conditions)),
+            (Some(Phase::Failed), ..) => {
+                Progress::Refused(format!("the controller refused it: {}", ready_message(&status.conditions)))
+            }
+            (Some(Phase::Expired), ..) => {
+                Progress::Refused(format!("it expired: {}", ready_message(&status.conditions)))
+            }
             (phase, ..) => Progress::Waiting(format!("phase {}", phase.map_or("-", Phase::as_str))),
         }
     }
@@ -395,7 +414,7 @@ impl Issuable for Credential {
             return Progress::Waiting("the controller has not seen this generation yet".into());
         }
         if status.phase == Some(Phase::Failed) {
-            return Progress::Refused(ready_message(&status.conditions));
+            return Progress::Refused(format!("the controller refused it: {}", ready_message(&status.conditions)));
         }
         let name = token.unwrap_or_default();
         let Some(issued) = status.tokens.iter().find(|t| t.name == name) else {
@@ -432,9 +451,10 @@ async fn await_token<K: Issuable>(
 ) -> Result<Issued> {
     let name = created.name_any();
     let subject = keys::subject::<K>(cluster, Some(&name));
-    let spinner = Spinner::start(&format!("waiting for the controller to issue the token of {}/{name}", K::NOUN));
-    let deadline = tokio::time::Instant::now() + timeout;
     let mut last = created.progress(token);
+    let spinner =
+        Spinner::start(&format!("waiting for the controller to issue the token of {}/{name}", K::NOUN), "created");
+    let deadline = tokio::time::Instant::now() + timeout;
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = watcher(keys::api::<K>(cluster), config).boxed();
     loop {
@@ -485,15 +505,16 @@ fn watch_source(error: watcher::Error) -> kube::Error {
 struct Spinner(ProgressBar);
 
 impl Spinner {
-    fn start(message: &str) -> Self {
+    fn start(what: &str, first: &str) -> Self {
         let target =
             if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
-        let bar = ProgressBar::with_draw_target(None, target);
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {prefix} ({msg}, {elapsed})")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.set_prefix(message.to_string());
+        let style = ProgressStyle::with_template("{spinner} {prefix} ({msg}, {elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        // Built whole before the first draw, so no half-filled line flashes by.
+        let bar = ProgressBar::with_draw_target(None, target)
+            .with_style(style)
+            .with_prefix(what.to_string())
+            .with_message(first.to_string());
         bar.enable_steady_tick(Duration::from_millis(100));
         Self(bar)
     }
@@ -595,6 +616,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_expiry_in_the_past_is_refused_before_anything_is_sent() {
+        let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
+        let at = |text: &str| ExpiryArgs { expires_at: Some(text.into()), ..Default::default() };
+        let error = check_not_past(&at("2026-11-23T11:59:59Z"), now).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.to_string().contains(r#"invalid --expires-at "2026-11-23T11:59:59Z": it is in the past"#));
+        assert!(check_not_past(&at("2026-11-23T12:00:01Z"), now).is_ok());
+        assert!(check_not_past(&ExpiryArgs::default(), now).is_ok());
+    }
+
+    #[test]
     fn a_refused_field_is_named_by_its_flag() {
         assert_eq!(flag_of("spec.expiresAfter"), "--expires-after");
         assert_eq!(flag_of("spec.tokens[2].expiresAt"), "--expires-at");
@@ -628,7 +660,7 @@ mod tests {
             "observedGeneration": 2, "conditions": [{"type": "Ready", "status": "False", "reason": "InvalidSpec",
             "message": "spec.expiresAfter: too long", "lastTransitionTime": "2026-11-23T00:00:00Z"}]}}));
         let Progress::Refused(why) = failed.progress(None) else { panic!("not refused") };
-        assert_eq!(why, "InvalidSpec: spec.expiresAfter: too long");
+        assert_eq!(why, "the controller refused it: InvalidSpec: spec.expiresAfter: too long");
     }
 
     #[test]

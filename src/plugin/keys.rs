@@ -74,7 +74,11 @@ impl KeyResource for ApiKey {
             phase_text(status.phase),
             status.key_id.unwrap_or_else(|| "-".into()),
             render::joined(&self.spec.policy.scopes),
-            render::expires_in(status.expires_at.map(|t| t.0), now),
+            // A refused key has no usable token, whatever its status recorded.
+            match status.phase {
+                Some(Phase::Failed) => "-".into(),
+                _ => render::expires_in(status.expires_at.map(|t| t.0), now),
+            },
         ]
     }
 
@@ -411,5 +415,15 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(key.cells(Timestamp::now()), ["-", "-", "<none>", "-"]);
+    }
+
+    #[test]
+    fn a_refused_key_shows_no_time_left() {
+        let key: ApiKey = serde_json::from_value(serde_json::json!({
+            "apiVersion": "keyward.io/v1alpha1", "kind": "ApiKey", "metadata": {"name": "ci"}, "spec": {},
+            "status": {"phase": "Failed", "expiresAt": "2027-01-01T00:00:00Z"},
+        }))
+        .unwrap();
+        assert_eq!(key.cells(Timestamp::now())[3], "-");
     }
 }
