@@ -416,8 +416,8 @@ async fn namespace_editors_manage_keys_with_kubectl_apikey_and_viewers_only_read
     }
     wait_aggregated(&ns.client, "edit", "create").await;
     wait_aggregated(&ns.client, "view", "list").await;
-    let editor = user_kubeconfig(2);
-    let viewer = user_kubeconfig(3);
+    let editor = support::user_kubeconfig(2);
+    let viewer = support::user_kubeconfig(3);
 
     let created = kubectl_apikey(&editor, &["-n", &ns.name, "create", "by-editor", "--scope", "orders.read"]);
     let stderr = String::from_utf8_lossy(&created.stderr);
@@ -454,12 +454,6 @@ async fn wait_aggregated(client: &Client, role: &str, verb: &str) {
         assert!(started.elapsed() < DEADLINE, "ClusterRole {role} never got {verb} on apikeys by aggregation");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The kubeconfig of the control plane's unprivileged user `n` (see scripts/control-plane.sh).
-fn user_kubeconfig(n: u8) -> PathBuf {
-    let admin = PathBuf::from(std::env::var_os("KUBECONFIG").expect("KUBECONFIG"));
-    admin.parent().expect("the kubeconfig's directory").join(format!("user-{n}.kubeconfig"))
 }
 
 /// `kubectl-apikey` with `args` under `kubeconfig`.
