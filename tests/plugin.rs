@@ -541,6 +541,16 @@ async fn verify_with_nothing_on_stdin_exits_2() {
 }
 
 #[tokio::test]
+async fn verify_reads_every_page_of_a_large_namespace() {
+    let ns = TestNamespace::new("plugin_verify_pages").await;
+    let _controller = ns.controller(&[]);
+    // The plugin lists 500 at a time, in name order: `zz-last` is on the second page.
+    support::create_keys(ns.keys(), "filler", 600, 32).await;
+    let (token, _) = issued_key(&ns, "zz-last", json!({})).await;
+    apikey(&ns.name, &["verify"]).stdin(&token).run().await.exits(0).says("stdout", &["VALID", "zz-last"]);
+}
+
+#[tokio::test]
 async fn verify_finds_a_key_of_another_namespace_only_with_all_namespaces() {
     let home = TestNamespace::new("plugin_verify_home").await;
     let elsewhere = TestNamespace::new("plugin_verify_elsewhere").await;

@@ -74,28 +74,42 @@ fn read_token() -> Result<String> {
     Ok(token)
 }
 
-/// Every token hash of the ApiKeys and Credentials in the namespace (or all of them).
+/// Every token hash of the ApiKeys and Credentials in the namespace (or all of them), read a
+/// page at a time so that only the index, not every object, is held at once.
 async fn index_of(cluster: &Cluster, all_namespaces: bool) -> Result<Index> {
     let mut index = Index::default();
-    for key in list::<ApiKey>(cluster, all_namespaces).await? {
-        index.replace(ObjectKey::of(Kind::ApiKey, &key), index::apikey_entries(&key));
-    }
-    for credential in list::<Credential>(cluster, all_namespaces).await? {
-        index.replace(ObjectKey::of(Kind::Credential, &credential), index::credential_entries(&credential));
-    }
+    each_page::<ApiKey>(cluster, all_namespaces, |key| {
+        index.replace(ObjectKey::of(Kind::ApiKey, &key), index::apikey_entries(&key))
+    })
+    .await?;
+    each_page::<Credential>(cluster, all_namespaces, |credential| {
+        index.replace(ObjectKey::of(Kind::Credential, &credential), index::credential_entries(&credential))
+    })
+    .await?;
     Ok(index)
 }
 
-async fn list<K: KeyResource>(cluster: &Cluster, all_namespaces: bool) -> Result<Vec<K>> {
+/// Objects listed per page.
+const PAGE: u32 = 500;
+
+async fn each_page<K: KeyResource>(cluster: &Cluster, all_namespaces: bool, mut each: impl FnMut(K)) -> Result<()> {
     let api: Api<K> = match all_namespaces {
         true => Api::all(cluster.client.clone()),
         false => Api::namespaced(cluster.client.clone(), &cluster.namespace),
     };
-    match api.list(&ListParams::default()).await {
-        Ok(list) => Ok(list.items),
-        Err(e) => {
-            let namespace = (!all_namespaces).then_some(cluster.namespace.as_str());
-            Err(cluster.explain(e, Subject { resource: K::NOUN, name: None, namespace, ours: true }).await)
+    let mut params = ListParams::default().limit(PAGE);
+    loop {
+        let page = match api.list(&params).await {
+            Ok(page) => page,
+            Err(e) => {
+                let namespace = (!all_namespaces).then_some(cluster.namespace.as_str());
+                return Err(cluster.explain(e, Subject { resource: K::NOUN, name: None, namespace, ours: true }).await);
+            }
+        };
+        page.items.into_iter().for_each(&mut each);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(()),
         }
     }
 }
