@@ -633,6 +633,35 @@ async fn credential_add_token_of_a_name_it_has_exits_7() {
 }
 
 #[tokio::test]
+async fn credential_add_token_with_a_bad_name_or_beyond_sixteen_exits_2_and_changes_nothing() {
+    let ns = TestNamespace::new("plugin_cred_add_bad").await;
+    let tokens: Vec<_> = (0..16).map(|i| json!({"name": format!("t{i}")})).collect();
+    ns.create_credential("full", json!({"tokens": tokens})).await;
+    ns.create_credential("one", json!({"tokens": [{"name": "t0"}]})).await;
+    let generations = || async {
+        let credentials = ns.credentials().list(&Default::default()).await.expect("list").items;
+        credentials.iter().map(|c| (c.name_any(), c.metadata.generation)).collect::<Vec<_>>()
+    };
+    let before = generations().await;
+    apikey(&ns.name, &["credential", "add-token", "full", "t16"])
+        .run()
+        .await
+        .exits(2)
+        .says("stderr", &["holds 16 tokens", "remove one first"]);
+    apikey(&ns.name, &["credential", "add-token", "one", "Bad_Name"])
+        .run()
+        .await
+        .exits(2)
+        .says("stderr", &["invalid token name \"Bad_Name\"", "DNS label"]);
+    apikey(&ns.name, &["credential", "add-token", "one", "next", "--expires-after", "1y"])
+        .run()
+        .await
+        .exits(2)
+        .says("stderr", &["invalid --expires-after \"1y\""]);
+    assert_eq!(generations().await, before, "a refused add-token changed a Credential");
+}
+
+#[tokio::test]
 async fn credential_list_and_describe_show_every_token_but_no_token_value() {
     let ns = TestNamespace::new("plugin_cred_show").await;
     let _controller = ns.controller(&[]);

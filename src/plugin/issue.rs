@@ -11,15 +11,16 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
 use super::cluster::{Cluster, ConnectArgs, Subject};
 use super::error::{PluginError, Result};
 use super::keys::{self, FIELD_MANAGER, KeyResource};
 use super::render::{self, Format};
+use crate::api::credential::MAX_TOKENS;
 use crate::api::validate::{self, ExpiryPolicy, SpecError};
 use crate::api::{
     ApiKey, ApiKeySpec, CONDITION_READY, Credential, CredentialSpec, CredentialToken, KeyPolicy, Phase,
@@ -285,10 +286,20 @@ pub async fn add_token(cluster: &Cluster, args: AddTokenArgs) -> Result<()> {
                 args.token
             )));
         }
+        let subject = keys::subject::<Credential>(cluster, Some(&args.credential));
+        if credential.spec.tokens.len() >= MAX_TOKENS {
+            return Err(PluginError::Invalid(format!(
+                "{subject} holds {MAX_TOKENS} tokens, the most a Credential may; remove one first"
+            )));
+        }
+        let new = format!("spec.tokens[{}]", credential.spec.tokens.len());
         credential.spec.tokens.push(token.clone());
-        let created = credential.meta().creation_timestamp.as_ref().map_or_else(Timestamp::now, |t| t.0);
-        validate::credential(credential, created, &LOCAL_POLICY).map_err(invalid_flag)?;
-        Ok(())
+        // The new token's lifetime counts from its first issue, which is about now.
+        match validate::credential(credential, Timestamp::now(), &LOCAL_POLICY) {
+            Ok(_) => Ok(()),
+            Err(error) if error.field.starts_with(&new) => Err(invalid_flag(error)),
+            Err(error) => Err(PluginError::Invalid(format!("{subject} has an invalid spec already: {error}"))),
+        }
     })
     .await?;
     let issued = await_token(cluster, &credential, Some(&args.token), args.reveal.timeout).await?;
