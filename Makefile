@@ -31,6 +31,7 @@ bench:
 	cargo build --release --bins --benches
 	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench issue
 	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench verifier
+	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench plugin
 
 ## plugin: install `kubectl apikey` (the binary kubectl-apikey) into ~/.cargo/bin
 plugin:

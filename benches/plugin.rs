@@ -1,0 +1,1013 @@
+//! `cargo bench --bench plugin`: how long `kubectl apikey` takes at a terminal, and how it
+//! does as the namespace grows, measured on the real API server named by `KUBECONFIG`.
+//!
+//! The processes measured are the release binaries `target/release/kubectl-apikey` and
+//! `target/release/keyward` (`make bench` builds them; the bench stops at once, saying so, when
+//! either is missing), each started as a child process. Before anything is measured, the bench
+//! makes a fresh namespace and starts `keyward controller --namespaces <ns> --listen
+//! 127.0.0.1:0` for it (logs in `target/bench/plugin-controller.log`), which runs until the end.
+//!
+//! Figures, printed as a table at the end and written to `target/bench/plugin.json`:
+//!
+//! 1. `create` end to end: `kubectl-apikey -n <ns> create bench-<i>`, run
+//!    `KEYWARD_BENCH_PLUGIN_CREATES` (20) times one after another; the wall time of each from
+//!    spawn to exit, reported as p50, p95 (the max when fewer than 20 runs) and max. Every run
+//!    must exit 0 and print a token on stdout; the token is never printed nor stored, only its
+//!    hash, which must be the one the key's status records. For comparison, the median wall
+//!    time of `kubectl-apikey -n <ns> describe bench-0` over as many runs (one process start, a
+//!    GET and an events LIST): the difference is, roughly, the controller issuing the token
+//!    and the plugin's wait for it.
+//! 2. `list` and `verify` as the namespace grows: the bench fills the namespace (the `bench-*`
+//!    keys included) to `KEYWARD_BENCH_PLUGIN_SMALL` (1,000) and then to
+//!    `KEYWARD_BENCH_PLUGIN_KEYS` (10,000) ApiKeys, created through the API
+//!    `KEYWARD_BENCH_PLUGIN_CONCURRENCY` (64) at a time and issued by the running controller
+//!    (a watch waits, with a deadline, until every one is Active; then until the controller has
+//!    gone idle). At each size, the median wall time over `KEYWARD_BENCH_PLUGIN_ROUNDS` (5)
+//!    rounds of `list` (the table), `list -o json`, and `verify` with bench-0's token on stdin
+//!    (read from its Secret by the bench, held in memory only); each output is checked (every
+//!    key listed, `VALID`). In each round `list -o json` and `verify` also run once more under
+//!    GNU time (`/usr/bin/time -f %M`; the Debian package `time` is installed with apt-get when
+//!    missing) for the plugin process's peak RSS: the highest of the rounds is reported. The
+//!    time to fill is reported too, for information.
+//!
+//! Also: WARN and ERROR lines in the controller's log. `KEYWARD_BENCH_PLUGIN_SMALL=0` (or
+//! `KEYWARD_BENCH_PLUGIN_KEYS=0`) skips that size; a size below the number of `create` runs is
+//! refused. `KEYWARD_BENCH_LOG` (`info`) is the controller's `RUST_LOG`;
+//! `KEYWARD_BENCH_KEEP_NAMESPACES=1` leaves the namespace for inspection.
+//!
+//! The namespace carries the label `keyward.io/bench=plugin`; leftovers of an interrupted run
+//! are deleted (and waited for) at the start, and the bench's own namespace at the end (without
+//! waiting: `make bench` throws the control plane away afterwards).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use keyward::api::{ApiKey, ApiKeySpec, Phase, SECRET_TOKEN_KEY};
+use keyward::token::Token;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::wait::await_condition;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+
+mod common;
+
+use common::{Error, Result, env_number, install_crds, median, target_dir, write_json};
+
+/// Label on every namespace the bench creates, to find leftovers of an interrupted run.
+const BENCH_LABEL: &str = "keyward.io/bench";
+const BENCH_LABEL_VALUE: &str = "plugin";
+/// Field manager of the bench's own writes.
+const MANAGER: &str = "keyward-bench";
+/// The controller's log line once its caches are filled, and the one naming its address.
+const READY_LINE: &str = "initial lists synced";
+const LISTEN_LINE: &str = "serving /healthz";
+/// GNU time, which reports a child's peak RSS (`%M`, in KiB).
+const GNU_TIME: &str = "/usr/bin/time";
+/// The longest any one plugin process may take.
+const PROCESS_LIMIT: Duration = Duration::from_secs(300);
+/// The key whose token `verify` is given, and which `describe` shows.
+const PROBE: &str = "bench-0";
+
+/// What to run, from `KEYWARD_BENCH_PLUGIN_*` variables.
+#[derive(Clone, Debug, Serialize)]
+struct Settings {
+    /// `create` runs, one after another (and as many `describe` runs).
+    creates: usize,
+    /// The namespace's key counts at which `list` and `verify` are measured; 0 skips one.
+    small: usize,
+    keys: usize,
+    /// Runs per command and size.
+    rounds: usize,
+    /// ApiKey creates in flight while filling the namespace.
+    concurrency: usize,
+}
+
+impl Settings {
+    fn from_env() -> Result<Self> {
+        let settings = Self {
+            creates: env_number("KEYWARD_BENCH_PLUGIN_CREATES", 20)?,
+            small: env_number("KEYWARD_BENCH_PLUGIN_SMALL", 1000)?,
+            keys: env_number("KEYWARD_BENCH_PLUGIN_KEYS", 10_000)?,
+            rounds: env_number("KEYWARD_BENCH_PLUGIN_ROUNDS", 5)?.max(1),
+            concurrency: env_number("KEYWARD_BENCH_PLUGIN_CONCURRENCY", 64)?.max(1),
+        };
+        if settings.creates == 0 {
+            return Err("KEYWARD_BENCH_PLUGIN_CREATES must be at least 1: verify and describe use bench-0".into());
+        }
+        if let Some(&size) = settings.sizes().first()
+            && size < settings.creates
+        {
+            return Err(format!(
+                "a namespace size of {size} keys is below the {} keys `create` makes; raise \
+                 KEYWARD_BENCH_PLUGIN_SMALL (or set it to 0 to skip it)",
+                settings.creates
+            )
+            .into());
+        }
+        Ok(settings)
+    }
+
+    /// The namespace sizes measured, smallest first.
+    fn sizes(&self) -> Vec<usize> {
+        let mut sizes: Vec<usize> = [self.small, self.keys].into_iter().filter(|&n| n > 0).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        sizes
+    }
+}
+
+/// Every figure the bench measures; empty or `None` for what it did not get to.
+#[derive(Debug, Default, Serialize)]
+struct Figures {
+    settings: Option<Settings>,
+    /// The first line of `/usr/bin/time --version`.
+    gnu_time: Option<String>,
+    create: Option<CreateFigures>,
+    /// Part 2, one entry per namespace size.
+    sizes: Vec<SizeFigures>,
+    /// Lines the controller logged at WARN and ERROR (the kube client's note that the local
+    /// control plane's kubeconfig skips TLS verification left out), and the first few.
+    controller_log_warnings: u64,
+    controller_log_errors: u64,
+    controller_log_samples: Vec<String>,
+    total_secs: Option<f64>,
+    warnings: Vec<String>,
+    error: Option<String>,
+}
+
+/// Part 1.
+#[derive(Debug, Default, Serialize)]
+struct CreateFigures {
+    /// Wall time of each `create`, spawn to exit, in run order.
+    runs_ms: Vec<f64>,
+    p50_ms: f64,
+    /// The 95th percentile (nearest rank); the max when fewer than 20 runs (`p95_is_max`).
+    p95_ms: f64,
+    p95_is_max: bool,
+    max_ms: f64,
+    /// Tokens printed whose hash is the one their key's status records.
+    tokens_matching_status: usize,
+    /// Wall time of each `describe bench-0`, and the median.
+    describe_runs_ms: Vec<f64>,
+    describe_median_ms: f64,
+    /// p50 of `create` minus the median of `describe`.
+    create_over_describe_ms: f64,
+}
+
+/// Part 2 at one namespace size.
+#[derive(Debug, Default, Serialize)]
+struct SizeFigures {
+    /// ApiKeys in the namespace.
+    keys: usize,
+    /// ApiKeys the bench created to get there, and the seconds from the first create until the
+    /// watch saw every key Active.
+    created: usize,
+    fill_secs: f64,
+    /// Seconds more until the controller had gone idle (no reconcile, no write for 3 s).
+    settle_secs: f64,
+    list_table: Timings,
+    list_json: Timings,
+    verify: Timings,
+    /// Bytes `list -o json` printed.
+    list_json_bytes: usize,
+    /// Peak RSS of the plugin process, one GNU time run per round.
+    list_json_rss: Memory,
+    verify_rss: Memory,
+}
+
+/// Wall times of one command over the rounds, spawn to exit.
+#[derive(Debug, Default, Serialize)]
+struct Timings {
+    median_ms: Option<f64>,
+    runs_ms: Vec<f64>,
+}
+
+impl Timings {
+    fn push(&mut self, ms: f64) {
+        self.runs_ms.push(ms);
+        self.median_ms = median(&self.runs_ms);
+    }
+}
+
+/// Peak RSS of one command over the rounds.
+#[derive(Debug, Default, Serialize)]
+struct Memory {
+    /// The highest of the rounds.
+    peak_mib: Option<f64>,
+    runs_mib: Vec<f64>,
+}
+
+impl Memory {
+    fn push(&mut self, mib: f64) {
+        self.runs_mib.push(mib);
+        self.peak_mib = Some(self.peak_mib.map_or(mib, |peak| peak.max(mib)));
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let started = Instant::now();
+    let out_dir = target_dir().join("bench");
+    let mut bench = match Bench::new(out_dir.clone()).await {
+        Ok(bench) => bench,
+        Err(error) => {
+            eprintln!("plugin bench: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = bench.run().await;
+    if let Err(error) = &outcome {
+        eprintln!("plugin bench failed: {error}");
+        bench.figures.error = Some(error.to_string());
+    }
+    bench.cleanup().await;
+    bench.figures.total_secs = Some(started.elapsed().as_secs_f64());
+    print_table(&bench.figures);
+    let json = out_dir.join("plugin.json");
+    match write_json(&json, &bench.figures) {
+        Ok(()) => println!("figures written to {}", json.display()),
+        Err(error) => eprintln!("cannot write {}: {error}", json.display()),
+    }
+    if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+struct Bench {
+    client: Client,
+    settings: Settings,
+    out_dir: PathBuf,
+    /// The release binaries.
+    keyward: PathBuf,
+    plugin: PathBuf,
+    /// Where GNU time writes what it measured.
+    scratch: tempfile::TempDir,
+    namespace: Option<String>,
+    controller: Option<Controller>,
+    figures: Figures,
+    started: Instant,
+}
+
+impl Bench {
+    async fn new(out_dir: PathBuf) -> Result<Self> {
+        let settings = Settings::from_env()?;
+        let keyward = release_binary("keyward")?;
+        let plugin = release_binary("kubectl-apikey")?;
+        if std::env::var_os("KUBECONFIG").is_none() {
+            return Err("KUBECONFIG must name the API server to measure (see `make bench`)".into());
+        }
+        let client = Client::try_default().await.map_err(|e| format!("a client from KUBECONFIG: {e}"))?;
+        std::fs::create_dir_all(&out_dir).map_err(|e| format!("create {}: {e}", out_dir.display()))?;
+        Ok(Self {
+            client,
+            figures: Figures { settings: Some(settings.clone()), ..Figures::default() },
+            settings,
+            out_dir,
+            keyward,
+            plugin,
+            scratch: tempfile::tempdir()?,
+            namespace: None,
+            controller: None,
+            started: Instant::now(),
+        })
+    }
+
+    fn progress(&self, message: &str) {
+        eprintln!("[{:>7.1}s] {message}", self.started.elapsed().as_secs_f64());
+    }
+
+    fn warn(&mut self, warning: String) {
+        self.progress(&format!("warning: {warning}"));
+        self.figures.warnings.push(warning);
+    }
+
+    async fn run(&mut self) -> Result<()> {
+        self.progress(&format!("settings: {:?}", self.settings));
+        self.progress(&format!("binaries: {} and {}", self.plugin.display(), self.keyward.display()));
+        self.figures.gnu_time = Some(ensure_gnu_time().await?);
+        install_crds(&self.client, MANAGER).await?;
+        self.remove_leftovers().await?;
+        let suffix: String = (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
+        let ns = format!("kwbench-plugin-{suffix}");
+        create_namespace(&self.client, &ns).await?;
+        self.namespace = Some(ns.clone());
+        let log = self.out_dir.join("plugin-controller.log");
+        self.progress(&format!("starting keyward controller for {ns} (log {})", log.display()));
+        let mut controller = Controller::start(&self.keyward, &ns, &log)?;
+        controller.wait_ready(Duration::from_secs(120)).await?;
+        self.controller = Some(controller);
+        let plugin = Plugin { path: self.plugin.clone(), namespace: ns.clone() };
+
+        self.creates(&plugin).await?;
+        let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &ns);
+        let token = self.probe_token(&ns).await?;
+        let mut count = self.settings.creates;
+        for n in self.settings.sizes() {
+            let mut figures = SizeFigures { keys: n, created: n - count, ..SizeFigures::default() };
+            self.fill(&keys, count, n, &mut figures).await?;
+            count = n;
+            self.measure(&plugin, &token, &mut figures).await?;
+            self.figures.sizes.push(figures);
+        }
+        self.controller()?.check_alive()?;
+        Ok(())
+    }
+
+    fn controller(&self) -> Result<&Controller> {
+        self.controller.as_ref().ok_or_else(|| "no controller running".into())
+    }
+
+    // -- Part 1 ---------------------------------------------------------------------------
+
+    /// `create bench-<i>` one after another, then `describe bench-0` as many times.
+    async fn creates(&mut self, plugin: &Plugin) -> Result<()> {
+        let n = self.settings.creates;
+        self.progress(&format!("create: {n} runs of `kubectl-apikey -n {} create bench-<i>`", plugin.namespace));
+        let mut figures = CreateFigures::default();
+        // Only the hashes of the tokens printed are kept, to be checked against the statuses.
+        let mut hashes = Vec::with_capacity(n);
+        for i in 0..n {
+            let name = format!("bench-{i}");
+            let run = plugin.run(&["create", &name], None).await?;
+            if !run.status.success() {
+                // stderr never holds the token; stdout is left out all the same.
+                return Err(self.controller()?.explain(run.failure(&format!("create {name}"))));
+            }
+            let printed = std::str::from_utf8(&run.stdout).ok().and_then(|text| Token::parse(text.trim()).ok());
+            let Some(token) = printed else {
+                return Err(format!(
+                    "create {name} exited 0 but its stdout ({} bytes, not shown) is not one token",
+                    run.stdout.len()
+                )
+                .into());
+            };
+            hashes.push((name, token.hash().to_string()));
+            figures.runs_ms.push(run.ms);
+            if (i + 1) % 5 == 0 || i + 1 == n {
+                self.progress(&format!("  {} of {n} created, the last in {:.0} ms", i + 1, run.ms));
+            }
+        }
+        let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &plugin.namespace);
+        for (name, hash) in &hashes {
+            let key = keys.get(name).await.map_err(|e| format!("get ApiKey {name}: {e}"))?;
+            let recorded = key.status.as_ref().and_then(|s| s.token_hash.as_deref());
+            if recorded != Some(hash.as_str()) {
+                return Err(format!("the token create printed for {name} is not the one its status records").into());
+            }
+            figures.tokens_matching_status += 1;
+        }
+        let mut sorted = figures.runs_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        figures.p50_ms = median(&sorted).unwrap_or(f64::NAN);
+        figures.max_ms = sorted.last().copied().unwrap_or(f64::NAN);
+        figures.p95_is_max = n < 20;
+        figures.p95_ms = if figures.p95_is_max { figures.max_ms } else { nearest_rank(&sorted, 0.95) };
+        self.progress(&format!(
+            "create: p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms; describe {PROBE}: {n} runs",
+            figures.p50_ms, figures.p95_ms, figures.max_ms
+        ));
+        for _ in 0..n {
+            let run = plugin.run(&["describe", PROBE], None).await?;
+            if !run.status.success() {
+                return Err(run.failure(&format!("describe {PROBE}")));
+            }
+            if !String::from_utf8_lossy(&run.stdout).contains(PROBE) {
+                return Err(format!("describe {PROBE} exited 0 without naming {PROBE}").into());
+            }
+            figures.describe_runs_ms.push(run.ms);
+        }
+        figures.describe_median_ms = median(&figures.describe_runs_ms).unwrap_or(f64::NAN);
+        figures.create_over_describe_ms = figures.p50_ms - figures.describe_median_ms;
+        self.progress(&format!("describe {PROBE}: median {:.0} ms", figures.describe_median_ms));
+        self.figures.create = Some(figures);
+        Ok(())
+    }
+
+    /// The token of [`PROBE`], from its Secret: held in memory, handed to `verify` on stdin.
+    async fn probe_token(&self, ns: &str) -> Result<String> {
+        let key = Api::<ApiKey>::namespaced(self.client.clone(), ns).get(PROBE).await?;
+        let secret_name = key.status.and_then(|s| s.secret_name).unwrap_or_else(|| format!("{PROBE}-apikey"));
+        let secret = Api::<Secret>::namespaced(self.client.clone(), ns)
+            .get(&secret_name)
+            .await
+            .map_err(|e| format!("get Secret {secret_name}: {e}"))?;
+        let bytes = secret.data.and_then(|mut data| data.remove(SECRET_TOKEN_KEY)).map(|b| b.0).unwrap_or_default();
+        let token = String::from_utf8(bytes).map_err(|_| format!("Secret {secret_name} holds no text token"))?;
+        Token::parse(&token).map_err(|_| format!("Secret {secret_name} holds no well-formed token"))?;
+        Ok(token)
+    }
+
+    // -- Part 2 ---------------------------------------------------------------------------
+
+    /// Creates ApiKeys until the namespace holds `n`, `concurrency` in flight, and waits until
+    /// the controller has issued every one and gone idle.
+    async fn fill(&mut self, keys: &Api<ApiKey>, from: usize, n: usize, figures: &mut SizeFigures) -> Result<()> {
+        let names: Vec<String> = (from..n).map(|i| format!("key-{i:05}")).collect();
+        self.progress(&format!("fill: creating {} ApiKeys to reach {n}", names.len()));
+        let started = Instant::now();
+        futures::stream::iter(&names)
+            .map(|name| create_key(keys, name))
+            .buffer_unordered(self.settings.concurrency)
+            .try_collect::<()>()
+            .await?;
+        self.progress(&format!(
+            "fill: {} created in {:.1} s; waiting until all are Active",
+            names.len(),
+            started.elapsed().as_secs_f64()
+        ));
+        let deadline = Duration::from_secs(120) + Duration::from_millis(50) * u32::try_from(n).unwrap_or(u32::MAX);
+        if let Err(error) = self.wait_all_active(keys.clone(), names.into_iter().collect(), deadline).await {
+            return Err(self.controller()?.explain(error));
+        }
+        figures.fill_secs = started.elapsed().as_secs_f64();
+        self.progress(&format!("fill: all {n} ApiKeys Active after {:.1} s", figures.fill_secs));
+        let settled = Instant::now();
+        if !self.controller()?.wait_idle(Duration::from_secs(300)).await? {
+            self.warn(format!("the controller was still busy 5 minutes after {n} keys were Active"));
+        }
+        figures.settle_secs = settled.elapsed().as_secs_f64();
+        self.progress(&format!("fill: the controller idle {:.1} s later", figures.settle_secs));
+        Ok(())
+    }
+
+    /// Waits until a watch has seen every one of `names` Active at its current generation, as
+    /// tests/support's `wait_all_active` does; fails at once when one is refused.
+    async fn wait_all_active(&self, keys: Api<ApiKey>, mut pending: HashSet<String>, deadline: Duration) -> Result<()> {
+        let total = pending.len();
+        let mut events = watcher(keys, watcher::Config::default().any_semantic()).default_backoff().boxed();
+        let until = tokio::time::Instant::now() + deadline;
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.tick().await;
+        while !pending.is_empty() {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Ok(watcher::Event::Apply(key) | watcher::Event::InitApply(key))) => {
+                        let status = key.status.as_ref();
+                        if status.and_then(|s| s.phase) == Some(Phase::Failed) {
+                            return Err(format!("the controller refused ApiKey {}", key.name_any()).into());
+                        }
+                        let current = status.is_some_and(|s| s.observed_generation == key.metadata.generation);
+                        if current && status.and_then(|s| s.phase) == Some(Phase::Active) {
+                            pending.remove(&key.name_any());
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    // The backoff tries again; a re-list applies everything anew.
+                    Some(Err(error)) => self.progress(&format!("the ApiKey watch failed ({error}); trying again")),
+                    None => return Err("the ApiKey watch ended".into()),
+                },
+                _ = tick.tick() => self.progress(&format!("  {} of {total} Active", total - pending.len())),
+                () = tokio::time::sleep_until(until) => {
+                    let some: Vec<&String> = pending.iter().take(5).collect();
+                    return Err(format!(
+                        "{} of {total} ApiKeys were not Active within {deadline:?}, e.g. {some:?}",
+                        pending.len()
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `list`, `list -o json` and `verify` over the rounds, each timed, and the last two once
+    /// more per round under GNU time for their peak RSS.
+    async fn measure(&mut self, plugin: &Plugin, token: &str, figures: &mut SizeFigures) -> Result<()> {
+        let (n, rounds) = (figures.keys, self.settings.rounds);
+        let rss_file = self.scratch.path().join("max-rss");
+        for round in 1..=rounds {
+            let run = plugin.run(&["list"], None).await?;
+            check_table(&run, n)?;
+            figures.list_table.push(run.ms);
+            let table_ms = run.ms;
+
+            let run = plugin.run(&["list", "-o", "json"], None).await?;
+            check_json(&run, n)?;
+            figures.list_json.push(run.ms);
+            figures.list_json_bytes = run.stdout.len();
+            let json_ms = run.ms;
+
+            let run = plugin.run(&["verify"], Some(token)).await?;
+            check_verify(&run)?;
+            figures.verify.push(run.ms);
+            let verify_ms = run.ms;
+
+            let (run, json_mib) = plugin.peak_rss(&["list", "-o", "json"], None, &rss_file).await?;
+            check_json(&run, n)?;
+            figures.list_json_rss.push(json_mib);
+            let (run, verify_mib) = plugin.peak_rss(&["verify"], Some(token), &rss_file).await?;
+            check_verify(&run)?;
+            figures.verify_rss.push(verify_mib);
+            self.progress(&format!(
+                "{n} keys, round {round} of {rounds}: list {table_ms:.0} ms, list -o json {json_ms:.0} ms \
+                 ({json_mib:.1} MiB peak RSS), verify {verify_ms:.0} ms ({verify_mib:.1} MiB)"
+            ));
+        }
+        Ok(())
+    }
+
+    // -- The namespace --------------------------------------------------------------------
+
+    /// Deletes the namespaces of an earlier, interrupted run and waits until they are gone.
+    async fn remove_leftovers(&self) -> Result<()> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let selector = format!("{BENCH_LABEL}={BENCH_LABEL_VALUE}");
+        let leftovers: Vec<String> =
+            api.list(&ListParams::default().labels(&selector)).await?.items.iter().map(ResourceExt::name_any).collect();
+        if leftovers.is_empty() {
+            return Ok(());
+        }
+        self.progress(&format!("removing namespaces left by an earlier run: {leftovers:?}"));
+        for name in &leftovers {
+            if let Err(error) = api.delete(name, &DeleteParams::default()).await {
+                self.progress(&format!("cannot delete namespace {name}: {error}"));
+            }
+        }
+        let gone = futures::future::join_all(
+            leftovers.iter().map(|name| await_condition(api.clone(), name, |ns: Option<&Namespace>| ns.is_none())),
+        );
+        tokio::time::timeout(Duration::from_secs(900), gone)
+            .await
+            .map_err(|_| format!("namespaces {leftovers:?} were still terminating after 15 minutes"))?;
+        Ok(())
+    }
+
+    /// Stops the controller (counting its log's warnings) and deletes the namespace.
+    async fn cleanup(&mut self) {
+        if let Some(controller) = self.controller.take() {
+            let (warnings, errors, samples) = controller.log_levels();
+            self.figures.controller_log_warnings = warnings;
+            self.figures.controller_log_errors = errors;
+            self.figures.controller_log_samples = samples;
+            controller.stop().await;
+        }
+        let Some(ns) = self.namespace.take() else { return };
+        if std::env::var_os("KEYWARD_BENCH_KEEP_NAMESPACES").is_some() {
+            self.progress(&format!("keeping {ns} for inspection; the next run deletes it first"));
+            return;
+        }
+        self.progress(&format!("cleanup: deleting namespace {ns} (not waiting for it to be gone)"));
+        if let Err(error) = Api::<Namespace>::all(self.client.clone()).delete(&ns, &DeleteParams::default()).await {
+            self.progress(&format!("cannot delete namespace {ns}: {error}"));
+        }
+    }
+}
+
+/// A release binary of the package, which must have been built.
+fn release_binary(name: &str) -> Result<PathBuf> {
+    let path = target_dir().join("release").join(name);
+    if !path.is_file() {
+        return Err(format!(
+            "{} is missing: this bench runs the release binaries; build them first with \
+             `cargo build --release --bins` (`make bench` does)",
+            path.display()
+        )
+        .into());
+    }
+    Ok(path)
+}
+
+/// The `p`th percentile of sorted values, nearest rank.
+fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.saturating_sub(1)).copied().unwrap_or(f64::NAN)
+}
+
+async fn create_namespace(client: &Client, name: &str) -> Result<()> {
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some([(BENCH_LABEL.into(), BENCH_LABEL_VALUE.into())].into()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .map_err(|e| format!("create namespace {name}: {e}"))?;
+    Ok(())
+}
+
+/// Creates one ApiKey with the default spec. A failed request is tried again a few times, 1,
+/// 2, 4 and 8 s apart: one hiccup of the API server must not end a long run.
+async fn create_key(keys: &Api<ApiKey>, name: &str) -> Result<()> {
+    let key = ApiKey::new(name, ApiKeySpec::default());
+    let mut pause = Duration::from_secs(1);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match keys.create(&PostParams::default(), &key).await {
+            // 409: an earlier try that got through but whose answer was lost.
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => return Ok(()),
+            Err(error) if attempt < 5 => {
+                eprintln!("create ApiKey {name}: {error}; trying again in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(error) => return Err(format!("create ApiKey {name}: {error}").into()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The plugin
+
+/// `kubectl-apikey -n <namespace> ...`, run as a child process with the bench's KUBECONFIG.
+struct Plugin {
+    path: PathBuf,
+    namespace: String,
+}
+
+/// How one plugin process ended. `stdout` may hold a token: it is checked, never shown.
+struct Exited {
+    /// Wall time from spawn to exit.
+    ms: f64,
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Exited {
+    /// A failed run as an error: the exit status and the end of stderr (which never holds a
+    /// token; stdout might, and is left out).
+    fn failure(&self, what: &str) -> Error {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join("\n  ");
+        format!("kubectl-apikey {what}: {} after {:.0} ms; stderr:\n  {tail}", self.status, self.ms).into()
+    }
+}
+
+impl Plugin {
+    fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        command.env("NO_COLOR", "1");
+        command
+    }
+
+    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<Exited> {
+        let mut command = self.command(&self.path);
+        command.arg("-n").arg(&self.namespace).args(args);
+        exec(command, stdin, args).await
+    }
+
+    /// The same command under GNU time; returns how it ended and its peak RSS in MiB.
+    async fn peak_rss(&self, args: &[&str], stdin: Option<&str>, out: &Path) -> Result<(Exited, f64)> {
+        let _ = std::fs::remove_file(out);
+        let mut command = self.command(Path::new(GNU_TIME));
+        command.args(["-f", "%M", "-o"]).arg(out).arg(&self.path).arg("-n").arg(&self.namespace).args(args);
+        let exited = exec(command, stdin, args).await?;
+        let text = std::fs::read_to_string(out).map_err(|e| format!("read GNU time's {}: {e}", out.display()))?;
+        // After "Command exited with non-zero status N", when it did.
+        let kib: f64 = text
+            .lines()
+            .last()
+            .and_then(|line| line.trim().parse().ok())
+            .ok_or_else(|| format!("GNU time wrote no peak RSS for {args:?}: {text:?}"))?;
+        Ok((exited, kib / 1024.0))
+    }
+}
+
+/// Runs `command` to its end, `stdin` written to it, stdout and stderr collected.
+async fn exec(mut command: Command, stdin: Option<&str>, args: &[&str]) -> Result<Exited> {
+    command
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|e| format!("start kubectl-apikey {args:?}: {e}"))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // A process that fails before reading says so by its exit status.
+        let _ = pipe.write_all(text.as_bytes()).await;
+    }
+    let output = tokio::time::timeout(PROCESS_LIMIT, child.wait_with_output())
+        .await
+        .map_err(|_| format!("kubectl-apikey {args:?} did not exit within {PROCESS_LIMIT:?}"))?
+        .map_err(|e| format!("wait for kubectl-apikey {args:?}: {e}"))?;
+    Ok(Exited {
+        ms: started.elapsed().as_secs_f64() * 1000.0,
+        status: output.status,
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+/// `list`: a header and a row per key.
+fn check_table(run: &Exited, n: usize) -> Result<()> {
+    if !run.status.success() {
+        return Err(run.failure("list"));
+    }
+    let rows = String::from_utf8_lossy(&run.stdout).lines().count();
+    if rows != n + 1 {
+        return Err(format!("list printed {rows} lines, not a header and {n} rows").into());
+    }
+    Ok(())
+}
+
+/// `list -o json`: a List of every key.
+fn check_json(run: &Exited, n: usize) -> Result<()> {
+    if !run.status.success() {
+        return Err(run.failure("list -o json"));
+    }
+    let document: serde_json::Value =
+        serde_json::from_slice(&run.stdout).map_err(|e| format!("list -o json printed no JSON: {e}"))?;
+    let items = document.get("items").and_then(|items| items.as_array()).map_or(0, Vec::len);
+    if items != n {
+        return Err(format!("list -o json listed {items} items, not {n}").into());
+    }
+    Ok(())
+}
+
+/// `verify`: the probe's token is valid.
+fn check_verify(run: &Exited) -> Result<()> {
+    if !run.status.success() {
+        return Err(run.failure("verify"));
+    }
+    let text = String::from_utf8_lossy(&run.stdout);
+    if !text.starts_with("VALID:") || !text.contains(PROBE) {
+        return Err(format!("verify did not find {PROBE}'s token valid: {}", text.trim()).into());
+    }
+    Ok(())
+}
+
+/// Installs the Debian package `time` when `/usr/bin/time` is not GNU time; returns its
+/// version line.
+async fn ensure_gnu_time() -> Result<String> {
+    if let Some(version) = gnu_time_version().await {
+        return Ok(version);
+    }
+    eprintln!("installing the Debian package time (GNU time)");
+    let root = Command::new("id").arg("-u").output().await?.stdout.starts_with(b"0\n");
+    let as_root = |args: &[&str]| {
+        let mut command = Command::new(if root { args[0] } else { "sudo" });
+        command.args(if root { &args[1..] } else { args }).stdin(Stdio::null()).stdout(Stdio::null());
+        command
+    };
+    for args in [
+        &["apt-get", "update", "-qq"][..],
+        &["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq", "time"][..],
+    ] {
+        let status = as_root(args).status().await.map_err(|e| format!("run {args:?}: {e}"))?;
+        if !status.success() {
+            return Err(format!("{args:?} failed ({status}); install the Debian package time by hand").into());
+        }
+    }
+    gnu_time_version()
+        .await
+        .ok_or_else(|| format!("{GNU_TIME} is still not GNU time after apt-get install time").into())
+}
+
+async fn gnu_time_version() -> Option<String> {
+    let output = Command::new(GNU_TIME).arg("--version").output().await.ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let line = text.lines().next()?.trim();
+    line.contains("GNU").then(|| line.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The controller
+
+/// `keyward controller` for one namespace, as a child process killed when dropped.
+struct Controller {
+    child: Child,
+    pid: u32,
+    log: PathBuf,
+}
+
+impl Controller {
+    fn start(program: &Path, namespace: &str, log: &Path) -> Result<Self> {
+        let file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let child = Command::new(program)
+            .args(["controller", "--namespaces", namespace, "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", std::env::var("KEYWARD_BENCH_LOG").unwrap_or_else(|_| "info".into()))
+            // Plain text logs, which the bench reads.
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("start keyward controller: {e}"))?;
+        let pid = child.id().ok_or("the controller exited at once")?;
+        Ok(Self { child, pid, log: log.to_path_buf() })
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the log line that says the controller's caches are filled.
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log_text().contains(READY_LINE) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                return Err(self.explain(format!("the controller exited ({status}) before it was ready").into()));
+            }
+            if Instant::now() >= deadline {
+                return Err(
+                    self.explain(format!("the controller did not log {READY_LINE:?} within {timeout:?}").into())
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        match std::fs::metadata(format!("/proc/{}", self.pid)) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(self.explain("the controller died".into())),
+        }
+    }
+
+    /// Waits until the controller has run no reconcile and sent no write for 3 s; `false` when
+    /// `limit` passes first.
+    async fn wait_idle(&self, limit: Duration) -> Result<bool> {
+        const QUIET: Duration = Duration::from_secs(3);
+        let deadline = Instant::now() + limit;
+        let mut last = self.activity()?;
+        let mut quiet_since = Instant::now();
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = self.activity()?;
+            if now != last {
+                (last, quiet_since) = (now, Instant::now());
+            } else if quiet_since.elapsed() >= QUIET {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// `keyward_reconciles_total` and `keyward_api_writes_total`, every series added up, from
+    /// the controller's `/metrics` on the address its log names.
+    fn activity(&self) -> Result<u64> {
+        self.check_alive()?;
+        let text = self.log_text();
+        let addr = text
+            .lines()
+            .find(|l| l.contains(LISTEN_LINE))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .ok_or("no listen address in the controller's log")?;
+        let metrics = http_get(addr, "/metrics")?;
+        let mut total = 0.0;
+        for line in metrics.lines() {
+            let Some(rest) = ["keyward_reconciles_total", "keyward_api_writes_total"]
+                .iter()
+                .find_map(|name| line.strip_prefix(name))
+            else {
+                continue;
+            };
+            if rest.starts_with(['{', ' '])
+                && let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())
+            {
+                total += value;
+            }
+        }
+        Ok(total.round() as u64)
+    }
+
+    /// Lines logged at WARN and at ERROR, and the first few of them, without the kube client's
+    /// note that the kubeconfig skips TLS verification (as the local control plane's does).
+    fn log_levels(&self) -> (u64, u64, Vec<String>) {
+        let text = self.log_text();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .filter(|l| !l.contains("Server cert bypassed"))
+            .collect();
+        let errors = lines.iter().filter(|l| l.contains(" ERROR ")).count() as u64;
+        let samples = lines.iter().take(5).map(|l| l.to_string()).collect();
+        (lines.len() as u64 - errors, errors, samples)
+    }
+
+    /// Adds the controller's last log lines to an error, to say what it was doing.
+    fn explain(&self, error: Error) -> Error {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+        format!("{error}\nlast controller log lines ({}):\n{tail}", self.log.display()).into()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// A plain HTTP/1.0 GET on the loopback interface. Blocking, but local and small.
+fn http_get(addr: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table
+
+/// The figures as a table, on stdout.
+fn print_table(f: &Figures) {
+    let Some(settings) = &f.settings else { return };
+    let ms = |v: f64| format!("{v:.0} ms");
+    let opt_ms = |v: Option<f64>| v.map_or("-".into(), ms);
+    let mib = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1} MiB"));
+    let secs = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1} s"));
+    let mut rows: Vec<[String; 2]> = Vec::new();
+    let mut row = |figure: String, value: String| rows.push([figure, value]);
+    if let Some(c) = &f.create {
+        let n = c.runs_ms.len();
+        row(format!("create, {n} runs one after another: p50"), ms(c.p50_ms));
+        if c.p95_is_max {
+            row(format!("create: p95 (the max: {n} runs < 20)"), ms(c.p95_ms));
+        } else {
+            row("create: p95".into(), ms(c.p95_ms));
+        }
+        row("create: max".into(), ms(c.max_ms));
+        row("create: tokens printed matching their status".into(), format!("{} of {n}", c.tokens_matching_status));
+        row(format!("describe {PROBE}: median of {}", c.describe_runs_ms.len()), ms(c.describe_median_ms));
+        row("create p50 - describe median (issue and wait)".into(), ms(c.create_over_describe_ms));
+    }
+    let rounds = settings.rounds;
+    for s in &f.sizes {
+        let n = s.keys;
+        row(
+            format!("fill to {n} keys: {} created, all Active / controller idle", s.created),
+            format!("{:.1} s / +{:.1} s", s.fill_secs, s.settle_secs),
+        );
+        row(format!("list, {n} keys: median of {rounds}"), opt_ms(s.list_table.median_ms));
+        row(format!("list -o json, {n} keys: median of {rounds}"), opt_ms(s.list_json.median_ms));
+        row(format!("verify, {n} keys: median of {rounds}"), opt_ms(s.verify.median_ms));
+        row(
+            format!("list -o json, {n} keys: peak RSS (highest of {})", s.list_json_rss.runs_mib.len()),
+            mib(s.list_json_rss.peak_mib),
+        );
+        row(
+            format!("verify, {n} keys: peak RSS (highest of {})", s.verify_rss.runs_mib.len()),
+            mib(s.verify_rss.peak_mib),
+        );
+        row(format!("list -o json, {n} keys: output"), format!("{:.2} MiB", s.list_json_bytes as f64 / 1_048_576.0));
+    }
+    row(
+        "controller log lines at WARN / ERROR".into(),
+        format!("{} / {}", f.controller_log_warnings, f.controller_log_errors),
+    );
+    row("whole run".into(), secs(f.total_secs));
+
+    let header = ["figure", "measured"];
+    let width = |col: usize| rows.iter().map(|r| r[col].len()).chain([header[col].len()]).max().unwrap_or(0);
+    let widths = [width(0), width(1)];
+    let line = |r: [&str; 2]| println!("{:<w0$}  {:>w1$}", r[0], r[1], w0 = widths[0], w1 = widths[1]);
+    println!();
+    println!(
+        "keyward plugin bench: {} creates, list and verify at {:?} keys x {rounds} rounds, release binaries; \
+         peak RSS by {GNU_TIME} -f %M ({})",
+        settings.creates,
+        settings.sizes(),
+        f.gnu_time.as_deref().unwrap_or("-")
+    );
+    line(header);
+    println!("{}", "-".repeat(widths.iter().sum::<usize>() + 2));
+    for r in &rows {
+        line([&r[0], &r[1]]);
+    }
+    let each = |runs: &[f64]| runs.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ");
+    if let Some(c) = &f.create {
+        println!("\ncreate runs, ms: {}", each(&c.runs_ms));
+        println!("describe runs, ms: {}", each(&c.describe_runs_ms));
+    }
+    for s in &f.sizes {
+        println!(
+            "\n{} keys, rounds in ms: list {}; list -o json {}; verify {}",
+            s.keys,
+            each(&s.list_table.runs_ms),
+            each(&s.list_json.runs_ms),
+            each(&s.verify.runs_ms)
+        );
+    }
+    if !f.controller_log_samples.is_empty() {
+        println!("\ncontroller warnings and errors (first {}):", f.controller_log_samples.len());
+        for line in &f.controller_log_samples {
+            println!("  {line}");
+        }
+    }
+    for warning in &f.warnings {
+        println!("\nWARNING {warning}");
+    }
+    if let Some(error) = &f.error {
+        println!("\nthe run stopped early: {error}");
+    }
+}
