@@ -268,7 +268,7 @@ async fn post<K: KeyResource>(
         Err(e) => return Err(cluster.explain(e, keys::subject::<K>(&cluster, Some(&name))).await),
     };
     if dry_run == Some(DryRun::Server) {
-        render::print_document(&created, format)?;
+        render::print_document(&render::shown(created), format)?;
         return Ok(None);
     }
     Ok(Some((cluster, created)))

@@ -177,36 +177,50 @@ pub async fn get<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<K> {
     }
 }
 
-/// `list`: a table of the keys in the namespace, or in every namespace with `-A`.
+/// Objects listed per page: a big namespace is never one response held whole.
+const PAGE: u32 = 500;
+
+/// Lists the keys of kind `K` in the namespace (or every namespace) a page at a time, in the
+/// API server's order (namespace, then name), handing each to `each`.
+pub async fn each_page<K: KeyResource>(
+    cluster: &Cluster,
+    all_namespaces: bool,
+    selector: Option<&str>,
+    mut each: impl FnMut(K),
+) -> Result<()> {
+    let api: Api<K> = if all_namespaces { Api::all(cluster.client.clone()) } else { api(cluster) };
+    let mut params = ListParams::default().limit(PAGE);
+    if let Some(selector) = selector {
+        params = params.labels(selector);
+    }
+    loop {
+        let page = match api.list(&params).await {
+            Ok(page) => page,
+            Err(e) => {
+                let namespace = (!all_namespaces).then_some(cluster.namespace.as_str());
+                return Err(cluster.explain(e, Subject { resource: K::NOUN, name: None, namespace, ours: true }).await);
+            }
+        };
+        page.items.into_iter().for_each(&mut each);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// `list`: a table of the keys in the namespace, or in every namespace with `-A`; with `-o`, a
+/// kubectl `List` of them.
 pub async fn list<K: KeyResource>(
     cluster: &Cluster,
     all_namespaces: bool,
     selector: Option<&str>,
     output: Option<Format>,
 ) -> Result<()> {
-    let api: Api<K> = if all_namespaces { Api::all(cluster.client.clone()) } else { api(cluster) };
-    let mut params = ListParams::default();
-    if let Some(selector) = selector {
-        params = params.labels(selector);
-    }
-    let mut items = match api.list(&params).await {
-        Ok(list) => list.items,
-        Err(e) => {
-            let namespace = (!all_namespaces).then_some(cluster.namespace.as_str());
-            return Err(cluster.explain(e, Subject { resource: K::NOUN, name: None, namespace, ours: true }).await);
-        }
-    };
-    items.sort_by_cached_key(|k| (k.namespace(), k.name_any()));
     if let Some(format) = output {
-        let items: Vec<serde_json::Value> = items.iter().map(document::<K>).collect();
-        return render::print_document(&render::list_document(&items), format);
-    }
-    if items.is_empty() {
-        match all_namespaces {
-            true => eprintln!("No {}s found.", K::NOUN),
-            false => eprintln!("No {}s found in {} namespace.", K::NOUN, cluster.namespace),
-        }
-        return Ok(());
+        let mut items = Vec::new();
+        each_page::<K>(cluster, all_namespaces, selector, |key| items.push(render::shown(key))).await?;
+        return render::print_document(&render::List::of(&items), format);
     }
     let now = Timestamp::now();
     let mut headers = Vec::new();
@@ -217,7 +231,8 @@ pub async fn list<K: KeyResource>(
     headers.extend_from_slice(K::columns());
     headers.push("AGE");
     let mut table = Table::new(&headers);
-    for key in &items {
+    // Only the rows are kept, not the objects.
+    each_page::<K>(cluster, all_namespaces, selector, |key| {
         let mut row = Vec::new();
         if all_namespaces {
             row.push(key.namespace().unwrap_or_default());
@@ -226,18 +241,16 @@ pub async fn list<K: KeyResource>(
         row.extend(key.cells(now));
         row.push(render::age(key.meta().creation_timestamp.as_ref().map(|t| t.0), now));
         table.row(row);
+    })
+    .await?;
+    if table.is_empty() {
+        match all_namespaces {
+            true => eprintln!("No {}s found.", K::NOUN),
+            false => eprintln!("No {}s found in {} namespace.", K::NOUN, cluster.namespace),
+        }
+        return Ok(());
     }
     table.print()
-}
-
-/// A key as a document of its own: items of a list do not always carry `apiVersion` and `kind`.
-fn document<K: KeyResource>(key: &K) -> serde_json::Value {
-    let mut value = serde_json::to_value(key).unwrap_or_default();
-    if let Some(map) = value.as_object_mut() {
-        map.insert("apiVersion".into(), K::api_version(&()).into());
-        map.insert("kind".into(), K::kind(&()).into());
-    }
-    value
 }
 
 /// `describe`: spec, status, conditions and recent events; never the token.

@@ -15,33 +15,41 @@ pub enum Format {
     Yaml,
 }
 
-/// Prints `value` as JSON or YAML on stdout, without `metadata.managedFields` anywhere.
+/// Prints `value` as JSON or YAML on stdout, serialized straight from its type.
 pub fn print_document<T: Serialize>(value: &T, format: Format) -> Result<()> {
-    let mut value = serde_json::to_value(value).map_err(|e| PluginError::Other(format!("cannot serialize: {e}")))?;
-    strip_managed_fields(&mut value);
     let text = match format {
-        Format::Json => serde_json::to_string_pretty(&value).map(|s| s + "\n").map_err(|e| e.to_string()),
-        Format::Yaml => serde_yaml::to_string(&value).map_err(|e| e.to_string()),
+        Format::Json => serde_json::to_string_pretty(value).map(|s| s + "\n").map_err(|e| e.to_string()),
+        Format::Yaml => serde_yaml::to_string(value).map_err(|e| e.to_string()),
     }
     .map_err(|e| PluginError::Other(format!("cannot serialize: {e}")))?;
     print_stdout(&text)
 }
 
-/// A kubectl `List` of `items`, as `kubectl get -o json` prints several objects.
-pub fn list_document<T: Serialize>(items: &[T]) -> serde_json::Value {
-    serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items})
+/// An object as `kubectl get -o yaml` shows it: without `metadata.managedFields`.
+pub fn shown<K: kube::Resource>(mut object: K) -> K {
+    object.meta_mut().managed_fields = None;
+    object
 }
 
-fn strip_managed_fields(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(map) => {
-            if let Some(serde_json::Value::Object(meta)) = map.get_mut("metadata") {
-                meta.remove("managedFields");
-            }
-            map.values_mut().for_each(strip_managed_fields);
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_managed_fields),
-        _ => {}
+/// A kubectl `List`, as `kubectl get -o json` prints several objects.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct List<'a, T> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: ListMeta,
+    items: &'a [T],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListMeta {
+    resource_version: &'static str,
+}
+
+impl<'a, T> List<'a, T> {
+    pub fn of(items: &'a [T]) -> Self {
+        List { api_version: "v1", kind: "List", metadata: ListMeta { resource_version: "" }, items }
     }
 }
 
@@ -64,6 +72,11 @@ pub struct Table {
 impl Table {
     pub fn new(headers: &[&str]) -> Self {
         Self { rows: vec![headers.iter().map(|h| h.to_string()).collect()] }
+    }
+
+    /// Whether there are rows besides the headers.
+    pub fn is_empty(&self) -> bool {
+        self.rows.len() <= 1
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -201,10 +214,21 @@ mod tests {
     }
 
     #[test]
-    fn documents_leave_out_managed_fields() {
-        let mut value = serde_json::json!({"items": [{"metadata": {"name": "a", "managedFields": [{}]}}]});
-        strip_managed_fields(&mut value);
-        assert_eq!(value, serde_json::json!({"items": [{"metadata": {"name": "a"}}]}));
+    fn documents_leave_out_managed_fields_and_lists_read_as_kubectl_prints_them() {
+        let mut key: crate::api::ApiKey = serde_json::from_value(serde_json::json!({
+            "apiVersion": "keyward.io/v1alpha1", "kind": "ApiKey",
+            "metadata": {"name": "a", "managedFields": [{"manager": "kubectl"}]}, "spec": {},
+        }))
+        .unwrap();
+        key = shown(key);
+        let items = [key];
+        let list = serde_json::to_value(List::of(&items)).unwrap();
+        assert_eq!(
+            list,
+            serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": [
+                {"apiVersion": "keyward.io/v1alpha1", "kind": "ApiKey", "metadata": {"name": "a"}, "spec": {}},
+            ]})
+        );
     }
 
     #[test]

@@ -5,11 +5,10 @@ use std::io::{IsTerminal, Read};
 use std::net::IpAddr;
 
 use jiff::Timestamp;
-use kube::api::{Api, ListParams};
 
-use super::cluster::{Cluster, Subject};
+use super::cluster::Cluster;
 use super::error::{PluginError, Result};
-use super::keys::KeyResource;
+use super::keys;
 use super::render::{self, Format};
 use crate::api::{ApiKey, Credential};
 use crate::scope;
@@ -78,40 +77,15 @@ fn read_token() -> Result<String> {
 /// page at a time so that only the index, not every object, is held at once.
 async fn index_of(cluster: &Cluster, all_namespaces: bool) -> Result<Index> {
     let mut index = Index::default();
-    each_page::<ApiKey>(cluster, all_namespaces, |key| {
+    keys::each_page::<ApiKey>(cluster, all_namespaces, None, |key| {
         index.replace(ObjectKey::of(Kind::ApiKey, &key), index::apikey_entries(&key))
     })
     .await?;
-    each_page::<Credential>(cluster, all_namespaces, |credential| {
+    keys::each_page::<Credential>(cluster, all_namespaces, None, |credential| {
         index.replace(ObjectKey::of(Kind::Credential, &credential), index::credential_entries(&credential))
     })
     .await?;
     Ok(index)
-}
-
-/// Objects listed per page.
-const PAGE: u32 = 500;
-
-async fn each_page<K: KeyResource>(cluster: &Cluster, all_namespaces: bool, mut each: impl FnMut(K)) -> Result<()> {
-    let api: Api<K> = match all_namespaces {
-        true => Api::all(cluster.client.clone()),
-        false => Api::namespaced(cluster.client.clone(), &cluster.namespace),
-    };
-    let mut params = ListParams::default().limit(PAGE);
-    loop {
-        let page = match api.list(&params).await {
-            Ok(page) => page,
-            Err(e) => {
-                let namespace = (!all_namespaces).then_some(cluster.namespace.as_str());
-                return Err(cluster.explain(e, Subject { resource: K::NOUN, name: None, namespace, ours: true }).await);
-            }
-        };
-        page.items.into_iter().for_each(&mut each);
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(()),
-        }
-    }
 }
 
 /// The verdict as one line: the code first, then whose token it is.
