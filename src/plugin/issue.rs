@@ -469,16 +469,14 @@ async fn await_token<K: Issuable>(
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = watcher(keys::api::<K>(cluster), config).boxed();
     loop {
-        match last {
+        let what = match last {
             Progress::Issued(issued) => return Ok(issued),
-            Progress::Refused(why) => {
-                return Err(PluginError::Unusable(format!("the controller refused {subject}: {why}")));
-            }
-            Progress::Waiting(ref what) => spinner.say(what),
-        }
+            Progress::Refused(why) => return Err(PluginError::Unusable(format!("{subject} cannot be used: {why}"))),
+            Progress::Waiting(what) => what,
+        };
+        spinner.say(&what);
         let event = match tokio::time::timeout_at(deadline, events.next()).await {
             Err(_) => {
-                let Progress::Waiting(what) = last else { unreachable!("only waiting loops") };
                 return Err(PluginError::Timeout(format!(
                     "{subject} was created, but the controller has not issued its token within {} ({what}); is the \
                      Keyward controller running and watching this namespace? The token will be in its Secret once \
@@ -490,14 +488,14 @@ async fn await_token<K: Issuable>(
             Ok(None) => return Err(PluginError::Other(format!("the watch of {subject} ended"))),
             Ok(Some(event)) => event,
         };
-        match event {
-            Ok(watcher::Event::Apply(key) | watcher::Event::InitApply(key)) => last = key.progress(token),
+        last = match event {
+            Ok(watcher::Event::Apply(key) | watcher::Event::InitApply(key)) => key.progress(token),
             Ok(watcher::Event::Delete(_)) => {
                 return Err(PluginError::NotFound(format!("{subject} was deleted while waiting for its token")));
             }
-            Ok(_) => {}
+            Ok(_) => Progress::Waiting(what),
             Err(error) => return Err(cluster.explain(watch_source(error), subject).await),
-        }
+        };
     }
 }
 
