@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -66,12 +66,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
 mod common;
 
-use common::{Error, Result, env_number, install_crds, median, target_dir, write_json};
+use common::controller::{Controller, parse_labels};
+use common::{Error, Result, env_number, install_crds, median};
 
 /// Label on every namespace the bench creates, to find leftovers of an interrupted run.
 const BENCH_LABEL: &str = "keyward.io/bench";
@@ -79,7 +79,6 @@ const BENCH_LABEL_VALUE: &str = "issue";
 /// Field manager of the bench's own writes.
 const MANAGER: &str = "keyward-bench";
 /// The controller's log line once its caches are filled.
-const READY_LINE: &str = "initial lists synced";
 /// Lifetime of the keys of the expiry probe, and the label their Secrets get (through
 /// `secretTemplate`) so that one watch sees only them.
 const EXPIRING_AFTER: &str = "5s";
@@ -225,29 +224,7 @@ struct CredentialFigures {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let started = Instant::now();
-    let out_dir = target_dir().join("bench");
-    let mut bench = match Bench::new(out_dir.clone()).await {
-        Ok(bench) => bench,
-        Err(error) => {
-            eprintln!("issue bench: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outcome = bench.run().await;
-    if let Err(error) = &outcome {
-        eprintln!("issue bench failed: {error}");
-        bench.figures.error = Some(error.to_string());
-    }
-    bench.cleanup().await;
-    bench.figures.total_secs = Some(started.elapsed().as_secs_f64());
-    print_table(&bench.figures);
-    let json = out_dir.join("issue.json");
-    match write_json(&json, &bench.figures) {
-        Ok(()) => println!("figures written to {}", json.display()),
-        Err(error) => eprintln!("cannot write {}: {error}", json.display()),
-    }
-    if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    common::main(Bench::new(common::out_dir())).await
 }
 
 struct Bench {
@@ -261,33 +238,9 @@ struct Bench {
     started: Instant,
 }
 
-impl Bench {
-    async fn new(out_dir: PathBuf) -> Result<Self> {
-        if std::env::var_os("KUBECONFIG").is_none() {
-            return Err("KUBECONFIG must name the API server to measure (see `make bench`)".into());
-        }
-        let settings = Settings::from_env()?;
-        let client = Client::try_default().await.map_err(|e| format!("a client from KUBECONFIG: {e}"))?;
-        std::fs::create_dir_all(&out_dir).map_err(|e| format!("create {}: {e}", out_dir.display()))?;
-        let suffix: String = (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
-        Ok(Self {
-            client,
-            figures: Figures { settings: Some(settings.clone()), ..Figures::default() },
-            settings,
-            out_dir,
-            suffix,
-            namespaces: Vec::new(),
-            started: Instant::now(),
-        })
-    }
-
-    fn active_progress(&self, run: &str, plural: &str, seen: usize, of: usize) {
-        self.progress(&format!("{run}: {seen} of {of} {plural} Active"));
-    }
-
-    fn progress(&self, message: &str) {
-        eprintln!("[{:>7.1}s] {message}", self.started.elapsed().as_secs_f64());
-    }
+impl common::Bench for Bench {
+    type Figures = Figures;
+    const NAME: &'static str = "issue";
 
     async fn run(&mut self) -> Result<()> {
         self.progress(&format!("settings: {:?}", self.settings));
@@ -353,6 +306,61 @@ impl Bench {
             self.large_run().await?;
         }
         Ok(())
+    }
+
+    async fn cleanup(&mut self) {
+        if self.namespaces.is_empty() {
+            return;
+        }
+        if std::env::var_os("KEYWARD_BENCH_KEEP_NAMESPACES").is_some() {
+            self.progress(&format!("keeping {:?} for inspection; the next run deletes them first", self.namespaces));
+            return;
+        }
+        self.progress(&format!("cleanup: deleting {:?} (waiting for them to be gone)", self.namespaces));
+        delete_namespaces(&self.client, &self.namespaces).await;
+        self.namespaces.clear();
+    }
+
+    fn conclude(&mut self, error: Option<String>, total_secs: f64) {
+        self.figures.error = error;
+        self.figures.total_secs = Some(total_secs);
+    }
+
+    fn figures(&self) -> &Figures {
+        &self.figures
+    }
+
+    fn print_table(figures: &Figures) {
+        print_table(figures)
+    }
+}
+
+impl Bench {
+    async fn new(out_dir: PathBuf) -> Result<Self> {
+        if std::env::var_os("KUBECONFIG").is_none() {
+            return Err("KUBECONFIG must name the API server to measure (see `make bench`)".into());
+        }
+        let settings = Settings::from_env()?;
+        let client = Client::try_default().await.map_err(|e| format!("a client from KUBECONFIG: {e}"))?;
+        std::fs::create_dir_all(&out_dir).map_err(|e| format!("create {}: {e}", out_dir.display()))?;
+        let suffix: String = (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
+        Ok(Self {
+            client,
+            figures: Figures { settings: Some(settings.clone()), ..Figures::default() },
+            settings,
+            out_dir,
+            suffix,
+            namespaces: Vec::new(),
+            started: Instant::now(),
+        })
+    }
+
+    fn active_progress(&self, run: &str, plural: &str, seen: usize, of: usize) {
+        self.progress(&format!("{run}: {seen} of {of} {plural} Active"));
+    }
+
+    fn progress(&self, message: &str) {
+        eprintln!("[{:>7.1}s] {message}", self.started.elapsed().as_secs_f64());
     }
 
     /// Figure 1, the floor: per key, create the ApiKey, create a Secret like the operator's and
@@ -632,7 +640,12 @@ impl Bench {
 
     async fn start_controller(&self, namespace: &str, run: &str) -> Result<Controller> {
         let log = self.out_dir.join(format!("issue-{run}.log"));
-        let mut controller = Controller::start(namespace, self.settings.concurrency, &log)?;
+        let mut controller = Controller::start(
+            Path::new(env!("CARGO_BIN_EXE_keyward")),
+            namespace,
+            &["--concurrency".into(), self.settings.concurrency.to_string()],
+            &log,
+        )?;
         controller.wait_ready(Duration::from_secs(60)).await?;
         self.progress(&format!("{run}: keyward controller ready (pid {}, log {})", controller.pid, log.display()));
         Ok(controller)
@@ -705,19 +718,6 @@ impl Bench {
             delete_namespaces(&self.client, &leftovers).await;
         }
         Ok(())
-    }
-
-    async fn cleanup(&mut self) {
-        if self.namespaces.is_empty() {
-            return;
-        }
-        if std::env::var_os("KEYWARD_BENCH_KEEP_NAMESPACES").is_some() {
-            self.progress(&format!("keeping {:?} for inspection; the next run deletes them first", self.namespaces));
-            return;
-        }
-        self.progress(&format!("cleanup: deleting {:?} (waiting for them to be gone)", self.namespaces));
-        delete_namespaces(&self.client, &self.namespaces).await;
-        self.namespaces.clear();
     }
 }
 
@@ -1132,190 +1132,6 @@ impl Drop for DeletionWatch {
     }
 }
 
-/// `keyward controller` for one namespace, as a child process killed when dropped.
-struct Controller {
-    child: Child,
-    pid: u32,
-    namespace: String,
-    log: PathBuf,
-}
-
-impl Controller {
-    fn start(namespace: &str, concurrency: usize, log: &Path) -> Result<Self> {
-        let file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        // Cargo builds the package's binaries (bench profile, i.e. release) before a bench and
-        // names them here.
-        let child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-            .args([
-                "controller",
-                "--namespaces",
-                namespace,
-                "--listen",
-                "127.0.0.1:0",
-                "--concurrency",
-                &concurrency.to_string(),
-            ])
-            .env("RUST_LOG", std::env::var("KEYWARD_BENCH_LOG").unwrap_or_else(|_| "info".into()))
-            // Plain text logs, which the bench reads.
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("start keyward controller: {e}"))?;
-        let pid = child.id().ok_or("the controller exited at once")?;
-        Ok(Self { child, pid, namespace: namespace.to_string(), log: log.to_path_buf() })
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the log line that says the controller's caches are filled.
-    async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.log_text().contains(READY_LINE) {
-                return Ok(());
-            }
-            if let Some(status) = self.child.try_wait()? {
-                return Err(format!(
-                    "the controller exited ({status}) before it was ready; log {}",
-                    self.log.display()
-                )
-                .into());
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("the controller did not log {READY_LINE:?} within {timeout:?}").into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn check_alive(&self) -> Result<()> {
-        match std::fs::metadata(format!("/proc/{}", self.pid)) {
-            Ok(_) => Ok(()),
-            Err(_) => Err(format!("the controller died; log {}", self.log.display()).into()),
-        }
-    }
-
-    /// Peak resident set size (VmHWM) of the controller process, in MiB.
-    fn peak_rss_mib(&self) -> Result<f64> {
-        self.memory_mib("VmHWM")
-    }
-
-    /// Resident set size now (VmRSS), in MiB: beside the peak, it tells memory the controller
-    /// keeps from memory it needed only for a while.
-    fn rss_mib(&self) -> Result<f64> {
-        self.memory_mib("VmRSS")
-    }
-
-    fn memory_mib(&self, field: &str) -> Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .map_err(|e| format!("read the controller's /proc status: {e}"))?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| format!("no {field} in /proc/<pid>/status"))?;
-        Ok(kib as f64 / 1024.0)
-    }
-
-    /// Lines logged at WARN and at ERROR, and the first few of them. The kube client's warning
-    /// that the kubeconfig skips TLS verification (as the local control plane's does) is left
-    /// out: it says nothing about the controller.
-    fn log_levels(&self) -> (u64, u64, Vec<String>) {
-        let text = self.log_text();
-        let lines: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-            .filter(|l| !l.contains("Server cert bypassed"))
-            .collect();
-        let errors = lines.iter().filter(|l| l.contains(" ERROR ")).count() as u64;
-        let samples = lines.iter().take(5).map(|l| l.to_string()).collect();
-        (lines.len() as u64 - errors, errors, samples)
-    }
-
-    /// The controller's `keyward_reconciles` counter.
-    fn reconciles(&self) -> Result<u64> {
-        Ok(self.counter("keyward_reconciles_total")?.values().sum())
-    }
-
-    /// The controller's own count of its writes, `keyward_api_writes_total`: `resource verb` ->
-    /// writes; `None` (and said) when it cannot be read.
-    fn api_writes(&self) -> Option<BTreeMap<String, u64>> {
-        match self.counter("keyward_api_writes_total") {
-            Ok(series) => Some(
-                series
-                    .into_iter()
-                    .map(|(labels, n)| {
-                        let label = |name: &str| labels.get(name).cloned().unwrap_or_default();
-                        (format!("{} {}", label("resource"), label("verb")), n)
-                    })
-                    .collect(),
-            ),
-            Err(error) => {
-                eprintln!("cannot read the controller's keyward_api_writes_total: {error}");
-                None
-            }
-        }
-    }
-
-    /// One counter's series from the controller's `/metrics`, on the address its log names (it
-    /// listens on a port the kernel picked): labels -> value.
-    fn counter(&self, name: &str) -> Result<BTreeMap<BTreeMap<String, String>, u64>> {
-        let text = self.log_text();
-        let addr = text
-            .lines()
-            .find(|l| l.contains("serving /healthz"))
-            .and_then(|l| l.split("addr=").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .ok_or("no listen address in the controller's log")?;
-        let metrics = http_get(addr, "/metrics")?;
-        let mut series = BTreeMap::new();
-        for line in metrics.lines() {
-            let Some(rest) = line.strip_prefix(name) else {
-                continue;
-            };
-            let (labels, value) = match rest.strip_prefix('{').and_then(|r| r.rsplit_once('}')) {
-                Some((labels, value)) => (parse_labels(labels), value),
-                None => (BTreeMap::new(), rest),
-            };
-            // A longer name that starts with this one has no space here and fails to parse.
-            if let Ok(value) = value.trim_start_matches(' ').parse::<f64>() {
-                *series.entry(labels).or_insert(0) += value.round() as u64;
-            }
-        }
-        Ok(series)
-    }
-
-    /// Adds the controller's last log lines to an error, to say what it was doing.
-    fn explain(&self, error: Error) -> Error {
-        let text = self.log_text();
-        let tail: Vec<&str> = text.lines().rev().take(15).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        format!("{error}\nlast controller log lines ({}):\n{}", self.log.display(), tail.join("\n")).into()
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
-}
-
-/// A plain HTTP/1.0 GET on the loopback interface. Blocking, but local and small: the bench
-/// has no HTTP client of its own and needs none for this.
-fn http_get(addr: &str, path: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text)
-}
-
 /// Waits until the controller has gone idle, and returns the counter as it then stands.
 async fn wait_idle(client: &Client, controller: &Controller) -> Result<Requests> {
     match wait_quiet(client, Duration::from_secs(300)).await? {
@@ -1472,34 +1288,6 @@ impl Requests {
         }
         out
     }
-}
-
-/// Parses `a="x",b="y"` as Prometheus writes labels (values escape `\`, `"` and newlines).
-fn parse_labels(text: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut rest = text;
-    while let Some((name, after)) = rest.split_once("=\"") {
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = after.len();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, escaped)) => value.push(escaped),
-                    None => {}
-                },
-                '"' => {
-                    end = i + 1;
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        labels.insert(name.trim_start_matches(',').trim().to_string(), value);
-        rest = &after[end..];
-    }
-    labels
 }
 
 /// The figures as a table with the goals, on stdout.

@@ -55,11 +55,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 mod common;
 
-use common::{Error, Result, env_number, install_crds, median, target_dir, write_json};
+use common::controller::Controller;
+use common::{Error, Result, env_number, install_crds, median, target_dir};
 
 /// Label on every namespace the bench creates, to find leftovers of an interrupted run.
 const BENCH_LABEL: &str = "keyward.io/bench";
@@ -67,8 +68,6 @@ const BENCH_LABEL_VALUE: &str = "plugin";
 /// Field manager of the bench's own writes.
 const MANAGER: &str = "keyward-bench";
 /// The controller's log line once its caches are filled, and the one naming its address.
-const READY_LINE: &str = "initial lists synced";
-const LISTEN_LINE: &str = "serving /healthz";
 /// GNU time, which reports a child's peak RSS (`%M`, in KiB).
 const GNU_TIME: &str = "/usr/bin/time";
 /// The longest any one plugin process may take.
@@ -214,29 +213,7 @@ impl Memory {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let started = Instant::now();
-    let out_dir = target_dir().join("bench");
-    let mut bench = match Bench::new(out_dir.clone()).await {
-        Ok(bench) => bench,
-        Err(error) => {
-            eprintln!("plugin bench: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outcome = bench.run().await;
-    if let Err(error) = &outcome {
-        eprintln!("plugin bench failed: {error}");
-        bench.figures.error = Some(error.to_string());
-    }
-    bench.cleanup().await;
-    bench.figures.total_secs = Some(started.elapsed().as_secs_f64());
-    print_table(&bench.figures);
-    let json = out_dir.join("plugin.json");
-    match write_json(&json, &bench.figures) {
-        Ok(()) => println!("figures written to {}", json.display()),
-        Err(error) => eprintln!("cannot write {}: {error}", json.display()),
-    }
-    if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    common::main(Bench::new(common::out_dir())).await
 }
 
 struct Bench {
@@ -252,6 +229,76 @@ struct Bench {
     controller: Option<Controller>,
     figures: Figures,
     started: Instant,
+}
+
+impl common::Bench for Bench {
+    type Figures = Figures;
+    const NAME: &'static str = "plugin";
+
+    async fn run(&mut self) -> Result<()> {
+        self.progress(&format!("settings: {:?}", self.settings));
+        self.progress(&format!("binaries: {} and {}", self.plugin.display(), self.keyward.display()));
+        self.figures.gnu_time = Some(ensure_gnu_time().await?);
+        install_crds(&self.client, MANAGER).await?;
+        self.remove_leftovers().await?;
+        let suffix: String = (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
+        let ns = format!("kwbench-plugin-{suffix}");
+        create_namespace(&self.client, &ns).await?;
+        self.namespace = Some(ns.clone());
+        let log = self.out_dir.join("plugin-controller.log");
+        self.progress(&format!("starting keyward controller for {ns} (log {})", log.display()));
+        let mut controller = Controller::start(&self.keyward, &ns, &[], &log)?;
+        controller.wait_ready(Duration::from_secs(120)).await?;
+        self.controller = Some(controller);
+        let plugin = Plugin { path: self.plugin.clone(), namespace: ns.clone() };
+
+        self.creates(&plugin).await?;
+        let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &ns);
+        let token = self.probe_token(&ns).await?;
+        let mut count = self.settings.creates;
+        for n in self.settings.sizes() {
+            let mut figures = SizeFigures { keys: n, created: n - count, ..SizeFigures::default() };
+            self.fill(&keys, count, n, &mut figures).await?;
+            count = n;
+            self.measure(&plugin, &token, &mut figures).await?;
+            self.figures.sizes.push(figures);
+        }
+        self.controller()?.check_alive()?;
+        Ok(())
+    }
+
+    /// Stops the controller (counting its log's warnings) and deletes the namespace.
+    async fn cleanup(&mut self) {
+        if let Some(controller) = self.controller.take() {
+            let (warnings, errors, samples) = controller.log_levels();
+            self.figures.controller_log_warnings = warnings;
+            self.figures.controller_log_errors = errors;
+            self.figures.controller_log_samples = samples;
+            controller.stop().await;
+        }
+        let Some(ns) = self.namespace.take() else { return };
+        if std::env::var_os("KEYWARD_BENCH_KEEP_NAMESPACES").is_some() {
+            self.progress(&format!("keeping {ns} for inspection; the next run deletes it first"));
+            return;
+        }
+        self.progress(&format!("cleanup: deleting namespace {ns} (not waiting for it to be gone)"));
+        if let Err(error) = Api::<Namespace>::all(self.client.clone()).delete(&ns, &DeleteParams::default()).await {
+            self.progress(&format!("cannot delete namespace {ns}: {error}"));
+        }
+    }
+
+    fn conclude(&mut self, error: Option<String>, total_secs: f64) {
+        self.figures.error = error;
+        self.figures.total_secs = Some(total_secs);
+    }
+
+    fn figures(&self) -> &Figures {
+        &self.figures
+    }
+
+    fn print_table(figures: &Figures) {
+        print_table(figures)
+    }
 }
 
 impl Bench {
@@ -285,38 +332,6 @@ impl Bench {
     fn warn(&mut self, warning: String) {
         self.progress(&format!("warning: {warning}"));
         self.figures.warnings.push(warning);
-    }
-
-    async fn run(&mut self) -> Result<()> {
-        self.progress(&format!("settings: {:?}", self.settings));
-        self.progress(&format!("binaries: {} and {}", self.plugin.display(), self.keyward.display()));
-        self.figures.gnu_time = Some(ensure_gnu_time().await?);
-        install_crds(&self.client, MANAGER).await?;
-        self.remove_leftovers().await?;
-        let suffix: String = (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
-        let ns = format!("kwbench-plugin-{suffix}");
-        create_namespace(&self.client, &ns).await?;
-        self.namespace = Some(ns.clone());
-        let log = self.out_dir.join("plugin-controller.log");
-        self.progress(&format!("starting keyward controller for {ns} (log {})", log.display()));
-        let mut controller = Controller::start(&self.keyward, &ns, &log)?;
-        controller.wait_ready(Duration::from_secs(120)).await?;
-        self.controller = Some(controller);
-        let plugin = Plugin { path: self.plugin.clone(), namespace: ns.clone() };
-
-        self.creates(&plugin).await?;
-        let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &ns);
-        let token = self.probe_token(&ns).await?;
-        let mut count = self.settings.creates;
-        for n in self.settings.sizes() {
-            let mut figures = SizeFigures { keys: n, created: n - count, ..SizeFigures::default() };
-            self.fill(&keys, count, n, &mut figures).await?;
-            count = n;
-            self.measure(&plugin, &token, &mut figures).await?;
-            self.figures.sizes.push(figures);
-        }
-        self.controller()?.check_alive()?;
-        Ok(())
     }
 
     fn controller(&self) -> Result<&Controller> {
@@ -428,7 +443,7 @@ impl Bench {
         figures.fill_secs = started.elapsed().as_secs_f64();
         self.progress(&format!("fill: all {n} ApiKeys Active after {:.1} s", figures.fill_secs));
         let settled = Instant::now();
-        if !self.controller()?.wait_idle(Duration::from_secs(300)).await? {
+        if !wait_idle(self.controller()?, Duration::from_secs(300)).await? {
             self.warn(format!("the controller was still busy 5 minutes after {n} keys were Active"));
         }
         figures.settle_secs = settled.elapsed().as_secs_f64();
@@ -536,26 +551,6 @@ impl Bench {
             .await
             .map_err(|_| format!("namespaces {leftovers:?} were still terminating after 15 minutes"))?;
         Ok(())
-    }
-
-    /// Stops the controller (counting its log's warnings) and deletes the namespace.
-    async fn cleanup(&mut self) {
-        if let Some(controller) = self.controller.take() {
-            let (warnings, errors, samples) = controller.log_levels();
-            self.figures.controller_log_warnings = warnings;
-            self.figures.controller_log_errors = errors;
-            self.figures.controller_log_samples = samples;
-            controller.stop().await;
-        }
-        let Some(ns) = self.namespace.take() else { return };
-        if std::env::var_os("KEYWARD_BENCH_KEEP_NAMESPACES").is_some() {
-            self.progress(&format!("keeping {ns} for inspection; the next run deletes it first"));
-            return;
-        }
-        self.progress(&format!("cleanup: deleting namespace {ns} (not waiting for it to be gone)"));
-        if let Err(error) = Api::<Namespace>::all(self.client.clone()).delete(&ns, &DeleteParams::default()).await {
-            self.progress(&format!("cannot delete namespace {ns}: {error}"));
-        }
     }
 }
 
@@ -775,145 +770,30 @@ async fn gnu_time_version() -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 // The controller
 
-/// `keyward controller` for one namespace, as a child process killed when dropped.
-struct Controller {
-    child: Child,
-    pid: u32,
-    log: PathBuf,
+/// Waits until the controller has run no reconcile and sent no write for 3 s; `false` when
+/// `limit` passes first.
+async fn wait_idle(controller: &Controller, limit: Duration) -> Result<bool> {
+    const QUIET: Duration = Duration::from_secs(3);
+    let deadline = Instant::now() + limit;
+    let mut last = activity(controller)?;
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = activity(controller)?;
+        if now != last {
+            (last, quiet_since) = (now, Instant::now());
+        } else if quiet_since.elapsed() >= QUIET {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
-impl Controller {
-    fn start(program: &Path, namespace: &str, log: &Path) -> Result<Self> {
-        let file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let child = Command::new(program)
-            .args(["controller", "--namespaces", namespace, "--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", std::env::var("KEYWARD_BENCH_LOG").unwrap_or_else(|_| "info".into()))
-            // Plain text logs, which the bench reads.
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("start keyward controller: {e}"))?;
-        let pid = child.id().ok_or("the controller exited at once")?;
-        Ok(Self { child, pid, log: log.to_path_buf() })
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the log line that says the controller's caches are filled.
-    async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.log_text().contains(READY_LINE) {
-                return Ok(());
-            }
-            if let Some(status) = self.child.try_wait()? {
-                return Err(self.explain(format!("the controller exited ({status}) before it was ready").into()));
-            }
-            if Instant::now() >= deadline {
-                return Err(
-                    self.explain(format!("the controller did not log {READY_LINE:?} within {timeout:?}").into())
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn check_alive(&self) -> Result<()> {
-        match std::fs::metadata(format!("/proc/{}", self.pid)) {
-            Ok(_) => Ok(()),
-            Err(_) => Err(self.explain("the controller died".into())),
-        }
-    }
-
-    /// Waits until the controller has run no reconcile and sent no write for 3 s; `false` when
-    /// `limit` passes first.
-    async fn wait_idle(&self, limit: Duration) -> Result<bool> {
-        const QUIET: Duration = Duration::from_secs(3);
-        let deadline = Instant::now() + limit;
-        let mut last = self.activity()?;
-        let mut quiet_since = Instant::now();
-        while Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let now = self.activity()?;
-            if now != last {
-                (last, quiet_since) = (now, Instant::now());
-            } else if quiet_since.elapsed() >= QUIET {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// `keyward_reconciles_total` and `keyward_api_writes_total`, every series added up, from
-    /// the controller's `/metrics` on the address its log names.
-    fn activity(&self) -> Result<u64> {
-        self.check_alive()?;
-        let text = self.log_text();
-        let addr = text
-            .lines()
-            .find(|l| l.contains(LISTEN_LINE))
-            .and_then(|l| l.split("addr=").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .ok_or("no listen address in the controller's log")?;
-        let metrics = http_get(addr, "/metrics")?;
-        let mut total = 0.0;
-        for line in metrics.lines() {
-            let Some(rest) = ["keyward_reconciles_total", "keyward_api_writes_total"]
-                .iter()
-                .find_map(|name| line.strip_prefix(name))
-            else {
-                continue;
-            };
-            if rest.starts_with(['{', ' '])
-                && let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())
-            {
-                total += value;
-            }
-        }
-        Ok(total.round() as u64)
-    }
-
-    /// Lines logged at WARN and at ERROR, and the first few of them, without the kube client's
-    /// note that the kubeconfig skips TLS verification (as the local control plane's does).
-    fn log_levels(&self) -> (u64, u64, Vec<String>) {
-        let text = self.log_text();
-        let lines: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-            .filter(|l| !l.contains("Server cert bypassed"))
-            .collect();
-        let errors = lines.iter().filter(|l| l.contains(" ERROR ")).count() as u64;
-        let samples = lines.iter().take(5).map(|l| l.to_string()).collect();
-        (lines.len() as u64 - errors, errors, samples)
-    }
-
-    /// Adds the controller's last log lines to an error, to say what it was doing.
-    fn explain(&self, error: Error) -> Error {
-        let text = self.log_text();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-        format!("{error}\nlast controller log lines ({}):\n{tail}", self.log.display()).into()
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
-}
-
-/// A plain HTTP/1.0 GET on the loopback interface. Blocking, but local and small.
-fn http_get(addr: &str, path: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text)
+/// `keyward_reconciles_total` and `keyward_api_writes_total`, every series added up.
+fn activity(controller: &Controller) -> Result<u64> {
+    controller.check_alive()?;
+    let writes: u64 = controller.counter("keyward_api_writes_total")?.values().sum();
+    Ok(controller.reconciles()? + writes)
 }
 
 // ---------------------------------------------------------------------------------------------

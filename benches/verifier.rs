@@ -69,7 +69,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod common;
 
-use common::{Error, Result, env_number, install_crds, median, target_dir, write_json};
+use common::{Error, Result, env_number, install_crds, median};
 
 /// Set on the child processes this binary starts as servers: `baseline` or `verifier`.
 const ROLE_VAR: &str = "KEYWARD_BENCH_VERIFIER_ROLE";
@@ -395,29 +395,7 @@ struct ApiFigures {
 
 #[tokio::main]
 async fn bench() -> ExitCode {
-    let started = Instant::now();
-    let out_dir = target_dir().join("bench");
-    let mut bench = match Bench::new(out_dir.clone()) {
-        Ok(bench) => bench,
-        Err(error) => {
-            eprintln!("verifier bench: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outcome = bench.run().await;
-    if let Err(error) = &outcome {
-        eprintln!("verifier bench failed: {error}");
-        bench.figures.error = Some(error.to_string());
-    }
-    bench.cleanup().await;
-    bench.figures.total_secs = Some(started.elapsed().as_secs_f64());
-    print_table(&bench.figures);
-    let json = out_dir.join("verifier.json");
-    match write_json(&json, &bench.figures) {
-        Ok(()) => println!("figures written to {}", json.display()),
-        Err(error) => eprintln!("cannot write {}: {error}", json.display()),
-    }
-    if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    common::main(async { Bench::new(common::out_dir()) }).await
 }
 
 struct Bench {
@@ -429,6 +407,56 @@ struct Bench {
     namespace: Option<(Client, String)>,
     figures: Figures,
     started: Instant,
+}
+
+impl common::Bench for Bench {
+    type Figures = Figures;
+    const NAME: &'static str = "verifier";
+
+    async fn run(&mut self) -> Result<()> {
+        self.progress(&format!("settings: {:?}", self.settings));
+        let client = if self.settings.api {
+            if std::env::var_os("KUBECONFIG").is_none() {
+                return Err("KUBECONFIG must name the API server to measure (see `make bench`), \
+                            or KEYWARD_BENCH_VERIFIER_API=0 skips that part"
+                    .into());
+            }
+            Some(Client::try_default().await.map_err(|e| format!("a client from KUBECONFIG: {e}"))?)
+        } else {
+            None
+        };
+        self.figures.wrk = Some(ensure_wrk().await?);
+        self.requests().await?;
+        if let Some(client) = client {
+            self.api(client).await?;
+        }
+        Ok(())
+    }
+
+    async fn cleanup(&mut self) {
+        let Some((client, ns)) = self.namespace.take() else { return };
+        if std::env::var_os("KEYWARD_BENCH_KEEP_NAMESPACES").is_some() {
+            self.progress(&format!("keeping {ns} for inspection; the next run deletes it first"));
+            return;
+        }
+        self.progress(&format!("cleanup: deleting namespace {ns} (not waiting for it to be gone)"));
+        if let Err(error) = Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await {
+            self.progress(&format!("cannot delete namespace {ns}: {error}"));
+        }
+    }
+
+    fn conclude(&mut self, error: Option<String>, total_secs: f64) {
+        self.figures.error = error;
+        self.figures.total_secs = Some(total_secs);
+    }
+
+    fn figures(&self) -> &Figures {
+        &self.figures
+    }
+
+    fn print_table(figures: &Figures) {
+        print_table(figures)
+    }
 }
 
 impl Bench {
@@ -452,26 +480,6 @@ impl Bench {
     fn warn(&mut self, warning: String) {
         self.progress(&format!("warning: {warning}"));
         self.figures.warnings.push(warning);
-    }
-
-    async fn run(&mut self) -> Result<()> {
-        self.progress(&format!("settings: {:?}", self.settings));
-        let client = if self.settings.api {
-            if std::env::var_os("KUBECONFIG").is_none() {
-                return Err("KUBECONFIG must name the API server to measure (see `make bench`), \
-                            or KEYWARD_BENCH_VERIFIER_API=0 skips that part"
-                    .into());
-            }
-            Some(Client::try_default().await.map_err(|e| format!("a client from KUBECONFIG: {e}"))?)
-        } else {
-            None
-        };
-        self.figures.wrk = Some(ensure_wrk().await?);
-        self.requests().await?;
-        if let Some(client) = client {
-            self.api(client).await?;
-        }
-        Ok(())
     }
 
     // -- Part 1 ---------------------------------------------------------------------------
@@ -737,18 +745,6 @@ impl Bench {
             .await
             .map_err(|_| format!("namespaces {leftovers:?} were still terminating after 15 minutes"))?;
         Ok(())
-    }
-
-    async fn cleanup(&mut self) {
-        let Some((client, ns)) = self.namespace.take() else { return };
-        if std::env::var_os("KEYWARD_BENCH_KEEP_NAMESPACES").is_some() {
-            self.progress(&format!("keeping {ns} for inspection; the next run deletes it first"));
-            return;
-        }
-        self.progress(&format!("cleanup: deleting namespace {ns} (not waiting for it to be gone)"));
-        if let Err(error) = Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await {
-            self.progress(&format!("cannot delete namespace {ns}: {error}"));
-        }
     }
 }
 

@@ -1,7 +1,14 @@
-//! What both benches need: settings from the environment, medians, the output file, the CRDs.
+//! What every bench needs: the shell of its `main`, settings from the environment, medians,
+//! the output file, the CRDs, and the controller as a child process.
+// Each bench uses only part of what is here.
+#![allow(dead_code)]
 
+pub mod controller;
+
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -12,6 +19,52 @@ use serde::Serialize;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One bench, as [`main`] runs it.
+pub trait Bench {
+    type Figures: Serialize;
+    /// Names the output file `target/bench/<NAME>.json` and the bench's messages.
+    const NAME: &'static str;
+    /// Measures, filling in the figures.
+    fn run(&mut self) -> impl Future<Output = Result<()>>;
+    /// Removes what the bench made (best effort), whether the run succeeded or not.
+    fn cleanup(&mut self) -> impl Future<Output = ()>;
+    /// Records how the run ended, its error and its duration, in the figures.
+    fn conclude(&mut self, error: Option<String>, total_secs: f64);
+    fn figures(&self) -> &Self::Figures;
+    fn print_table(figures: &Self::Figures);
+}
+
+/// The `main` of every bench: set up, run, clean up, print the table and write the figures
+/// (also those of a failed run, with its error). Fails when set-up or the run failed.
+pub async fn main<B: Bench>(set_up: impl Future<Output = Result<B>>) -> ExitCode {
+    let started = Instant::now();
+    let mut bench = match set_up.await {
+        Ok(bench) => bench,
+        Err(error) => {
+            eprintln!("{} bench: {error}", B::NAME);
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = bench.run().await;
+    if let Err(error) = &outcome {
+        eprintln!("{} bench failed: {error}", B::NAME);
+    }
+    bench.cleanup().await;
+    bench.conclude(outcome.as_ref().err().map(ToString::to_string), started.elapsed().as_secs_f64());
+    B::print_table(bench.figures());
+    let json = out_dir().join(format!("{}.json", B::NAME));
+    match write_json(&json, bench.figures()) {
+        Ok(()) => println!("figures written to {}", json.display()),
+        Err(error) => eprintln!("cannot write {}: {error}", json.display()),
+    }
+    if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Where the benches write their figures and logs: `target/bench`.
+pub fn out_dir() -> PathBuf {
+    target_dir().join("bench")
+}
 
 /// A number from the environment variable `name`, else `default`.
 pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
