@@ -1,5 +1,6 @@
 //! The verifier's index: token hash to the key it belongs to, built from ApiKeys and
-//! Credentials (their spec and status; never a Secret), and the judgement of one request.
+//! Credentials (their spec and status; never a Secret), the judgement of one request, and the
+//! answer it gets (from `/v1/verify` and `kubectl apikey verify` alike).
 //!
 //! Spec is read as well as status so that a change takes effect at once, before the controller
 //! has reconciled it: `state: Inactive`, a removed Credential token, a shorter expiry.
