@@ -1430,31 +1430,11 @@ fn print_table(f: &Figures) {
     );
     row("whole run".into(), secs(f.total_secs), "", None);
 
-    let header = ["figure", "measured", "goal", ""];
-    let width = |col: usize| rows.iter().map(|r| r[col].len()).chain([header[col].len()]).max().unwrap_or(0);
-    let widths = [width(0), width(1), width(2)];
-    let line = |r: &[&str; 4]| {
-        println!(
-            "{:<w0$}  {:>w1$}  {:<w2$}  {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        );
-    };
-    println!();
-    println!(
+    let title = format!(
         "keyward issue bench: {n} keys, {} credentials x {} tokens, --concurrency {}, rest {} s, large run {large} keys",
         settings.credentials, settings.credential_tokens, settings.concurrency, settings.rest_secs
     );
-    line(&header);
-    println!("{}", "-".repeat(widths.iter().sum::<usize>() + 12));
-    for r in &rows {
-        line(&[&r[0], &r[1], &r[2], &r[3]]);
-    }
+    common::print_figures(&title, &rows);
     if !f.baseline_rounds_secs.is_empty() {
         println!("\nrounds, seconds to Active: baseline {}", each(&f.baseline_rounds_secs));
         println!("                          controller {}", each(&f.controller_rounds_secs));
@@ -1494,20 +1474,10 @@ fn print_table(f: &Figures) {
             }
         }
     }
-    if !f.controller_log_samples.is_empty() {
-        println!("\ncontroller warnings and errors (first {}):", f.controller_log_samples.len());
-        for line in &f.controller_log_samples {
-            println!("  {line}");
-        }
-    }
+    common::print_log_samples(&f.controller_log_samples);
     if !f.expiry_latency_ms.is_empty() {
         let each: Vec<String> = f.expiry_latency_ms.iter().map(|ms| format!("{ms:.0}")).collect();
         println!("\nexpiry latencies (ms): {}", each.join(", "));
     }
-    for warning in &f.warnings {
-        println!("\nWARNING {warning}");
-    }
-    if let Some(error) = &f.error {
-        println!("\nthe run stopped early: {error}");
-    }
+    common::print_ending(&f.warnings, f.error.as_deref());
 }

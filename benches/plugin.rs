@@ -847,23 +847,14 @@ fn print_table(f: &Figures) {
     );
     row("whole run".into(), secs(f.total_secs));
 
-    let header = ["figure", "measured"];
-    let width = |col: usize| rows.iter().map(|r| r[col].len()).chain([header[col].len()]).max().unwrap_or(0);
-    let widths = [width(0), width(1)];
-    let line = |r: [&str; 2]| println!("{:<w0$}  {:>w1$}", r[0], r[1], w0 = widths[0], w1 = widths[1]);
-    println!();
-    println!(
+    let title = format!(
         "keyward plugin bench: {} creates, list and verify at {:?} keys x {rounds} rounds, release binaries; \
          peak RSS by {GNU_TIME} -f %M ({})",
         settings.creates,
         settings.sizes(),
         f.gnu_time.as_deref().unwrap_or("-")
     );
-    line(header);
-    println!("{}", "-".repeat(widths.iter().sum::<usize>() + 2));
-    for r in &rows {
-        line([&r[0], &r[1]]);
-    }
+    common::print_figures(&title, &rows);
     let each = |runs: &[f64]| runs.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ");
     if let Some(c) = &f.create {
         println!("\ncreate runs, ms: {}", each(&c.runs_ms));
@@ -878,16 +869,6 @@ fn print_table(f: &Figures) {
             each(&s.verify.runs_ms)
         );
     }
-    if !f.controller_log_samples.is_empty() {
-        println!("\ncontroller warnings and errors (first {}):", f.controller_log_samples.len());
-        for line in &f.controller_log_samples {
-            println!("  {line}");
-        }
-    }
-    for warning in &f.warnings {
-        println!("\nWARNING {warning}");
-    }
-    if let Some(error) = &f.error {
-        println!("\nthe run stopped early: {error}");
-    }
+    common::print_log_samples(&f.controller_log_samples);
+    common::print_ending(&f.warnings, f.error.as_deref());
 }

@@ -1418,23 +1418,7 @@ fn print_table(f: &Figures) {
     }
     row("whole run".into(), secs(f.total_secs), "", None);
 
-    let header = ["figure", "measured", "goal", ""];
-    let width = |col: usize| rows.iter().map(|r| r[col].len()).chain([header[col].len()]).max().unwrap_or(0);
-    let widths = [width(0), width(1), width(2)];
-    let line = |r: [&str; 4]| {
-        println!(
-            "{:<w0$}  {:>w1$}  {:<w2$}  {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        );
-    };
-    println!();
-    println!(
+    let title = format!(
         "keyward verifier bench: /v1/auth with {:?} keys, wrk {} s x {rounds} rounds, {} and 1 connection(s), \
          {} tokens presented; {}",
         settings.sizes(),
@@ -1443,11 +1427,7 @@ fn print_table(f: &Figures) {
         settings.tokens,
         f.wrk.as_deref().unwrap_or("wrk")
     );
-    line(header);
-    println!("{}", "-".repeat(widths.iter().sum::<usize>() + 12));
-    for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3]]);
-    }
+    common::print_figures(&title, &rows);
     let each = |runs: &[WrkRun]| {
         runs.iter().map(|r| format!("{:.0} ({:.3}/{:.3})", r.rps, r.p50_ms, r.p99_ms)).collect::<Vec<_>>().join(", ")
     };
@@ -1464,10 +1444,5 @@ fn print_table(f: &Figures) {
         let each: Vec<String> = api.rebuild_rounds_secs.iter().map(|s| format!("{s:.2}")).collect();
         println!("\nrebuilds over {} keys, seconds: {}", api.keys, each.join(", "));
     }
-    for warning in &f.warnings {
-        println!("\nWARNING {warning}");
-    }
-    if let Some(error) = &f.error {
-        println!("\nthe run stopped early: {error}");
-    }
+    common::print_ending(&f.warnings, f.error.as_deref());
 }

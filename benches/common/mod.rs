@@ -61,6 +61,55 @@ pub async fn main<B: Bench>(set_up: impl Future<Output = Result<B>>) -> ExitCode
     if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
+/// Prints `title` and the figures table: a row a figure, the value right-aligned, then (with
+/// four columns) the goal and whether it was met.
+pub fn print_figures<const N: usize>(title: &str, rows: &[[String; N]]) {
+    let header = &["figure", "measured", "goal", ""][..N];
+    let widths: Vec<usize> =
+        (0..N).map(|col| rows.iter().map(|r| r[col].len()).chain([header[col].len()]).max().unwrap_or(0)).collect();
+    let line = |cells: [&str; N]| {
+        let mut text = String::new();
+        for (col, cell) in cells.iter().enumerate() {
+            let width = widths[col];
+            let cell = match col {
+                0 if col + 1 < N => format!("{cell:<width$}  "),
+                1 => format!("{cell:>width$}  "),
+                _ if col + 1 < N => format!("{cell:<width$}  "),
+                _ => cell.to_string(),
+            };
+            text.push_str(&cell);
+        }
+        println!("{}", text.trim_end());
+    };
+    println!();
+    println!("{title}");
+    line(std::array::from_fn(|col| header[col]));
+    println!("{}", "-".repeat(widths.iter().sum::<usize>() + 2 * (N - 1)));
+    for row in rows {
+        line(std::array::from_fn(|col| row[col].as_str()));
+    }
+}
+
+/// Prints the first of the controller's WARN and ERROR lines, when there are any.
+pub fn print_log_samples(samples: &[String]) {
+    if !samples.is_empty() {
+        println!("\ncontroller warnings and errors (first {}):", samples.len());
+        for line in samples {
+            println!("  {line}");
+        }
+    }
+}
+
+/// Prints the run's warnings and the error that stopped it, last under the figures.
+pub fn print_ending(warnings: &[String], error: Option<&str>) {
+    for warning in warnings {
+        println!("\nWARNING {warning}");
+    }
+    if let Some(error) = error {
+        println!("\nthe run stopped early: {error}");
+    }
+}
+
 /// Where the benches write their figures and logs: `target/bench`.
 pub fn out_dir() -> PathBuf {
     target_dir().join("bench")
