@@ -71,14 +71,10 @@ use tokio::sync::{mpsc, oneshot};
 mod common;
 
 use common::controller::{Controller, parse_labels};
-use common::{Error, Result, env_number, install_crds, median};
+use common::{Error, MANAGER, Result, env_number, install_crds, median};
 
-/// Label on every namespace the bench creates, to find leftovers of an interrupted run.
-const BENCH_LABEL: &str = "keyward.io/bench";
+/// The value of the label `common::BENCH_LABEL` on this bench's namespaces.
 const BENCH_LABEL_VALUE: &str = "issue";
-/// Field manager of the bench's own writes.
-const MANAGER: &str = "keyward-bench";
-/// The controller's log line once its caches are filled.
 /// Lifetime of the keys of the expiry probe, and the label their Secrets get (through
 /// `secretTemplate`) so that one watch sees only them.
 const EXPIRING_AFTER: &str = "5s";
@@ -691,28 +687,14 @@ impl Bench {
     /// A fresh namespace for one part of the run.
     async fn namespace(&mut self, part: &str) -> Result<String> {
         let name = format!("kwbench-{part}-{}", self.suffix);
-        let namespace = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                labels: Some([(BENCH_LABEL.into(), BENCH_LABEL_VALUE.into())].into()),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        };
-        Api::<Namespace>::all(self.client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await
-            .map_err(|e| format!("create namespace {name}: {e}"))?;
+        common::create_namespace(&self.client, &name, BENCH_LABEL_VALUE).await?;
         self.namespaces.push(name.clone());
         Ok(name)
     }
 
     /// Deletes the namespaces of an earlier, interrupted run and waits until they are gone.
     async fn remove_leftovers(&mut self) -> Result<()> {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let selector = format!("{BENCH_LABEL}={BENCH_LABEL_VALUE}");
-        let leftovers: Vec<String> =
-            api.list(&ListParams::default().labels(&selector)).await?.items.iter().map(ResourceExt::name_any).collect();
+        let leftovers = common::leftover_namespaces(&self.client, BENCH_LABEL_VALUE).await?;
         if !leftovers.is_empty() {
             self.progress(&format!("removing namespaces left by an earlier run: {leftovers:?}"));
             delete_namespaces(&self.client, &leftovers).await;

@@ -46,11 +46,9 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use keyward::api::{ApiKey, ApiKeySpec, Phase, SECRET_TOKEN_KEY};
 use keyward::token::Token;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::runtime::wait::await_condition;
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
@@ -60,14 +58,10 @@ use tokio::process::Command;
 mod common;
 
 use common::controller::Controller;
-use common::{Error, Result, env_number, install_crds, median, target_dir};
+use common::{Error, MANAGER, Result, env_number, install_crds, median, target_dir};
 
-/// Label on every namespace the bench creates, to find leftovers of an interrupted run.
-const BENCH_LABEL: &str = "keyward.io/bench";
+/// The value of the label `common::BENCH_LABEL` on this bench's namespaces.
 const BENCH_LABEL_VALUE: &str = "plugin";
-/// Field manager of the bench's own writes.
-const MANAGER: &str = "keyward-bench";
-/// The controller's log line once its caches are filled, and the one naming its address.
 /// GNU time, which reports a child's peak RSS (`%M`, in KiB).
 const GNU_TIME: &str = "/usr/bin/time";
 /// The longest any one plugin process may take.
@@ -240,10 +234,10 @@ impl common::Bench for Bench {
         self.progress(&format!("binaries: {} and {}", self.plugin.display(), self.keyward.display()));
         self.figures.gnu_time = Some(ensure_gnu_time().await?);
         install_crds(&self.client, MANAGER).await?;
-        self.remove_leftovers().await?;
+        common::remove_leftovers(&self.client, BENCH_LABEL_VALUE, |m| self.progress(m)).await?;
         let suffix: String = (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
         let ns = format!("kwbench-plugin-{suffix}");
-        create_namespace(&self.client, &ns).await?;
+        common::create_namespace(&self.client, &ns, BENCH_LABEL_VALUE).await?;
         self.namespace = Some(ns.clone());
         let log = self.out_dir.join("plugin-controller.log");
         self.progress(&format!("starting keyward controller for {ns} (log {})", log.display()));
@@ -528,30 +522,6 @@ impl Bench {
     }
 
     // -- The namespace --------------------------------------------------------------------
-
-    /// Deletes the namespaces of an earlier, interrupted run and waits until they are gone.
-    async fn remove_leftovers(&self) -> Result<()> {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let selector = format!("{BENCH_LABEL}={BENCH_LABEL_VALUE}");
-        let leftovers: Vec<String> =
-            api.list(&ListParams::default().labels(&selector)).await?.items.iter().map(ResourceExt::name_any).collect();
-        if leftovers.is_empty() {
-            return Ok(());
-        }
-        self.progress(&format!("removing namespaces left by an earlier run: {leftovers:?}"));
-        for name in &leftovers {
-            if let Err(error) = api.delete(name, &DeleteParams::default()).await {
-                self.progress(&format!("cannot delete namespace {name}: {error}"));
-            }
-        }
-        let gone = futures::future::join_all(
-            leftovers.iter().map(|name| await_condition(api.clone(), name, |ns: Option<&Namespace>| ns.is_none())),
-        );
-        tokio::time::timeout(Duration::from_secs(900), gone)
-            .await
-            .map_err(|_| format!("namespaces {leftovers:?} were still terminating after 15 minutes"))?;
-        Ok(())
-    }
 }
 
 /// A release binary of the package, which must have been built.
@@ -572,22 +542,6 @@ fn release_binary(name: &str) -> Result<PathBuf> {
 fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
     let rank = (p * sorted.len() as f64).ceil() as usize;
     sorted.get(rank.saturating_sub(1)).copied().unwrap_or(f64::NAN)
-}
-
-async fn create_namespace(client: &Client, name: &str) -> Result<()> {
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            labels: Some([(BENCH_LABEL.into(), BENCH_LABEL_VALUE.into())].into()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .map_err(|e| format!("create namespace {name}: {e}"))?;
-    Ok(())
 }
 
 /// Creates one ApiKey with the default spec. A failed request is tried again a few times, 1,

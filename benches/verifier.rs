@@ -50,13 +50,12 @@ use axum::routing::any;
 use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keyward::api::{ApiKey, ApiKeySpec, ApiKeyStatus, CONDITION_READY, Phase, reason};
 use keyward::token::Token;
 use keyward::verifier::Verifier;
 use keyward::verifier::index::{Kind, ObjectKey, apikey_entries};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -69,18 +68,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod common;
 
-use common::{Error, Result, env_number, install_crds, median};
+use common::{Error, MANAGER, Result, env_number, install_crds, median};
 
 /// Set on the child processes this binary starts as servers: `baseline` or `verifier`.
 const ROLE_VAR: &str = "KEYWARD_BENCH_VERIFIER_ROLE";
 /// Keys a `verifier` child indexes, and how many of their tokens it prints.
 const ROLE_KEYS_VAR: &str = "KEYWARD_BENCH_VERIFIER_ROLE_KEYS";
 const ROLE_TOKENS_VAR: &str = "KEYWARD_BENCH_VERIFIER_ROLE_TOKENS";
-/// Label on every namespace the bench creates, to find leftovers of an interrupted run.
-const BENCH_LABEL: &str = "keyward.io/bench";
+/// The value of the label `common::BENCH_LABEL` on this bench's namespaces.
 const BENCH_LABEL_VALUE: &str = "verifier";
-/// Field manager of the bench's own writes.
-const MANAGER: &str = "keyward-bench";
 /// The scope every key grants and every request requires.
 const SCOPE: &str = "orders.read";
 const AUTH_PATH: &str = "/v1/auth?scope=orders.read";
@@ -587,10 +583,10 @@ impl Bench {
     /// Part 2: the keys on the API server, and the real verifier rebuilding its index from them.
     async fn api(&mut self, client: Client) -> Result<()> {
         install_crds(&client, MANAGER).await?;
-        self.remove_leftovers(&client).await?;
+        common::remove_leftovers(&client, BENCH_LABEL_VALUE, |m| self.progress(m)).await?;
         let suffix: String = (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
         let ns = format!("kwbench-verifier-{suffix}");
-        create_namespace(&client, &ns).await?;
+        common::create_namespace(&client, &ns, BENCH_LABEL_VALUE).await?;
         self.namespace = Some((client.clone(), ns.clone()));
         let keys: Api<ApiKey> = Api::namespaced(client.clone(), &ns);
         let mut tokens = Vec::new();
@@ -720,30 +716,6 @@ impl Bench {
             "LIST of {n} ApiKeys: {paged:.2} s in pages of 500, {cached_secs:.2} s from the watch cache"
         ));
         (figures.list_paged_secs, figures.list_cached_secs) = (Some(paged), Some(cached_secs));
-        Ok(())
-    }
-
-    /// Deletes the namespaces of an earlier, interrupted run and waits until they are gone.
-    async fn remove_leftovers(&self, client: &Client) -> Result<()> {
-        let api: Api<Namespace> = Api::all(client.clone());
-        let selector = format!("{BENCH_LABEL}={BENCH_LABEL_VALUE}");
-        let leftovers: Vec<String> =
-            api.list(&ListParams::default().labels(&selector)).await?.items.iter().map(ResourceExt::name_any).collect();
-        if leftovers.is_empty() {
-            return Ok(());
-        }
-        self.progress(&format!("removing namespaces left by an earlier run: {leftovers:?}"));
-        for name in &leftovers {
-            if let Err(error) = api.delete(name, &DeleteParams::default()).await {
-                self.progress(&format!("cannot delete namespace {name}: {error}"));
-            }
-        }
-        let gone = futures::future::join_all(
-            leftovers.iter().map(|name| await_condition(api.clone(), name, |ns: Option<&Namespace>| ns.is_none())),
-        );
-        tokio::time::timeout(Duration::from_secs(900), gone)
-            .await
-            .map_err(|_| format!("namespaces {leftovers:?} were still terminating after 15 minutes"))?;
         Ok(())
     }
 }
@@ -1191,22 +1163,6 @@ impl LoadFigures {
 
 // ---------------------------------------------------------------------------------------------
 // The API server
-
-async fn create_namespace(client: &Client, name: &str) -> Result<()> {
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            labels: Some([(BENCH_LABEL.into(), BENCH_LABEL_VALUE.into())].into()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .map_err(|e| format!("create namespace {name}: {e}"))?;
-    Ok(())
-}
 
 /// Creates one ApiKey granting [`SCOPE`] and writes the status the controller would (the
 /// Secret it names is not made: the verifier never reads one). Returns its token. A failed

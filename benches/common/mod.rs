@@ -11,14 +11,22 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Label on every namespace a bench creates (its value names the bench), to find the
+/// leftovers of an interrupted run.
+pub const BENCH_LABEL: &str = "keyward.io/bench";
+/// Field manager of the benches' own writes.
+pub const MANAGER: &str = "keyward-bench";
 
 /// One bench, as [`main`] runs it.
 pub trait Bench {
@@ -174,4 +182,51 @@ pub async fn install_crds(client: &Client, manager: &str) -> Result<Duration> {
         youngest = youngest.min(Timestamp::now().duration_since(created).unsigned_abs());
     }
     Ok(youngest)
+}
+
+/// Creates the namespace `name`, labelled as the bench `bench`'s.
+pub async fn create_namespace(client: &Client, name: &str, bench: &str) -> Result<()> {
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some([(BENCH_LABEL.into(), bench.into())].into()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .map_err(|e| format!("create namespace {name}: {e}"))?;
+    Ok(())
+}
+
+/// The namespaces an earlier, interrupted run of the bench `bench` left.
+pub async fn leftover_namespaces(client: &Client, bench: &str) -> Result<Vec<String>> {
+    let selector = format!("{BENCH_LABEL}={bench}");
+    let list = Api::<Namespace>::all(client.clone()).list(&ListParams::default().labels(&selector)).await?;
+    Ok(list.items.iter().map(ResourceExt::name_any).collect())
+}
+
+/// Deletes the namespaces of an earlier, interrupted run of the bench `bench` and waits (15
+/// minutes at most) until they are gone; `progress` hears what happens.
+pub async fn remove_leftovers(client: &Client, bench: &str, progress: impl Fn(&str)) -> Result<()> {
+    let leftovers = leftover_namespaces(client, bench).await?;
+    if leftovers.is_empty() {
+        return Ok(());
+    }
+    progress(&format!("removing namespaces left by an earlier run: {leftovers:?}"));
+    let api: Api<Namespace> = Api::all(client.clone());
+    for name in &leftovers {
+        if let Err(error) = api.delete(name, &DeleteParams::default()).await {
+            progress(&format!("cannot delete namespace {name}: {error}"));
+        }
+    }
+    let gone = futures::future::join_all(
+        leftovers.iter().map(|name| await_condition(api.clone(), name, |ns: Option<&Namespace>| ns.is_none())),
+    );
+    tokio::time::timeout(Duration::from_secs(900), gone)
+        .await
+        .map_err(|_| format!("namespaces {leftovers:?} were still terminating after 15 minutes"))?;
+    Ok(())
 }
