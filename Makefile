@@ -4,11 +4,15 @@ CP := scripts/control-plane.sh
 TEST_CP_DIR := $(CURDIR)/.keyward/test-control-plane
 BENCH_CP_DIR := $(CURDIR)/.keyward/bench-control-plane
 
-.PHONY: run test unit crds bench lint control-plane plugin
+.PHONY: run stop test unit crds bench lint control-plane plugin
 
 ## run: the controller against the current kube context (or a local control plane)
 run:
 	scripts/run.sh $(ARGS)
+
+## stop: stop the local control plane that `make run` started (Ctrl-C stops Keyward itself)
+stop:
+	$(CP) stop
 
 ## test: every test, unit and on a fresh real API server
 test:

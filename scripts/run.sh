@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: the controller and the verifier against the current kube context, or against the
 # local control plane (started here) when no context answers. Arguments go to the controller;
-# KEYWARD_CONTROLLER_LISTEN and KEYWARD_VERIFIER_LISTEN move their ports.
+# KEYWARD_CONTROLLER_LISTEN and KEYWARD_VERIFIER_LISTEN move their ports; KEYWARD_PROFILE=debug
+# runs a debug build instead of the release one. Ctrl-C stops both; `make stop` then stops the
+# local control plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CP=scripts/control-plane.sh
@@ -9,37 +11,55 @@ CP=scripts/control-plane.sh
 # kubectl from the PATH, else the cached one (fetched in seconds if missing).
 if command -v kubectl >/dev/null; then KUBECTL=$(command -v kubectl); else KUBECTL=$($CP tools)/kubectl; fi
 
+local_control_plane=
 if ! "$KUBECTL" --request-timeout 5s get --raw /readyz >/dev/null 2>&1; then
   echo "run: no Kubernetes context answers; starting the local control plane" >&2
   $CP install
   $CP start
   eval "$($CP env)"
-  cat >&2 <<MSG
-
-  Local control plane ready. In another terminal:
-
-    eval "\$(scripts/control-plane.sh env)"     # KUBECONFIG and kubectl on PATH
-    kubectl apply -f examples/apikey-basic.yaml
-    kubectl get apikeys                           # Phase, Key ID, Expires
-    TOKEN=$(kubectl get secret ci-deploy-apikey -o jsonpath='{.data.token}' | base64 -d)
-    curl -i -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8081/v1/auth
-    export PATH=$PWD/target/release:\$PATH; kubectl apikey list    # the kubectl plugin
-
-  Stop it with: scripts/control-plane.sh stop
-
-MSG
+  KUBECTL=$(command -v kubectl)
+  local_control_plane=1
 fi
 echo "run: installing the CRDs into context $("$KUBECTL" config current-context 2>/dev/null || echo '(in-cluster)')" >&2
 "$KUBECTL" apply --server-side --force-conflicts --field-manager keyward-crds -f crds/ >&2
-cargo build --release --bin keyward --bin kubectl-apikey
+
+profile=${KEYWARD_PROFILE:-release}
+case $profile in
+  release) cargo build --release --bin keyward --bin kubectl-apikey; out=release ;;
+  debug) cargo build --bin keyward --bin kubectl-apikey; out=debug ;;
+  *) echo "run: KEYWARD_PROFILE must be release or debug, not $profile" >&2; exit 2 ;;
+esac
+bin=${CARGO_TARGET_DIR:-$PWD/target}/$out
 controller_listen=${KEYWARD_CONTROLLER_LISTEN:-127.0.0.1:8080}
 verifier_listen=${KEYWARD_VERIFIER_LISTEN:-127.0.0.1:8081}
-target/release/keyward controller --listen "$controller_listen" "$@" &
+"$bin/keyward" controller --listen "$controller_listen" "$@" &
 controller=$!
-target/release/keyward verifier --listen "$verifier_listen" &
+"$bin/keyward" verifier --listen "$verifier_listen" &
 verifier=$!
 trap 'kill "$controller" "$verifier" 2>/dev/null || true' EXIT INT TERM
 echo "run: controller metrics on http://$controller_listen/metrics, verifier on http://$verifier_listen/v1/auth and /v1/verify" >&2
-echo "run: the kubectl plugin: export PATH=$PWD/target/release:\$PATH; kubectl apikey --help" >&2
+
+# Quoted: the lines below are for the reader's shell, not this one.
+if [ -n "$local_control_plane" ]; then
+  cat >&2 <<'MSG'
+
+  Local control plane ready. In another terminal:
+
+    eval "$(scripts/control-plane.sh env)"     # KUBECONFIG and kubectl on PATH
+MSG
+fi
+cat >&2 <<'MSG'
+    kubectl apply -f examples/apikey-basic.yaml
+    kubectl get apikeys                           # Phase, Key ID, Expires
+    TOKEN=$(kubectl get secret ci-deploy-apikey -o jsonpath='{.data.token}' | base64 -d)
+MSG
+printf '    curl -i -H "Authorization: Bearer $TOKEN" http://%s/v1/auth\n' "$verifier_listen" >&2
+printf '    export PATH=%s:$PATH; kubectl apikey list    # the kubectl plugin\n\n' "$bin" >&2
+if [ -n "$local_control_plane" ]; then
+  echo "  Ctrl-C stops Keyward; then \`make stop\` stops the local control plane." >&2
+else
+  echo "  Ctrl-C stops Keyward." >&2
+fi
+echo >&2
 # When either stops, stop the other: a half-running Keyward would mislead.
 wait -n
