@@ -80,9 +80,9 @@ impl VerifyRequest {
                 }
                 ("ip", Value::Null) => {}
                 ("ip", _) => return Err("ip must be a string".into()),
-                (other, _) => {
-                    return Err(format!("unknown field {:?}: the fields are token, scopes and ip", shorten(other)));
-                }
+                // The name is the caller's text, and may be a token pasted in the wrong place: it
+                // is never repeated, only matched against the fields it may have meant.
+                (other, _) => return Err(unknown_field(other)),
             }
         }
         if !has_token {
@@ -106,9 +106,15 @@ fn required_scopes(scopes: impl Iterator<Item = Result<String, ()>>) -> Result<V
     Ok(out)
 }
 
-/// A field name as given, cut short; it is the caller's own text, returned only to the caller.
-fn shorten(text: &str) -> &str {
-    text.char_indices().nth(40).map_or(text, |(cut, _)| &text[..cut])
+/// The error for an unknown field, naming the field it most likely meant but never itself.
+fn unknown_field(name: &str) -> String {
+    let meant = ["token", "scopes", "ip"]
+        .into_iter()
+        .find(|field| name.eq_ignore_ascii_case(field) || name.eq_ignore_ascii_case(field.trim_end_matches('s')));
+    match meant {
+        Some(field) => format!("unknown field: the fields are token, scopes and ip (did you mean {field:?}?)"),
+        None => "unknown field: the fields are token, scopes and ip".into(),
+    }
 }
 
 fn answer(verdict: &Verdict) -> axum::Json<Answer<'_>> {
@@ -222,19 +228,35 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
     [X_API_KEY, API_KEY].iter().find_map(|name| headers.get(name)).map(text)
 }
 
-/// The client's address: the first `X-Forwarded-For` entry when the peer is a trusted proxy,
-/// else the peer. `None` when a trusted proxy forwarded an entry that is not an address, so that
-/// address-restricted keys are refused rather than judged by the proxy's own address.
+/// The client's address. When the peer is a trusted proxy: the rightmost `X-Forwarded-For`
+/// entry that is not itself a trusted proxy (each proxy appends the address it saw, so only the
+/// entries right of the first untrusted one were written by proxies we trust; anything left of
+/// it may be the client's own invention), or the leftmost entry when every one is trusted.
+/// Else the peer. `None` when the entry to believe is not an address, so that
+/// address-restricted keys are refused rather than judged by a proxy's own address.
 pub fn client_ip(peer: SocketAddr, forwarded_for: Option<&HeaderValue>, trusted: &[IpNet]) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     let peer = peer.ip().to_canonical();
-    let Some(forwarded_for) = forwarded_for.filter(|_| trusted.iter().any(|net| net.contains(&peer))) else {
+    let Some(forwarded_for) = forwarded_for.filter(|_| is_trusted(&peer)) else {
         return Some(peer);
     };
-    let first = forwarded_for.to_str().ok()?.split(',').next()?.trim();
-    let ip = first
+    let mut believed = None;
+    for entry in forwarded_for.to_str().ok()?.rsplit(',') {
+        let ip = forwarded_address(entry.trim())?;
+        believed = Some(ip);
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    believed
+}
+
+/// One `X-Forwarded-For` entry: an address, optionally with a port (`[v6]:port` or `v4:port`).
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let ip = entry
         .parse::<IpAddr>()
-        .or_else(|_| first.parse::<SocketAddr>().map(|addr| addr.ip()))
-        .or_else(|_| first.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>())
+        .or_else(|_| entry.parse::<SocketAddr>().map(|addr| addr.ip()))
+        .or_else(|_| entry.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>())
         .ok()?;
     Some(ip.to_canonical())
 }
@@ -282,7 +304,11 @@ mod tests {
             (r#"{"token": "x", "scopes": [1]}"#.to_string(), "scopes[0] must be a string"),
             (r#"{"token": "x", "scopes": ["orders.*"]}"#.to_string(), "scopes[0] is not a scope"),
             (format!(r#"{{"token": "x", "ip": "{secret}"}}"#), "ip must be an IPv4 or IPv6 address"),
-            (r#"{"token": "x", "scope": "admin"}"#.to_string(), "unknown field \"scope\""),
+            (
+                r#"{"token": "x", "scope": "admin"}"#.to_string(),
+                "unknown field: the fields are token, scopes and ip (did you mean \"scopes\"?)",
+            ),
+            (format!(r#"{{"token": "x", "{secret}": 1}}"#), "unknown field: the fields are token, scopes and ip"),
         ] {
             let error = parse(&body).expect_err(&body);
             assert!(error.contains(names), "{body:?} gave {error:?}");
@@ -322,7 +348,7 @@ mod tests {
         let stranger: SocketAddr = "192.0.2.7:5000".parse().unwrap();
         let xff = |v: &'static str| HeaderValue::from_static(v);
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip(proxy, Some(&xff("10.1.2.3, 127.0.0.1")), &trusted), ip("10.1.2.3"));
+        assert_eq!(client_ip(proxy, Some(&xff("10.1.2.3")), &trusted), ip("10.1.2.3"));
         assert_eq!(client_ip(proxy, Some(&xff("10.1.2.3:4711")), &trusted), ip("10.1.2.3"));
         assert_eq!(client_ip(proxy, Some(&xff("[2001:db8::1]:443")), &trusted), ip("2001:db8::1"));
         assert_eq!(client_ip(proxy, Some(&xff("2001:db8::1")), &trusted), ip("2001:db8::1"));
@@ -332,5 +358,27 @@ mod tests {
         assert_eq!(client_ip(proxy, Some(&xff("10.1.2.3")), &[]), ip("127.0.0.1"), "no proxy trusted");
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
         assert_eq!(client_ip(mapped, Some(&xff("10.1.2.3")), &trusted), ip("10.1.2.3"), "IPv4 on an IPv6 socket");
+    }
+
+    #[test]
+    fn a_client_cannot_choose_its_address_by_sending_forwarded_for() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
+        let proxy: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let xff = |v: &'static str| HeaderValue::from_static(v);
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // NGINX's $proxy_add_x_forwarded_for appends what it saw to what the client sent.
+        assert_eq!(client_ip(proxy, Some(&xff("10.9.9.9, 192.0.2.50")), &trusted), ip("192.0.2.50"));
+        // Several trusted hops are walked over, right to left.
+        assert_eq!(
+            client_ip(proxy, Some(&xff("10.9.9.9, 192.0.2.50, fd00::1, 127.0.0.2")), &trusted),
+            ip("192.0.2.50")
+        );
+        // A forged entry that is not an address, left of the real one, is never reached.
+        assert_eq!(client_ip(proxy, Some(&xff("garbage, 192.0.2.50")), &trusted), ip("192.0.2.50"));
+        // Every hop trusted: the leftmost is the client (a client inside the trusted network).
+        assert_eq!(client_ip(proxy, Some(&xff("127.0.0.5, 127.0.0.9")), &trusted), ip("127.0.0.5"));
+        // A trusted proxy that wrote garbage on the right is not believed past.
+        assert_eq!(client_ip(proxy, Some(&xff("192.0.2.50, nonsense")), &trusted), None);
+        assert_eq!(client_ip(proxy, Some(&xff("")), &trusted), None, "an empty entry is not an address");
     }
 }
