@@ -34,6 +34,11 @@ pub const SECRET_TYPE: &str = "keyward.io/token";
 /// The Secret data key that holds the token.
 pub const SECRET_TOKEN_KEY: &str = "token";
 
+/// The most scopes one key grants, and the longest scope: a granted request carries every scope
+/// in one `X-Keyward-Scopes` header, which must fit a proxy's header buffer (64 × 128 is 8 KiB).
+pub const MAX_KEY_SCOPES: usize = 64;
+pub const MAX_SCOPE_LENGTH: usize = 128;
+
 /// Condition type: the only one, true only when the key can be used.
 pub const CONDITION_READY: &str = "Ready";
 
@@ -89,8 +94,10 @@ pub struct KeyPolicy {
     pub description: Option<String>,
 
     /// Scopes granted: dot-separated segments of A-Z, a-z, 0-9, '_' and '-'; '*' matches one
-    /// segment and a final '>' one or more (`orders.read`, `deploy.>`).
+    /// segment and a final '>' one or more (`orders.read`, `deploy.>`). At most 64, each at most
+    /// 128 characters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 128)))]
     pub scopes: Vec<String>,
 
     /// Active (the default) or Inactive. An inactive key keeps its Secrets but is refused.

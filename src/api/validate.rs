@@ -11,8 +11,8 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::credential::{MAX_TOKEN_NAME, MAX_TOKENS};
 use super::{
-    ANNOTATION_TEMPLATE_KEYS, ApiKey, Credential, KeyPolicy, KeyState, LABEL_MANAGED_BY, SECRET_TOKEN_KEY,
-    SecretTemplate,
+    ANNOTATION_TEMPLATE_KEYS, ApiKey, Credential, KeyPolicy, KeyState, LABEL_MANAGED_BY, MAX_KEY_SCOPES,
+    MAX_SCOPE_LENGTH, SECRET_TOKEN_KEY, SecretTemplate,
 };
 use crate::{duration, scope, token};
 
@@ -179,8 +179,19 @@ pub fn common(policy: &KeyPolicy) -> Result<(), SpecError> {
     {
         return Err(SpecError::new("spec.description", description, "must be at most 1024 characters"));
     }
+    if scopes.len() > MAX_KEY_SCOPES {
+        return Err(SpecError::new(
+            "spec.scopes",
+            &format!("{} scopes", scopes.len()),
+            format!("a key grants at most {MAX_KEY_SCOPES} scopes"),
+        ));
+    }
     for (i, granted) in scopes.iter().enumerate() {
-        scope::validate_granted(granted).map_err(|p| SpecError::new(format!("spec.scopes[{i}]"), granted, p))?;
+        let field = format!("spec.scopes[{i}]");
+        if granted.len() > MAX_SCOPE_LENGTH {
+            return Err(SpecError::new(field, granted, format!("a scope is at most {MAX_SCOPE_LENGTH} characters")));
+        }
+        scope::validate_granted(granted).map_err(|p| SpecError::new(field, granted, p))?;
     }
     for (i, cidr) in cidrs.iter().enumerate() {
         parse_cidr(cidr).map_err(|p| SpecError::new(format!("spec.allowedCIDRs[{i}]"), cidr, p))?;
@@ -230,9 +241,7 @@ pub fn expiry(
         }
         (None, Some(at)) => {
             let field = format!("{path}.expiresAt");
-            let ts = at.parse::<Timestamp>().map_err(|_| {
-                SpecError::new(&field, at, "expected an RFC 3339 timestamp such as 2027-01-01T00:00:00Z")
-            })?;
+            let ts = parse_timestamp(at).map_err(|problem| SpecError::new(&field, at, problem))?;
             (field, ts)
         }
         (None, None) => return Ok(add(from, policy.default)),
@@ -248,6 +257,18 @@ pub fn expiry(
         ));
     }
     Ok(lifetime_end)
+}
+
+/// Parses an RFC 3339 timestamp, telling a well-formed one beyond the range this operator
+/// computes with (jiff's, which ends late on 9999-12-30) from one that is not a timestamp.
+pub fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
+    text.parse::<Timestamp>().map_err(|_| match jiff::fmt::temporal::Pieces::parse(text) {
+        Ok(pieces) if pieces.time().is_some() && pieces.offset().is_some() => format!(
+            "is later than the latest expiry this operator handles, {}; use an earlier time",
+            Timestamp::MAX.strftime("%Y-%m-%dT%H:%M:%SZ")
+        ),
+        _ => "expected an RFC 3339 timestamp such as 2027-01-01T00:00:00Z".to_string(),
+    })
 }
 
 /// `from + lifetime`, saturating: lifetimes are capped by `duration::parse` far below overflow.
@@ -453,6 +474,33 @@ mod tests {
             assert!(error.value.starts_with(value), "{error}");
             assert!(error.to_string().starts_with(&format!("{field}: invalid value")), "{error}");
         }
+    }
+
+    #[test]
+    fn a_timestamp_beyond_the_range_is_told_apart_from_a_malformed_one() {
+        let far = error_of(ApiKeySpec { expires_at: Some("9999-12-31T23:59:59Z".into()), ..Default::default() });
+        assert_eq!(far.field, "spec.expiresAt");
+        assert!(far.problem.contains("later than the latest expiry") && far.problem.contains("9999-12-30"), "{far}");
+        let bad = error_of(ApiKeySpec { expires_at: Some("2027-13-01T00:00:00Z".into()), ..Default::default() });
+        assert!(bad.problem.contains("expected an RFC 3339 timestamp"), "{bad}");
+        let no_zone = error_of(ApiKeySpec { expires_at: Some("2027-01-01T00:00:00".into()), ..Default::default() });
+        assert!(no_zone.problem.contains("expected an RFC 3339 timestamp"), "{no_zone}");
+    }
+
+    #[test]
+    fn scopes_are_limited_in_number_and_length() {
+        let largest = KeyPolicy {
+            scopes: (0..MAX_KEY_SCOPES).map(|i| format!("{i:0>w$}", w = MAX_SCOPE_LENGTH)).collect(),
+            ..Default::default()
+        };
+        assert!(common(&largest).is_ok(), "64 scopes of 128 characters are allowed");
+        let too_many = KeyPolicy { scopes: vec!["a".into(); MAX_KEY_SCOPES + 1], ..Default::default() };
+        let error = common(&too_many).expect_err("65 scopes");
+        assert_eq!((error.field.as_str(), error.value.as_str()), ("spec.scopes", "65 scopes"));
+        let too_long = KeyPolicy { scopes: vec!["ok".into(), "a".repeat(MAX_SCOPE_LENGTH + 1)], ..Default::default() };
+        let error = common(&too_long).expect_err("129 characters");
+        assert_eq!(error.field, "spec.scopes[1]");
+        assert!(error.problem.contains("at most 128 characters"), "{error}");
     }
 
     #[test]
