@@ -38,9 +38,10 @@ pub struct ControllerArgs {
     /// Namespaces to manage, comma-separated; all namespaces when absent.
     #[arg(long, env = "KEYWARD_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
-    /// Lifetime of keys that set neither expiresAfter nor expiresAt.
-    #[arg(long, env = "KEYWARD_DEFAULT_EXPIRY", default_value = "90d", value_parser = parse_duration)]
-    pub default_expiry: Duration,
+    /// Lifetime of keys that set neither expiresAfter nor expiresAt [default: 90d, or
+    /// --max-expiry when that is shorter].
+    #[arg(long, env = "KEYWARD_DEFAULT_EXPIRY", value_parser = parse_duration)]
+    pub default_expiry: Option<Duration>,
     /// Longest lifetime a key may ask for; longer specs are refused with InvalidSpec.
     #[arg(long, env = "KEYWARD_MAX_EXPIRY", value_parser = parse_duration)]
     pub max_expiry: Option<Duration>,
@@ -53,10 +54,13 @@ pub struct ControllerArgs {
     /// Reconciles run at once.
     #[arg(long, env = "KEYWARD_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
-    /// Reconcile only while holding the Lease `keyward-controller` in POD_NAMESPACE, so that
-    /// several replicas can run (identity: POD_NAME, else host name and a random suffix).
+    /// Reconcile only while holding the Lease --lease-name in POD_NAMESPACE, so that several
+    /// replicas can run (identity: POD_NAME, else host name and a random suffix).
     #[arg(long, env = "KEYWARD_LEADER_ELECTION")]
     pub leader_election: bool,
+    /// The Lease of --leader-election; one per installation (the chart names it per release).
+    #[arg(long, env = "KEYWARD_LEASE_NAME", default_value = leader::DEFAULT_LEASE_NAME, value_parser = parse_lease_name)]
+    pub lease_name: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -77,6 +81,29 @@ pub struct VerifierArgs {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     duration::parse(text)
+}
+
+fn parse_lease_name(text: &str) -> Result<String, String> {
+    validate::dns_subdomain(text).map(|()| text.to_string())
+}
+
+/// The expiry policy the flags ask for: `--max-expiry` alone lowers the default to the cap when
+/// the cap is shorter; an explicit `--default-expiry` beyond the cap is a mistake worth refusing.
+pub fn expiry_policy(default: Option<Duration>, max: Option<Duration>) -> Result<ExpiryPolicy> {
+    let standard = ExpiryPolicy::default().default;
+    let default = match (default, max) {
+        (Some(default), Some(max)) if default > max => {
+            return Err(Error::Usage(format!(
+                "--default-expiry {} is longer than --max-expiry {}",
+                duration::format(default),
+                duration::format(max)
+            )));
+        }
+        (Some(default), _) => default,
+        (None, Some(max)) => standard.min(max),
+        (None, None) => standard,
+    };
+    Ok(ExpiryPolicy { default, max })
 }
 
 fn parse_cidr(text: &str) -> Result<IpNet, String> {
@@ -103,21 +130,9 @@ impl Cli {
 
 async fn run_controller(args: ControllerArgs) -> Result<()> {
     telemetry::init_logging(args.log_format);
-    if let Some(max) = args.max_expiry
-        && args.default_expiry > max
-    {
-        return Err(Error::Usage(format!(
-            "--default-expiry {} is longer than --max-expiry {}",
-            duration::format(args.default_expiry),
-            duration::format(max)
-        )));
-    }
+    let expiry = expiry_policy(args.default_expiry, args.max_expiry)?;
     let client = kube::Client::try_default().await.map_err(Error::KubeConfig)?;
-    let settings = Settings {
-        namespaces: namespaces(args.namespaces),
-        expiry: ExpiryPolicy { default: args.default_expiry, max: args.max_expiry },
-        concurrency: args.concurrency,
-    };
+    let settings = Settings { namespaces: namespaces(args.namespaces), expiry, concurrency: args.concurrency };
     tracing::info!(namespaces = ?settings.namespaces, default_expiry = %duration::format(settings.expiry.default), "starting controller");
     let metrics = Arc::new(Metrics::default());
     let (ready_tx, ready_rx) = watch::channel(false);
@@ -127,7 +142,7 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
     let (done_tx, done_rx) = watch::channel(false);
     let work = async {
         let worked = if args.leader_election {
-            reconcile_while_leading(client, ctx, ready_tx, shutdown).await
+            reconcile_while_leading(client, &args.lease_name, ctx, ready_tx, shutdown).await
         } else {
             metrics.set_leader(true);
             controller::run(ctx, ready_tx, shutdown).await;
@@ -147,6 +162,7 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
 /// reconcile of the old term still running beside the new leader's.
 async fn reconcile_while_leading(
     client: kube::Client,
+    lease: &str,
     ctx: Arc<Context>,
     ready: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
@@ -155,8 +171,8 @@ async fn reconcile_while_leading(
         .ok()
         .filter(|ns| !ns.is_empty())
         .unwrap_or_else(|| client.default_namespace().to_string());
-    let mut campaign = leader::campaign(client, namespace, leader::identity()).await?;
-    tracing::info!(identity = %campaign.identity, namespace = %campaign.namespace, lease = leader::LEASE_NAME, "standing by for the leader Lease");
+    let mut campaign = leader::campaign(client, lease, namespace, leader::identity()).await?;
+    tracing::info!(identity = %campaign.identity, namespace = %campaign.namespace, lease, "standing by for the leader Lease");
     // A standby is healthy and ready to take over.
     ready.send_replace(true);
     if !campaign.lead(&mut shutdown).await {
@@ -212,5 +228,38 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn max_expiry_alone_lowers_the_default_to_the_cap() {
+        assert_eq!(expiry_policy(None, None).unwrap(), ExpiryPolicy { default: 90 * DAY, max: None });
+        assert_eq!(expiry_policy(None, Some(7 * DAY)).unwrap(), ExpiryPolicy { default: 7 * DAY, max: Some(7 * DAY) });
+        assert_eq!(
+            expiry_policy(None, Some(365 * DAY)).unwrap(),
+            ExpiryPolicy { default: 90 * DAY, max: Some(365 * DAY) },
+            "a longer cap leaves the default"
+        );
+        assert_eq!(expiry_policy(Some(DAY), Some(7 * DAY)).unwrap().default, DAY);
+        let refused = expiry_policy(Some(30 * DAY), Some(7 * DAY)).unwrap_err().to_string();
+        assert!(refused.contains("--default-expiry 4w2d is longer than --max-expiry 1w"), "{refused}");
+    }
+
+    #[test]
+    fn the_lease_name_is_a_kubernetes_name() {
+        let cli = Cli::try_parse_from(["keyward", "controller", "--lease-name", "team-a-keyward"]).unwrap();
+        let Command::Controller(args) = cli.command else { panic!("controller") };
+        assert_eq!(args.lease_name, "team-a-keyward");
+        let Command::Controller(args) = Cli::try_parse_from(["keyward", "controller"]).unwrap().command else {
+            panic!("controller")
+        };
+        assert_eq!(args.lease_name, "keyward-controller");
+        assert!(Cli::try_parse_from(["keyward", "controller", "--lease-name", "Not_A_Name"]).is_err());
     }
 }

@@ -190,6 +190,14 @@ async fn the_controller_runs_two_replicas_with_leader_election_else_one_without_
         .map(|verb| ("coordination.k8s.io".to_string(), "leases".to_string(), verb.to_string()))
         .into();
     assert_eq!(lease, lease_rules);
+    // Each release campaigns for its own Lease, and may touch only that one.
+    assert!(container_args(&objects, "controller").contains(&"--lease-name=kw-keyward-controller".to_string()));
+    let role = named(&objects, "Role", "kw-keyward-controller-leader-election");
+    let named_leases: Vec<&serde_json::Value> =
+        role["rules"].as_array().expect("rules").iter().filter_map(|r| r.get("resourceNames")).collect();
+    assert_eq!(named_leases, [&json!(["kw-keyward-controller"])]);
+    let other = render("other", "keyward-system", &[]).await;
+    assert!(container_args(&other, "controller").contains(&"--lease-name=other-keyward-controller".to_string()));
 
     let single = render("kw", "keyward-system", &["--set", "controller.leaderElection.enabled=false"]).await;
     let controller = deployment(&single, "controller");

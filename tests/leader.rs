@@ -6,11 +6,14 @@ mod support;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use keyward::controller::leader::{LEASE_DURATION_SECS, LEASE_NAME};
+use keyward::controller::leader::LEASE_DURATION_SECS;
 use kube::Api;
 use support::{
     DEADLINE, Operator, TestNamespace, TokenHistory, assert_tokens_match_status, create_keys, wait_all_active,
 };
+
+/// The Lease the replicas are told to share (`--lease-name`; the default is another name).
+const LEASE_NAME: &str = "keyward-ha-test";
 
 /// The Lease's holder once it is not `not`; fails after `within`.
 async fn wait_holder(ns: &TestNamespace, not: Option<&str>, within: Duration) -> String {
@@ -39,7 +42,11 @@ async fn only_the_leader_writes_and_a_standby_replaces_a_killed_leader_within_th
     let ns = TestNamespace::new("leader").await;
     let history = TokenHistory::start(ns.secrets()).await;
     let replica = |pod: &str| {
-        Operator::start(&ns.name, &["--leader-election"], &[("POD_NAMESPACE", &ns.name), ("POD_NAME", pod)])
+        Operator::start(
+            &ns.name,
+            &["--leader-election", "--lease-name", LEASE_NAME],
+            &[("POD_NAMESPACE", &ns.name), ("POD_NAME", pod)],
+        )
     };
     let mut replicas = [("keyward-a", replica("keyward-a")), ("keyward-b", replica("keyward-b"))];
     let first = wait_holder(&ns, None, DEADLINE).await;

@@ -1,5 +1,6 @@
 //! Leader election for `keyward controller --leader-election`: the replicas share the Lease
-//! `keyward-controller` in `POD_NAMESPACE`, and only its holder reconciles.
+//! `--lease-name` (default `keyward-controller`) in `POD_NAMESPACE`, and only its holder
+//! reconciles.
 
 use std::time::Duration;
 
@@ -11,8 +12,8 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
-/// The Lease the replicas share.
-pub const LEASE_NAME: &str = "keyward-controller";
+/// The Lease the replicas share when `--lease-name` is not given.
+pub const DEFAULT_LEASE_NAME: &str = "keyward-controller";
 /// How long a Lease lasts unrenewed: a killed leader is replaced within this time.
 pub const LEASE_DURATION_SECS: u64 = 15;
 /// The holder renews this long before the Lease would run out.
@@ -44,9 +45,9 @@ pub fn identity() -> String {
     format!("{host}-{}", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-/// Starts campaigning for the Lease in `namespace`.
-pub async fn campaign(client: Client, namespace: String, identity: String) -> Result<Campaign> {
-    let manager = LeaseManagerBuilder::new(client, LEASE_NAME)
+/// Starts campaigning for the Lease `lease` in `namespace`.
+pub async fn campaign(client: Client, lease: &str, namespace: String, identity: String) -> Result<Campaign> {
+    let manager = LeaseManagerBuilder::new(client, lease)
         .with_namespace(namespace.clone())
         .with_identity(identity.clone())
         .with_duration(LEASE_DURATION_SECS)
