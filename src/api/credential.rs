@@ -75,7 +75,10 @@ pub struct CredentialStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_tokens: Option<i32>,
     /// One entry per token in spec.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    // Written even when empty: server-side apply would otherwise leave `tokens: null` behind
+    // when the last entry goes, which the schema refuses (and every later status write with it).
+    #[serde(default)]
+    #[schemars(transform = super::no_default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub tokens: Vec<TokenStatus>,
     /// `Ready` is True only when the phase is Active.
