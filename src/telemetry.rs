@@ -294,6 +294,7 @@ pub struct VerifierMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<EndpointLabels, Histogram>,
     tokens: Gauge,
+    shared_hashes: Gauge,
 }
 
 impl Default for VerifierMetrics {
@@ -311,7 +312,13 @@ impl Default for VerifierMetrics {
             duration.clone(),
         );
         registry.register("indexed_tokens", "Token hashes in the index", tokens.clone());
-        Self { registry: Arc::new(registry), requests, duration, tokens }
+        let shared_hashes = Gauge::default();
+        registry.register(
+            "shared_token_hashes",
+            "Token hashes that two or more keys claim; each is refused for all of them",
+            shared_hashes.clone(),
+        );
+        Self { registry: Arc::new(registry), requests, duration, tokens, shared_hashes }
     }
 }
 
@@ -322,8 +329,9 @@ impl VerifierMetrics {
         self.duration.get_or_create(&EndpointLabels { endpoint }).observe(took.as_secs_f64());
     }
 
-    pub fn set_indexed_tokens(&self, count: usize) {
+    pub fn set_indexed_tokens(&self, count: usize, shared_hashes: usize) {
         self.tokens.set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.shared_hashes.set(i64::try_from(shared_hashes).unwrap_or(i64::MAX));
     }
 
     pub fn registry(&self) -> Arc<Registry> {

@@ -232,6 +232,75 @@ async fn tampered_secret_is_reissued_with_a_token_reissued_warning() {
     assert!(event.message.unwrap_or_default().contains("no longer matched"));
 }
 
+/// Rewrites a key's Secret so that it checks out against itself: the token and its own hash
+/// annotation, as a writer of Secrets (not of status) could.
+async fn plant_token(ns: &TestNamespace, secret: &str, token: &str) {
+    ns.secrets()
+        .patch(
+            secret,
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {"keyward.io/token-hash": hash_of(token)}},
+                "data": {"token": ByteString(token.as_bytes().to_vec())},
+            })),
+        )
+        .await
+        .expect("plant a token");
+}
+
+#[tokio::test]
+async fn tampered_secret_with_a_chosen_token_and_its_own_hash_is_reissued() {
+    let ns = TestNamespace::new("tampered-chosen").await;
+    let _controller = ns.controller(&[]);
+    ns.create_key("chosen", json!({})).await;
+    let before = ns.wait_phase("chosen", Phase::Active).await.status.expect("status");
+    let chosen = Token::generate("kw");
+    plant_token(&ns, "chosen-apikey", chosen.expose()).await;
+    let after = ns.wait_new_token("chosen", &before.token_hash).await;
+    assert_ne!(after.token_hash, Some(hash_of(chosen.expose())), "the chosen token was adopted");
+    let token = ns.token_of("chosen-apikey").await;
+    assert_ne!(token, chosen.expose());
+    assert_eq!(after.token_hash, Some(hash_of(&token)));
+    let event = ns.wait_event("chosen", "TokenReissued").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+}
+
+#[tokio::test]
+async fn another_keys_token_copied_into_a_secret_is_never_adopted_and_the_genuine_key_stays_valid() {
+    let ns = TestNamespace::new("tampered-copied").await;
+    let mut controller = ns.controller(&[]);
+    let verifier = ns.verifier(&[]).await;
+    ns.create_key("genuine", json!({})).await;
+    ns.create_key("thief", json!({})).await;
+    ns.wait_phase("genuine", Phase::Active).await;
+    let thief = ns.wait_phase("thief", Phase::Active).await.status.expect("status");
+    let genuine_token = ns.token_of("genuine-apikey").await;
+
+    // With status recording the thief's own token, the copy is tampering.
+    plant_token(&ns, "thief-apikey", &genuine_token).await;
+    let after = ns.wait_new_token("thief", &thief.token_hash).await;
+    assert_ne!(after.token_hash, Some(hash_of(&genuine_token)));
+    assert_ne!(ns.token_of("thief-apikey").await, genuine_token);
+    ns.wait_event("thief", "TokenReissued").await;
+
+    // With no hash in status (the crash-between-writes case, here a wiped status), the Secret's
+    // own record may be adopted, but never a hash another key holds.
+    controller.kill().await;
+    plant_token(&ns, "thief-apikey", &genuine_token).await;
+    ns.keys()
+        .patch_status("thief", &PatchParams::default(), &Patch::Merge(json!({"status": null})))
+        .await
+        .expect("wipe the status");
+    controller.restart();
+    let after = ns.wait_phase("thief", Phase::Active).await.status.expect("status");
+    assert_ne!(after.token_hash, Some(hash_of(&genuine_token)), "another key's hash was adopted");
+    assert_eq!(after.token_hash, Some(hash_of(&ns.token_of("thief-apikey").await)));
+
+    let genuine = ns.keys().get("genuine").await.expect("get").status.expect("status");
+    assert_eq!(genuine.token_hash, Some(hash_of(&genuine_token)), "the genuine key keeps its token");
+    verifier.wait_code(&genuine_token, "VALID", support::DEADLINE).await;
+}
+
 #[tokio::test]
 async fn bad_spec_fails_with_invalid_spec_naming_the_field_and_value() {
     let ns = TestNamespace::new("bad-spec").await;

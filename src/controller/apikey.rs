@@ -7,7 +7,7 @@ use kube::Resource;
 use kube::runtime::controller::Action;
 
 use super::issuer::{
-    self, CONFLICT_RECHECK, Converged, FirstRead, LONGEST_REQUEUE, PENDING_RECHECK, Plan, TokenTarget, until,
+    self, CONFLICT_RECHECK, Converged, FirstRead, LONGEST_REQUEUE, PENDING_RECHECK, Plan, Recorded, TokenTarget, until,
 };
 use super::secret::{self, Found, Identity, Issued, Owner, SecretStore, TokenSecret};
 use super::status::{self, ready_condition};
@@ -16,18 +16,25 @@ use crate::api::validate::{self, SpecError, ValidApiKey};
 use crate::api::{ApiKey, ApiKeyStatus, KeyState, Phase, reason};
 use crate::error::Result;
 
-/// Decides what the key's Secret needs: the shared token decision, with "lost" meaning the
-/// status recorded a live token in this very Secret (a renamed Secret gets a fresh token).
-pub fn decide(now: Timestamp, key: &ValidApiKey, found: &Found, status: Option<&ApiKeyStatus>) -> Plan {
-    issuer::decide(now, key.expires_at, found, held_live_token(key, status))
+/// Decides what the key's Secret needs: the shared token decision, with the status's record of
+/// a live token in this very Secret (a renamed Secret gets a fresh token).
+pub fn decide(
+    now: Timestamp,
+    key: &ValidApiKey,
+    found: &Found,
+    status: Option<&ApiKeyStatus>,
+    claimed_elsewhere: bool,
+) -> Plan {
+    issuer::decide(now, key.expires_at, found, recorded(key, status), claimed_elsewhere)
 }
 
-fn held_live_token(key: &ValidApiKey, status: Option<&ApiKeyStatus>) -> bool {
-    status.is_some_and(|s| {
-        s.token_hash.is_some()
-            && s.phase != Some(Phase::Expired)
-            && s.secret_name.as_deref() == Some(key.secret_name.as_str())
-    })
+fn recorded<'a>(key: &ValidApiKey, status: Option<&'a ApiKeyStatus>) -> Recorded<'a> {
+    match status {
+        Some(s) if s.phase != Some(Phase::Expired) && s.secret_name.as_deref() == Some(key.secret_name.as_str()) => {
+            s.token_hash.as_deref().map_or(Recorded::Nothing, Recorded::Live)
+        }
+        _ => Recorded::Nothing,
+    }
 }
 
 /// What the write step ended with, from which the status is built.
@@ -53,6 +60,10 @@ impl Reconciled for ApiKey {
             status.and_then(|s| s.expires_at.as_ref()).map(|at| ("", at.0)).into_iter().collect(),
         )
     }
+
+    fn recorded_hashes(&self) -> Vec<(&str, &str)> {
+        self.status.as_ref().and_then(|s| s.token_hash.as_deref()).map(|hash| ("", hash)).into_iter().collect()
+    }
 }
 
 async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
@@ -76,7 +87,8 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
             template: &valid.template,
         },
         prefix: &valid.prefix,
-        held_live_token: held_live_token(&valid, key.status.as_ref()),
+        recorded: recorded(&valid, key.status.as_ref()),
+        claimed_elsewhere: &|hash| ctx.claimed_elsewhere(hash, &owner.uid, ""),
         issued_at: now,
         // A key never issued has no Secret yet, unless a crash left one: create-only finds out.
         // A status we wrote that the cache does not show yet means it was issued: read.
@@ -191,12 +203,12 @@ fn desired_status(
                 record(&mut status, issued);
             }
             let at = valid.map(|v| v.expires_at.to_string()).unwrap_or_default();
-            (
-                Phase::Expired,
-                false,
-                reason::EXPIRED,
-                format!("key expired at {at}; its Secret {shown_secret} was deleted"),
-            )
+            let message = if status.token_hash.is_some() {
+                format!("key expired at {at}; its Secret {shown_secret} was deleted")
+            } else {
+                format!("key expired at {at}, before a token was issued; no Secret was written")
+            };
+            (Phase::Expired, false, reason::EXPIRED, message)
         }
         Outcome::Conflict => (
             Phase::Failed,
@@ -253,7 +265,7 @@ mod tests {
     #[test]
     fn a_renamed_secret_gets_a_fresh_token_without_a_lost_warning() {
         let moved = ApiKeyStatus { secret_name: Some("old-name".into()), ..active_status() };
-        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&moved));
+        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&moved), false);
         assert_eq!(plan, Plan::Issue(None));
     }
 
@@ -261,39 +273,50 @@ mod tests {
 
     #[test]
     fn a_new_key_gets_its_first_token() {
-        assert_eq!(decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, None), Plan::Issue(None));
+        assert_eq!(decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, None, false), Plan::Issue(None));
     }
 
     #[test]
     fn an_inactive_key_is_issued_too_so_that_activation_needs_no_new_token() {
-        assert_eq!(decide(ts(BEFORE), &valid(KeyState::Inactive), &Found::Missing, None), Plan::Issue(None));
+        assert_eq!(decide(ts(BEFORE), &valid(KeyState::Inactive), &Found::Missing, None, false), Plan::Issue(None));
     }
 
     #[test]
     fn a_lost_secret_is_reissued_with_a_cause() {
-        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&active_status()));
+        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&active_status()), false);
         assert_eq!(plan, Plan::Issue(Some(ReissueCause::SecretLost)));
     }
 
     #[test]
     fn a_tampered_secret_is_replaced() {
         assert_eq!(
-            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Tampered, Some(&active_status())),
+            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Tampered, Some(&active_status()), false),
             Plan::Replace
         );
     }
 
     #[test]
-    fn an_intact_secret_is_kept_whatever_the_status_says() {
+    fn an_intact_secret_holding_another_token_than_the_status_records_is_replaced() {
+        let other = ApiKeyStatus { token_hash: Some(TokenHash::of(b"kw_other").to_string()), ..active_status() };
+        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Intact(issued()), Some(&other), false);
+        assert_eq!(plan, Plan::Replace);
+        // Once expired, the status's hash is an audit record: a new expiry's Secret is judged alone.
+        let expired = ApiKeyStatus { phase: Some(Phase::Expired), ..other };
+        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Intact(issued()), Some(&expired), false);
+        assert_eq!(plan, Plan::Keep(issued()));
+    }
+
+    #[test]
+    fn an_intact_secret_is_kept_when_it_holds_the_recorded_token_or_none_is_recorded() {
         for status in [None, Some(active_status()), Some(ApiKeyStatus::default())] {
-            let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Intact(issued()), status.as_ref());
+            let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Intact(issued()), status.as_ref(), false);
             assert_eq!(plan, Plan::Keep(issued()));
         }
     }
 
     #[test]
     fn a_foreign_secret_is_a_conflict_and_never_written() {
-        assert_eq!(decide(ts(BEFORE), &valid(KeyState::Active), &Found::Foreign, None), Plan::Conflict);
+        assert_eq!(decide(ts(BEFORE), &valid(KeyState::Active), &Found::Foreign, None, false), Plan::Conflict);
     }
 
     #[test]
@@ -301,7 +324,7 @@ mod tests {
         let expired =
             ApiKeyStatus { phase: Some(Phase::Expired), token_hash: Some("sha256:x".into()), ..Default::default() };
         for state in [KeyState::Active, KeyState::Inactive] {
-            let plan = decide(ts("2026-12-02T00:00:00Z"), &valid(state), &Found::Missing, Some(&expired));
+            let plan = decide(ts("2026-12-02T00:00:00Z"), &valid(state), &Found::Missing, Some(&expired), false);
             assert_eq!(plan, Plan::Expire { delete_secret: false });
         }
     }
@@ -310,17 +333,20 @@ mod tests {
     fn a_new_expiry_after_expiring_issues_a_fresh_token_without_a_warning() {
         let expired =
             ApiKeyStatus { phase: Some(Phase::Expired), token_hash: Some("sha256:x".into()), ..Default::default() };
-        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&expired));
+        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&expired), false);
         assert_eq!(plan, Plan::Issue(None));
     }
 
     #[test]
     fn a_secret_of_a_deleted_namesake_or_being_deleted_is_waited_for() {
-        assert!(matches!(decide(ts(BEFORE), &valid(KeyState::Active), &Found::PreviousOwner, None), Plan::Wait(_)));
-        assert!(matches!(decide(ts(BEFORE), &valid(KeyState::Active), &Found::Deleting, None), Plan::Wait(_)));
+        assert!(matches!(
+            decide(ts(BEFORE), &valid(KeyState::Active), &Found::PreviousOwner, None, false),
+            Plan::Wait(_)
+        ));
+        assert!(matches!(decide(ts(BEFORE), &valid(KeyState::Active), &Found::Deleting, None, false), Plan::Wait(_)));
         // ... but expiry does not wait: nothing of ours is left to delete.
         assert_eq!(
-            decide(ts("2026-12-02T00:00:00Z"), &valid(KeyState::Active), &Found::PreviousOwner, None),
+            decide(ts("2026-12-02T00:00:00Z"), &valid(KeyState::Active), &Found::PreviousOwner, None, false),
             Plan::Expire { delete_secret: false }
         );
     }
@@ -378,6 +404,22 @@ mod tests {
         assert_eq!(status.token_hash, previous.token_hash);
         assert_eq!(status.conditions[0].reason, "Expired");
         assert_eq!(status.conditions[0].status, "False");
+    }
+
+    #[test]
+    fn a_key_created_already_expired_says_no_secret_was_written() {
+        let status = desired_status(
+            &key(),
+            &ApiKeyStatus::default(),
+            Some(&valid(KeyState::Active)),
+            &Outcome::Expired(None),
+            ts("2026-12-02T00:00:00Z"),
+        );
+        assert_eq!(status.phase, Some(Phase::Expired));
+        assert_eq!(status.token_hash, None);
+        let message = &status.conditions[0].message;
+        assert!(message.contains("before a token was issued; no Secret was written"), "{message}");
+        assert!(!message.contains("was deleted"), "{message}");
     }
 
     #[test]

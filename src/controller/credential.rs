@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use super::issuer::{
-    self, CONFLICT_RECHECK, Converged, FirstRead, LONGEST_REQUEUE, PENDING_RECHECK, TokenTarget, until,
+    self, CONFLICT_RECHECK, Converged, FirstRead, LONGEST_REQUEUE, PENDING_RECHECK, Recorded, TokenTarget, until,
 };
 use super::secret::{Found, Identity, Issued, Owner, SecretStore, TokenSecret, annotation, classify};
 use super::status::{self, ready_condition};
@@ -19,6 +19,7 @@ use super::{Context, Reconciled};
 use crate::api::validate::{self, SpecError, ValidCredential, ValidToken};
 use crate::api::{ANNOTATION_ISSUED_AT, Credential, CredentialStatus, KeyState, Phase, TokenStatus, reason};
 use crate::error::Result;
+use crate::token::TokenHash;
 
 impl Reconciled for Credential {
     const KIND: &'static str = "Credential";
@@ -32,6 +33,11 @@ impl Reconciled for Credential {
         let tokens = status.map(|s| s.tokens.as_slice()).unwrap_or_default();
         let expiries = tokens.iter().filter_map(|t| Some((t.name.as_str(), t.expires_at.as_ref()?.0))).collect();
         (status.and_then(|s| s.phase), expiries)
+    }
+
+    fn recorded_hashes(&self) -> Vec<(&str, &str)> {
+        let tokens = self.status.as_ref().map(|s| s.tokens.as_slice()).unwrap_or_default();
+        tokens.iter().filter_map(|t| Some((t.name.as_str(), t.token_hash.as_deref()?))).collect()
     }
 }
 
@@ -74,12 +80,18 @@ async fn reconcile_credential(credential: &Credential, ctx: &Context) -> Result<
         }
     }
     // Tokens are independent: converge them at once.
-    let results =
-        futures::future::try_join_all(planned.into_iter().map(|(token, before, first_issued, expires_at)| {
+    let (owner, valid, owned, secrets) = (&owner, &valid, &owned, &secrets);
+    let results = futures::future::try_join_all(planned.into_iter().map(
+        |(token, before, first_issued, expires_at)| async move {
+            let claimed_elsewhere = |hash: &TokenHash| ctx.claimed_elsewhere(hash, &owner.uid, &token.name);
             let target = TokenTarget {
-                secret: TokenSecret { name: &token.secret_name, owner: &owner, expires_at, template: &valid.template },
+                secret: TokenSecret { name: &token.secret_name, owner, expires_at, template: &valid.template },
                 prefix: &valid.prefix,
-                held_live_token: before.is_some_and(|t| t.token_hash.is_some() && t.phase != Some(Phase::Expired)),
+                recorded: before
+                    .filter(|t| t.phase != Some(Phase::Expired))
+                    .and_then(|t| t.token_hash.as_deref())
+                    .map_or(Recorded::Nothing, Recorded::Live),
+                claimed_elsewhere: &claimed_elsewhere,
                 issued_at: first_issued,
                 // The LIST saw every Secret of ours; any other name is free or foreign, and a
                 // create-only write tells which.
@@ -87,15 +99,16 @@ async fn reconcile_credential(credential: &Credential, ctx: &Context) -> Result<
                     .get(&token.secret_name)
                     .map_or(FirstRead::AssumeMissing, |s| FirstRead::Listed(Box::new(s.clone()))),
             };
-            converge_token(credential, ctx, &secrets, token, before, target, now)
-        }))
-        .await?;
+            converge_token(credential, ctx, secrets, token, before, target, now).await
+        },
+    ))
+    .await?;
     let requeue = results.iter().map(|(_, _, _, wait)| *wait).min();
     let results: Vec<_> =
         results.into_iter().map(|(token, expires_at, outcome, _)| (token, expires_at, outcome)).collect();
-    remove_dropped_tokens(&secrets, &owner, &valid, owned.values()).await?;
+    remove_dropped_tokens(secrets, owner, valid, owned.values()).await?;
 
-    let desired = desired_status(credential, &previous, &valid, &results, now);
+    let desired = desired_status(credential, &previous, valid, &results, now);
     ctx.write_status(credential, credential.status.as_ref(), &desired, &previous.conditions, &desired.conditions)
         .await?;
     tracing::debug!(?requeue, "reconciled");

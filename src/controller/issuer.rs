@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 
 use super::secret::{Found, Issued, SecretStore, TokenSecret, Write, classify};
 use crate::error::{Error, Result};
-use crate::token::Token;
+use crate::token::{Token, TokenHash};
 
 /// How often a token is re-read and retried after losing a write race to another writer.
 const RACE_ATTEMPTS: usize = 3;
@@ -58,20 +58,49 @@ pub enum Plan {
     Wait(&'static str),
 }
 
+/// What the owner's status records of the token in this very Secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded<'a> {
+    /// No live token of this Secret: a new key, a renamed Secret, a new expiry after expiring,
+    /// or a crash between the Secret's create and the status write.
+    Nothing,
+    /// A live token with this hash (as status writes it, `sha256:...`).
+    Live(&'a str),
+}
+
 /// Decides what a token's Secret needs. Pure: every input, the clock included, is an argument.
-/// `held_live_token` says the status recorded a live token in this very Secret, so that a
-/// missing Secret is a lost one (a warning) rather than a first issue.
-pub fn decide(now: Timestamp, expires_at: Timestamp, found: &Found, held_live_token: bool) -> Plan {
+///
+/// The status is the record of which token a key holds; a Secret that says otherwise was
+/// written by someone else, who may have chosen the token. So an intact Secret is kept only
+/// when its hash is the recorded one, or, when none is recorded (the crash between the two
+/// writes), when no other key holds that hash (`claimed_elsewhere`). Anything else is
+/// replaced, with a warning.
+pub fn decide(
+    now: Timestamp,
+    expires_at: Timestamp,
+    found: &Found,
+    recorded: Recorded,
+    claimed_elsewhere: bool,
+) -> Plan {
     if now >= expires_at {
         return Plan::Expire { delete_secret: matches!(found, Found::Intact(_) | Found::Tampered) };
     }
     match found {
-        Found::Missing => Plan::Issue(held_live_token.then_some(ReissueCause::SecretLost)),
+        Found::Missing => Plan::Issue((recorded != Recorded::Nothing).then_some(ReissueCause::SecretLost)),
         Found::Foreign => Plan::Conflict,
         Found::PreviousOwner => Plan::Wait("belongs to a deleted owner of the same name and awaits garbage collection"),
         Found::Deleting => Plan::Wait("is being deleted"),
         Found::Tampered => Plan::Replace,
-        Found::Intact(issued) => Plan::Keep(issued.clone()),
+        Found::Intact(issued) if adoptable(issued, recorded, claimed_elsewhere) => Plan::Keep(issued.clone()),
+        Found::Intact(_) => Plan::Replace,
+    }
+}
+
+/// Whether an intact Secret's token is the one the key may hold (see [`decide`]).
+fn adoptable(issued: &Issued, recorded: Recorded, claimed_elsewhere: bool) -> bool {
+    match recorded {
+        Recorded::Live(hash) => issued.hash.as_str() == hash,
+        Recorded::Nothing => !claimed_elsewhere,
     }
 }
 
@@ -86,11 +115,16 @@ pub enum FirstRead {
     AssumeMissing,
 }
 
+/// Whether a token hash is recorded in the status of any key but this one (this token of this
+/// owner): a Secret carrying it was copied, and must not be adopted.
+pub type ClaimedElsewhere<'a> = &'a (dyn Fn(&TokenHash) -> bool + Send + Sync);
+
 /// Where a token lives and what its Secret records.
 pub struct TokenTarget<'a> {
     pub secret: TokenSecret<'a>,
     pub prefix: &'a str,
-    pub held_live_token: bool,
+    pub recorded: Recorded<'a>,
+    pub claimed_elsewhere: ClaimedElsewhere<'a>,
     /// The issue time a new token records: now for an ApiKey, the first issue of a Credential
     /// token (its expiry counts from there).
     pub issued_at: Timestamp,
@@ -135,7 +169,12 @@ pub async fn converge(secrets: &SecretStore, target: &TokenTarget<'_>, now: Time
             _ => secrets.read(name).await?,
         };
         let found = classify(existing.as_ref(), target.secret.owner);
-        let written = match decide(now, target.secret.expires_at, &found, target.held_live_token) {
+        // Only a Secret that would be adopted needs the (cache-wide) look for other holders.
+        let claimed = match (&found, target.recorded) {
+            (Found::Intact(issued), Recorded::Nothing) => (target.claimed_elsewhere)(&issued.hash),
+            _ => false,
+        };
+        let written = match decide(now, target.secret.expires_at, &found, target.recorded, claimed) {
             Plan::Issue(cause) => {
                 let (token, issued) = new_token(target)?;
                 match secrets.create(&target.secret.build(&token, target.issued_at)).await? {
@@ -170,8 +209,9 @@ pub async fn converge(secrets: &SecretStore, target: &TokenTarget<'_>, now: Time
                     secrets.delete(existing).await?;
                     tracing::info!(secret = name, "expired; deleted its Secret");
                 }
+                // The audit record keeps the last token the key really held, not a planted one.
                 Some(Converged::Expired(match found {
-                    Found::Intact(issued) => Some(issued),
+                    Found::Intact(issued) if adoptable(&issued, target.recorded, claimed) => Some(issued),
                     _ => None,
                 }))
             }
@@ -218,19 +258,24 @@ mod tests {
         }
     }
 
+    const RECORDED: Recorded<'static> = Recorded::Live("sha256:recorded");
+
+    fn plan(now: &str, found: &Found, recorded: Recorded) -> Plan {
+        decide(ts(now), ts(EXPIRY), found, recorded, false)
+    }
+
     #[test]
     fn a_missing_secret_is_a_first_issue_unless_it_held_a_live_token() {
-        assert_eq!(decide(ts(BEFORE), ts(EXPIRY), &Found::Missing, false), Plan::Issue(None));
-        assert_eq!(decide(ts(BEFORE), ts(EXPIRY), &Found::Missing, true), Plan::Issue(Some(ReissueCause::SecretLost)));
+        assert_eq!(plan(BEFORE, &Found::Missing, Recorded::Nothing), Plan::Issue(None));
+        assert_eq!(plan(BEFORE, &Found::Missing, RECORDED), Plan::Issue(Some(ReissueCause::SecretLost)));
     }
 
     #[test]
     fn expiry_is_exact_to_the_second() {
-        assert_eq!(decide(ts(BEFORE), ts(EXPIRY), &Found::Intact(issued()), false), Plan::Keep(issued()));
-        assert_eq!(
-            decide(ts(EXPIRY), ts(EXPIRY), &Found::Intact(issued()), false),
-            Plan::Expire { delete_secret: true }
-        );
+        let hash = issued().hash.to_string();
+        let live = Recorded::Live(&hash);
+        assert_eq!(plan(BEFORE, &Found::Intact(issued()), live), Plan::Keep(issued()));
+        assert_eq!(plan(EXPIRY, &Found::Intact(issued()), live), Plan::Expire { delete_secret: true });
         assert_eq!(until(ts(BEFORE), ts(EXPIRY)), Duration::from_millis(1001));
         assert_eq!(until(ts(EXPIRY), ts(BEFORE)), Duration::from_millis(1));
     }
@@ -238,9 +283,33 @@ mod tests {
     #[test]
     fn only_our_secrets_are_deleted_at_expiry() {
         for found in [Found::Foreign, Found::PreviousOwner, Found::Missing, Found::Deleting] {
-            assert_eq!(decide(ts(EXPIRY), ts(EXPIRY), &found, true), Plan::Expire { delete_secret: false });
+            assert_eq!(plan(EXPIRY, &found, RECORDED), Plan::Expire { delete_secret: false });
         }
-        assert_eq!(decide(ts(EXPIRY), ts(EXPIRY), &Found::Tampered, true), Plan::Expire { delete_secret: true });
+        assert_eq!(plan(EXPIRY, &Found::Tampered, RECORDED), Plan::Expire { delete_secret: true });
+    }
+
+    #[test]
+    fn a_secret_whose_token_is_not_the_recorded_one_is_replaced_even_if_self_consistent() {
+        // Someone rewrote data.token and the hash annotation together: the Secret checks out
+        // against itself, but not against the status.
+        assert_eq!(plan(BEFORE, &Found::Intact(issued()), RECORDED), Plan::Replace);
+        let hash = issued().hash.to_string();
+        assert_eq!(plan(BEFORE, &Found::Intact(issued()), Recorded::Live(&hash)), Plan::Keep(issued()));
+    }
+
+    #[test]
+    fn a_secret_is_adopted_without_a_recorded_hash_only_if_no_other_key_holds_its_hash() {
+        // The crash between the Secret's create and the status write: the Secret is the record.
+        assert_eq!(
+            decide(ts(BEFORE), ts(EXPIRY), &Found::Intact(issued()), Recorded::Nothing, false),
+            Plan::Keep(issued())
+        );
+        // Another key's token copied in: never adopted, whatever the Secret says.
+        assert_eq!(decide(ts(BEFORE), ts(EXPIRY), &Found::Intact(issued()), Recorded::Nothing, true), Plan::Replace);
+        // A recorded hash decides alone; the look for other holders is not needed.
+        let hash = issued().hash.to_string();
+        let live = Recorded::Live(&hash);
+        assert_eq!(decide(ts(BEFORE), ts(EXPIRY), &Found::Intact(issued()), live, true), Plan::Keep(issued()));
     }
 
     #[test]

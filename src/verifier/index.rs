@@ -229,6 +229,8 @@ pub struct Index {
     /// One copy of each namespace name.
     namespaces: HashSet<Arc<str>>,
     tokens: usize,
+    /// Digests that two or more entries claim (refused for all of them).
+    shared: usize,
 }
 
 fn bucket_of(digest: &Digest) -> u64 {
@@ -256,15 +258,19 @@ impl Index {
         for mut entry in entries.drain(..) {
             entry.object = object.clone();
             let bucket = self.buckets.entry(bucket_of(&entry.digest)).or_default();
-            if let Some(other) = bucket.iter().find(|e| e.digest == entry.digest) {
+            let mut claimants = bucket.iter().filter(|e| e.digest == entry.digest);
+            if let Some(other) = claimants.next() {
                 // Status is written by the controller alone; two keys claiming one hash means
                 // someone wrote a status by hand or restored a copy. Neither key is trusted.
                 tracing::warn!(
                     key_id = %entry.key_id,
                     first = %format_args!("{}/{}", other.object.namespace, other.object.name),
                     second = %format_args!("{}/{}", entry.object.namespace, entry.object.name),
-                    "two keys claim the same token hash; the token is refused until one lets go"
+                    "two keys claim the same token hash; the token is refused for both until one lets go"
                 );
+                if claimants.next().is_none() {
+                    self.shared += 1;
+                }
             }
             bucket.push(Arc::new(entry));
             self.tokens += 1;
@@ -278,9 +284,13 @@ impl Index {
         for digest in digests {
             let bucket_key = bucket_of(&digest);
             if let Some(bucket) = self.buckets.get_mut(&bucket_key) {
-                let before = bucket.len();
+                let claimants = |bucket: &Vec<Arc<Entry>>| bucket.iter().filter(|e| e.digest == digest).count();
+                let (before, claimed_before) = (bucket.len(), claimants(bucket));
                 bucket.retain(|e| !(e.digest == digest && *e.object == *object));
                 self.tokens -= before - bucket.len();
+                if claimed_before >= 2 && claimants(bucket) < 2 {
+                    self.shared -= 1;
+                }
                 if bucket.is_empty() {
                     self.buckets.remove(&bucket_key);
                 }
@@ -323,6 +333,11 @@ impl Index {
     /// Token hashes indexed.
     pub fn tokens(&self) -> usize {
         self.tokens
+    }
+
+    /// Token hashes claimed by two or more entries.
+    pub fn shared_hashes(&self) -> usize {
+        self.shared
     }
 }
 
@@ -607,7 +622,16 @@ mod tests {
             (obj_copy.clone(), apikey_entries(&copy)),
         ]);
         assert_eq!(check(&index, &token, &[], None, CREATED), Code::NotFound);
+        assert_eq!(index.shared_hashes(), 1);
+        let mut third = key_a.clone();
+        third.metadata.namespace = Some("team-c".into());
+        let obj_third = ObjectKey::of(Kind::ApiKey, &third);
+        index.replace(obj_third.clone(), apikey_entries(&third));
+        assert_eq!(index.shared_hashes(), 1, "one hash, however many claim it");
+        index.remove(&obj_third);
+        assert_eq!(index.shared_hashes(), 1);
         index.remove(&obj_copy);
+        assert_eq!(index.shared_hashes(), 0);
         assert_eq!(check(&index, &token, &[], None, CREATED), Code::Valid);
     }
 

@@ -56,7 +56,7 @@ impl Verifier {
     pub fn update(&self, change: impl FnOnce(&mut Index)) {
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         change(&mut index);
-        self.metrics.set_indexed_tokens(index.tokens());
+        self.metrics.set_indexed_tokens(index.tokens(), index.shared_hashes());
     }
 }
 
@@ -138,8 +138,9 @@ async fn follow<K: Indexed>(
     listed: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut listed = Some(listed);
-    let mut events =
-        watch_objects(api_in::<K>(&client, namespace.as_deref()), watcher::Config::default()).default_backoff().boxed();
+    let mut events = watch_objects(api_in::<K>(&client, namespace.as_deref()), watcher::Config::default())
+        .backoff(crate::retry::WatchBackoff::default())
+        .boxed();
     // Objects seen in the list under way: after it, the rest were deleted while unwatched.
     let mut in_list = HashSet::new();
     while let Some(event) = events.next().await {
