@@ -64,6 +64,18 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether trying again soon may well succeed: the API server could not be reached, was
+    /// overloaded or restarting, or another writer won a race.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(status)) => matches!(status.code, 409 | 429 | 500 | 502 | 503 | 504),
+            Error::Kube(_) => true,
+            _ => false,
+        }
+    }
+}
+
 impl From<kube::Error> for Error {
     fn from(error: kube::Error) -> Self {
         Error::Kube(error)

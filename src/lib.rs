@@ -9,6 +9,7 @@ pub mod duration;
 pub mod error;
 pub mod http;
 pub mod plugin;
+pub mod retry;
 pub mod scope;
 pub mod telemetry;
 pub mod token;

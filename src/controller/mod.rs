@@ -5,6 +5,7 @@ pub mod credential;
 pub mod issuer;
 pub mod leader;
 pub mod secret;
+mod secret_watch;
 mod status;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ use tracing::Instrument;
 use crate::api::validate::ExpiryPolicy;
 use crate::api::{ApiKey, CONDITION_READY, Credential, LABEL_MANAGED_BY, MANAGED_BY_VALUE, reason};
 use crate::telemetry::Metrics;
+use crate::token::TokenHash;
 
 /// Timestamps in status and annotations are whole seconds, as Kubernetes stores them: a finer
 /// one would never compare equal to what was stored, and every reconcile would write again.
@@ -90,7 +92,12 @@ pub struct Context {
     pub(crate) own_writes: Arc<OwnWrites>,
     /// Status writes whose watch event may not have reached the cache yet.
     pub(crate) status_writes: status::RecentWrites,
+    /// The cached objects of every kind and namespace scope, asked whether they record a hash.
+    hash_holders: std::sync::RwLock<Vec<HashHolders>>,
 }
+
+/// Answers whether any cached object records `hash` for a token other than `token` of `uid`.
+type HashHolders = Box<dyn Fn(&TokenHash, &str, &str) -> bool + Send + Sync>;
 
 impl Context {
     /// Must be called within the tokio runtime: it starts the event writer.
@@ -106,7 +113,16 @@ impl Context {
             failures: Mutex::default(),
             own_writes: Arc::default(),
             status_writes: status::RecentWrites::default(),
+            hash_holders: Default::default(),
         })
+    }
+
+    /// Whether the status of any key but token `token` (empty for an ApiKey) of the owner `uid`
+    /// records `hash`, as far as the caches know. Asked only before adopting a Secret that
+    /// status does not record yet, so a scan is fine.
+    pub(crate) fn claimed_elsewhere(&self, hash: &TokenHash, uid: &str, token: &str) -> bool {
+        let holders = self.hash_holders.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        holders.iter().any(|holds| holds(hash, uid, token))
     }
 
     /// Queues an event for the writer task. Events are best-effort: neither their writes nor a
@@ -163,12 +179,11 @@ impl Context {
         }
     }
 
-    fn backoff(&self, object: &str) -> Duration {
+    fn backoff(&self, object: &str, error: &crate::Error) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = failures.entry(object.to_string()).or_insert(0);
         *count = count.saturating_add(1);
-        // 1 s, 2 s, 4 s ... capped at 5 minutes.
-        Duration::from_secs(1u64 << (*count - 1).min(8)).min(Duration::from_secs(300))
+        crate::retry::reconcile_delay(*count, error.is_transient(), rand::random::<f64>())
     }
 
     fn reset_backoff(&self, object: &str) {
@@ -231,22 +246,24 @@ impl OwnWrites {
     }
 }
 
-/// Metadata-only watch of the Secrets the operator wrote: enough to wake their owners.
+/// Metadata-only watch of the Secrets the operator wrote: enough to wake their owners, including
+/// the owners of Secrets that vanished while the watch was down (see [`secret_watch::SecretLedger`]).
 fn owned_secrets(
     client: &Client,
     namespace: Option<&str>,
     own_writes: Arc<OwnWrites>,
 ) -> impl futures::Stream<Item = Result<kube::core::PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
     let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
+    let mut ledger = secret_watch::SecretLedger::default();
     watcher(
         api_in::<kube::core::PartialObjectMeta<Secret>>(client, namespace),
         // Paged lists from etcd: an any-version list is served whole from the watch cache,
         // one response holding every Secret's metadata.
         watcher::Config::default().labels(&selector),
     )
-    .default_backoff()
-    .touched_objects()
-    .try_filter(move |secret| std::future::ready(!own_writes.is_own(&secret.metadata)))
+    .backoff(crate::retry::WatchBackoff::default())
+    .map_ok(move |event| futures::stream::iter(ledger.wake(event, |meta| own_writes.is_own(meta)).into_iter().map(Ok)))
+    .try_flatten()
 }
 
 /// Runs every controller until `shutdown` fires; `ready` turns true once the initial lists
@@ -296,6 +313,9 @@ pub trait Reconciled:
     /// This object's phase and its tokens' expiries (by token name, empty for an ApiKey), for
     /// `/metrics`.
     fn census(&self) -> (Option<crate::api::Phase>, Vec<(&str, jiff::Timestamp)>);
+
+    /// The token hashes this object's status records, by token name (empty for an ApiKey).
+    fn recorded_hashes(&self) -> Vec<(&str, &str)>;
 }
 
 /// Builds the controller of kind `K` for one namespace (or all), and a future that says
@@ -306,6 +326,18 @@ fn controller<K: Reconciled>(
     shutdown: watch::Receiver<bool>,
 ) -> (BoxFuture<'static, ()>, BoxFuture<'static, bool>) {
     let (reader, writer) = reflector::store::<K>();
+    let cached = reader.clone();
+    ctx.hash_holders.write().unwrap_or_else(std::sync::PoisonError::into_inner).push(Box::new(
+        move |hash, uid, token| {
+            cached.state().iter().any(|object| {
+                let same_owner = object.meta().uid.as_deref() == Some(uid);
+                object
+                    .recorded_hashes()
+                    .into_iter()
+                    .any(|(held_by, held)| held == hash.as_str() && !(same_owner && held_by == token))
+            })
+        },
+    ));
     let cached = reader.clone();
     ctx.metrics.add_census_source(K::KIND, move |census| {
         for object in cached.state() {
@@ -318,7 +350,7 @@ fn controller<K: Reconciled>(
         }
     });
     let events = watcher(api_in::<K>(&ctx.client, namespace.as_deref()), watcher::Config::default())
-        .default_backoff()
+        .backoff(crate::retry::WatchBackoff::default())
         // The reconcilers read spec, status and identity only: the cache keeps nothing else.
         .modify(|object: &mut K| {
             let meta = object.meta_mut();
@@ -368,7 +400,7 @@ async fn timed_reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> cr
 
 /// A failed reconcile is retried with a per-object exponential backoff.
 fn error_policy<K: Reconciled>(object: Arc<K>, error: &crate::Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(&object_key(object.as_ref()));
+    let delay = ctx.backoff(&object_key(object.as_ref()), error);
     tracing::warn!(
         kind = K::KIND,
         namespace = object.namespace().unwrap_or_default(),
