@@ -427,6 +427,26 @@ async fn list_of_an_empty_namespace_says_so_on_stderr_and_exits_0() {
     assert!(run.stdout.is_empty(), "{run}");
 }
 
+#[tokio::test]
+async fn create_list_and_describe_read_the_same_time_left_seconds_apart() {
+    let ns = TestNamespace::new("plugin_time_left").await;
+    let _controller = ns.controller(&[]);
+    let created = apikey(&ns.name, &["create", "ci", "--expires-after", "30d"])
+        .run()
+        .await
+        .exits(0)
+        .says("stderr", &["(in 30d)"]);
+    // Past the second the key was created in, less than 30 whole days are left.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let list = apikey(&ns.name, &["list"]).run().await.exits(0);
+    let rows = list.rows_starting("ci");
+    assert_eq!(rows.len(), 1, "{list}");
+    assert_eq!(rows[0][4], "30d", "list reads another time left than create did\n{created}\n{list}");
+    let describe = apikey(&ns.name, &["describe", "ci"]).run().await.exits(0);
+    let expires = describe.stdout.lines().find(|l| l.starts_with("Expires:")).unwrap_or_default();
+    assert!(expires.ends_with("(in 30d)"), "describe reads another time left\n{describe}");
+}
+
 // describe
 
 #[tokio::test]

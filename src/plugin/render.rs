@@ -131,26 +131,44 @@ pub fn age(then: Option<Timestamp>, now: Timestamp) -> String {
     then.map_or_else(|| "<unknown>".into(), |then| short(now.duration_since(then)))
 }
 
-/// How long until `at`: `29d`, or `expired` once it has passed; `-` when unknown.
+/// How long until `at`: `29d` (see [`time_left`]), or `expired` once it has passed; `-` when
+/// unknown.
 pub fn expires_in(at: Option<Timestamp>, now: Timestamp) -> String {
     match at {
         None => "-".into(),
         Some(at) if at <= now => "expired".into(),
-        Some(at) => short(ceil_secs(at.duration_since(now))),
+        Some(at) => time_left(at.duration_since(now)),
     }
 }
 
-/// Time left, rounded up to the second: a 30-day key created a moment ago has 30d left, not
-/// 29d (expiry is stored to the second, now is not).
-fn ceil_secs(left: SignedDuration) -> SignedDuration {
-    let whole = SignedDuration::from_secs(left.as_secs());
-    if left > whole { whole + SignedDuration::from_secs(1) } else { whole }
+/// The resolution of [`short`], tier by tier: below `.0` seconds, it shows `.1` seconds (a test
+/// holds the two together).
+const STEPS: [(i64, i64); 9] = [
+    (120, 1),                   // 119s
+    (10 * 60, 1),               // 5m30s
+    (180 * 60, 60),             // 95m
+    (8 * 3600, 60),             // 5h30m
+    (48 * 3600, 3600),          // 30h
+    (8 * 86_400, 3600),         // 5d3h
+    (2 * 365 * 86_400, 86_400), // 200d
+    (8 * 365 * 86_400, 86_400), // 3y20d
+    (i64::MAX, 365 * 86_400),   // 10y
+];
+
+/// Time left, as [`short`] prints it but rounded up to the last unit shown, so that it never
+/// reads as less than it is: a 30-day key made seconds ago has `30d` left, not `29d`, in
+/// `create`, `list`, `describe` and `verify` alike (ages, which kubectl truncates, are not).
+pub fn time_left(left: SignedDuration) -> String {
+    let seconds = left.as_secs().max(0) + i64::from(left.subsec_nanos() > 0);
+    let step = STEPS.iter().find(|(below, _)| seconds < *below).map_or(1, |(_, step)| *step);
+    let rounded = seconds.saturating_add(step - 1) / step * step;
+    short(SignedDuration::from_secs(rounded))
 }
 
-/// A timestamp with how far it is from now: `2026-12-22T10:00:00Z (in 29d)`, `(3d ago)`.
+/// A timestamp with how far it is from now: `2026-12-22T10:00:00Z (in 30d)`, `(3d ago)`.
 pub fn when(at: Timestamp, now: Timestamp) -> String {
     if at > now {
-        format!("{at} (in {})", short(ceil_secs(at.duration_since(now))))
+        format!("{at} (in {})", time_left(at.duration_since(now)))
     } else {
         format!("{at} ({} ago)", short(now.duration_since(at)))
     }
@@ -203,6 +221,50 @@ mod tests {
         assert_eq!(expires_in(Some("2026-12-23T00:00:00Z".parse().unwrap()), a_moment_later), "30d");
         assert_eq!(expires_in(None, now), "-");
         assert_eq!(when("2026-11-20T00:00:00Z".parse().unwrap(), now), "2026-11-20T00:00:00Z (3d ago)");
+    }
+
+    #[test]
+    fn time_left_is_rounded_up_to_the_last_unit_shown() {
+        let cases = [
+            (30 * 86_400 - 5, "30d"),
+            (30 * 86_400, "30d"),
+            (29 * 86_400 + 1, "30d"),
+            (29 * 86_400, "29d"),
+            (5 * 86_400 + 2 * 3600 + 1, "5d3h"),
+            (47 * 3600 + 1, "2d"),
+            (179 * 60 + 1, "3h"),
+            (95 * 60 - 30, "95m"),
+            (330, "5m30s"),
+            (119, "119s"),
+            (10 * 365 * 86_400 + 1, "11y"),
+            (0, "0s"),
+        ];
+        for (seconds, want) in cases {
+            assert_eq!(time_left(secs(seconds)), want, "{seconds} s");
+        }
+        assert_eq!(time_left(SignedDuration::from_millis(29 * 86_400_000 + 1)), "30d", "a part of a second");
+    }
+
+    #[test]
+    fn the_steps_are_the_resolution_short_shows() {
+        let mut from = 0;
+        for (below, step) in STEPS {
+            let below = below.min(20 * 365 * 86_400);
+            for x in [from, from + step, from + step + step / 2, below - 1] {
+                assert_eq!(short(secs(x)), short(secs(x - x % step)), "{x} s shows finer than {step} s");
+            }
+            let next = from + step;
+            assert_ne!(short(secs(next)), short(secs(next - 1)), "{next} s shows coarser than {step} s");
+            from = below;
+        }
+    }
+
+    #[test]
+    fn create_list_and_describe_read_the_same_time_left() {
+        let now: Timestamp = "2026-11-23T00:00:05Z".parse().unwrap();
+        let at: Timestamp = "2026-12-23T00:00:00Z".parse().unwrap();
+        assert_eq!(expires_in(Some(at), now), "30d");
+        assert_eq!(when(at, now), "2026-12-23T00:00:00Z (in 30d)");
     }
 
     #[test]
