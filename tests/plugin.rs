@@ -484,6 +484,37 @@ async fn describe_of_a_missing_key_exits_6() {
     apikey(&ns.name, &["describe", "nope"]).run().await.exits(6).says("stderr", &["\"nope\"", "not found"]);
 }
 
+#[tokio::test]
+async fn describe_of_a_credential_exits_6_and_says_to_use_credential_describe() {
+    let ns = TestNamespace::new("plugin_other_kind").await;
+    ns.create_credential("billing", json!({"tokens": [{"name": "primary"}]})).await;
+    ns.create_key("ci", json!({})).await;
+    apikey(&ns.name, &["describe", "billing"])
+        .run()
+        .await
+        .exits(6)
+        .says("stderr", &["\"billing\"", "not found", "Credential", "`kubectl apikey credential describe billing`"]);
+    apikey(&ns.name, &["credential", "describe", "ci"])
+        .run()
+        .await
+        .exits(6)
+        .says("stderr", &["\"ci\"", "not found", "ApiKey", "`kubectl apikey describe ci`"]);
+    apikey(&ns.name, &["deactivate", "billing"])
+        .run()
+        .await
+        .exits(6)
+        .says("stderr", &["`kubectl apikey credential deactivate billing`"]);
+    apikey(&ns.name, &["delete", "billing"])
+        .run()
+        .await
+        .exits(6)
+        .says("stderr", &["`kubectl apikey credential delete billing`"]);
+    let billing = ns.credentials().get("billing").await.expect("the Credential is still there");
+    assert!(billing.spec.policy.state.is_none(), "the Credential was changed");
+    let run = apikey(&ns.name, &["describe", "nope"]).run().await.exits(6);
+    assert!(!run.stderr.contains("kubectl apikey"), "a hint for a name no key has\n{run}");
+}
+
 // activate, deactivate
 
 #[tokio::test]

@@ -482,7 +482,7 @@ async fn await_token<K: Issuable>(
                      Keyward controller running and watching this namespace? The token will be in its Secret once \
                      issued; see `kubectl apikey {}describe {name}`",
                     crate::duration::format(timeout),
-                    if K::NOUN == "credential" { "credential " } else { "" },
+                    K::COMMANDS,
                 )));
             }
             Ok(None) => return Err(PluginError::Other(format!("the watch of {subject} ended"))),

@@ -33,6 +33,11 @@ pub trait KeyResource:
 {
     /// kubectl's singular name of the resource.
     const NOUN: &'static str;
+    /// What comes between `kubectl apikey` and a command for this kind: `credential `, or
+    /// nothing for an ApiKey.
+    const COMMANDS: &'static str;
+    /// The other kind of key, which a name given to the wrong command may be.
+    type Other: KeyResource;
     fn policy(&self) -> &KeyPolicy;
     fn phase(&self) -> Option<Phase>;
     fn conditions(&self) -> &[Condition];
@@ -62,6 +67,8 @@ macro_rules! key_accessors {
 
 impl KeyResource for ApiKey {
     const NOUN: &'static str = "apikey";
+    const COMMANDS: &'static str = "";
+    type Other = Credential;
     key_accessors!();
 
     fn columns() -> &'static [&'static str] {
@@ -100,6 +107,8 @@ impl KeyResource for ApiKey {
 
 impl KeyResource for Credential {
     const NOUN: &'static str = "credential";
+    const COMMANDS: &'static str = "credential ";
+    type Other = ApiKey;
     key_accessors!();
 
     fn columns() -> &'static [&'static str] {
@@ -174,6 +183,29 @@ pub async fn get<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<K> {
     match api::<K>(cluster).get(name).await {
         Ok(object) => Ok(object),
         Err(e) => Err(cluster.explain(e, subject::<K>(cluster, Some(name))).await),
+    }
+}
+
+/// `error` of the command `verb` about `name`; when `name` is not found as a `K` but a key of
+/// the other kind has it (a Credential given to `describe`), the error says which command to
+/// use instead. Still not found, so still exit code 6.
+async fn or_other_kind<K: KeyResource>(cluster: &Cluster, name: &str, verb: &str, error: PluginError) -> PluginError {
+    let PluginError::NotFound(message) = error else { return error };
+    match api::<K::Other>(cluster).get_opt(name).await {
+        Ok(Some(_)) => PluginError::NotFound(format!(
+            "{message}, but there is a {} of that name: use `kubectl apikey {}{verb} {name}`",
+            <K::Other as Resource>::kind(&()),
+            K::Other::COMMANDS
+        )),
+        _ => PluginError::NotFound(message),
+    }
+}
+
+/// [`get`] for the command `verb`, pointing at the other kind's command when the name is one.
+async fn get_for<K: KeyResource>(cluster: &Cluster, name: &str, verb: &str) -> Result<K> {
+    match get::<K>(cluster, name).await {
+        Ok(object) => Ok(object),
+        Err(error) => Err(or_other_kind::<K>(cluster, name, verb, error).await),
     }
 }
 
@@ -255,7 +287,7 @@ pub async fn list<K: KeyResource>(
 
 /// `describe`: spec, status, conditions and recent events; never the token.
 pub async fn describe<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<()> {
-    let key: K = get(cluster, name).await?;
+    let key: K = get_for(cluster, name, "describe").await?;
     let now = Timestamp::now();
     let policy = key.policy();
     let mut out = String::new();
@@ -363,7 +395,11 @@ fn events_table(events: &[Event], now: Timestamp) -> String {
 
 /// `activate` and `deactivate`: sets `spec.state`. An expired key is not brought back.
 pub async fn set_state<K: KeyResource>(cluster: &Cluster, name: &str, state: KeyState) -> Result<()> {
-    let key: K = get(cluster, name).await?;
+    let verb = match state {
+        KeyState::Active => "activate",
+        KeyState::Inactive => "deactivate",
+    };
+    let key: K = get_for(cluster, name, verb).await?;
     let shown = format!("{}.keyward.io/{name}", K::NOUN);
     if state == KeyState::Active && key.phase() == Some(Phase::Expired) {
         return Err(PluginError::Unusable(format!(
@@ -389,7 +425,8 @@ pub async fn set_state<K: KeyResource>(cluster: &Cluster, name: &str, state: Key
 /// `delete`: the Secrets go with the key, by garbage collection.
 pub async fn delete<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<()> {
     if let Err(e) = api::<K>(cluster).delete(name, &DeleteParams::background()).await {
-        return Err(cluster.explain(e, subject::<K>(cluster, Some(name))).await);
+        let error = cluster.explain(e, subject::<K>(cluster, Some(name))).await;
+        return Err(or_other_kind::<K>(cluster, name, "delete", error).await);
     }
     render::print_stdout(&format!("{}.keyward.io \"{name}\" deleted\n", K::NOUN))
 }
