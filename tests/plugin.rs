@@ -312,6 +312,27 @@ async fn create_with_an_invalid_flag_exits_2_naming_the_flag_and_value_and_creat
 }
 
 #[tokio::test]
+async fn an_expiry_starting_with_a_hyphen_is_refused_with_2_naming_the_flag_and_value() {
+    let ns = TestNamespace::new("plugin_hyphen_expiry").await;
+    for (flag, value) in [("--expires-after", "-5d"), ("--expires-at", "-1d")] {
+        let run = apikey(&ns.name, &["create", "bad", flag, value]).run().await.exits(2);
+        let run = run.says("stderr", &[&format!("invalid {flag} {value:?}")]);
+        assert!(!run.stderr.contains("unexpected argument"), "clap refused it, not validation\n{run}");
+        assert_no_keys(&ns, &run).await;
+    }
+    let args = ["credential", "create", "billing", "--token", "primary", "--expires-after", "-5d"];
+    apikey(&ns.name, &args).run().await.exits(2).says("stderr", &[r#"invalid --expires-after "-5d""#]);
+    ns.create_credential("rotating", json!({"tokens": [{"name": "primary"}]})).await;
+    apikey(&ns.name, &["credential", "add-token", "rotating", "next", "--expires-after", "-5d"])
+        .run()
+        .await
+        .exits(2)
+        .says("stderr", &[r#"invalid --expires-after "-5d""#]);
+    let rotating = ns.credentials().get("rotating").await.expect("get");
+    assert_eq!(rotating.spec.tokens.len(), 1, "a refused add-token changed the Credential");
+}
+
+#[tokio::test]
 async fn create_of_a_name_that_exists_exits_7() {
     let ns = TestNamespace::new("plugin_exists").await;
     ns.create_key("taken", json!({})).await;

@@ -63,10 +63,12 @@ pub struct ExpiryArgs {
     /// Lifetime: `30d`, `12h`, `1w2d` (units s, m, h, d, w), from the key's creation (a
     /// Credential token's: from its first issue). The operator's default (90d unless
     /// configured) when neither this nor --expires-at is given.
-    #[arg(long, value_name = "DURATION", conflicts_with = "expires_at")]
+    // A value starting with '-' (`-5d`) is taken as the value, for validation to refuse naming
+    // the flag, rather than failing as an unknown flag.
+    #[arg(long, value_name = "DURATION", conflicts_with = "expires_at", allow_hyphen_values = true)]
     pub expires_after: Option<String>,
     /// Absolute expiry, RFC 3339: `2027-01-01T00:00:00Z`.
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub expires_at: Option<String>,
 }
 

@@ -170,6 +170,19 @@ mod tests {
     }
 
     #[test]
+    fn an_expiry_starting_with_a_hyphen_is_a_value_for_validation_to_refuse() {
+        for (flag, value) in [("--expires-after", "-5d"), ("--expires-at", "-1")] {
+            let cli = Cli::try_parse_from(["kubectl-apikey", "create", "ci", flag, value]).unwrap();
+            let Command::Create(args) = cli.command else { panic!("not create") };
+            let got = args.expiry.expires_after.or(args.expiry.expires_at);
+            assert_eq!(got.as_deref(), Some(value), "{flag}");
+        }
+        let cli =
+            Cli::try_parse_from(["kubectl-apikey", "credential", "add-token", "b", "t", "--expires-after", "-5d"]);
+        assert!(cli.is_ok(), "add-token");
+    }
+
+    #[test]
     fn namespace_and_context_go_anywhere_on_the_line() {
         let cli = Cli::try_parse_from(["kubectl-apikey", "list", "-n", "team-a", "--context", "prod"]).unwrap();
         assert_eq!(cli.connect.namespace.as_deref(), Some("team-a"));
