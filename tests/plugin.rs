@@ -591,6 +591,19 @@ async fn verify_with_a_scope_the_key_lacks_is_insufficient_scope_and_exits_10() 
 }
 
 #[tokio::test]
+async fn verify_of_a_key_with_cidrs_and_no_ip_says_to_pass_ip_and_exits_10() {
+    let ns = TestNamespace::new("plugin_verify_no_ip").await;
+    let _controller = ns.controller(&[]);
+    let (token, _) = issued_key(&ns, "ci", json!({"allowedCIDRs": ["10.0.0.0/8"]})).await;
+    let run = apikey(&ns.name, &["verify"]).stdin(&token).run().await.exits(10).says("stderr", &["--ip ADDRESS"]);
+    assert!(run.stdout.starts_with("IP_NOT_ALLOWED"), "{run}");
+    run.never_shows(&token);
+    let run = apikey(&ns.name, &["verify", "--ip", "192.0.2.1"]).stdin(&token).run().await.exits(10);
+    assert!(run.stdout.starts_with("IP_NOT_ALLOWED") && !run.stderr.contains("--ip"), "{run}");
+    apikey(&ns.name, &["verify", "--ip", "10.1.2.3"]).stdin(&token).run().await.exits(0).says("stdout", &["VALID"]);
+}
+
+#[tokio::test]
 async fn verify_of_a_well_formed_unknown_token_is_not_found_and_exits_10() {
     let ns = TestNamespace::new("plugin_verify_unknown").await;
     let unknown = Token::generate("kw");

@@ -45,7 +45,14 @@ pub async fn verify(cluster: &Cluster, args: VerifyArgs) -> Result<()> {
     drop(token);
     match args.output {
         Some(format) => render::print_document(&Answer::from(&verdict), format)?,
-        None => render::print_stdout(&sentence(&verdict, cluster, args.all_namespaces))?,
+        None => render::print_stdout(&sentence(&verdict, cluster, args.all_namespaces, args.ip.is_some()))?,
+    }
+    if verdict.code == Code::IpNotAllowed && args.ip.is_none() {
+        // Without an address, a key limited to some networks can only be refused.
+        eprintln!(
+            "note: the key accepts only clients from its allowedCIDRs, and no client address was given: pass \
+             the client's with --ip ADDRESS"
+        );
     }
     if verdict.code == Code::Valid { Ok(()) } else { Err(PluginError::TokenRefused) }
 }
@@ -89,7 +96,7 @@ async fn index_of(cluster: &Cluster, all_namespaces: bool) -> Result<Index> {
 }
 
 /// The verdict as one line: the code first, then whose token it is.
-fn sentence(verdict: &index::Verdict, cluster: &Cluster, all_namespaces: bool) -> String {
+fn sentence(verdict: &index::Verdict, cluster: &Cluster, all_namespaces: bool, with_ip: bool) -> String {
     let Some(entry) = &verdict.entry else {
         return match verdict.code {
             Code::Malformed => "MALFORMED: this is not a Keyward token (wrong format or checksum)\n".into(),
@@ -114,7 +121,8 @@ fn sentence(verdict: &index::Verdict, cluster: &Cluster, all_namespaces: bool) -
         ),
         Code::Expired => format!("expired {}", render::when(entry.expires_at, now)),
         Code::Inactive => "the key is inactive (or its spec is invalid)".into(),
-        Code::IpNotAllowed => "the address is not in the key's allowed CIDRs".into(),
+        Code::IpNotAllowed if with_ip => "the address is not in the key's allowed CIDRs".into(),
+        Code::IpNotAllowed => "the key is limited to its allowed CIDRs and no address was given (--ip)".into(),
         Code::InsufficientScope => {
             format!("the key's scopes ({}) do not grant all of those required", render::joined(&entry.policy.scopes))
         }
