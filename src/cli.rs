@@ -131,7 +131,7 @@ impl Cli {
 async fn run_controller(args: ControllerArgs) -> Result<()> {
     telemetry::init_logging(args.log_format);
     let expiry = expiry_policy(args.default_expiry, args.max_expiry)?;
-    let client = kube::Client::try_default().await.map_err(Error::KubeConfig)?;
+    let client = crate::retry::client().await.map_err(Error::KubeConfig)?;
     let settings = Settings { namespaces: namespaces(args.namespaces), expiry, concurrency: args.concurrency };
     tracing::info!(namespaces = ?settings.namespaces, default_expiry = %duration::format(settings.expiry.default), "starting controller");
     let metrics = Arc::new(Metrics::default());
@@ -191,7 +191,7 @@ async fn reconcile_while_leading(
 
 async fn run_verifier(args: VerifierArgs) -> Result<()> {
     telemetry::init_logging(args.log_format);
-    let client = kube::Client::try_default().await.map_err(Error::KubeConfig)?;
+    let client = crate::retry::client().await.map_err(Error::KubeConfig)?;
     let settings =
         verifier::Settings { namespaces: namespaces(args.namespaces), trusted_proxies: args.trusted_proxies };
     tracing::info!(namespaces = ?settings.namespaces, trusted_proxies = ?settings.trusted_proxies, "starting verifier");

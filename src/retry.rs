@@ -13,6 +13,16 @@ const FIRST: Duration = Duration::from_millis(200);
 /// hour tries again at most 2 s apart.
 const LONGEST: Duration = Duration::from_secs(1);
 
+/// A client from the usual configuration (`KUBECONFIG`, `~/.kube/config`, in-cluster) whose
+/// requests are not retried inside the client. kube's own retry obeys a 503's `Retry-After`,
+/// which an API server that is still starting sends as 10 s: every watch then waited that long
+/// after the server was ready. The watches and reconciles retry on their own terms instead.
+pub async fn client() -> Result<kube::Client, kube::Error> {
+    let mut config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
+    config.default_retry = false;
+    kube::Client::try_from(config)
+}
+
 /// Backoff of every watch: 0.2 s doubling to 1 s, each wait plus up to 100% jitter, never
 /// giving up. kube's default grows to 30 s (60 s with jitter), which kept a verifier serving a
 /// deleted key for 45 s after the API server came back.

@@ -367,6 +367,9 @@ fn controller<K: Reconciled>(
     let store = reader.clone();
     let future = Controller::for_stream(events, reader)
         .owns_stream(secrets)
+        // Errors of any watch also pause the merged stream of triggers: kube's default pause
+        // grows to a minute.
+        .trigger_backoff(crate::retry::WatchBackoff::default())
         .with_config(config)
         .graceful_shutdown_on(shutdown_signal(shutdown))
         .run(timed_reconcile::<K>, error_policy::<K>, ctx)
