@@ -12,6 +12,11 @@
 #   control-plane.sh with DIR CMD.. start a fresh one in DIR, run CMD with KUBECONFIG set, stop it
 #   control-plane.sh bare [DIR]     a second, empty API server (no CRDs) on the etcd of the one running
 #                                   in DIR; prints the path of its kubeconfig; `stop` stops it too
+#   control-plane.sh apiserver-kill DIR   SIGKILL the API server in DIR (etcd and the rest keep running)
+#   control-plane.sh apiserver-start DIR  start it again, same port and flags; returns once it is ready
+#   control-plane.sh twin DIR       another API server on the same etcd and data as DIR's, on its own port
+#                                   (a way to change objects while DIR's server is down); prints its
+#                                   kubeconfig; `twin-stop DIR` stops it
 #
 # The binaries are cached in $KEYWARD_CACHE (default ~/.cache/keyward); DIR defaults to
 # $KEYWARD_CONTROL_PLANE_DIR or .keyward/control-plane in the current directory.
@@ -194,7 +199,8 @@ cmd_start() {
     --initial-cluster "keyward=http://127.0.0.1:$peer_port" \
     --quota-backend-bytes 8589934592 >"$dir/logs/etcd.log" 2>&1 </dev/null &
   echo "etcd $!" >>"$dir/pids"
-  echo "http://127.0.0.1:$etcd_port" >"$dir/etcd-url"   # for `bare`
+  echo "http://127.0.0.1:$etcd_port" >"$dir/etcd-url"   # for `bare`, `twin` and `apiserver-start`
+  echo "$api_port" >"$dir/api-port"
 
   log "starting kube-apiserver on https://127.0.0.1:$api_port"
   start_apiserver "$dir" kube-apiserver "http://127.0.0.1:$etcd_port" "$api_port" "$dir/certs" "$dir/tokens.csv" "$dir/sa.key"
@@ -301,6 +307,54 @@ cmd_bare() {
   echo "$kubeconfig"
 }
 
+# The PIDs recorded under NAME in DIR's pids file.
+recorded_pids() { awk -v name="$2" '$1 == name { print $2 }' "$1/pids"; }
+
+cmd_apiserver_kill() {
+  local dir pid
+  dir=$(state_dir "$1")
+  for pid in $(recorded_pids "$dir" kube-apiserver); do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in $(recorded_pids "$dir" kube-apiserver); do
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  done
+  sed -i '/^kube-apiserver /d' "$dir/pids"
+  log "kube-apiserver killed"
+}
+
+cmd_apiserver_start() {
+  local dir
+  dir=$(state_dir "$1")
+  [ -s "$dir/api-port" ] || die "$dir/api-port is missing (started by an older control-plane.sh?); restart it"
+  [ -z "$(recorded_pids "$dir" kube-apiserver)" ] || die "kube-apiserver is already running in $dir"
+  start_apiserver "$dir" kube-apiserver "$(cat "$dir/etcd-url")" "$(cat "$dir/api-port")" "$dir/certs" \
+    "$dir/tokens.csv" "$dir/sa.key"
+  wait_ready "$dir/admin.kubeconfig" 90 || die "kube-apiserver did not become ready again"
+  log "kube-apiserver ready again"
+}
+
+cmd_twin() {
+  local dir port
+  dir=$(state_dir "$1")
+  [ -s "$dir/etcd-url" ] || die "no control plane in $dir"
+  port=$(free_port)
+  mkdir -p "$dir/certs-twin"
+  start_apiserver "$dir" kube-apiserver-twin "$(cat "$dir/etcd-url")" "$port" "$dir/certs-twin" "$dir/tokens.csv" "$dir/sa.key"
+  write_kubeconfig "$dir/twin.kubeconfig" "https://127.0.0.1:$port" keyward-admin \
+    "$(grep ',keyward-admin,' "$dir/tokens.csv" | cut -d, -f1)"
+  wait_ready "$dir/twin.kubeconfig" 90 || die "the twin kube-apiserver did not become ready"
+  echo "$dir/twin.kubeconfig"
+}
+
+cmd_twin_stop() {
+  local dir pid
+  dir=$(state_dir "$1")
+  for pid in $(recorded_pids "$dir" kube-apiserver-twin); do
+    kill -KILL "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  done
+  sed -i '/^kube-apiserver-twin /d' "$dir/pids"
+}
+
 cmd_with() {
   local dir
   dir=$(state_dir "$1"); shift
@@ -321,6 +375,10 @@ case ${1:-} in
   env) cmd_env "${2:-}" ;;
   status) cmd_status "${2:-}" ;;
   bare) cmd_bare "${2:-}" ;;
+  apiserver-kill) [ $# -eq 2 ] || die "usage: control-plane.sh apiserver-kill DIR"; cmd_apiserver_kill "$2" ;;
+  apiserver-start) [ $# -eq 2 ] || die "usage: control-plane.sh apiserver-start DIR"; cmd_apiserver_start "$2" ;;
+  twin) [ $# -eq 2 ] || die "usage: control-plane.sh twin DIR"; cmd_twin "$2" ;;
+  twin-stop) [ $# -eq 2 ] || die "usage: control-plane.sh twin-stop DIR"; cmd_twin_stop "$2" ;;
   with) shift; [ $# -ge 2 ] || die "usage: control-plane.sh with DIR CMD..."; cmd_with "$@" ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

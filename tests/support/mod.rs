@@ -96,6 +96,12 @@ impl TestNamespace {
         let client = client().await;
         install_crds(&client).await;
         wait_until_gc_knows_crds(&client).await;
+        Self::on(client, test).await
+    }
+
+    /// A fresh namespace on the API server of `client` (which has the CRDs installed); no wait
+    /// for its garbage collector.
+    pub async fn on(client: Client, test: &str) -> Self {
         let suffix: String = (0..6).map(|_| (b'a' + rand::random_range(0..26u8)) as char).collect();
         let name =
             format!("{}-{suffix}", test.replace('_', "-").chars().take(40).collect::<String>().trim_end_matches('-'));
@@ -355,7 +361,8 @@ impl TokenHistory {
         let record = seen.clone();
         let task = tokio::spawn(async move {
             let mut ready = Some(ready_tx);
-            let mut stream = watcher(secrets, watcher::Config::default()).boxed();
+            let mut stream =
+                watcher(secrets, watcher::Config::default()).backoff(keyward::retry::WatchBackoff::default()).boxed();
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(watcher::Event::InitDone) => {
@@ -413,7 +420,7 @@ impl Drop for TokenHistory {
 pub async fn wait_all_active(keys: Api<ApiKey>, names: &[String], deadline: Duration) {
     use std::collections::HashSet;
     let mut pending: HashSet<String> = names.iter().cloned().collect();
-    let mut stream = watcher(keys, watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher(keys, watcher::Config::default()).backoff(keyward::retry::WatchBackoff::default()).boxed();
     let until = tokio::time::Instant::now() + deadline;
     while !pending.is_empty() {
         match tokio::time::timeout_at(until, stream.next()).await {
@@ -712,4 +719,95 @@ pub async fn bare_kubeconfig() -> PathBuf {
     let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
     assert!(path.is_file(), "control-plane.sh bare printed {path:?}, which is not a file");
     path
+}
+
+/// A control plane of a test's own, in a temporary directory, for tests that stop and start its
+/// API server: the shared one must stay up for every other test.
+pub struct OwnControlPlane {
+    pub dir: tempfile::TempDir,
+}
+
+fn control_plane_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/control-plane.sh")
+}
+
+/// Runs `control-plane.sh ARGS` to completion and returns its stdout; fails the test on error.
+fn control_plane(args: &[&str]) -> String {
+    let out = std::process::Command::new(control_plane_script())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run control-plane.sh");
+    assert!(out.status.success(), "control-plane.sh {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl OwnControlPlane {
+    /// Starts etcd, an API server and a controller-manager, and installs the CRDs.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().to_str().expect("UTF-8 path").to_string();
+        tokio::task::spawn_blocking(move || control_plane(&["start", &path])).await.expect("start task");
+        let plane = Self { dir };
+        install_crds(&plane.client().await).await;
+        plane
+    }
+
+    pub fn kubeconfig(&self) -> String {
+        self.dir.path().join("admin.kubeconfig").to_str().expect("UTF-8 path").to_string()
+    }
+
+    /// A client of this control plane's API server.
+    pub async fn client(&self) -> Client {
+        client_of(&self.kubeconfig()).await
+    }
+
+    fn path(&self) -> String {
+        self.dir.path().to_str().expect("UTF-8 path").to_string()
+    }
+
+    /// SIGKILLs the API server.
+    pub async fn kill_apiserver(&self) {
+        let path = self.path();
+        tokio::task::spawn_blocking(move || control_plane(&["apiserver-kill", &path])).await.expect("kill task");
+    }
+
+    /// Starts the API server again; returns when it answers `/readyz`.
+    pub async fn start_apiserver(&self) {
+        let path = self.path();
+        tokio::task::spawn_blocking(move || control_plane(&["apiserver-start", &path])).await.expect("start task");
+    }
+
+    /// Another API server on the same etcd and data, to change objects while the first is down;
+    /// dropped with [`OwnControlPlane::stop_twin`].
+    pub async fn twin(&self) -> Client {
+        let path = self.path();
+        let kubeconfig = tokio::task::spawn_blocking(move || control_plane(&["twin", &path])).await.expect("twin task");
+        client_of(&kubeconfig).await
+    }
+
+    pub async fn stop_twin(&self) {
+        let path = self.path();
+        tokio::task::spawn_blocking(move || control_plane(&["twin-stop", &path])).await.expect("twin-stop task");
+    }
+
+    /// A keyward process (`controller` or `verifier`) of this control plane, in `namespace`.
+    pub fn operator(&self, subcommand: &'static str, namespace: &str, extra: &[&str]) -> Operator {
+        Operator::run(subcommand, namespace, extra, &[("KUBECONFIG", &self.kubeconfig())])
+    }
+}
+
+impl Drop for OwnControlPlane {
+    fn drop(&mut self) {
+        let path = self.path();
+        let _ = std::process::Command::new(control_plane_script()).args(["stop", &path]).stdin(Stdio::null()).output();
+    }
+}
+
+/// A client from a kubeconfig file.
+pub async fn client_of(kubeconfig: &str) -> Client {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig).expect("read the kubeconfig");
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(config, &options).await.expect("a config from the kubeconfig");
+    Client::try_from(config).expect("a client")
 }
