@@ -37,9 +37,11 @@ http {
     upstream keyward { server @VERIFIER@; }
     upstream orders  { server @UPSTREAM@; }
 
-    # The protected service: answers with the identity it was handed.
+    # The protected service: answers with the identity it was handed. A key's scopes fill up to
+    # 8.3 KB of X-Keyward-Scopes: more than NGINX's default 8k header line.
     server {
         listen @UPSTREAM@;
+        large_client_header_buffers 4 16k;
         default_type text/plain;
         return 200 "key=$http_x_keyward_key id=$http_x_keyward_key_id scopes=$http_x_keyward_scopes\n";
     }
@@ -72,14 +74,29 @@ http {
             proxy_pass http://orders;
         }
 
+        # The same, behind the common X-Forwarded-For setting that appends to the client's.
+        location /appended/orders/ {
+            auth_request /_keyward/appended/orders.read;
+            auth_request_set $keyward_key $upstream_http_x_keyward_key;
+            auth_request_set $keyward_key_id $upstream_http_x_keyward_key_id;
+            auth_request_set $keyward_scopes $upstream_http_x_keyward_scopes;
+            proxy_set_header X-Keyward-Key $keyward_key;
+            proxy_set_header X-Keyward-Key-Id $keyward_key_id;
+            proxy_set_header X-Keyward-Scopes $keyward_scopes;
+            proxy_pass http://orders;
+        }
+
         # One internal location per set of required scopes.
         location = /_keyward/orders.read {
             internal;
             proxy_pass http://keyward/v1/auth?scope=orders.read;
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
-            # Overwrite: the verifier believes the first entry from a trusted proxy.
+            # Overwrite with the address NGINX saw.
             proxy_set_header X-Forwarded-For $remote_addr;
+            # Room for the answer's headers: a key's scopes fill up to 8.3 KB of one header.
+            proxy_buffer_size 16k;
+            proxy_buffers 4 16k;
         }
         location = /_keyward/orders.write {
             internal;
@@ -87,6 +104,30 @@ http {
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
             proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_buffer_size 16k;
+            proxy_buffers 4 16k;
+        }
+        location = /_keyward/appended/orders.read {
+            internal;
+            proxy_pass http://keyward/v1/auth?scope=orders.read;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            # Append: what the client sent, then the address NGINX saw. The verifier believes
+            # the rightmost entry that is not a trusted proxy.
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_buffer_size 16k;
+            proxy_buffers 4 16k;
+        }
+    }
+
+    # An edge proxy in front of the one above: a second trusted hop, connecting from 127.0.0.4.
+    server {
+        listen @EDGE@;
+        location / {
+            proxy_pass http://@PROXY@;
+            proxy_bind 127.0.0.4;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         }
     }
 }
@@ -107,12 +148,12 @@ fn nginx_binary() -> PathBuf {
     )
 }
 
-/// Two distinct free loopback addresses, found by binding port 0 and letting go of them.
-fn free_addrs() -> (String, String) {
+/// Three distinct free loopback addresses, found by binding port 0 and letting go of them.
+fn free_addrs() -> (String, String, String) {
     let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    let (a, b) = (bind(), bind());
+    let (a, b, c) = (bind(), bind(), bind());
     let addr = |l: &std::net::TcpListener| l.local_addr().expect("its address").to_string();
-    (addr(&a), addr(&b))
+    (addr(&a), addr(&b), addr(&c))
 }
 
 /// NGINX in front of the verifier at `verifier`, as a child process killed when dropped.
@@ -121,18 +162,21 @@ struct Nginx {
     dir: tempfile::TempDir,
     /// Where clients connect.
     addr: String,
+    /// The edge proxy in front of it (a second trusted hop).
+    edge: String,
 }
 
 impl Nginx {
     async fn start(verifier: &str) -> Self {
         let binary = nginx_binary();
         let dir = tempfile::tempdir().expect("temp dir");
-        let (proxy, upstream) = free_addrs();
+        let (proxy, upstream, edge) = free_addrs();
         let conf = NGINX_CONF
             .replace("@DIR@", &dir.path().display().to_string())
             .replace("@VERIFIER@", verifier)
             .replace("@PROXY@", &proxy)
-            .replace("@UPSTREAM@", &upstream);
+            .replace("@UPSTREAM@", &upstream)
+            .replace("@EDGE@", &edge);
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("write nginx.conf");
         let output = std::fs::File::create(dir.path().join("output.log")).expect("create output.log");
@@ -151,8 +195,8 @@ impl Nginx {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
-        let mut nginx = Nginx { child, dir, addr: proxy.clone() };
-        nginx.wait_listening(&[&proxy, &upstream]).await;
+        let mut nginx = Nginx { child, dir, addr: proxy.clone(), edge: edge.clone() };
+        nginx.wait_listening(&[&proxy, &upstream, &edge]).await;
         nginx
     }
 
@@ -187,10 +231,19 @@ impl Nginx {
 
     /// `GET path` through NGINX from the loopback address `source`; returns status and body.
     async fn get_from(&self, source: Ipv4Addr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        self.get_via(&self.addr, source, path, headers).await
+    }
+
+    /// `GET path` through the edge proxy and then NGINX, from the loopback address `source`.
+    async fn get_via_edge(&self, source: Ipv4Addr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        self.get_via(&self.edge, source, path, headers).await
+    }
+
+    async fn get_via(&self, addr: &str, source: Ipv4Addr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket.bind(SocketAddr::new(IpAddr::V4(source), 0)).unwrap_or_else(|e| panic!("bind {source}: {e}"));
-        let mut stream = socket.connect(self.addr.parse().expect("address")).await.expect("connect to nginx");
+        let mut stream = socket.connect(addr.parse().expect("address")).await.expect("connect to nginx");
         let mut text = request(path, headers);
         text.insert_str(text.find("\r\n").expect("request line") + 2, "Connection: close\r\n");
         stream.write_all(text.as_bytes()).await.expect("send the request");
@@ -215,8 +268,9 @@ fn request(path: &str, headers: &[(&str, &str)]) -> String {
     request
 }
 
-/// A namespace with a controller, the named keys Active, a verifier trusting 127.0.0.1 as a
-/// proxy, and NGINX in front of it. Returns the tokens and key IDs in the order given.
+/// A namespace with a controller, the named keys Active, a verifier trusting NGINX (127.0.0.1)
+/// and the edge proxy (127.0.0.4), and NGINX in front of it. Returns the tokens and key IDs in
+/// the order given.
 async fn setup(test: &str, keys: &[(&str, serde_json::Value)]) -> (TestNamespace, Vec<(String, String)>, Proxy) {
     nginx_binary(); // Fail at once, not after the set-up, when NGINX is missing.
     let ns = TestNamespace::new(test).await;
@@ -232,7 +286,7 @@ async fn setup(test: &str, keys: &[(&str, serde_json::Value)]) -> (TestNamespace
         issued.push((ns.token_of(&format!("{name}-apikey")).await, key_id));
     }
     // Started after the keys exist: its initial list holds them once it is ready.
-    let verifier = ns.verifier(&["--trusted-proxies", "127.0.0.1/32"]).await;
+    let verifier = ns.verifier(&["--trusted-proxies", "127.0.0.1/32,127.0.0.4/32"]).await;
     let nginx = Nginx::start(&verifier.listen_addr().await).await;
     (ns, issued, Proxy { nginx, _verifier: verifier, _controller: controller })
 }
@@ -339,5 +393,91 @@ async fn nginx_forwards_the_client_address_for_the_allow_list_and_ignores_a_forg
         let headers = [("Authorization", token.as_str()), ("X-Forwarded-For", forged)];
         let (status, body) = proxy.nginx.get_from(other, "/orders/1", &headers).await;
         assert_eq!(status, 403, "X-Forwarded-For: {forged} from {other}: {body}");
+    }
+}
+
+/// The common NGINX setting appends the address it saw to the client's own X-Forwarded-For: the
+/// leftmost entries are the client's to choose, so the verifier believes the rightmost entry that
+/// is not a trusted proxy. Clients connect from 127.0.0.2 (allowed) and 127.0.0.3 (not).
+#[tokio::test]
+async fn behind_an_appending_proxy_a_client_cannot_choose_its_address() {
+    let (_ns, issued, proxy) =
+        setup("proxy-appended", &[("pinned", json!({"scopes": ["orders.read"], "allowedCIDRs": ["127.0.0.2/32"]}))])
+            .await;
+    let token = bearer(&issued[0].0);
+    let (allowed, other) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+    for forged in [None, Some("127.0.0.2"), Some("10.9.9.9, 127.0.0.2"), Some("garbage")] {
+        let mut headers = vec![("Authorization", token.as_str())];
+        headers.extend(forged.map(|f| ("X-Forwarded-For", f)));
+        let (status, body) = proxy.nginx.get_from(other, "/appended/orders/1", &headers).await;
+        assert_eq!(status, 403, "from {other} sending X-Forwarded-For {forged:?}: {body}\n{}", proxy.nginx.logs());
+        let (status, body) = proxy.nginx.get_from(allowed, "/appended/orders/1", &headers).await;
+        assert_eq!(status, 200, "from {allowed} sending X-Forwarded-For {forged:?}: {body}\n{}", proxy.nginx.logs());
+    }
+}
+
+/// Two trusted hops (an edge proxy at 127.0.0.4, then NGINX at 127.0.0.1), both appending: the
+/// verifier walks past both from the right to the client's address, and no further.
+#[tokio::test]
+async fn behind_two_trusted_hops_the_client_address_is_the_first_untrusted_one_from_the_right() {
+    let (_ns, issued, proxy) =
+        setup("proxy-two-hops", &[("pinned", json!({"scopes": ["orders.read"], "allowedCIDRs": ["127.0.0.2/32"]}))])
+            .await;
+    let token = bearer(&issued[0].0);
+    let (allowed, other) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+    for forged in [None, Some("127.0.0.2"), Some("127.0.0.2, 127.0.0.4")] {
+        let mut headers = vec![("Authorization", token.as_str())];
+        headers.extend(forged.map(|f| ("X-Forwarded-For", f)));
+        let (status, body) = proxy.nginx.get_via_edge(other, "/appended/orders/1", &headers).await;
+        assert_eq!(
+            status,
+            403,
+            "from {other} via the edge, X-Forwarded-For {forged:?}: {body}\n{}",
+            proxy.nginx.logs()
+        );
+        let (status, body) = proxy.nginx.get_via_edge(allowed, "/appended/orders/1", &headers).await;
+        assert_eq!(
+            status,
+            200,
+            "from {allowed} via the edge, X-Forwarded-For {forged:?}: {body}\n{}",
+            proxy.nginx.logs()
+        );
+    }
+    // The overwriting location sees only the edge's address (a trusted proxy, so the last
+    // resort) and refuses: that setting is for a single proxy in front of the verifier.
+    let (status, _) = proxy.nginx.get_via_edge(allowed, "/orders/1", &[("Authorization", &token)]).await;
+    assert_eq!(status, 403, "behind two hops the overwriting setting loses the client's address");
+}
+
+/// The largest key the schema and validation allow (64 scopes of 128 characters) passes NGINX
+/// with the recipe's buffer sizes, and the upstream is handed every scope.
+#[tokio::test]
+async fn the_largest_allowed_key_passes_nginx_with_all_its_scopes() {
+    let scopes: Vec<String> = (0..keyward::api::MAX_KEY_SCOPES - 1)
+        .map(|i| format!("s{i:0>w$}", w = keyward::api::MAX_SCOPE_LENGTH - 1))
+        .collect();
+    let mut all = vec!["orders.read".to_string()];
+    all.extend(scopes);
+    assert!(all.iter().all(|s| s.len() <= keyward::api::MAX_SCOPE_LENGTH));
+    let (ns, issued, proxy) = setup("proxy-largest", &[("largest", json!({ "scopes": all }))]).await;
+    let (token, key_id) = &issued[0];
+    let response = proxy.nginx.get("/orders/1", &[("Authorization", &bearer(token))]).await;
+    assert_eq!(response.status, 200, "{}\n{}", &response.body[..response.body.len().min(300)], proxy.nginx.logs());
+    assert_eq!(response.body, format!("key={}/largest id={key_id} scopes={}\n", ns.name, all.join(",")));
+}
+
+/// One scope more than allowed is refused by the API server's schema, before any token exists.
+#[tokio::test]
+async fn a_key_with_too_many_or_too_long_scopes_is_refused_by_the_schema() {
+    let ns = TestNamespace::new("proxy-too-large").await;
+    for (what, scopes) in [
+        ("65 scopes", vec!["a".to_string(); keyward::api::MAX_KEY_SCOPES + 1]),
+        ("a scope of 129 characters", vec!["a".repeat(keyward::api::MAX_SCOPE_LENGTH + 1)]),
+    ] {
+        let key = support::key("too-large", json!({ "scopes": scopes }));
+        let refused = ns.keys().create(&Default::default(), &key).await.expect_err(what);
+        let kube::Error::Api(status) = refused else { panic!("{what}: {refused}") };
+        assert_eq!(status.code, 422, "{what}: {status:?}");
+        assert!(status.message.contains("spec.scopes"), "{what}: {}", status.message);
     }
 }
