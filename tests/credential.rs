@@ -67,6 +67,41 @@ async fn removing_a_token_deletes_its_secret_and_status_entry() {
 }
 
 #[tokio::test]
+async fn removing_the_last_token_leaves_a_pending_credential_whose_status_still_writes() {
+    let ns = TestNamespace::new("cred-remove-last").await;
+    let controller = ns.controller(&[]);
+    ns.create_credential("svc", json!({"tokens": [{"name": "a", "expiresAt": "2030-01-01T00:00:00Z"}]})).await;
+    ns.wait_credential("svc", "one active token", all_active(1)).await;
+    ns.set_tokens("svc", json!([])).await;
+    ns.wait_secret_gone("svc-a").await;
+    let status =
+        ns.wait_credential("svc", "no tokens", |s| s.phase == Some(Phase::Pending) && s.tokens.is_empty()).await;
+    assert_eq!(status.active_tokens, Some(0));
+    assert!(status.conditions[0].message.contains("no tokens"), "{:?}", status.conditions);
+    // Status writes go on: a token added now is issued and recorded.
+    ns.set_tokens("svc", json!([{"name": "b"}])).await;
+    ns.wait_credential("svc", "the new token", all_active(1)).await;
+    let expiry = |token: &str| {
+        format!(
+            r#"keyward_key_expiration_timestamp_seconds{{kind="Credential",namespace="{}",name="svc",token="{token}"}}"#,
+            ns.name
+        )
+    };
+    // The census reads the controller's cache: wait for it to show the new token.
+    let until = tokio::time::Instant::now() + support::DEADLINE;
+    let metrics = loop {
+        let (_, metrics) = controller.http_get("/metrics").await;
+        if support::sample(&metrics, &expiry("b")).is_some() {
+            break metrics;
+        }
+        assert!(tokio::time::Instant::now() < until, "token b's expiry never exported:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(support::sample(&metrics, &expiry("a")), None, "the removed token's expiry is still exported");
+    assert!(!metrics.contains(r#"keyward_reconcile_errors_total{kind="Credential""#), "{metrics}");
+}
+
+#[tokio::test]
 async fn adding_a_token_issues_only_that_token_and_touches_no_other_secret() {
     let ns = TestNamespace::new("cred-add").await;
     let _controller = ns.controller(&[]);

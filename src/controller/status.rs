@@ -107,6 +107,17 @@ fn digest(status: &serde_json::Value) -> u64 {
     hasher.finish()
 }
 
+/// Whether `desired` empties a top-level list that `current` holds entries in.
+fn empties_a_list(current: Option<&serde_json::Value>, desired: &serde_json::Value) -> bool {
+    let (Some(serde_json::Value::Object(current)), serde_json::Value::Object(desired)) = (current, desired) else {
+        return false;
+    };
+    desired.iter().any(|(field, value)| {
+        value.as_array().is_some_and(Vec::is_empty)
+            && current.get(field).and_then(serde_json::Value::as_array).is_some_and(|items| !items.is_empty())
+    })
+}
+
 /// The metrics label of a kind's status subresource.
 fn status_resource<K: Resource<DynamicType = ()>>() -> &'static str {
     match K::kind(&()).as_ref() {
@@ -140,13 +151,24 @@ where
     if recent.already_written(&uid, &resource_version, &desired_json) {
         return Ok(false);
     }
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": desired_json,
-    });
-    metrics.count_write(status_resource::<K>(), "apply");
-    api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let current_json = current.map(serde_json::to_value).transpose().ok().flatten();
+    if empties_a_list(current_json.as_ref(), &desired_json) {
+        // Server-side apply on Kubernetes 1.20 turns a list-map whose last entry goes into
+        // `null`, which the schema refuses (and then every later apply). A merge patch of the
+        // whole status replaces the list with `[]`; applies work again after it.
+        let patch = serde_json::json!({ "status": desired_json });
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        metrics.count_write(status_resource::<K>(), "patch");
+        api.patch_status(&object.name_any(), &params, &Patch::Merge(&patch)).await?;
+    } else {
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": desired_json,
+        });
+        metrics.count_write(status_resource::<K>(), "apply");
+        api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    }
     recent.record(&uid, &resource_version, &desired_json);
     Ok(true)
 }
@@ -186,6 +208,16 @@ mod tests {
         // A newer version in the cache ends the guard, whatever it holds.
         assert!(!recent.already_written("u", "11", &status));
         assert!(!recent.already_written("u", "10", &status));
+    }
+
+    #[test]
+    fn emptying_a_list_is_told_apart_from_keeping_one_empty() {
+        let tokens =
+            |n: usize| serde_json::json!({"phase": "Active", "tokens": vec![serde_json::json!({"name": "a"}); n]});
+        assert!(empties_a_list(Some(&tokens(1)), &tokens(0)));
+        assert!(!empties_a_list(Some(&tokens(0)), &tokens(0)), "already empty");
+        assert!(!empties_a_list(None, &tokens(0)), "a first status");
+        assert!(!empties_a_list(Some(&tokens(2)), &tokens(1)), "one entry left");
     }
 
     #[test]
