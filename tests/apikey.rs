@@ -323,6 +323,13 @@ async fn bad_spec_fails_with_invalid_spec_naming_the_field_and_value() {
             "spec.secretTemplate.data[token]",
             "token",
         ),
+        // Well-formed, but past the last second the operator computes with: says so.
+        (
+            "far-timestamp",
+            json!({"expiresAt": "9999-12-31T23:59:59Z"}),
+            "spec.expiresAt",
+            "later than the latest expiry",
+        ),
     ];
     for (name, spec, _, _) in &cases {
         ns.create_key(name, spec.clone()).await;
@@ -363,6 +370,32 @@ async fn max_expiry_refuses_longer_keys_instead_of_clamping() {
         default.status.expect("status").expires_at.expect("expiresAt").0,
         created + jiff::SignedDuration::from_hours(7 * 24)
     );
+}
+
+#[tokio::test]
+async fn max_expiry_alone_lowers_the_default_expiry_to_the_cap() {
+    let ns = TestNamespace::new("max-expiry-alone").await;
+    let _controller = ns.controller(&["--max-expiry", "7d"]);
+    ns.create_key("default", json!({})).await;
+    let key = ns.wait_phase("default", Phase::Active).await;
+    let created = key.metadata.creation_timestamp.expect("created").0;
+    assert_eq!(
+        key.status.expect("status").expires_at.expect("expiresAt").0,
+        created + jiff::SignedDuration::from_hours(7 * 24)
+    );
+}
+
+#[tokio::test]
+async fn a_key_created_already_expired_says_no_secret_was_written() {
+    let ns = TestNamespace::new("born-expired").await;
+    let _controller = ns.controller(&[]);
+    ns.create_key("late", json!({"expiresAt": "2020-01-01T00:00:00Z"})).await;
+    let key = ns.wait_phase("late", Phase::Expired).await;
+    let status = key.status.expect("status");
+    assert_eq!(status.token_hash, None);
+    let message = &status.conditions[0].message;
+    assert!(message.contains("before a token was issued; no Secret was written"), "{message}");
+    assert!(ns.secrets().get_opt("late-apikey").await.expect("get").is_none());
 }
 
 #[tokio::test]

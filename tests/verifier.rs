@@ -237,6 +237,8 @@ async fn hostile_requests_get_clean_answers_and_the_verifier_stays_up() {
         ("not an object", b"[\"kw_x\"]".to_vec()),
         ("a number for a token", b"{\"token\": 7}".to_vec()),
         ("an unknown field", format!(r#"{{"token": "{token}", "scope": "admin"}}"#).into_bytes()),
+        ("the token as a field name", format!(r#"{{"{token}": 1}}"#).into_bytes()),
+        ("the token as a field name beside a token", format!(r#"{{"token": "kw_x", "{token}": 1}}"#).into_bytes()),
         ("a wildcard in a required scope", format!(r#"{{"token": "{token}", "scopes": ["orders.*"]}}"#).into_bytes()),
         ("too many scopes", many_scopes),
         ("deep nesting", format!(r#"{{"token": {}{}}}"#, "[".repeat(5_000), "]".repeat(5_000)).into_bytes()),
