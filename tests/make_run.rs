@@ -1,0 +1,174 @@
+//! The README's first command, as a newcomer runs it: `make run` in a fresh clone with no kube
+//! context answering. It must start the local control plane, the controller and the verifier;
+//! the first example must get a token the verifier accepts; and Ctrl-C, then `make stop`, must
+//! stop everything, as the README says.
+//!
+//! The clone builds into a target directory of its own (a debug build, `KEYWARD_PROFILE=debug`,
+//! to keep `make test` short): sharing the suite's would overwrite the binaries the other tests
+//! run with the clone's.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+use tokio::time::Instant;
+
+/// The first run builds the crate from the clone and starts a control plane.
+const FIRST_RUN: Duration = Duration::from_secs(900);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+}
+
+/// Runs a command to completion in `dir`; fails the test with its output on error.
+async fn run(dir: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `GET path` from a loopback port: the status, or 0 when nothing answers.
+async fn status_of(port: u16, path: &str, headers: &str) -> u16 {
+    let addr = format!("127.0.0.1:{port}");
+    if tokio::net::TcpStream::connect(&addr).await.is_err() {
+        return 0;
+    }
+    support::http(&addr, format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}\r\n").as_bytes()).await.status
+}
+
+/// Stops whatever the test started if it fails half-way: the process group of `make run`, and
+/// the clone's control plane.
+struct Cleanup {
+    clone: PathBuf,
+    group: Option<u32>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(group) = self.group {
+            let _ = std::process::Command::new("kill").args(["-KILL", &format!("-{group}")]).status();
+        }
+        let _ = std::process::Command::new(self.clone.join("scripts/control-plane.sh"))
+            .arg("stop")
+            .current_dir(&self.clone)
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_run_in_a_fresh_clone_without_a_context_serves_the_first_example_and_stops_as_the_readme_says() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir().expect("temp dir");
+    let clone = work.path().join("keyward");
+    let clone_arg = clone.to_str().expect("UTF-8 path");
+    run(&repo, "git", &["clone", "--quiet", "--no-hardlinks", repo.to_str().expect("UTF-8 path"), clone_arg], &[])
+        .await;
+    let mut cleanup = Cleanup { clone: clone.clone(), group: None };
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo.join("target"));
+    let target = target.join("make-run-test");
+    let (controller_port, verifier_port) = (free_port(), free_port());
+    let no_context = work.path().join("no-kubeconfig");
+
+    let log_path = work.path().join("make-run.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut make = Command::new("make")
+        .arg("run")
+        .current_dir(&clone)
+        .env("KUBECONFIG", &no_context)
+        .env_remove("KEYWARD_CONTROL_PLANE_DIR")
+        .env("CARGO_TARGET_DIR", &target)
+        .env("KEYWARD_PROFILE", "debug")
+        .env("KEYWARD_CONTROLLER_LISTEN", format!("127.0.0.1:{controller_port}"))
+        .env("KEYWARD_VERIFIER_LISTEN", format!("127.0.0.1:{verifier_port}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log handle"))
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("start make run");
+    cleanup.group = make.id();
+    let logs = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    let until = Instant::now() + FIRST_RUN;
+    while status_of(controller_port, "/readyz", "").await != 200 || status_of(verifier_port, "/readyz", "").await != 200
+    {
+        if let Ok(Some(exit)) = make.try_wait() {
+            panic!("make run exited ({exit}) before serving:\n{}", logs());
+        }
+        assert!(Instant::now() < until, "make run did not serve within {FIRST_RUN:?}:\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let printed = logs();
+    assert!(printed.contains("no Kubernetes context answers; starting the local control plane"), "{printed}");
+    // The help is printed for the reader's shell, not run by the script's.
+    assert!(printed.contains("TOKEN=$(kubectl get secret ci-deploy-apikey"), "{printed}");
+    assert!(printed.contains("make stop"), "{printed}");
+
+    // The README's next steps, in the clone: its control plane's kubeconfig, the first example.
+    let env_lines = run(&clone, "scripts/control-plane.sh", &["env"], &[]).await;
+    let kubeconfig = env_lines
+        .lines()
+        .find_map(|line| line.strip_prefix("export KUBECONFIG="))
+        .expect("control-plane.sh env names the kubeconfig")
+        .to_string();
+    let kubectl_env = [("KUBECONFIG", kubeconfig.as_str())];
+    run(&clone, "kubectl", &["apply", "-f", "examples/apikey-basic.yaml"], &kubectl_env).await;
+    let until = Instant::now() + support::DEADLINE;
+    let token = loop {
+        let phase =
+            run(&clone, "kubectl", &["get", "apikey", "ci-deploy", "-o", "jsonpath={.status.phase}"], &kubectl_env)
+                .await;
+        if phase == "Active" {
+            let data = run(
+                &clone,
+                "kubectl",
+                &["get", "secret", "ci-deploy-apikey", "-o", "jsonpath={.data.token}"],
+                &kubectl_env,
+            )
+            .await;
+            let bytes: k8s_openapi::ByteString = serde_json::from_value(serde_json::json!(data)).expect("base64");
+            break String::from_utf8(bytes.0).expect("a text token");
+        }
+        assert!(Instant::now() < until, "ci-deploy is {phase:?}, not Active:\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let until = Instant::now() + support::DEADLINE;
+    while status_of(verifier_port, "/v1/auth", &format!("Authorization: Bearer {token}\r\n")).await != 200 {
+        assert!(Instant::now() < until, "the verifier never accepted the example's token:\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Ctrl-C: the terminal sends SIGINT to the whole foreground process group.
+    let group = make.id().expect("make's PID");
+    run(&clone, "kill", &["-INT", &format!("-{group}")], &[]).await;
+    let exited = tokio::time::timeout(support::DEADLINE, make.wait()).await;
+    assert!(exited.is_ok(), "make run still running {:?} after Ctrl-C:\n{}", support::DEADLINE, logs());
+    cleanup.group = None;
+    assert_eq!(status_of(controller_port, "/readyz", "").await, 0, "the controller outlived make run");
+    assert_eq!(status_of(verifier_port, "/readyz", "").await, 0, "the verifier outlived make run");
+
+    run(&clone, "make", &["stop"], &[]).await;
+    let stopped = std::process::Command::new(clone.join("scripts/control-plane.sh"))
+        .arg("status")
+        .current_dir(&clone)
+        .stdin(Stdio::null())
+        .output()
+        .expect("control-plane.sh status");
+    assert!(!stopped.status.success(), "the local control plane still answers after make stop");
+}
