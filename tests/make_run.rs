@@ -61,7 +61,7 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some(group) = self.group {
-            let _ = std::process::Command::new("kill").args(["-KILL", &format!("-{group}")]).status();
+            let _ = std::process::Command::new("kill").args(["-s", "KILL", "--", &format!("-{group}")]).status();
         }
         let _ = std::process::Command::new(self.clone.join("scripts/control-plane.sh"))
             .arg("stop")
@@ -156,7 +156,7 @@ async fn make_run_in_a_fresh_clone_without_a_context_serves_the_first_example_an
 
     // Ctrl-C: the terminal sends SIGINT to the whole foreground process group.
     let group = make.id().expect("make's PID");
-    run(&clone, "kill", &["-INT", &format!("-{group}")], &[]).await;
+    run(&clone, "kill", &["-s", "INT", "--", &format!("-{group}")], &[]).await;
     let exited = tokio::time::timeout(support::DEADLINE, make.wait()).await;
     assert!(exited.is_ok(), "make run still running {:?} after Ctrl-C:\n{}", support::DEADLINE, logs());
     cleanup.group = None;
