@@ -36,7 +36,14 @@ verifier_listen=${KEYWARD_VERIFIER_LISTEN:-127.0.0.1:8081}
 controller=$!
 "$bin/keyward" verifier --listen "$verifier_listen" &
 verifier=$!
-trap 'kill "$controller" "$verifier" 2>/dev/null || true' EXIT INT TERM
+# On Ctrl-C (or either process ending) stop both, and wait until they have: when `make run`
+# returns, nothing of Keyward is left running.
+stop() {
+  kill "$controller" "$verifier" 2>/dev/null || true
+  wait "$controller" "$verifier" 2>/dev/null || true
+}
+trap stop EXIT
+trap 'exit 130' INT TERM
 echo "run: controller metrics on http://$controller_listen/metrics, verifier on http://$verifier_listen/v1/auth and /v1/verify" >&2
 
 # Quoted: the lines below are for the reader's shell, not this one.

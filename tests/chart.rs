@@ -350,11 +350,12 @@ async fn the_charts_rbac_is_enough_for_the_whole_lifecycle() {
     verifier.wait_code(&primary, "NOT_FOUND", DEADLINE).await;
     verifier.wait_code(&next, "VALID", DEADLINE).await;
 
-    // Leader election: one of the two replicas holds the Lease in the release namespace.
+    // Leader election: one of the two replicas holds the release's Lease in its namespace.
+    let lease_name = format!("{}-controller", release.fullname);
     let lease = Api::<Lease>::namespaced(ns.client.clone(), &ns.name)
-        .get("keyward-controller")
+        .get(&lease_name)
         .await
-        .expect("the controllers' Lease keyward-controller in the release namespace");
+        .unwrap_or_else(|e| panic!("the controllers' Lease {lease_name} in the release namespace: {e}"));
     let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
     assert!(holder.starts_with(&format!("{}-controller-", release.fullname)), "Lease held by {holder:?}");
 

@@ -42,13 +42,20 @@ async fn run(dir: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) -> 
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `GET path` from a loopback port: the status, or 0 when nothing answers.
+/// `GET path` from a loopback port: the status, or 0 when nothing answers (refused, reset).
 async fn status_of(port: u16, path: &str, headers: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = format!("127.0.0.1:{port}");
-    if tokio::net::TcpStream::connect(&addr).await.is_err() {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await else { return 0 };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
         return 0;
     }
-    support::http(&addr, format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}\r\n").as_bytes()).await.status
+    let mut answer = Vec::new();
+    match tokio::time::timeout(support::DEADLINE, stream.read_to_end(&mut answer)).await {
+        Ok(Ok(_)) => String::from_utf8_lossy(&answer).split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Stops whatever the test started if it fails half-way: the process group of `make run`, and

@@ -165,6 +165,51 @@ async fn a_deleted_key_is_not_found_within_a_second() {
     eprintln!("NOT_FOUND {took:?} after the delete returned");
 }
 
+/// The value of a verifier metric once it is `want`, or a failure at the deadline.
+async fn wait_metric(verifier: &Operator, series: &str, want: f64) {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (_, metrics) = verifier.http_get("/metrics").await;
+        if support::sample(&metrics, series) == Some(want) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < until, "{series} never became {want}:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_hash_two_keys_claim_is_refused_for_both_logged_and_counted() {
+    use kube::api::{Patch, PatchParams};
+    let ns = TestNamespace::new("verify-shared-hash").await;
+    let mut controller = ns.controller(&[]);
+    let genuine = issued_key(&ns, "genuine", json!({})).await;
+    let other = issued_key(&ns, "other", json!({})).await;
+    // Only someone who may write status can do this; the controller, which would not, is away.
+    controller.kill().await;
+    let verifier = ns.verifier(&[]).await;
+    assert_eq!(verifier.verify_code(&genuine, &[], None).await, "VALID");
+    let hash = |token: &str| keyward::token::TokenHash::of(token.as_bytes()).to_string();
+    let claim = |token: String| {
+        let keys = ns.keys();
+        async move {
+            keys.patch_status("other", &PatchParams::default(), &Patch::Merge(json!({"status": {"tokenHash": token}})))
+                .await
+                .expect("write other's status")
+        }
+    };
+    claim(hash(&genuine)).await;
+    verifier.wait_code(&genuine, "NOT_FOUND", DEADLINE).await;
+    wait_metric(&verifier, "keyward_verifier_shared_token_hashes", 1.0).await;
+    assert!(verifier.logs().contains("two keys claim the same token hash"), "{}", verifier.logs());
+    assert!(!verifier.logs().contains(&genuine), "the log holds the token");
+
+    claim(hash(&other)).await;
+    verifier.wait_code(&genuine, "VALID", DEADLINE).await;
+    assert_eq!(verifier.verify_code(&other, &[], None).await, "VALID");
+    wait_metric(&verifier, "keyward_verifier_shared_token_hashes", 0.0).await;
+}
+
 #[tokio::test]
 async fn credential_tokens_verify_by_name_and_a_removed_token_is_refused_at_once() {
     let ns = TestNamespace::new("verify-cred").await;
