@@ -1,4 +1,4 @@
-//! The command line: `keyward controller`, `keyward verifier`, `keyward crd`. Every flag can also
+//! The command line: `keyward controller`, `keyward verifier`, `keyward webhook`, `keyward crd`. Every flag can also
 //! be set through a `KEYWARD_*` environment variable.
 
 use std::net::SocketAddr;
@@ -14,7 +14,7 @@ use crate::api::validate::{self, ExpiryPolicy};
 use crate::controller::{self, Context, Settings, leader};
 use crate::error::{Error, Result};
 use crate::telemetry::{self, LogFormat, Metrics};
-use crate::{crd, duration, http, verifier};
+use crate::{crd, duration, http, verifier, webhook};
 
 #[derive(Parser, Debug)]
 #[command(name = "keyward", version, about = "API keys as Kubernetes custom resources")]
@@ -29,6 +29,9 @@ pub enum Command {
     Controller(ControllerArgs),
     /// Answer whether a token is good, for gateways (forward auth) and services (JSON).
     Verifier(VerifierArgs),
+    /// Serve the admission webhooks for ApiKeys and Credentials: who may grant which scope, spec
+    /// checks at `kubectl apply`, and the creator of each key.
+    Webhook(WebhookArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
 }
@@ -79,6 +82,33 @@ pub struct VerifierArgs {
     pub log_format: LogFormat,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct WebhookArgs {
+    /// Address for /validate, /mutate, /healthz, /readyz and /metrics, all over TLS.
+    #[arg(long, env = "KEYWARD_LISTEN", default_value = "0.0.0.0:9443")]
+    pub listen: SocketAddr,
+    /// The serving certificate (PEM, with its chain); read again when it changes.
+    #[arg(long, env = "KEYWARD_TLS_CERT_FILE")]
+    pub tls_cert_file: std::path::PathBuf,
+    /// The serving certificate's private key (PEM); read again when it changes.
+    #[arg(long, env = "KEYWARD_TLS_KEY_FILE")]
+    pub tls_key_file: std::path::PathBuf,
+    /// As the controller's: keys without an expiry are checked against it [default: 90d, or
+    /// --max-expiry when that is shorter].
+    #[arg(long, env = "KEYWARD_DEFAULT_EXPIRY", value_parser = parse_duration)]
+    pub default_expiry: Option<Duration>,
+    /// As the controller's: longer lifetimes are refused at admission.
+    #[arg(long, env = "KEYWARD_MAX_EXPIRY", value_parser = parse_duration)]
+    pub max_expiry: Option<Duration>,
+    /// `enforce`: every scope a change puts into use needs verb grant on scopes.keyward.io;
+    /// `off`: no grant check (spec checks and created-by still apply).
+    #[arg(long, env = "KEYWARD_GRANTS", value_enum, default_value = "enforce")]
+    pub grants: webhook::Grants,
+    /// Log format.
+    #[arg(long, env = "KEYWARD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     duration::parse(text)
 }
@@ -124,6 +154,7 @@ impl Cli {
             }
             Command::Controller(args) => run_controller(args).await,
             Command::Verifier(args) => run_verifier(args).await,
+            Command::Webhook(args) => run_webhook(args).await,
         }
     }
 }
@@ -196,6 +227,19 @@ async fn run_verifier(args: VerifierArgs) -> Result<()> {
         verifier::Settings { namespaces: namespaces(args.namespaces), trusted_proxies: args.trusted_proxies };
     tracing::info!(namespaces = ?settings.namespaces, trusted_proxies = ?settings.trusted_proxies, "starting verifier");
     verifier::run(client, settings, args.listen, shutdown_on_signal()).await
+}
+
+async fn run_webhook(args: WebhookArgs) -> Result<()> {
+    telemetry::init_logging(args.log_format);
+    let settings = webhook::Settings {
+        expiry: expiry_policy(args.default_expiry, args.max_expiry)?,
+        grants: args.grants,
+        cert: args.tls_cert_file,
+        key: args.tls_key_file,
+    };
+    let client = crate::retry::client().await.map_err(Error::KubeConfig)?;
+    tracing::info!(grants = ?settings.grants, default_expiry = %duration::format(settings.expiry.default), "starting webhook");
+    webhook::run(client, settings, args.listen, shutdown_on_signal()).await
 }
 
 /// A flag that turns true on SIGTERM or Ctrl-C.

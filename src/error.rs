@@ -31,6 +31,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("TLS certificate file {path}: {problem}")]
+    Tls { path: String, problem: String },
+
     #[error("invalid command line: {0}")]
     Usage(String),
 
@@ -57,6 +60,7 @@ impl Error {
             Error::MissingObjectField(..) => "missing_field",
             Error::Serialize { .. } | Error::Yaml(_) => "serialize",
             Error::Http { .. } => "http",
+            Error::Tls { .. } => "tls",
             Error::Usage(_) => "usage",
             Error::Random(_) => "random",
             Error::LeaderElection(_) | Error::LostLeadership => "leader_election",

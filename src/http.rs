@@ -1,8 +1,9 @@
-//! The one HTTP server both subcommands use: HTTP/1.1 with keep-alive and hard limits on what a
+//! The one HTTP server every subcommand uses (the webhook's over TLS): HTTP/1.1 with keep-alive and hard limits on what a
 //! client may send, because the verifier faces every request a gateway forwards.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::error::{Error, Result};
+use crate::tls::CertificateFiles;
 
 /// Largest request head (request line and headers) accepted; a larger one gets `431`.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -39,7 +41,26 @@ pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
 
 /// Serves `router` on `listener` until `shutdown` turns true, then lets open requests finish.
 /// Every request carries the peer address as [`ConnectInfo`].
-pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn serve(listener: TcpListener, router: Router, shutdown: watch::Receiver<bool>) -> Result<()> {
+    serve_connections(listener, router, shutdown, None).await
+}
+
+/// [`serve`] over TLS, with the certificate `tls` holds at the time each connection arrives.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    shutdown: watch::Receiver<bool>,
+    tls: Arc<CertificateFiles>,
+) -> Result<()> {
+    serve_connections(listener, router, shutdown, Some(tls)).await
+}
+
+async fn serve_connections(
+    listener: TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+    tls: Option<Arc<CertificateFiles>>,
+) -> Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -68,9 +89,25 @@ pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::R
             let router = router.clone();
             async move { Ok::<_, Infallible>(router.oneshot(request).await.unwrap_or_else(|never| match never {})) }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let (http, watcher) = (http.clone(), graceful.watcher());
+        let acceptor = tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.current()));
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let served = match acceptor {
+                None => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                // The handshake counts against the same deadline as a request head.
+                Some(acceptor) => match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, %peer, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            if let Err(error) = served {
                 // Hyper's errors name what went wrong, never a header's value.
                 tracing::debug!(%error, %peer, "connection closed with an error");
             }

@@ -12,7 +12,9 @@ pub mod plugin;
 pub mod retry;
 pub mod scope;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
 pub mod verifier;
+pub mod webhook;
 
 pub use error::{Error, Result};

@@ -25,6 +25,8 @@ pub const ANNOTATION_KEY_ID: &str = "keyward.io/key-id";
 pub const ANNOTATION_ISSUED_AT: &str = "keyward.io/issued-at";
 pub const ANNOTATION_EXPIRES_AT: &str = "keyward.io/expires-at";
 pub const ANNOTATION_OWNER: &str = "keyward.io/owner";
+/// Who created a key: set by the mutating webhook on create (the requesting user), immutable.
+pub const ANNOTATION_CREATED_BY: &str = "keyward.io/created-by";
 /// Which label, annotation and data keys came from `secretTemplate`, so that a key removed
 /// from the template is removed from the Secret while keys added by others stay.
 pub const ANNOTATION_TEMPLATE_KEYS: &str = "keyward.io/template-keys";
