@@ -7,7 +7,8 @@ use kube::Resource;
 use kube::runtime::controller::Action;
 
 use super::issuer::{
-    self, CONFLICT_RECHECK, Converged, FirstRead, LONGEST_REQUEUE, PENDING_RECHECK, Plan, Recorded, TokenTarget, until,
+    self, CONFLICT_RECHECK, Converged, FirstRead, LONGEST_REQUEUE, PENDING_RECHECK, Plan, Provenance, Recorded,
+    TokenTarget, until,
 };
 use super::secret::{self, Found, Identity, Issued, Owner, SecretStore, TokenSecret};
 use super::status::{self, ready_condition};
@@ -23,18 +24,17 @@ pub fn decide(
     key: &ValidApiKey,
     found: &Found,
     status: Option<&ApiKeyStatus>,
-    claimed_elsewhere: bool,
+    provenance: Provenance,
 ) -> Plan {
-    issuer::decide(now, key.expires_at, found, recorded(key, status), claimed_elsewhere)
+    issuer::decide(now, key.expires_at, found, recorded(key, status), provenance)
 }
 
 fn recorded<'a>(key: &ValidApiKey, status: Option<&'a ApiKeyStatus>) -> Recorded<'a> {
-    match status {
-        Some(s) if s.phase != Some(Phase::Expired) && s.secret_name.as_deref() == Some(key.secret_name.as_str()) => {
-            s.token_hash.as_deref().map_or(Recorded::Nothing, Recorded::Live)
-        }
-        _ => Recorded::Nothing,
-    }
+    let Some((status, hash)) = status.and_then(|s| Some((s, s.token_hash.as_deref()?))) else {
+        return Recorded::Nothing;
+    };
+    let same_secret = status.secret_name.as_deref() == Some(key.secret_name.as_str());
+    if status.phase == Some(Phase::Expired) || !same_secret { Recorded::Retired(hash) } else { Recorded::Live(hash) }
 }
 
 /// What the write step ended with, from which the status is built.
@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn a_renamed_secret_gets_a_fresh_token_without_a_lost_warning() {
         let moved = ApiKeyStatus { secret_name: Some("old-name".into()), ..active_status() };
-        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&moved), false);
+        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&moved), Provenance::Unclaimed);
         assert_eq!(plan, Plan::Issue(None));
     }
 
@@ -273,24 +273,42 @@ mod tests {
 
     #[test]
     fn a_new_key_gets_its_first_token() {
-        assert_eq!(decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, None, false), Plan::Issue(None));
+        assert_eq!(
+            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, None, Provenance::Unclaimed),
+            Plan::Issue(None)
+        );
     }
 
     #[test]
     fn an_inactive_key_is_issued_too_so_that_activation_needs_no_new_token() {
-        assert_eq!(decide(ts(BEFORE), &valid(KeyState::Inactive), &Found::Missing, None, false), Plan::Issue(None));
+        assert_eq!(
+            decide(ts(BEFORE), &valid(KeyState::Inactive), &Found::Missing, None, Provenance::Unclaimed),
+            Plan::Issue(None)
+        );
     }
 
     #[test]
     fn a_lost_secret_is_reissued_with_a_cause() {
-        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&active_status()), false);
+        let plan = decide(
+            ts(BEFORE),
+            &valid(KeyState::Active),
+            &Found::Missing,
+            Some(&active_status()),
+            Provenance::Unclaimed,
+        );
         assert_eq!(plan, Plan::Issue(Some(ReissueCause::SecretLost)));
     }
 
     #[test]
     fn a_tampered_secret_is_replaced() {
         assert_eq!(
-            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Tampered, Some(&active_status()), false),
+            decide(
+                ts(BEFORE),
+                &valid(KeyState::Active),
+                &Found::Tampered,
+                Some(&active_status()),
+                Provenance::Unclaimed
+            ),
             Plan::Replace
         );
     }
@@ -298,25 +316,41 @@ mod tests {
     #[test]
     fn an_intact_secret_holding_another_token_than_the_status_records_is_replaced() {
         let other = ApiKeyStatus { token_hash: Some(TokenHash::of(b"kw_other").to_string()), ..active_status() };
-        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Intact(issued()), Some(&other), false);
+        let plan =
+            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Intact(issued()), Some(&other), Provenance::Unclaimed);
         assert_eq!(plan, Plan::Replace);
         // Once expired, the status's hash is an audit record: a new expiry's Secret is judged alone.
         let expired = ApiKeyStatus { phase: Some(Phase::Expired), ..other };
-        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Intact(issued()), Some(&expired), false);
+        let plan = decide(
+            ts(BEFORE),
+            &valid(KeyState::Active),
+            &Found::Intact(issued()),
+            Some(&expired),
+            Provenance::Unclaimed,
+        );
         assert_eq!(plan, Plan::Keep(issued()));
     }
 
     #[test]
     fn an_intact_secret_is_kept_when_it_holds_the_recorded_token_or_none_is_recorded() {
         for status in [None, Some(active_status()), Some(ApiKeyStatus::default())] {
-            let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Intact(issued()), status.as_ref(), false);
+            let plan = decide(
+                ts(BEFORE),
+                &valid(KeyState::Active),
+                &Found::Intact(issued()),
+                status.as_ref(),
+                Provenance::Unclaimed,
+            );
             assert_eq!(plan, Plan::Keep(issued()));
         }
     }
 
     #[test]
     fn a_foreign_secret_is_a_conflict_and_never_written() {
-        assert_eq!(decide(ts(BEFORE), &valid(KeyState::Active), &Found::Foreign, None, false), Plan::Conflict);
+        assert_eq!(
+            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Foreign, None, Provenance::Unclaimed),
+            Plan::Conflict
+        );
     }
 
     #[test]
@@ -324,7 +358,13 @@ mod tests {
         let expired =
             ApiKeyStatus { phase: Some(Phase::Expired), token_hash: Some("sha256:x".into()), ..Default::default() };
         for state in [KeyState::Active, KeyState::Inactive] {
-            let plan = decide(ts("2026-12-02T00:00:00Z"), &valid(state), &Found::Missing, Some(&expired), false);
+            let plan = decide(
+                ts("2026-12-02T00:00:00Z"),
+                &valid(state),
+                &Found::Missing,
+                Some(&expired),
+                Provenance::Unclaimed,
+            );
             assert_eq!(plan, Plan::Expire { delete_secret: false });
         }
     }
@@ -333,20 +373,29 @@ mod tests {
     fn a_new_expiry_after_expiring_issues_a_fresh_token_without_a_warning() {
         let expired =
             ApiKeyStatus { phase: Some(Phase::Expired), token_hash: Some("sha256:x".into()), ..Default::default() };
-        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&expired), false);
+        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&expired), Provenance::Unclaimed);
         assert_eq!(plan, Plan::Issue(None));
     }
 
     #[test]
     fn a_secret_of_a_deleted_namesake_or_being_deleted_is_waited_for() {
         assert!(matches!(
-            decide(ts(BEFORE), &valid(KeyState::Active), &Found::PreviousOwner, None, false),
+            decide(ts(BEFORE), &valid(KeyState::Active), &Found::PreviousOwner, None, Provenance::Unclaimed),
             Plan::Wait(_)
         ));
-        assert!(matches!(decide(ts(BEFORE), &valid(KeyState::Active), &Found::Deleting, None, false), Plan::Wait(_)));
+        assert!(matches!(
+            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Deleting, None, Provenance::Unclaimed),
+            Plan::Wait(_)
+        ));
         // ... but expiry does not wait: nothing of ours is left to delete.
         assert_eq!(
-            decide(ts("2026-12-02T00:00:00Z"), &valid(KeyState::Active), &Found::PreviousOwner, None, false),
+            decide(
+                ts("2026-12-02T00:00:00Z"),
+                &valid(KeyState::Active),
+                &Found::PreviousOwner,
+                None,
+                Provenance::Unclaimed
+            ),
             Plan::Expire { delete_secret: false }
         );
     }

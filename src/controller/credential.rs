@@ -87,10 +87,11 @@ async fn reconcile_credential(credential: &Credential, ctx: &Context) -> Result<
             let target = TokenTarget {
                 secret: TokenSecret { name: &token.secret_name, owner, expires_at, template: &valid.template },
                 prefix: &valid.prefix,
-                recorded: before
-                    .filter(|t| t.phase != Some(Phase::Expired))
-                    .and_then(|t| t.token_hash.as_deref())
-                    .map_or(Recorded::Nothing, Recorded::Live),
+                recorded: match before.and_then(|t| Some((t.phase, t.token_hash.as_deref()?))) {
+                    None => Recorded::Nothing,
+                    Some((Some(Phase::Expired), hash)) => Recorded::Retired(hash),
+                    Some((_, hash)) => Recorded::Live(hash),
+                },
                 claimed_elsewhere: &claimed_elsewhere,
                 issued_at: first_issued,
                 // The LIST saw every Secret of ours; any other name is free or foreign, and a

@@ -61,48 +61,77 @@ pub enum Plan {
 /// What the owner's status records of the token in this very Secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recorded<'a> {
-    /// No live token of this Secret: a new key, a renamed Secret, a new expiry after expiring,
-    /// or a crash between the Secret's create and the status write.
+    /// No token: a new key, or a crash between the Secret's create and the status write.
     Nothing,
-    /// A live token with this hash (as status writes it, `sha256:...`).
+    /// A token the key held and must not hold again (as status writes it, `sha256:...`): it
+    /// expired, or it lived in a Secret the key has since left (`secretName` changed).
+    Retired(&'a str),
+    /// The live token, with this hash.
     Live(&'a str),
+}
+
+/// What is known of an intact Secret's token beyond the Secret and the status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provenance {
+    /// This process wrote this very version of the Secret: the token is one it issued, whose
+    /// status write may have failed.
+    OwnWrite,
+    /// Another key's status records its hash: it was copied in.
+    ClaimedElsewhere,
+    /// No other key's status records it.
+    Unclaimed,
+    /// Not every key is in the cache yet, so whether another holds it is not known.
+    Unknown,
 }
 
 /// Decides what a token's Secret needs. Pure: every input, the clock included, is an argument.
 ///
 /// The status is the record of which token a key holds; a Secret that says otherwise was
-/// written by someone else, who may have chosen the token. So an intact Secret is kept only
-/// when its hash is the recorded one, or, when none is recorded (the crash between the two
-/// writes), when no other key holds that hash (`claimed_elsewhere`). Anything else is
-/// replaced, with a warning.
+/// written by someone else, who may have chosen the token. So an intact Secret is kept when
+/// its hash is the recorded one or this process wrote it; when status records no live token
+/// (the crash between the two writes), only if no other key holds that hash and it is not a
+/// token the key already retired. Anything else is replaced, with a warning.
 pub fn decide(
     now: Timestamp,
     expires_at: Timestamp,
     found: &Found,
     recorded: Recorded,
-    claimed_elsewhere: bool,
+    provenance: Provenance,
 ) -> Plan {
     if now >= expires_at {
         return Plan::Expire { delete_secret: matches!(found, Found::Intact(_) | Found::Tampered) };
     }
     match found {
-        Found::Missing => Plan::Issue((recorded != Recorded::Nothing).then_some(ReissueCause::SecretLost)),
+        Found::Missing => Plan::Issue(matches!(recorded, Recorded::Live(_)).then_some(ReissueCause::SecretLost)),
         Found::Foreign => Plan::Conflict,
         Found::PreviousOwner => Plan::Wait("belongs to a deleted owner of the same name and awaits garbage collection"),
         Found::Deleting => Plan::Wait("is being deleted"),
         Found::Tampered => Plan::Replace,
-        Found::Intact(issued) if adoptable(issued, recorded, claimed_elsewhere) => Plan::Keep(issued.clone()),
-        Found::Intact(_) => Plan::Replace,
+        Found::Intact(issued) => match keeps(issued, recorded, provenance) {
+            Some(true) => Plan::Keep(issued.clone()),
+            Some(false) => Plan::Replace,
+            None => Plan::Wait("is adopted once every key is in the cache"),
+        },
     }
 }
 
-/// Whether an intact Secret's token is the one the key may hold (see [`decide`]).
-fn adoptable(issued: &Issued, recorded: Recorded, claimed_elsewhere: bool) -> bool {
-    match recorded {
-        Recorded::Live(hash) => issued.hash.as_str() == hash,
-        Recorded::Nothing => !claimed_elsewhere,
+/// Whether the key may hold an intact Secret's token (see [`decide`]); `None` while that
+/// depends on keys not yet cached.
+fn keeps(issued: &Issued, recorded: Recorded, provenance: Provenance) -> Option<bool> {
+    let hash = issued.hash.as_str();
+    match (recorded, provenance) {
+        (_, Provenance::OwnWrite) => Some(true),
+        (Recorded::Live(live), _) => Some(hash == live),
+        (Recorded::Retired(retired), _) if hash == retired => Some(false),
+        (_, Provenance::Unclaimed) => Some(true),
+        (_, Provenance::ClaimedElsewhere) => Some(false),
+        (_, Provenance::Unknown) => None,
     }
 }
+
+/// Whether a token hash is recorded in the status of any key but this one (this token of this
+/// owner): `None` while not every key is in the cache.
+pub type ClaimedElsewhere<'a> = &'a (dyn Fn(&TokenHash) -> Option<bool> + Send + Sync);
 
 /// What is known of a token's Secret before converging, to spare a read.
 #[derive(Clone, Debug)]
@@ -114,10 +143,6 @@ pub enum FirstRead {
     /// Nothing suggests it exists: write create-only at once, and read only on a conflict.
     AssumeMissing,
 }
-
-/// Whether a token hash is recorded in the status of any key but this one (this token of this
-/// owner): a Secret carrying it was copied, and must not be adopted.
-pub type ClaimedElsewhere<'a> = &'a (dyn Fn(&TokenHash) -> bool + Send + Sync);
 
 /// Where a token lives and what its Secret records.
 pub struct TokenTarget<'a> {
@@ -169,12 +194,19 @@ pub async fn converge(secrets: &SecretStore, target: &TokenTarget<'_>, now: Time
             _ => secrets.read(name).await?,
         };
         let found = classify(existing.as_ref(), target.secret.owner);
-        // Only a Secret that would be adopted needs the (cache-wide) look for other holders.
-        let claimed = match (&found, target.recorded) {
-            (Found::Intact(issued), Recorded::Nothing) => (target.claimed_elsewhere)(&issued.hash),
-            _ => false,
+        let provenance = match (&found, existing.as_ref()) {
+            (Found::Intact(_), Some(secret)) if secrets.wrote(secret) => Provenance::OwnWrite,
+            // Only a Secret that could be adopted needs the (cache-wide) look for other holders.
+            (Found::Intact(issued), _) if !matches!(target.recorded, Recorded::Live(_)) => {
+                match (target.claimed_elsewhere)(&issued.hash) {
+                    Some(true) => Provenance::ClaimedElsewhere,
+                    Some(false) => Provenance::Unclaimed,
+                    None => Provenance::Unknown,
+                }
+            }
+            _ => Provenance::Unclaimed,
         };
-        let written = match decide(now, target.secret.expires_at, &found, target.recorded, claimed) {
+        let written = match decide(now, target.secret.expires_at, &found, target.recorded, provenance) {
             Plan::Issue(cause) => {
                 let (token, issued) = new_token(target)?;
                 match secrets.create(&target.secret.build(&token, target.issued_at)).await? {
@@ -211,7 +243,7 @@ pub async fn converge(secrets: &SecretStore, target: &TokenTarget<'_>, now: Time
                 }
                 // The audit record keeps the last token the key really held, not a planted one.
                 Some(Converged::Expired(match found {
-                    Found::Intact(issued) if adoptable(&issued, target.recorded, claimed) => Some(issued),
+                    Found::Intact(issued) if keeps(&issued, target.recorded, provenance) == Some(true) => Some(issued),
                     _ => None,
                 }))
             }
@@ -261,12 +293,17 @@ mod tests {
     const RECORDED: Recorded<'static> = Recorded::Live("sha256:recorded");
 
     fn plan(now: &str, found: &Found, recorded: Recorded) -> Plan {
-        decide(ts(now), ts(EXPIRY), found, recorded, false)
+        decide(ts(now), ts(EXPIRY), found, recorded, Provenance::Unclaimed)
+    }
+
+    fn intact(recorded: Recorded, provenance: Provenance) -> Plan {
+        decide(ts(BEFORE), ts(EXPIRY), &Found::Intact(issued()), recorded, provenance)
     }
 
     #[test]
     fn a_missing_secret_is_a_first_issue_unless_it_held_a_live_token() {
         assert_eq!(plan(BEFORE, &Found::Missing, Recorded::Nothing), Plan::Issue(None));
+        assert_eq!(plan(BEFORE, &Found::Missing, Recorded::Retired("sha256:old")), Plan::Issue(None));
         assert_eq!(plan(BEFORE, &Found::Missing, RECORDED), Plan::Issue(Some(ReissueCause::SecretLost)));
     }
 
@@ -292,24 +329,34 @@ mod tests {
     fn a_secret_whose_token_is_not_the_recorded_one_is_replaced_even_if_self_consistent() {
         // Someone rewrote data.token and the hash annotation together: the Secret checks out
         // against itself, but not against the status.
-        assert_eq!(plan(BEFORE, &Found::Intact(issued()), RECORDED), Plan::Replace);
+        assert_eq!(intact(RECORDED, Provenance::Unclaimed), Plan::Replace);
         let hash = issued().hash.to_string();
-        assert_eq!(plan(BEFORE, &Found::Intact(issued()), Recorded::Live(&hash)), Plan::Keep(issued()));
+        assert_eq!(intact(Recorded::Live(&hash), Provenance::ClaimedElsewhere), Plan::Keep(issued()));
+    }
+
+    #[test]
+    fn a_token_this_process_wrote_is_kept_though_its_status_write_failed() {
+        // A re-issue whose status write failed: status still names the old token. Replacing it
+        // again would issue a token per retry.
+        assert_eq!(intact(RECORDED, Provenance::OwnWrite), Plan::Keep(issued()));
     }
 
     #[test]
     fn a_secret_is_adopted_without_a_recorded_hash_only_if_no_other_key_holds_its_hash() {
         // The crash between the Secret's create and the status write: the Secret is the record.
-        assert_eq!(
-            decide(ts(BEFORE), ts(EXPIRY), &Found::Intact(issued()), Recorded::Nothing, false),
-            Plan::Keep(issued())
-        );
+        assert_eq!(intact(Recorded::Nothing, Provenance::Unclaimed), Plan::Keep(issued()));
         // Another key's token copied in: never adopted, whatever the Secret says.
-        assert_eq!(decide(ts(BEFORE), ts(EXPIRY), &Found::Intact(issued()), Recorded::Nothing, true), Plan::Replace);
-        // A recorded hash decides alone; the look for other holders is not needed.
+        assert_eq!(intact(Recorded::Nothing, Provenance::ClaimedElsewhere), Plan::Replace);
+        // Not every key cached yet: neither adopted nor replaced, but looked at again.
+        assert!(matches!(intact(Recorded::Nothing, Provenance::Unknown), Plan::Wait(_)));
+    }
+
+    #[test]
+    fn a_retired_token_never_comes_back() {
         let hash = issued().hash.to_string();
-        let live = Recorded::Live(&hash);
-        assert_eq!(decide(ts(BEFORE), ts(EXPIRY), &Found::Intact(issued()), live, true), Plan::Keep(issued()));
+        // An expired key given a new expiry, or a renamed Secret: the old token is not adopted.
+        assert_eq!(intact(Recorded::Retired(&hash), Provenance::Unclaimed), Plan::Replace);
+        assert_eq!(intact(Recorded::Retired("sha256:other"), Provenance::Unclaimed), Plan::Keep(issued()));
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub struct Context {
     pub(crate) status_writes: status::RecentWrites,
     /// The cached objects of every kind and namespace scope, asked whether they record a hash.
     hash_holders: std::sync::RwLock<Vec<HashHolders>>,
+    /// Set once every cache has listed.
+    caches_synced: std::sync::atomic::AtomicBool,
 }
 
 /// Answers whether any cached object records `hash` for a token other than `token` of `uid`.
@@ -114,15 +116,20 @@ impl Context {
             own_writes: Arc::default(),
             status_writes: status::RecentWrites::default(),
             hash_holders: Default::default(),
+            caches_synced: Default::default(),
         })
     }
 
     /// Whether the status of any key but token `token` (empty for an ApiKey) of the owner `uid`
-    /// records `hash`, as far as the caches know. Asked only before adopting a Secret that
-    /// status does not record yet, so a scan is fine.
-    pub(crate) fn claimed_elsewhere(&self, hash: &TokenHash, uid: &str, token: &str) -> bool {
+    /// records `hash`; `None` until every kind's cache has listed (a reconcile of one kind may
+    /// start before another's list is in). Asked only before adopting a Secret that status does
+    /// not record, so a scan is fine.
+    pub(crate) fn claimed_elsewhere(&self, hash: &TokenHash, uid: &str, token: &str) -> Option<bool> {
+        if !self.caches_synced.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
         let holders = self.hash_holders.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        holders.iter().any(|holds| holds(hash, uid, token))
+        Some(holders.iter().any(|holds| holds(hash, uid, token)))
     }
 
     /// Queues an event for the writer task. Events are best-effort: neither their writes nor a
@@ -230,6 +237,12 @@ impl OwnWrites {
         }
     }
 
+    /// True when `meta` is a version this process wrote (the token in it is one it issued).
+    pub fn wrote(&self, meta: &ObjectMeta) -> bool {
+        let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) else { return false };
+        self.lock().get(uid) == Some(version)
+    }
+
     /// True for the event of a version we wrote. Every kind's Secret watch asks, so a match is
     /// kept (until the Secret changes again) rather than taken.
     fn is_own(&self, meta: &ObjectMeta) -> bool {
@@ -280,8 +293,10 @@ pub async fn run(ctx: Arc<Context>, ready: watch::Sender<bool>, shutdown: watch:
             synced.push(lists_synced);
         }
     }
+    let caches = ctx.clone();
     let ready_when_synced = async move {
         if futures::future::join_all(synced).await.into_iter().all(|ok| ok) {
+            caches.caches_synced.store(true, std::sync::atomic::Ordering::Release);
             ready.send_replace(true);
             tracing::info!("initial lists synced; ready");
         }

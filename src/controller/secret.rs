@@ -296,6 +296,11 @@ impl SecretStore {
         Ok(self.api.get_opt(name).await?)
     }
 
+    /// Whether this process wrote this very version of the Secret.
+    pub fn wrote(&self, secret: &Secret) -> bool {
+        self.own_writes.wrote(&secret.metadata)
+    }
+
     /// Every Secret written for the owner with this UID (by its owner-uid label).
     pub async fn list_owned(&self, owner_uid: &str) -> Result<Vec<Secret>> {
         let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE},{LABEL_OWNER_UID}={owner_uid}");
