@@ -175,7 +175,7 @@ fn judge_forwarded(
             return ("MISSING_TOKEN", response);
         }
     };
-    let client = peer.and_then(|peer| client_ip(peer, headers.get(X_FORWARDED_FOR), &verifier.trusted_proxies));
+    let client = peer.and_then(|peer| client_ip(peer, headers.get_all(X_FORWARDED_FOR), &verifier.trusted_proxies));
     let verdict = verifier.verify(token, &required, client);
     log_verdict("auth", &verdict);
     let status = match verdict.code {
@@ -234,21 +234,31 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
 /// it may be the client's own invention), or the leftmost entry when every one is trusted.
 /// Else the peer. `None` when the entry to believe is not an address, so that
 /// address-restricted keys are refused rather than judged by a proxy's own address.
-pub fn client_ip(peer: SocketAddr, forwarded_for: Option<&HeaderValue>, trusted: &[IpNet]) -> Option<IpAddr> {
+///
+/// Several `X-Forwarded-For` lines are one list in order (RFC 9110), as some proxies add a line
+/// of their own rather than append to the client's.
+pub fn client_ip<'h>(
+    peer: SocketAddr,
+    forwarded_for: impl IntoIterator<Item = &'h HeaderValue, IntoIter: DoubleEndedIterator>,
+    trusted: &[IpNet],
+) -> Option<IpAddr> {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     let peer = peer.ip().to_canonical();
-    let Some(forwarded_for) = forwarded_for.filter(|_| is_trusted(&peer)) else {
+    if !is_trusted(&peer) {
         return Some(peer);
-    };
+    }
     let mut believed = None;
-    for entry in forwarded_for.to_str().ok()?.rsplit(',') {
-        let ip = forwarded_address(entry.trim())?;
-        believed = Some(ip);
-        if !is_trusted(&ip) {
-            break;
+    for line in forwarded_for.into_iter().rev() {
+        for entry in line.to_str().ok()?.rsplit(',') {
+            let ip = forwarded_address(entry.trim())?;
+            believed = Some(ip);
+            if !is_trusted(&ip) {
+                return believed;
+            }
         }
     }
-    believed
+    // No header: the peer itself is the client.
+    Some(believed.unwrap_or(peer))
 }
 
 /// One `X-Forwarded-For` entry: an address, optionally with a port (`[v6]:port` or `v4:port`).
@@ -358,6 +368,17 @@ mod tests {
         assert_eq!(client_ip(proxy, Some(&xff("10.1.2.3")), &[]), ip("127.0.0.1"), "no proxy trusted");
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
         assert_eq!(client_ip(mapped, Some(&xff("10.1.2.3")), &trusted), ip("10.1.2.3"), "IPv4 on an IPv6 socket");
+    }
+
+    #[test]
+    fn several_forwarded_for_lines_are_one_list_in_order() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
+        let proxy: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        // The client's forged line first, then the line its proxy added.
+        let lines = [HeaderValue::from_static("10.9.9.9"), HeaderValue::from_static("192.0.2.50, 127.0.0.2")];
+        assert_eq!(client_ip(proxy, &lines, &trusted), Some("192.0.2.50".parse().unwrap()));
+        let all_trusted = [HeaderValue::from_static("127.0.0.7"), HeaderValue::from_static("127.0.0.2")];
+        assert_eq!(client_ip(proxy, &all_trusted, &trusted), Some("127.0.0.7".parse().unwrap()));
     }
 
     #[test]
