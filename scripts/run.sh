@@ -12,7 +12,9 @@ CP=scripts/control-plane.sh
 if command -v kubectl >/dev/null; then KUBECTL=$(command -v kubectl); else KUBECTL=$($CP tools)/kubectl; fi
 
 local_control_plane=
-if ! "$KUBECTL" --request-timeout 5s get --raw /readyz >/dev/null 2>&1; then
+# /version, which only an API server serves: with no kubeconfig kubectl asks localhost:8080,
+# where another `make run`'s controller answers /readyz.
+if ! "$KUBECTL" --request-timeout 5s get --raw /version >/dev/null 2>&1; then
   echo "run: no Kubernetes context answers; starting the local control plane" >&2
   $CP install
   $CP start

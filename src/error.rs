@@ -48,6 +48,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether trying again soon may well succeed: the API server could not be reached or was
+    /// restarting, or another writer won a race. An overloaded one (429) is not: it is given
+    /// the growing backoff of every other failure.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(status)) => matches!(status.code, 409 | 502 | 503 | 504),
+            Error::Kube(kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_)) => true,
+            _ => false,
+        }
+    }
+
     /// A short, fixed label for metrics: never the error text, which is unbounded.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -64,18 +75,6 @@ impl Error {
             Error::Usage(_) => "usage",
             Error::Random(_) => "random",
             Error::LeaderElection(_) | Error::LostLeadership => "leader_election",
-        }
-    }
-}
-
-impl Error {
-    /// Whether trying again soon may well succeed: the API server could not be reached, was
-    /// overloaded or restarting, or another writer won a race.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Error::Kube(kube::Error::Api(status)) => matches!(status.code, 409 | 429 | 500 | 502 | 503 | 504),
-            Error::Kube(_) => true,
-            _ => false,
         }
     }
 }

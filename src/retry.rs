@@ -57,16 +57,21 @@ impl Backoff for WatchBackoff {
     }
 }
 
+/// Transient failures in a row retried as a watch is; past them, an outage that long is no
+/// longer a restart, and the wait grows like any other failure's.
+const QUICK_RETRIES: u32 = 10;
+
 /// The wait before retrying a reconcile after its `failures`-th failure in a row. A transient
-/// failure (the API server unreachable, overloaded or restarting) is retried as a watch is,
-/// within 2 s; any other (a refusal that will likely hold) backs off from 1 s to 256 s.
-/// `jitter` is a number in `[0, 1)`.
+/// failure (the API server unreachable or restarting) is retried as a watch is, within 2 s,
+/// the first [`QUICK_RETRIES`] times; any other (a refusal that will likely hold, an overloaded
+/// API server) backs off from 1 s to 256 s. Jitter adds up to as much again; `jitter` is a
+/// number in `[0, 1)`.
 pub fn reconcile_delay(failures: u32, transient: bool, jitter: f64) -> Duration {
-    let step = failures.saturating_sub(1).min(16);
-    let base = if transient {
+    let step = failures.saturating_sub(1);
+    let base = if transient && failures <= QUICK_RETRIES {
         (FIRST * 2u32.pow(step.min(3))).min(LONGEST)
     } else {
-        Duration::from_secs(1u64 << step.min(8)).min(Duration::from_secs(300))
+        Duration::from_secs(1u64 << step.min(8))
     };
     base + base.mul_f64(jitter.clamp(0.0, 1.0))
 }
@@ -87,10 +92,11 @@ mod tests {
     }
 
     #[test]
-    fn transient_reconcile_failures_retry_within_two_seconds_others_back_off_for_minutes() {
+    fn transient_reconcile_failures_retry_within_two_seconds_for_a_while_others_back_off_for_minutes() {
         assert_eq!(reconcile_delay(1, true, 0.0), FIRST);
-        assert_eq!(reconcile_delay(100, true, 0.0), LONGEST);
-        assert_eq!(reconcile_delay(100, true, 0.999), LONGEST + LONGEST.mul_f64(0.999));
+        assert_eq!(reconcile_delay(QUICK_RETRIES, true, 0.0), LONGEST);
+        assert_eq!(reconcile_delay(QUICK_RETRIES, true, 0.999), LONGEST + LONGEST.mul_f64(0.999));
+        assert_eq!(reconcile_delay(QUICK_RETRIES + 1, true, 0.0), Duration::from_secs(256), "a long outage");
         assert_eq!(reconcile_delay(1, false, 0.0), Duration::from_secs(1));
         assert_eq!(reconcile_delay(3, false, 0.0), Duration::from_secs(4));
         assert_eq!(reconcile_delay(100, false, 0.0), Duration::from_secs(256));

@@ -75,8 +75,9 @@ pub struct CredentialStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_tokens: Option<i32>,
     /// One entry per token in spec.
-    // Written even when empty: server-side apply would otherwise leave `tokens: null` behind
-    // when the last entry goes, which the schema refuses (and every later status write with it).
+    // Written even when empty: a status that empties it is then told apart and written by a
+    // merge patch (see `controller::status::apply`), since server-side apply on 1.20 leaves
+    // `tokens: null` behind when the last entry goes, which the schema refuses.
     #[serde(default)]
     #[schemars(transform = super::no_default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]

@@ -99,7 +99,7 @@ pub struct KeyPolicy {
     /// segment and a final '>' one or more (`orders.read`, `deploy.>`). At most 64, each at most
     /// 128 characters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(max = 128)))]
+    #[schemars(length(max = MAX_KEY_SCOPES), inner(length(max = MAX_SCOPE_LENGTH)))]
     pub scopes: Vec<String>,
 
     /// Active (the default) or Inactive. An inactive key keeps its Secrets but is refused.
