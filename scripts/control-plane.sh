@@ -14,6 +14,8 @@
 #                                   in DIR; prints the path of its kubeconfig; `stop` stops it too
 #   control-plane.sh apiserver-kill DIR   SIGKILL the API server in DIR (etcd and the rest keep running)
 #   control-plane.sh apiserver-start DIR  start it again, same port and flags; returns once it is ready
+#   control-plane.sh webhook-cert DIR  a CA and a serving certificate for 127.0.0.1 in DIR (ca.crt,
+#                                   tls.crt, tls.key), for `keyward webhook` registered by URL
 #   control-plane.sh twin DIR       another API server on the same etcd and data as DIR's, on its own port
 #                                   (a way to change objects while DIR's server is down); prints its
 #                                   kubeconfig; `twin-stop DIR` stops it
@@ -355,6 +357,22 @@ cmd_twin_stop() {
   sed -i '/^kube-apiserver-twin /d' "$dir/pids"
 }
 
+cmd_webhook_cert() {
+  local dir=$1
+  mkdir -p "$dir"
+  (
+    umask 077
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/CN=keyward-webhook-ca" \
+      -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+      -keyout "$dir/tls.key" -out "$dir/tls.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$dir/tls.ext"
+    openssl x509 -req -in "$dir/tls.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial -days 30 \
+      -extfile "$dir/tls.ext" -out "$dir/tls.crt" 2>/dev/null
+  ) || die "cannot make the webhook certificate in $dir"
+  rm -f "$dir/tls.csr" "$dir/tls.ext" "$dir/ca.srl"
+}
+
 cmd_with() {
   local dir
   dir=$(state_dir "$1"); shift
@@ -377,8 +395,9 @@ case ${1:-} in
   bare) cmd_bare "${2:-}" ;;
   apiserver-kill) [ $# -eq 2 ] || die "usage: control-plane.sh apiserver-kill DIR"; cmd_apiserver_kill "$2" ;;
   apiserver-start) [ $# -eq 2 ] || die "usage: control-plane.sh apiserver-start DIR"; cmd_apiserver_start "$2" ;;
+  webhook-cert) [ $# -eq 2 ] || die "usage: control-plane.sh webhook-cert DIR"; cmd_webhook_cert "$2" ;;
   twin) [ $# -eq 2 ] || die "usage: control-plane.sh twin DIR"; cmd_twin "$2" ;;
   twin-stop) [ $# -eq 2 ] || die "usage: control-plane.sh twin-stop DIR"; cmd_twin_stop "$2" ;;
   with) shift; [ $# -ge 2 ] || die "usage: control-plane.sh with DIR CMD..."; cmd_with "$@" ;;
-  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

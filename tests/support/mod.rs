@@ -316,8 +316,13 @@ impl Operator {
         self.started_at = self.logs().len();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open the log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        command.arg(self.subcommand);
+        // The webhook serves whatever the API server sends it: it has no namespaces to watch.
+        if self.subcommand != "webhook" {
+            command.args(["--namespaces", &self.namespace]);
+        }
         command
-            .args([self.subcommand, "--namespaces", &self.namespace, "--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0"])
             .args(&self.extra)
             .env("RUST_LOG", std::env::var("KEYWARD_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())

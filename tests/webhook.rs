@@ -1,0 +1,384 @@
+//! `keyward webhook` on the real API server: registered by URL on loopback (a certificate of
+//! the test's own), writes by users with their own identities (the control plane's token-file
+//! users) and real RBAC. Each test has its namespace, its webhook process and its webhook
+//! configurations, which match only that namespace.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use keyward::api::{ApiKey, Credential};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use support::{DEADLINE, Operator, TestNamespace};
+
+/// The annotation the webhook keeps.
+const CREATED_BY: &str = "keyward.io/created-by";
+
+/// A running webhook registered for one test namespace.
+struct Registered {
+    webhook: Option<Operator>,
+    name: String,
+    _certs: tempfile::TempDir,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        // kubectl, not the client: Drop cannot await, and the client's worker runs on the very
+        // runtime this blocks.
+        let _ = std::process::Command::new("kubectl")
+            .args(["delete", "--ignore-not-found", "--wait=false"])
+            .arg(format!("validatingwebhookconfiguration/{}", self.name))
+            .arg(format!("mutatingwebhookconfiguration/{}", self.name))
+            .stdin(std::process::Stdio::null())
+            .output();
+    }
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/control-plane.sh")
+}
+
+/// Starts `keyward webhook` with `extra` flags and registers it (validating and mutating) for
+/// `ns` only, failing closed; returns once it admits writes.
+async fn register(ns: &TestNamespace, extra: &[&str]) -> Registered {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(script())
+        .args(["webhook-cert", certs.path().to_str().expect("UTF-8")])
+        .output()
+        .expect("make the webhook certificate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (cert, key) = (certs.path().join("tls.crt"), certs.path().join("tls.key"));
+    let mut args =
+        vec!["--tls-cert-file", cert.to_str().expect("UTF-8"), "--tls-key-file", key.to_str().expect("UTF-8")];
+    args.extend_from_slice(extra);
+    let webhook = Operator::run("webhook", &ns.name, &args, &[]);
+    let addr = webhook.listen_addr().await;
+    let ca = std::fs::read(certs.path().join("ca.crt")).expect("the CA");
+
+    // Only this test's namespace: its label (1.20 sets none of its own).
+    let label = "keyward-webhook-test";
+    Api::<Namespace>::all(ns.client.clone())
+        .patch(&ns.name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {label: ns.name}}})))
+        .await
+        .expect("label the namespace");
+    let hook = |path: &str| {
+        json!({
+            "name": format!("{path}.keyward.io"),
+            "clientConfig": {"url": format!("https://{addr}/{path}"), "caBundle": k8s_openapi::ByteString(ca.clone())},
+            "rules": [{"apiGroups": ["keyward.io"], "apiVersions": ["v1alpha1"], "operations": ["CREATE", "UPDATE"],
+                       "resources": ["apikeys", "credentials"], "scope": "Namespaced"}],
+            "namespaceSelector": {"matchLabels": {label: ns.name}},
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "timeoutSeconds": 5,
+            "admissionReviewVersions": ["v1"],
+        })
+    };
+    let name = format!("keyward-test-{}", ns.name);
+    let validating: ValidatingWebhookConfiguration =
+        serde_json::from_value(json!({"metadata": {"name": name}, "webhooks": [hook("validate")]})).expect("config");
+    let mutating: MutatingWebhookConfiguration =
+        serde_json::from_value(json!({"metadata": {"name": name}, "webhooks": [hook("mutate")]})).expect("config");
+    Api::<ValidatingWebhookConfiguration>::all(ns.client.clone())
+        .create(&PostParams::default(), &validating)
+        .await
+        .expect("register /validate");
+    Api::<MutatingWebhookConfiguration>::all(ns.client.clone())
+        .create(&PostParams::default(), &mutating)
+        .await
+        .expect("register /mutate");
+    let registered = Registered { webhook: Some(webhook), name, _certs: certs };
+    // The API server learns of new configurations from a watch: until a write is refused by
+    // the webhook, it is not in the path yet.
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let probe = key_spec("probe", json!({"expiresAfter": "not-a-duration"}));
+        match ns.keys().create(&dry_run(), &probe).await {
+            Err(kube::Error::Api(status)) if status.message.contains("spec.expiresAfter") => break,
+            other => {
+                assert!(tokio::time::Instant::now() < until, "the webhook never refused a bad spec: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    registered
+}
+
+fn dry_run() -> PostParams {
+    PostParams { dry_run: true, ..Default::default() }
+}
+
+fn key_spec(name: &str, spec: Value) -> ApiKey {
+    support::key(name, spec)
+}
+
+/// Grants `user` (keyward-user-N) in `ns`: writing keys, and `grant` on the scope names given
+/// (`None`: a rule without resourceNames, every scope; none: no grant at all). Returns once
+/// the authorizer says so.
+async fn grant(ns: &TestNamespace, user: u8, role: &str, scopes: Option<&[&str]>) {
+    let mut rules = vec![json!({"apiGroups": ["keyward.io"], "resources": ["apikeys", "credentials"],
+                                "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]})];
+    // An empty resourceNames means every name to RBAC: no names, no grant rule at all.
+    match scopes {
+        Some([]) => {}
+        Some(scopes) => rules.push(
+            json!({"apiGroups": ["keyward.io"], "resources": ["scopes"], "verbs": ["grant"], "resourceNames": scopes}),
+        ),
+        None => rules.push(json!({"apiGroups": ["keyward.io"], "resources": ["scopes"], "verbs": ["grant"]})),
+    }
+    let name = format!("{}-{role}", ns.name);
+    let role: ClusterRole = serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules})).expect("role");
+    Api::<ClusterRole>::all(ns.client.clone()).create(&PostParams::default(), &role).await.expect("ClusterRole");
+    bind(ns, &ns.name, user, &name).await;
+}
+
+async fn bind(ns: &TestNamespace, namespace: &str, user: u8, role: &str) {
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("{role}-user-{user}"), "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": format!("keyward-user-{user}")}],
+    }))
+    .expect("binding");
+    Api::<RoleBinding>::namespaced(ns.client.clone(), namespace)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("RoleBinding");
+    // The authorizer reads bindings from a cache: wait until it allows the user to create keys.
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let review: SubjectAccessReview = serde_json::from_value(json!({"spec": {
+            "user": format!("keyward-user-{user}"),
+            "resourceAttributes": {"group": "keyward.io", "resource": "apikeys", "verb": "create", "namespace": namespace},
+        }}))
+        .expect("review");
+        let answer = Api::<SubjectAccessReview>::all(ns.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .expect("SubjectAccessReview");
+        if answer.status.is_some_and(|s| s.allowed) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < until, "keyward-user-{user} never got {role} in {namespace}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn user_client(n: u8) -> Client {
+    support::client_of(support::user_kubeconfig(n).to_str().expect("UTF-8")).await
+}
+
+/// Creates a key as `client`; `Err` holds the API server's code and message.
+async fn create_as(client: &Client, namespace: &str, name: &str, spec: Value) -> Result<ApiKey, (u16, String)> {
+    Api::<ApiKey>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &key_spec(name, spec))
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(status) => (status.code, status.message),
+            other => panic!("create {name}: {other}"),
+        })
+}
+
+fn grant_refusal(user: &str, scope: &str, namespace: &str, covering: &[&str]) -> String {
+    let covering: Vec<String> = covering.iter().map(|c| format!("{c:?}")).collect();
+    format!(
+        "user {user:?} may not grant scope {scope:?} in namespace {namespace:?}: needs verb grant on scopes.keyward.io \
+         named {scope:?} or a covering pattern ({})",
+        covering.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn a_scope_is_granted_only_by_a_covering_grant_in_the_keys_namespace() {
+    let ns = TestNamespace::new("webhook-grant").await;
+    let _webhook = register(&ns, &[]).await;
+    grant(&ns, 1, "orders", Some(&["orders.>"])).await;
+    grant(&ns, 2, "literal", Some(&["orders.*"])).await;
+    grant(&ns, 3, "everything", None).await;
+    let (alice, bob, carol) = (user_client(1).await, user_client(2).await, user_client(3).await);
+
+    create_as(&alice, &ns.name, "reads", json!({"scopes": ["orders.read"]}))
+        .await
+        .expect("orders.> covers orders.read");
+    create_as(&alice, &ns.name, "wild", json!({"scopes": ["orders.*", "orders.>"]}))
+        .await
+        .expect("and patterns under it");
+    let (code, message) =
+        create_as(&alice, &ns.name, "pays", json!({"scopes": ["payments.write"]})).await.expect_err("payments");
+    assert_eq!(code, 403, "{message}");
+    assert!(
+        message.contains(&grant_refusal("keyward-user-1", "payments.write", &ns.name, &["payments.>", ">"])),
+        "{message}"
+    );
+
+    // A literal grant of orders.* covers exactly that scope.
+    create_as(&bob, &ns.name, "star", json!({"scopes": ["orders.*"]})).await.expect("orders.* by its literal grant");
+    let (code, message) =
+        create_as(&bob, &ns.name, "star-read", json!({"scopes": ["orders.read"]})).await.expect_err("not orders.read");
+    assert_eq!(code, 403, "{message}");
+
+    // A rule without resourceNames grants every scope.
+    create_as(&carol, &ns.name, "anything", json!({"scopes": ["payments.write", "anything.>"]}))
+        .await
+        .expect("every scope");
+
+    // The same grant in a RoleBinding stops at its namespace.
+    let other = TestNamespace::new("webhook-grant-other").await;
+    let _other_webhook = register(&other, &[]).await;
+    let writer = format!("{}-writer", other.name);
+    let role: ClusterRole = serde_json::from_value(json!({"metadata": {"name": writer}, "rules": [
+        {"apiGroups": ["keyward.io"], "resources": ["apikeys"], "verbs": ["create", "get"]}]}))
+    .expect("role");
+    Api::<ClusterRole>::all(ns.client.clone()).create(&PostParams::default(), &role).await.expect("ClusterRole");
+    bind(&other, &other.name, 1, &writer).await;
+    let (code, message) = create_as(&alice, &other.name, "reads", json!({"scopes": ["orders.read"]}))
+        .await
+        .expect_err("another namespace");
+    assert_eq!(code, 403, "{message}");
+    assert!(message.contains(&format!("in namespace {:?}", other.name)), "{message}");
+    // No scopes, nothing to grant.
+    create_as(&alice, &other.name, "plain", json!({})).await.expect("a key without scopes");
+}
+
+#[tokio::test]
+async fn updates_need_a_grant_only_for_what_they_put_into_use() {
+    let ns = TestNamespace::new("webhook-update").await;
+    let _webhook = register(&ns, &[]).await;
+    grant(&ns, 1, "admin", None).await;
+    grant(&ns, 2, "none", Some(&[])).await;
+    let (admin, editor) = (user_client(1).await, user_client(2).await);
+    create_as(&admin, &ns.name, "k", json!({"scopes": ["a.read", "b.read"], "expiresAfter": "30d"}))
+        .await
+        .expect("create");
+    let keys = Api::<ApiKey>::namespaced(editor.clone(), &ns.name);
+    let patch = |spec: Value| {
+        let keys = keys.clone();
+        async move { keys.patch("k", &PatchParams::default(), &Patch::Merge(json!({"spec": spec}))).await }
+    };
+    let refused = |result: Result<ApiKey, kube::Error>| match result {
+        Err(kube::Error::Api(status)) => (status.code, status.message),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    // Without any grant: a description, fewer scopes, an earlier expiry, Inactive.
+    patch(json!({"description": "only words"})).await.expect("description");
+    patch(json!({"scopes": ["a.read"]})).await.expect("removing a scope");
+    patch(json!({"expiresAfter": "10d"})).await.expect("an earlier expiry");
+    patch(json!({"state": "Inactive"})).await.expect("revoking");
+    // What puts a token into use needs a grant for every scope.
+    let (code, message) = refused(patch(json!({"state": "Active"})).await);
+    assert_eq!(code, 403, "Inactive to Active: {message}");
+    let (code, _) = refused(patch(json!({"expiresAfter": "60d"})).await);
+    assert_eq!(code, 403, "a later expiry");
+    let (code, message) = refused(patch(json!({"scopes": ["a.read", "c.write"]})).await);
+    assert_eq!(code, 403);
+    assert!(message.contains("\"c.write\""), "the added scope is named: {message}");
+    // The same for a Credential: adding a token is a grant, removing one is not.
+    let credentials = Api::<Credential>::namespaced(admin.clone(), &ns.name);
+    let credential: Credential =
+        serde_json::from_value(json!({"metadata": {"name": "c"}, "spec": {"scopes": ["a.read"], "tokens": [{"name": "one"}, {"name": "two"}]}}))
+            .expect("credential");
+    credentials.create(&PostParams::default(), &credential).await.expect("create a Credential");
+    let as_editor = Api::<Credential>::namespaced(editor, &ns.name);
+    let tokens = |tokens: Value| json!({"spec": {"tokens": tokens}});
+    as_editor
+        .patch("c", &PatchParams::default(), &Patch::Merge(tokens(json!([{"name": "one"}]))))
+        .await
+        .expect("removing a token");
+    match as_editor
+        .patch("c", &PatchParams::default(), &Patch::Merge(tokens(json!([{"name": "one"}, {"name": "three"}]))))
+        .await
+    {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{}", status.message),
+        other => panic!("adding a token without a grant: {other:?}"),
+    }
+    as_editor
+        .patch("c", &PatchParams::default(), &Patch::Merge(json!({"spec": {"description": "renamed"}})))
+        .await
+        .expect("a description");
+}
+
+#[tokio::test]
+async fn created_by_is_set_on_create_replaces_a_forged_value_and_never_changes() {
+    let ns = TestNamespace::new("webhook-created-by").await;
+    let _webhook = register(&ns, &[]).await;
+    grant(&ns, 1, "admin", None).await;
+    grant(&ns, 2, "admin2", None).await;
+    let (alice, bob) = (user_client(1).await, user_client(2).await);
+    let made = create_as(&alice, &ns.name, "mine", json!({})).await.expect("create");
+    assert_eq!(made.annotations().get(CREATED_BY).map(String::as_str), Some("keyward-user-1"));
+    let mut forged = key_spec("forged", json!({}));
+    forged.metadata.annotations = Some([(CREATED_BY.to_string(), "someone-else".to_string())].into());
+    let made = Api::<ApiKey>::namespaced(alice.clone(), &ns.name)
+        .create(&PostParams::default(), &forged)
+        .await
+        .expect("create");
+    assert_eq!(made.annotations().get(CREATED_BY).map(String::as_str), Some("keyward-user-1"), "forged value replaced");
+
+    let as_bob = Api::<ApiKey>::namespaced(bob, &ns.name);
+    let change = json!({"metadata": {"annotations": {CREATED_BY: "keyward-user-2"}}});
+    match as_bob.patch("mine", &PatchParams::default(), &Patch::Merge(change)).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{}", status.message);
+            assert!(status.message.contains(CREATED_BY), "{}", status.message);
+        }
+        other => panic!("a changed created-by was let through: {other:?}"),
+    }
+    // A replace that drops the annotation keeps it (a GitOps apply without it).
+    let mut current = as_bob.get("mine").await.expect("get");
+    current.metadata.annotations = None;
+    current.spec.policy.description = Some("replaced".into());
+    let replaced = as_bob.replace("mine", &PostParams::default(), &current).await.expect("replace");
+    assert_eq!(replaced.annotations().get(CREATED_BY).map(String::as_str), Some("keyward-user-1"));
+}
+
+#[tokio::test]
+async fn bad_specs_are_refused_at_apply_naming_the_field_and_value() {
+    let ns = TestNamespace::new("webhook-spec").await;
+    let _webhook = register(&ns, &["--max-expiry", "30d"]).await;
+    let keys = ns.keys();
+    for (spec, field, value) in [
+        (json!({"expiresAfter": "3x"}), "spec.expiresAfter", "3x"),
+        (json!({"expiresAt": "next tuesday"}), "spec.expiresAt", "next tuesday"),
+        (json!({"allowedCIDRs": ["10.1.2.3/40"]}), "spec.allowedCIDRs[0]", "10.1.2.3/40"),
+        (json!({"tokenPrefix": "Acme_"}), "spec.tokenPrefix", "Acme_"),
+        (json!({"scopes": ["orders..write"]}), "spec.scopes[0]", "orders..write"),
+        (json!({"secretTemplate": {"data": {"token": "x"}}}), "spec.secretTemplate.data[token]", "token"),
+        (json!({"expiresAfter": "31d"}), "spec.expiresAfter", "31d"),
+    ] {
+        for params in [PostParams::default(), dry_run()] {
+            match keys.create(&params, &key_spec("bad", spec.clone())).await {
+                Err(kube::Error::Api(status)) => {
+                    assert_eq!(status.code, 422, "{spec}: {}", status.message);
+                    assert!(
+                        status.message.contains(&format!("{field}: invalid value {value:?}")),
+                        "{spec}: {}",
+                        status.message
+                    );
+                }
+                other => panic!("{spec} (dry run: {}) was admitted: {other:?}", params.dry_run),
+            }
+        }
+    }
+    assert!(keys.get_opt("bad").await.expect("get").is_none());
+    keys.create(&PostParams::default(), &key_spec("good", json!({"expiresAfter": "30d"}))).await.expect("a good spec");
+}
+
+#[tokio::test]
+async fn with_the_webhook_stopped_writes_are_refused_never_let_through() {
+    let ns = TestNamespace::new("webhook-stopped").await;
+    let mut registered = register(&ns, &[]).await;
+    ns.keys().create(&PostParams::default(), &key_spec("before", json!({}))).await.expect("admitted while it runs");
+    let mut webhook = registered.webhook.take().expect("the webhook");
+    webhook.kill().await;
+    match ns.keys().create(&PostParams::default(), &key_spec("after", json!({"scopes": ["payments.write"]}))).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 500, "{}", status.message),
+        other => panic!("a write was let through without the webhook: {other:?}"),
+    }
+    assert!(ns.keys().get_opt("after").await.expect("get").is_none());
+}
