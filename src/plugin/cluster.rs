@@ -111,27 +111,10 @@ impl Cluster {
             }
             other => return PluginError::Other(format!("request about {subject} failed: {}", root_cause(&other))),
         };
-        match (status.code, status.reason.as_str()) {
-            (401, _) => PluginError::Forbidden(format!(
-                "the API server at {} does not accept your credentials (401 Unauthorized): log in again or \
-                 check the user of your kubeconfig context",
-                self.server
-            )),
-            (403, _) => PluginError::Forbidden(format!(
-                "{}; ask a cluster administrator for a Role that grants it",
-                one_line(&status.message)
-            )),
-            (404, _) if subject.ours && !self.crds_installed().await => PluginError::CrdsMissing,
-            (404, _) => PluginError::NotFound(format!("{subject} not found")),
-            (409, "AlreadyExists") => PluginError::AlreadyExists(format!("{subject} already exists")),
-            (422, _) | (400, "BadRequest") => {
-                PluginError::Invalid(format!("the API server refused {subject}: {}", one_line(&status.message)))
-            }
-            (code, reason) => PluginError::Other(format!(
-                "the API server answered {code} {reason} about {subject}: {}",
-                one_line(&status.message)
-            )),
+        if status.code == 404 && subject.ours && !self.crds_installed().await {
+            return PluginError::CrdsMissing;
         }
+        refusal(&status, subject, &self.server)
     }
 
     /// Whether the API server serves `keyward.io/v1alpha1`.
@@ -144,6 +127,33 @@ impl Cluster {
         }
     }
 }
+
+/// The API server's answer to a request about `subject` (at `server`) as the error a user can
+/// act on. An admission webhook's refusal is told in the webhook's own words: a grant refusal
+/// (403) is forbidden, a spec refusal (422) invalid, and neither gets the RBAC hint, which
+/// would send the user after the wrong permission.
+fn refusal(status: &kube::core::Status, subject: Subject<'_>, server: &str) -> PluginError {
+    let message = one_line(&status.message);
+    let admission = message.starts_with(ADMISSION_DENIAL);
+    match (status.code, status.reason.as_str()) {
+        (401, _) => PluginError::Forbidden(format!(
+            "the API server at {server} does not accept your credentials (401 Unauthorized): log in again or check \
+             the user of your kubeconfig context"
+        )),
+        (403, _) if admission => PluginError::Forbidden(format!("the API server refused {subject}: {message}")),
+        (403, _) => PluginError::Forbidden(format!("{message}; ask a cluster administrator for a Role that grants it")),
+        (404, _) => PluginError::NotFound(format!("{subject} not found")),
+        (409, "AlreadyExists") => PluginError::AlreadyExists(format!("{subject} already exists")),
+        (422, _) | (400, "BadRequest") => PluginError::Invalid(format!("the API server refused {subject}: {message}")),
+        (code, reason) => {
+            PluginError::Other(format!("the API server answered {code} {reason} about {subject}: {message}"))
+        }
+    }
+}
+
+/// How the API server begins the message of a write an admission webhook refused:
+/// `admission webhook "validate.keyward.io" denied the request: <the webhook's message>`.
+const ADMISSION_DENIAL: &str = "admission webhook \"";
 
 fn no_kubeconfig(error: &KubeconfigError) -> PluginError {
     let problem = match error {
@@ -196,6 +206,51 @@ mod tests {
     #[test]
     fn messages_are_one_line() {
         assert_eq!(one_line("a\n  b\tc "), "a b c");
+    }
+
+    fn answer(code: u16, reason: &str, message: &str) -> kube::core::Status {
+        kube::core::Status::failure(message, reason).with_code(code)
+    }
+
+    const KEY: Subject<'static> =
+        Subject { resource: "apikey", name: Some("pays"), namespace: Some("team-a"), ours: true };
+
+    #[test]
+    fn a_grant_refused_at_admission_is_forbidden_in_the_webhooks_words() {
+        let message = r#"admission webhook "validate.keyward.io" denied the request: user "alice" may not grant scope "payments.write" in namespace "team-a": needs verb grant on scopes.keyward.io named "payments.write" or a covering pattern ("payments.>", ">")"#;
+        let error = refusal(&answer(403, "Forbidden", message), KEY, "https://k8s");
+        assert_eq!(error.exit_code(), 5);
+        assert_eq!(
+            error.to_string(),
+            format!(r#"the API server refused apikey.keyward.io "pays" in namespace "team-a": {message}"#)
+        );
+    }
+
+    #[test]
+    fn a_spec_refused_at_admission_is_invalid_in_the_webhooks_words() {
+        let message = "admission webhook \"validate.keyward.io\" denied the request: spec.expiresAfter: invalid value \"31d\":\n  longer than --max-expiry 30d";
+        let error = refusal(&answer(422, "Invalid", message), KEY, "https://k8s");
+        assert_eq!(error.exit_code(), 2);
+        assert_eq!(
+            error.to_string(),
+            r#"the API server refused apikey.keyward.io "pays" in namespace "team-a": admission webhook "validate.keyward.io" denied the request: spec.expiresAfter: invalid value "31d": longer than --max-expiry 30d"#
+        );
+    }
+
+    #[test]
+    fn rbac_refusals_keep_their_hint_and_other_answers_their_codes() {
+        let rbac = r#"apikeys.keyward.io "pays" is forbidden: User "alice" cannot create resource "apikeys""#;
+        let error = refusal(&answer(403, "Forbidden", rbac), KEY, "https://k8s");
+        assert_eq!(
+            error,
+            PluginError::Forbidden(format!("{rbac}; ask a cluster administrator for a Role that grants it"))
+        );
+        assert_eq!(refusal(&answer(401, "Unauthorized", ""), KEY, "https://k8s").exit_code(), 5);
+        assert_eq!(refusal(&answer(404, "NotFound", ""), KEY, "https://k8s").exit_code(), 6);
+        assert_eq!(refusal(&answer(409, "AlreadyExists", ""), KEY, "https://k8s").exit_code(), 7);
+        assert_eq!(refusal(&answer(400, "BadRequest", ""), KEY, "https://k8s").exit_code(), 2);
+        let down = r#"Internal error occurred: failed calling webhook "validate.keyward.io": connection refused"#;
+        assert_eq!(refusal(&answer(500, "InternalError", down), KEY, "https://k8s").exit_code(), 1);
     }
 
     #[test]

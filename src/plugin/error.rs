@@ -11,13 +11,15 @@ use std::process::ExitCode;
 pub enum PluginError {
     /// Anything the other variants do not cover: an unexpected API answer, I/O.
     Other(String),
-    /// A flag or argument with a bad value, or a spec the API server refused.
+    /// A flag or argument with a bad value, or a spec the API server refused (its schema, or an
+    /// admission webhook at once: 422).
     Invalid(String),
     /// No kubeconfig, an unknown context, or an API server that cannot be reached.
     NoCluster(String),
     /// The API server does not know the `keyward.io` resources.
     CrdsMissing,
-    /// The API server refused the request (401 or 403).
+    /// The API server refused the request (401 or 403): RBAC, or an admission webhook's refusal of
+    /// a scope the user may not grant.
     Forbidden(String),
     /// The named object (or Credential token) does not exist.
     NotFound(String),
@@ -84,10 +86,10 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0   success (verify: the token is valid)
   1   any other error
-  2   invalid argument, or a spec the API server refused
+  2   invalid argument, or a spec the API server (or its admission webhook) refused
   3   no cluster: no kubeconfig, unknown context, or the API server cannot be reached
   4   the Keyward CRDs are not installed
-  5   forbidden or unauthorized
+  5   forbidden or unauthorized, or a scope you may not grant (admission webhook)
   6   not found
   7   already exists
   8   the key cannot be used: the controller refused it (Failed), or it expired
