@@ -21,13 +21,21 @@ bindings) carry it too, so two releases never share one.
 {{- end }}
 {{- end }}
 
-{{/* <fullname>-controller and <fullname>-verifier (54 + 11 characters at most: a DNS label). */}}
+{{/* <fullname>-controller, -verifier and -webhook (54 + 11 characters at most: a DNS label). */}}
 {{- define "keyward.controller.fullname" -}}
 {{- printf "%s-controller" (include "keyward.fullname" .) }}
 {{- end }}
 
 {{- define "keyward.verifier.fullname" -}}
 {{- printf "%s-verifier" (include "keyward.fullname" .) }}
+{{- end }}
+
+{{- define "keyward.webhook.fullname" -}}
+{{- printf "%s-webhook" (include "keyward.fullname" .) }}
+{{- end }}
+
+{{- define "keyward.webhook.serviceAccountName" -}}
+{{- default (include "keyward.webhook.fullname" .) .Values.webhook.serviceAccount.name }}
 {{- end }}
 
 {{- define "keyward.controller.serviceAccountName" -}}
