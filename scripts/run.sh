@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the controller and the verifier against the current kube context, or against the
 # local control plane (started here) when no context answers. Arguments go to the controller;
-# KEYWARD_CONTROLLER_LISTEN and KEYWARD_VERIFIER_LISTEN move their ports; KEYWARD_PROFILE=debug
+# KEYWARD_CONTROLLER_LISTEN, KEYWARD_VERIFIER_LISTEN and KEYWARD_WEBHOOK_LISTEN move their
+# ports; with the local control plane the admission webhook runs too. KEYWARD_PROFILE=debug
 # runs a debug build instead of the release one. Ctrl-C stops both; `make stop` then stops the
 # local control plane.
 set -euo pipefail
@@ -38,15 +39,58 @@ verifier_listen=${KEYWARD_VERIFIER_LISTEN:-127.0.0.1:8081}
 controller=$!
 "$bin/keyward" verifier --listen "$verifier_listen" &
 verifier=$!
-# On Ctrl-C (or either process ending) stop both, and wait until they have: when `make run`
-# returns, nothing of Keyward is left running.
+pids=("$controller" "$verifier")
+webhook_config=keyward-make-run
+# On Ctrl-C (or any process ending) stop them all, and wait until they have: when `make run`
+# returns, nothing of Keyward is left running, and no webhook registration points at nothing
+# (it fails closed: every key write would be refused).
 stop() {
-  kill "$controller" "$verifier" 2>/dev/null || true
-  wait "$controller" "$verifier" 2>/dev/null || true
+  if [ -n "$local_control_plane" ]; then
+    "$KUBECTL" delete --ignore-not-found --wait=false "validatingwebhookconfiguration/$webhook_config" \
+      "mutatingwebhookconfiguration/$webhook_config" >/dev/null 2>&1 || true
+  fi
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
 }
 trap stop EXIT
 trap 'exit 130' INT TERM
 echo "run: controller metrics on http://$controller_listen/metrics, verifier on http://$verifier_listen/v1/auth and /v1/verify" >&2
+
+if [ -n "$local_control_plane" ]; then
+  # The webhook, registered by URL on loopback with a certificate of its own.
+  webhook_listen=${KEYWARD_WEBHOOK_LISTEN:-127.0.0.1:8443}
+  certs=$(dirname "$KUBECONFIG")/webhook
+  [ -s "$certs/tls.crt" ] || $CP webhook-cert "$certs"
+  "$bin/keyward" webhook --listen "$webhook_listen" --tls-cert-file "$certs/tls.crt" --tls-key-file "$certs/tls.key" &
+  pids+=($!)
+  # Registered once it answers: a registration with nobody behind it refuses every key write.
+  for _ in $(seq 1 100); do
+    curl -sfk "https://$webhook_listen/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  ca=$(base64 -w0 <"$certs/ca.crt")
+  for kind in Validating Mutating; do
+    path=$([ $kind = Validating ] && echo validate || echo mutate)
+    cat <<YAML
+apiVersion: admissionregistration.k8s.io/v1
+kind: ${kind}WebhookConfiguration
+metadata: {name: $webhook_config}
+webhooks:
+- name: $path.keyward.io
+  admissionReviewVersions: ["v1"]
+  clientConfig: {url: "https://$webhook_listen/$path", caBundle: "$ca"}
+  rules:
+  - {apiGroups: ["keyward.io"], apiVersions: ["v1alpha1"], operations: ["CREATE", "UPDATE"], resources: ["apikeys", "credentials"], scope: Namespaced}
+  failurePolicy: Fail
+  sideEffects: None
+  timeoutSeconds: 5
+---
+YAML
+  done | "$KUBECTL" apply -f - >&2
+  echo "run: webhook on https://$webhook_listen (/validate, /mutate): scopes need a grant, bad specs are refused at apply" >&2
+else
+  echo "run: no admission webhook against this context: keys are not checked at kubectl apply and any writer may grant any scope (the Helm chart installs it)" >&2
+fi
 
 # Quoted: the lines below are for the reader's shell, not this one.
 if [ -n "$local_control_plane" ]; then

@@ -89,7 +89,7 @@ async fn make_run_in_a_fresh_clone_without_a_context_serves_the_first_example_an
     let mut cleanup = Cleanup { clone: clone.clone(), group: None };
     let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo.join("target"));
     let target = target.join("make-run-test");
-    let (controller_port, verifier_port) = (free_port(), free_port());
+    let (controller_port, verifier_port, webhook_port) = (free_port(), free_port(), free_port());
     let no_context = work.path().join("no-kubeconfig");
 
     let log_path = work.path().join("make-run.log");
@@ -103,6 +103,7 @@ async fn make_run_in_a_fresh_clone_without_a_context_serves_the_first_example_an
         .env("KEYWARD_PROFILE", "debug")
         .env("KEYWARD_CONTROLLER_LISTEN", format!("127.0.0.1:{controller_port}"))
         .env("KEYWARD_VERIFIER_LISTEN", format!("127.0.0.1:{verifier_port}"))
+        .env("KEYWARD_WEBHOOK_LISTEN", format!("127.0.0.1:{webhook_port}"))
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log handle"))
         .stderr(log)
@@ -135,6 +136,29 @@ async fn make_run_in_a_fresh_clone_without_a_context_serves_the_first_example_an
         .expect("control-plane.sh env names the kubeconfig")
         .to_string();
     let kubectl_env = [("KUBECONFIG", kubeconfig.as_str())];
+    // The webhook is in the path: a bad spec is refused at apply, naming the field.
+    let refused = Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .current_dir(&clone)
+        .envs(kubectl_env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl apply");
+    let bad = "apiVersion: keyward.io/v1alpha1\nkind: ApiKey\nmetadata: {name: bad}\nspec: {expiresAfter: 3x}\n";
+    let refused = {
+        use tokio::io::AsyncWriteExt;
+        let mut refused = refused;
+        refused.stdin.take().expect("stdin").write_all(bad.as_bytes()).await.expect("write the manifest");
+        refused.wait_with_output().await.expect("kubectl apply")
+    };
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("spec.expiresAfter: invalid value \"3x\""),
+        "{said}\n{}",
+        logs()
+    );
     run(&clone, "kubectl", &["apply", "-f", "examples/apikey-basic.yaml"], &kubectl_env).await;
     let until = Instant::now() + support::DEADLINE;
     let token = loop {
@@ -169,6 +193,9 @@ async fn make_run_in_a_fresh_clone_without_a_context_serves_the_first_example_an
     cleanup.group = None;
     assert_eq!(status_of(controller_port, "/readyz", "").await, 0, "the controller outlived make run");
     assert_eq!(status_of(verifier_port, "/readyz", "").await, 0, "the verifier outlived make run");
+    let registered =
+        run(&clone, "kubectl", &["get", "validatingwebhookconfigurations", "-o", "name"], &kubectl_env).await;
+    assert!(!registered.contains("keyward-make-run"), "the webhook's registration outlived it: {registered}");
 
     run(&clone, "make", &["stop"], &[]).await;
     let stopped = std::process::Command::new(clone.join("scripts/control-plane.sh"))
