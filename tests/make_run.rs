@@ -114,7 +114,10 @@ async fn make_run_in_a_fresh_clone_without_a_context_serves_the_first_example_an
     let logs = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     let until = Instant::now() + FIRST_RUN;
-    while status_of(controller_port, "/readyz", "").await != 200 || status_of(verifier_port, "/readyz", "").await != 200
+    // Serving, and done setting up: the help is the last thing make run prints.
+    while status_of(controller_port, "/readyz", "").await != 200
+        || status_of(verifier_port, "/readyz", "").await != 200
+        || !logs().contains("make stop")
     {
         if let Ok(Some(exit)) = make.try_wait() {
             panic!("make run exited ({exit}) before serving:\n{}", logs());
