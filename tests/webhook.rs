@@ -5,111 +5,16 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
-use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use keyward::api::{ApiKey, Credential};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use support::{DEADLINE, Operator, TestNamespace};
+use support::TestNamespace;
+use support::webhook::{bind, grant, grant_refusal, register, user_client};
 
 /// The annotation the webhook keeps.
 const CREATED_BY: &str = "keyward.io/created-by";
-
-/// A running webhook registered for one test namespace.
-struct Registered {
-    webhook: Option<Operator>,
-    name: String,
-    _certs: tempfile::TempDir,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        // kubectl, not the client: Drop cannot await, and the client's worker runs on the very
-        // runtime this blocks.
-        let _ = std::process::Command::new("kubectl")
-            .args(["delete", "--ignore-not-found", "--wait=false"])
-            .arg(format!("validatingwebhookconfiguration/{}", self.name))
-            .arg(format!("mutatingwebhookconfiguration/{}", self.name))
-            .stdin(std::process::Stdio::null())
-            .output();
-    }
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/control-plane.sh")
-}
-
-/// Starts `keyward webhook` with `extra` flags and registers it (validating and mutating) for
-/// `ns` only, failing closed; returns once it admits writes.
-async fn register(ns: &TestNamespace, extra: &[&str]) -> Registered {
-    let certs = tempfile::tempdir().expect("temp dir");
-    let out = std::process::Command::new(script())
-        .args(["webhook-cert", certs.path().to_str().expect("UTF-8")])
-        .output()
-        .expect("make the webhook certificate");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (cert, key) = (certs.path().join("tls.crt"), certs.path().join("tls.key"));
-    let mut args =
-        vec!["--tls-cert-file", cert.to_str().expect("UTF-8"), "--tls-key-file", key.to_str().expect("UTF-8")];
-    args.extend_from_slice(extra);
-    let webhook = Operator::run("webhook", &ns.name, &args, &[]);
-    let addr = webhook.listen_addr().await;
-    let ca = std::fs::read(certs.path().join("ca.crt")).expect("the CA");
-
-    // Only this test's namespace: its label (1.20 sets none of its own).
-    let label = "keyward-webhook-test";
-    Api::<Namespace>::all(ns.client.clone())
-        .patch(&ns.name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {label: ns.name}}})))
-        .await
-        .expect("label the namespace");
-    let hook = |path: &str| {
-        json!({
-            "name": format!("{path}.keyward.io"),
-            "clientConfig": {"url": format!("https://{addr}/{path}"), "caBundle": k8s_openapi::ByteString(ca.clone())},
-            "rules": [{"apiGroups": ["keyward.io"], "apiVersions": ["v1alpha1"], "operations": ["CREATE", "UPDATE"],
-                       "resources": ["apikeys", "credentials"], "scope": "Namespaced"}],
-            "namespaceSelector": {"matchLabels": {label: ns.name}},
-            "failurePolicy": "Fail",
-            "sideEffects": "None",
-            "timeoutSeconds": 5,
-            "admissionReviewVersions": ["v1"],
-        })
-    };
-    let name = format!("keyward-test-{}", ns.name);
-    let validating: ValidatingWebhookConfiguration =
-        serde_json::from_value(json!({"metadata": {"name": name}, "webhooks": [hook("validate")]})).expect("config");
-    let mutating: MutatingWebhookConfiguration =
-        serde_json::from_value(json!({"metadata": {"name": name}, "webhooks": [hook("mutate")]})).expect("config");
-    Api::<ValidatingWebhookConfiguration>::all(ns.client.clone())
-        .create(&PostParams::default(), &validating)
-        .await
-        .expect("register /validate");
-    Api::<MutatingWebhookConfiguration>::all(ns.client.clone())
-        .create(&PostParams::default(), &mutating)
-        .await
-        .expect("register /mutate");
-    let registered = Registered { webhook: Some(webhook), name, _certs: certs };
-    // The API server learns of new configurations from a watch: until a write is refused by
-    // the webhook, it is not in the path yet.
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let probe = key_spec("probe", json!({"expiresAfter": "not-a-duration"}));
-        match ns.keys().create(&dry_run(), &probe).await {
-            Err(kube::Error::Api(status)) if status.message.contains("spec.expiresAfter") => break,
-            other => {
-                assert!(tokio::time::Instant::now() < until, "the webhook never refused a bad spec: {other:?}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    registered
-}
 
 fn dry_run() -> PostParams {
     PostParams { dry_run: true, ..Default::default() }
@@ -117,61 +22,6 @@ fn dry_run() -> PostParams {
 
 fn key_spec(name: &str, spec: Value) -> ApiKey {
     support::key(name, spec)
-}
-
-/// Grants `user` (keyward-user-N) in `ns`: writing keys, and `grant` on the scope names given
-/// (`None`: a rule without resourceNames, every scope; none: no grant at all). Returns once
-/// the authorizer says so.
-async fn grant(ns: &TestNamespace, user: u8, role: &str, scopes: Option<&[&str]>) {
-    let mut rules = vec![json!({"apiGroups": ["keyward.io"], "resources": ["apikeys", "credentials"],
-                                "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]})];
-    // An empty resourceNames means every name to RBAC: no names, no grant rule at all.
-    match scopes {
-        Some([]) => {}
-        Some(scopes) => rules.push(
-            json!({"apiGroups": ["keyward.io"], "resources": ["scopes"], "verbs": ["grant"], "resourceNames": scopes}),
-        ),
-        None => rules.push(json!({"apiGroups": ["keyward.io"], "resources": ["scopes"], "verbs": ["grant"]})),
-    }
-    let name = format!("{}-{role}", ns.name);
-    let role: ClusterRole = serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules})).expect("role");
-    Api::<ClusterRole>::all(ns.client.clone()).create(&PostParams::default(), &role).await.expect("ClusterRole");
-    bind(ns, &ns.name, user, &name).await;
-}
-
-async fn bind(ns: &TestNamespace, namespace: &str, user: u8, role: &str) {
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("{role}-user-{user}"), "namespace": namespace},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": format!("keyward-user-{user}")}],
-    }))
-    .expect("binding");
-    Api::<RoleBinding>::namespaced(ns.client.clone(), namespace)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("RoleBinding");
-    // The authorizer reads bindings from a cache: wait until it allows the user to create keys.
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let review: SubjectAccessReview = serde_json::from_value(json!({"spec": {
-            "user": format!("keyward-user-{user}"),
-            "resourceAttributes": {"group": "keyward.io", "resource": "apikeys", "verb": "create", "namespace": namespace},
-        }}))
-        .expect("review");
-        let answer = Api::<SubjectAccessReview>::all(ns.client.clone())
-            .create(&PostParams::default(), &review)
-            .await
-            .expect("SubjectAccessReview");
-        if answer.status.is_some_and(|s| s.allowed) {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < until, "keyward-user-{user} never got {role} in {namespace}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn user_client(n: u8) -> Client {
-    support::client_of(support::user_kubeconfig(n).to_str().expect("UTF-8")).await
 }
 
 /// Creates a key as `client`; `Err` holds the API server's code and message.
@@ -183,15 +33,6 @@ async fn create_as(client: &Client, namespace: &str, name: &str, spec: Value) ->
             kube::Error::Api(status) => (status.code, status.message),
             other => panic!("create {name}: {other}"),
         })
-}
-
-fn grant_refusal(user: &str, scope: &str, namespace: &str, covering: &[&str]) -> String {
-    let covering: Vec<String> = covering.iter().map(|c| format!("{c:?}")).collect();
-    format!(
-        "user {user:?} may not grant scope {scope:?} in namespace {namespace:?}: needs verb grant on scopes.keyward.io \
-         named {scope:?} or a covering pattern ({})",
-        covering.join(", ")
-    )
 }
 
 #[tokio::test]

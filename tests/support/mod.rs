@@ -3,6 +3,8 @@
 //! on a condition or fail at a deadline.
 #![allow(dead_code)]
 
+pub mod webhook;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
