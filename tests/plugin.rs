@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use keyward::api::{ApiKey, ApiKeyStatus, Phase};
+use keyward::api::{ApiKey, ApiKeyStatus, Credential, Phase};
 use keyward::token::{Token, TokenHash};
 use kube::ResourceExt;
 use kube::api::PostParams;
 use serde_json::json;
 use support::TestNamespace;
+use support::webhook::{self, user_client};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
@@ -402,7 +403,7 @@ async fn list_prints_a_table_with_one_row_per_key() {
     let (_, first) = issued_key(&ns, "first", json!({"scopes": ["orders.read"]})).await;
     let (_, second) = issued_key(&ns, "second", json!({})).await;
     let run = apikey(&ns.name, &["list"]).run().await.exits(0);
-    assert_eq!(run.header(), "NAME PHASE KEY ID SCOPES EXPIRES IN AGE", "{run}");
+    assert_eq!(run.header(), "NAME PHASE KEY ID SCOPES EXPIRES IN CREATED BY AGE", "{run}");
     assert_eq!(run.stdout.lines().count(), 3, "not one row per key\n{run}");
     for (name, status, scopes) in [("first", first, "orders.read"), ("second", second, "<none>")] {
         let rows = run.rows_starting(name);
@@ -416,7 +417,7 @@ async fn list_all_namespaces_adds_a_namespace_column() {
     let ns = TestNamespace::new("plugin_list_all").await;
     ns.create_key("mine", json!({})).await;
     let run = apikey(&ns.name, &["list", "-A"]).run().await.exits(0);
-    assert_eq!(run.header(), "NAMESPACE NAME PHASE KEY ID SCOPES EXPIRES IN AGE", "{run}");
+    assert_eq!(run.header(), "NAMESPACE NAME PHASE KEY ID SCOPES EXPIRES IN CREATED BY AGE", "{run}");
     let rows = run.rows_starting(&ns.name);
     assert_eq!(rows.len(), 1, "not exactly one row for this namespace\n{run}");
     assert_eq!(rows[0][1], "mine", "{run}");
@@ -466,6 +467,63 @@ async fn create_list_and_describe_read_the_same_time_left_seconds_apart() {
     let describe = apikey(&ns.name, &["describe", "ci"]).run().await.exits(0);
     let expires = describe.stdout.lines().find(|l| l.starts_with("Expires:")).unwrap_or_default();
     assert!(expires.ends_with("(in 30d)"), "describe reads another time left\n{describe}");
+}
+
+#[tokio::test]
+async fn list_shows_who_created_each_key_and_created_by_filters_on_it_exactly() {
+    let ns = TestNamespace::new("plugin_created_by").await;
+    // Made before the webhook ran: no creator recorded.
+    ns.create_key("before", json!({})).await;
+    ns.create_credential("before", json!({})).await;
+    let _webhook = webhook::register(&ns, &[]).await;
+    webhook::grant(&ns, 1, "writer", Some(&[])).await;
+    webhook::grant(&ns, 2, "writer2", Some(&[])).await;
+    for (n, name) in [(1, "alices"), (2, "bobs")] {
+        let client = user_client(n).await;
+        let keys = kube::Api::<ApiKey>::namespaced(client.clone(), &ns.name);
+        keys.create(&PostParams::default(), &support::key(name, json!({}))).await.expect("create the ApiKey");
+        let credential = Credential::new(name, serde_json::from_value(json!({})).expect("spec"));
+        let credentials = kube::Api::<Credential>::namespaced(client, &ns.name);
+        credentials.create(&PostParams::default(), &credential).await.expect("create the Credential");
+    }
+
+    for kind in [&[][..], &["credential"]] {
+        let command = |args: &[&'static str]| -> Vec<&'static str> { [kind, args].concat() };
+        let run = apikey(&ns.name, &command(&["list"])).run().await.exits(0);
+        assert!(run.header().ends_with(" CREATED BY AGE"), "{run}");
+        // NAME, four columns of the kind, CREATED BY, AGE.
+        for (name, created_by) in [("alices", "keyward-user-1"), ("bobs", "keyward-user-2"), ("before", "-")] {
+            let rows = run.rows_starting(name);
+            assert_eq!(rows.len(), 1, "no row for {name}\n{run}");
+            assert_eq!(rows[0].get(5).map(String::as_str), Some(created_by), "{name}\n{run}");
+        }
+
+        let run = apikey(&ns.name, &command(&["list", "--created-by", "keyward-user-1"])).run().await.exits(0);
+        assert_eq!(run.stdout.lines().count(), 2, "not only alices\n{run}");
+        assert_eq!(run.rows_starting("alices").len(), 1, "{run}");
+        let run = apikey(&ns.name, &command(&["list", "--created-by", "keyward-user-2", "-o", "json"])).run().await;
+        let run = run.exits(0);
+        let list = run.json();
+        let items = list["items"].as_array().expect("items");
+        let names: Vec<&str> = items.iter().filter_map(|i| i["metadata"]["name"].as_str()).collect();
+        assert_eq!(names, ["bobs"], "{run}");
+        // Exact: neither a prefix nor the dash shown for no creator matches.
+        for near in ["keyward-user", "KEYWARD-USER-1", "-"] {
+            let run = apikey(&ns.name, &command(&["list", "--created-by", near])).run().await.exits(0);
+            assert!(run.stdout.is_empty(), "{near:?} matched\n{run}");
+            run.says("stderr", &[&format!("created by {near:?} found")]);
+        }
+    }
+
+    // Across namespaces: every row shown is bob's, and this namespace's is among them.
+    let run = apikey(&ns.name, &["list", "-A", "--created-by", "keyward-user-2"]).run().await.exits(0);
+    let rows = run.rows_starting(&ns.name);
+    assert_eq!(rows.len(), 1, "{run}");
+    assert_eq!((rows[0][1].as_str(), rows[0][6].as_str()), ("bobs", "keyward-user-2"), "{run}");
+    for line in run.stdout.lines().skip(1) {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells.get(6), Some(&"keyward-user-2"), "{line}\n{run}");
+    }
 }
 
 // describe
@@ -756,7 +814,7 @@ async fn credential_list_and_describe_show_every_token_but_no_token_value() {
     let next = next.trim_end().to_string();
 
     let run = apikey(&ns.name, &["credential", "list"]).run().await.exits(0);
-    assert_eq!(run.header(), "NAME PHASE TOKENS SCOPES NEXT EXPIRY AGE", "{run}");
+    assert_eq!(run.header(), "NAME PHASE TOKENS SCOPES NEXT EXPIRY CREATED BY AGE", "{run}");
     let rows = run.rows_starting("billing");
     assert_eq!(rows.len(), 1, "{run}");
     assert_eq!(rows[0][1..4], ["Active", "2/2", "orders.read"], "{run}");
@@ -883,7 +941,7 @@ async fn kubectl_finds_the_plugin_on_the_path() {
     let path = std::env::join_paths(path).expect("a PATH");
     let through_kubectl = apikey(&ns.name, &["list"]).through_kubectl(path).run().await.exits(0);
     let direct = apikey(&ns.name, &["list"]).run().await.exits(0);
-    assert_eq!(through_kubectl.header(), "NAME PHASE KEY ID SCOPES EXPIRES IN AGE", "{through_kubectl}");
+    assert_eq!(through_kubectl.header(), "NAME PHASE KEY ID SCOPES EXPIRES IN CREATED BY AGE", "{through_kubectl}");
     assert_eq!(through_kubectl.header(), direct.header(), "{direct}");
     assert_eq!(through_kubectl.rows_starting("found").len(), 1, "{through_kubectl}");
 }

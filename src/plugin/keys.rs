@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use super::cluster::{Cluster, Subject};
 use super::error::{PluginError, Result};
 use super::render::{self, Format, Table};
-use crate::api::{ApiKey, Credential, KeyPolicy, KeyState, Phase};
+use crate::api::{ANNOTATION_CREATED_BY, ApiKey, Credential, KeyPolicy, KeyState, Phase};
 
 /// The field manager of every change the plugin makes, as `kubectl` is of its own.
 pub const FIELD_MANAGER: &str = "kubectl-apikey";
@@ -41,7 +41,7 @@ pub trait KeyResource:
     fn policy(&self) -> &KeyPolicy;
     fn phase(&self) -> Option<Phase>;
     fn conditions(&self) -> &[Condition];
-    /// Columns of `list` after NAME (and before AGE).
+    /// Columns of `list` after NAME (and before CREATED BY and AGE).
     fn columns() -> &'static [&'static str];
     fn cells(&self, now: Timestamp) -> Vec<String>;
     /// The lines of `describe` that only this kind has.
@@ -241,44 +241,83 @@ pub async fn each_page<K: KeyResource>(
     }
 }
 
-/// `list`: a table of the keys in the namespace, or in every namespace with `-A`; with `-o`, a
-/// kubectl `List` of them.
-pub async fn list<K: KeyResource>(
-    cluster: &Cluster,
-    all_namespaces: bool,
-    selector: Option<&str>,
-    output: Option<Format>,
-) -> Result<()> {
-    if let Some(format) = output {
-        let mut items = Vec::new();
-        each_page::<K>(cluster, all_namespaces, selector, |key| items.push(render::shown(key))).await?;
-        return render::print_document(&render::List::of(&items), format);
+/// Who created the key, as the admission webhook recorded it; `None` for a key made before the
+/// webhook ran, or on a cluster without it.
+pub fn created_by<K: Resource>(key: &K) -> Option<&str> {
+    key.meta().annotations.as_ref()?.get(ANNOTATION_CREATED_BY).map(String::as_str)
+}
+
+/// Which keys `list` shows, besides the label selector the API server applies.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Filter<'a> {
+    /// `--created-by`: exactly this creator; a key without a recorded creator never matches.
+    pub created_by: Option<&'a str>,
+}
+
+impl Filter<'_> {
+    pub fn matches<K: Resource>(&self, key: &K) -> bool {
+        self.created_by.is_none_or(|wanted| created_by(key) == Some(wanted))
     }
-    let now = Timestamp::now();
+}
+
+/// The header of `list`'s table.
+fn list_headers<K: KeyResource>(all_namespaces: bool) -> Vec<&'static str> {
     let mut headers = Vec::new();
     if all_namespaces {
         headers.push("NAMESPACE");
     }
     headers.push("NAME");
     headers.extend_from_slice(K::columns());
-    headers.push("AGE");
-    let mut table = Table::new(&headers);
+    headers.extend(["CREATED BY", "AGE"]);
+    headers
+}
+
+/// One row of `list`'s table, under [`list_headers`].
+fn list_row<K: KeyResource>(key: &K, all_namespaces: bool, now: Timestamp) -> Vec<String> {
+    let mut row = Vec::new();
+    if all_namespaces {
+        row.push(key.namespace().unwrap_or_default());
+    }
+    row.push(key.name_any());
+    row.extend(key.cells(now));
+    row.push(created_by(key).unwrap_or("-").to_string());
+    row.push(render::age(key.meta().creation_timestamp.as_ref().map(|t| t.0), now));
+    row
+}
+
+/// `list`: a table of the keys in the namespace, or in every namespace with `-A`; with `-o`, a
+/// kubectl `List` of them. Only the keys `filter` matches either way.
+pub async fn list<K: KeyResource>(
+    cluster: &Cluster,
+    all_namespaces: bool,
+    selector: Option<&str>,
+    filter: Filter<'_>,
+    output: Option<Format>,
+) -> Result<()> {
+    if let Some(format) = output {
+        let mut items = Vec::new();
+        each_page::<K>(cluster, all_namespaces, selector, |key| {
+            if filter.matches(&key) {
+                items.push(render::shown(key));
+            }
+        })
+        .await?;
+        return render::print_document(&render::List::of(&items), format);
+    }
+    let now = Timestamp::now();
+    let mut table = Table::new(&list_headers::<K>(all_namespaces));
     // Only the rows are kept, not the objects.
     each_page::<K>(cluster, all_namespaces, selector, |key| {
-        let mut row = Vec::new();
-        if all_namespaces {
-            row.push(key.namespace().unwrap_or_default());
+        if filter.matches(&key) {
+            table.row(list_row(&key, all_namespaces, now));
         }
-        row.push(key.name_any());
-        row.extend(key.cells(now));
-        row.push(render::age(key.meta().creation_timestamp.as_ref().map(|t| t.0), now));
-        table.row(row);
     })
     .await?;
     if table.is_empty() {
+        let by = filter.created_by.map(|by| format!(" created by {by:?}")).unwrap_or_default();
         match all_namespaces {
-            true => eprintln!("No {}s found.", K::NOUN),
-            false => eprintln!("No {}s found in {} namespace.", K::NOUN, cluster.namespace),
+            true => eprintln!("No {}s{by} found.", K::NOUN),
+            false => eprintln!("No {}s{by} found in {} namespace.", K::NOUN, cluster.namespace),
         }
         return Ok(());
     }
@@ -465,6 +504,52 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(key.cells(Timestamp::now()), ["-", "-", "<none>", "-"]);
+    }
+
+    fn created_by_key(name: &str, created_by: Option<&str>) -> ApiKey {
+        let mut key: ApiKey = serde_json::from_value(serde_json::json!({
+            "apiVersion": "keyward.io/v1alpha1", "kind": "ApiKey",
+            "metadata": {"name": name, "namespace": "team-a", "creationTimestamp": "2026-11-20T00:00:00Z"},
+            "spec": {"scopes": ["orders.read"]},
+        }))
+        .unwrap();
+        if let Some(by) = created_by {
+            key.metadata.annotations = Some([(ANNOTATION_CREATED_BY.to_string(), by.to_string())].into());
+        }
+        key
+    }
+
+    #[test]
+    fn list_shows_the_creator_before_the_age_or_a_dash() {
+        let now: Timestamp = "2026-11-23T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            list_headers::<ApiKey>(false),
+            ["NAME", "PHASE", "KEY ID", "SCOPES", "EXPIRES IN", "CREATED BY", "AGE"]
+        );
+        assert_eq!(
+            list_headers::<Credential>(true),
+            ["NAMESPACE", "NAME", "PHASE", "TOKENS", "SCOPES", "NEXT EXPIRY", "CREATED BY", "AGE"]
+        );
+        assert_eq!(
+            list_row(&created_by_key("ci", Some("alice")), false, now),
+            ["ci", "-", "-", "orders.read", "-", "alice", "3d"]
+        );
+        assert_eq!(
+            list_row(&created_by_key("old", None), true, now),
+            ["team-a", "old", "-", "-", "orders.read", "-", "-", "3d"]
+        );
+    }
+
+    #[test]
+    fn created_by_matches_exactly_and_never_a_key_without_a_creator() {
+        let (alice, nobody) = (created_by_key("a", Some("alice")), created_by_key("n", None));
+        assert!(Filter::default().matches(&alice) && Filter::default().matches(&nobody));
+        let by = |name| Filter { created_by: Some(name) };
+        assert!(by("alice").matches(&alice));
+        for other in ["alic", "Alice", "alice ", "-", ""] {
+            assert!(!by(other).matches(&alice), "{other:?}");
+            assert!(!by(other).matches(&nobody), "{other:?}");
+        }
     }
 
     #[test]

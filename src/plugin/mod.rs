@@ -64,7 +64,8 @@ pub enum CredentialCommand {
 /// The commands ApiKeys and Credentials share.
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {
-    /// List as a table: name, phase, key ID (or tokens), scopes, expiry, age; -A for every namespace.
+    /// List as a table: name, phase, key ID (or tokens), scopes, expiry, creator, age; -A for every
+    /// namespace.
     #[command(visible_alias = "ls")]
     List(ListArgs),
     /// Show spec, status, conditions and recent events (never a token).
@@ -80,8 +81,9 @@ pub enum KeyCommand {
 impl KeyCommand {
     async fn run<K: keys::KeyResource>(self, cluster: &Cluster) -> Result<()> {
         match self {
-            KeyCommand::List(ListArgs { all_namespaces, selector, output }) => {
-                keys::list::<K>(cluster, all_namespaces, selector.as_deref(), output).await
+            KeyCommand::List(ListArgs { all_namespaces, selector, created_by, output }) => {
+                let filter = keys::Filter { created_by: created_by.as_deref() };
+                keys::list::<K>(cluster, all_namespaces, selector.as_deref(), filter, output).await
             }
             KeyCommand::Describe(args) => keys::describe::<K>(cluster, &args.name).await,
             KeyCommand::Activate(args) => keys::set_state::<K>(cluster, &args.name, KeyState::Active).await,
@@ -99,6 +101,10 @@ pub struct ListArgs {
     /// Only keys whose labels match this selector (`team=a`).
     #[arg(short = 'l', long)]
     pub selector: Option<String>,
+    /// Only keys created by this user, as the admission webhook recorded it (annotation
+    /// keyward.io/created-by, exact match); keys without a recorded creator never match.
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub created_by: Option<String>,
     /// Print a kubectl List document instead of a table.
     #[arg(short, long, value_enum)]
     pub output: Option<Format>,
@@ -180,6 +186,14 @@ mod tests {
         let cli =
             Cli::try_parse_from(["kubectl-apikey", "credential", "add-token", "b", "t", "--expires-after", "-5d"]);
         assert!(cli.is_ok(), "add-token");
+    }
+
+    #[test]
+    fn created_by_names_someone() {
+        let cli = Cli::try_parse_from(["kubectl-apikey", "credential", "list", "--created-by", "alice"]).unwrap();
+        let Command::Credential(CredentialCommand::Key(KeyCommand::List(args))) = cli.command else { panic!("list") };
+        assert_eq!(args.created_by.as_deref(), Some("alice"));
+        assert!(Cli::try_parse_from(["kubectl-apikey", "list", "--created-by", ""]).is_err());
     }
 
     #[test]
