@@ -15,7 +15,7 @@ use kube::ResourceExt;
 use kube::api::PostParams;
 use serde_json::json;
 use support::TestNamespace;
-use support::webhook::{self, user_client};
+use support::webhook::{self, grant_refusal, user_client};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
@@ -879,6 +879,78 @@ async fn a_user_without_rbac_gets_exit_5_and_is_told_it_is_forbidden() {
         .await
         .exits(5)
         .says("stderr", &["forbidden", "keyward-user-1"]);
+}
+
+#[tokio::test]
+async fn a_scope_the_user_may_not_grant_exits_5_with_the_webhooks_refusal_on_every_write() {
+    let ns = TestNamespace::new("plugin_grant_refused").await;
+    let _controller = ns.controller(&[]);
+    let _webhook = webhook::register(&ns, &[]).await;
+    webhook::grant(&ns, 1, "orders", Some(&["orders.>"])).await;
+    let kubeconfig = support::user_kubeconfig(1);
+    let as_user = |args: &[&str]| apikey(&ns.name, args).env("KUBECONFIG", &kubeconfig);
+    let denied = "admission webhook \"validate.keyward.io\" denied the request: ";
+    let refusal = grant_refusal("keyward-user-1", "payments.write", &ns.name, &["payments.>", ">"]);
+    let refused = format!("{denied}{refusal}");
+
+    // What the grant covers is admitted (a server-side dry run: nothing stored, no Secret to read).
+    as_user(&["create", "reads", "--scope", "orders.read", "--dry-run=server"]).run().await.exits(0);
+    for args in [
+        &["create", "pays", "--scope", "payments.write"][..],
+        &["create", "pays", "--scope", "orders.read", "--scope", "payments.write", "--dry-run=server"],
+        &["credential", "create", "pays", "--scope", "payments.write", "--token", "primary"],
+    ] {
+        let run = as_user(args).run().await.exits(5).says("stderr", &[&refused]);
+        assert!(run.stdout.is_empty(), "{run}");
+        assert!(!run.stderr.contains("ask a cluster administrator for a Role"), "the RBAC hint\n{run}");
+        assert_no_keys(&ns, &run).await;
+    }
+    assert!(ns.credentials().get_opt("pays").await.expect("get").is_none(), "a refused Credential was stored");
+
+    // Writes that put an issued key's scopes into use again: its token is never shown.
+    ns.create_credential("billing", json!({"scopes": ["payments.write"], "tokens": [{"name": "primary"}]})).await;
+    ns.wait_credential("billing", "primary issued", |s| s.tokens.iter().any(|t| t.phase == Some(Phase::Active))).await;
+    let primary = ns.token_of("billing-primary").await;
+    let (key, _) = issued_key(&ns, "paying", json!({"scopes": ["payments.write"]})).await;
+    let run = as_user(&["credential", "add-token", "billing", "next"]).run().await.exits(5).says("stderr", &[&refused]);
+    run.never_shows(&primary);
+    assert_eq!(ns.credentials().get("billing").await.expect("get").spec.tokens.len(), 1, "{run}");
+    // Anyone who may edit a key may revoke it; turning it back on is a grant.
+    as_user(&["deactivate", "paying"]).run().await.exits(0);
+    let run = as_user(&["activate", "paying"]).run().await.exits(5).says("stderr", &[&refused]);
+    run.never_shows(&key);
+    let state = ns.keys().get("paying").await.expect("get").spec.policy.state;
+    assert_eq!(state, Some(keyward::api::KeyState::Inactive), "{run}");
+}
+
+#[tokio::test]
+async fn a_spec_refused_at_admission_but_not_by_the_plugin_exits_2_with_the_webhooks_message() {
+    let ns = TestNamespace::new("plugin_admission_spec").await;
+    let _webhook = webhook::register(&ns, &["--max-expiry", "30d"]).await;
+    let denied = "admission webhook \"validate.keyward.io\" denied the request: ";
+    // The plugin does not know the operator's --max-expiry: 31d passes its own check.
+    apikey(&ns.name, &["create", "month", "--expires-after", "30d", "--dry-run=server"]).run().await.exits(0);
+    let run = apikey(&ns.name, &["create", "long", "--expires-after", "31d"])
+        .run()
+        .await
+        .exits(2)
+        .says("stderr", &[&format!("{denied}spec.expiresAfter: invalid value \"31d\""), "--max-expiry"]);
+    assert!(run.stdout.is_empty(), "{run}");
+    assert_no_keys(&ns, &run).await;
+    let args = ["credential", "create", "long", "--token", "primary", "--expires-after", "31d"];
+    apikey(&ns.name, &args)
+        .run()
+        .await
+        .exits(2)
+        .says("stderr", &[&format!("{denied}spec.tokens[0].expiresAfter: invalid value \"31d\"")]);
+    assert!(ns.credentials().get_opt("long").await.expect("get").is_none(), "a refused Credential was stored");
+    ns.create_credential("billing", json!({"tokens": [{"name": "primary"}]})).await;
+    apikey(&ns.name, &["credential", "add-token", "billing", "next", "--expires-after", "31d"])
+        .run()
+        .await
+        .exits(2)
+        .says("stderr", &[&format!("{denied}spec.tokens[1].expiresAfter: invalid value \"31d\"")]);
+    assert_eq!(ns.credentials().get("billing").await.expect("get").spec.tokens.len(), 1, "the token was added");
 }
 
 #[tokio::test]
