@@ -223,3 +223,38 @@ async fn with_the_webhook_stopped_writes_are_refused_never_let_through() {
     }
     assert!(ns.keys().get_opt("after").await.expect("get").is_none());
 }
+
+/// A GitOps controller's identity bound to a grant-all role (the chart's
+/// `<release>-scopes-grant-all`: grant on every scope) applies 100 keys, then applies them again
+/// unchanged, as a sync does: every apply passes, and none changes who created them.
+#[tokio::test]
+async fn a_gitops_identity_bound_to_grant_all_creates_and_re_applies_100_keys() {
+    let ns = TestNamespace::new("webhook-gitops").await;
+    let _webhook = register(&ns, &[]).await;
+    // The chart's grant-all role is `grant` on `scopes` without resourceNames, as `None` here.
+    grant(&ns, 3, "gitops", None).await;
+    let gitops = Api::<ApiKey>::namespaced(user_client(3).await, &ns.name);
+    let manifest = |i: usize| {
+        json!({"apiVersion": "keyward.io/v1alpha1", "kind": "ApiKey", "metadata": {"name": format!("app-{i}")},
+               "spec": {"scopes": ["orders.read", "payments.write", format!("team.{i}.>")], "expiresAfter": "30d"}})
+    };
+    let apply = PatchParams::apply("argocd-application-controller");
+    for round in ["create", "re-apply"] {
+        let applied = futures::future::join_all((0..100).map(|i| {
+            let (gitops, apply) = (gitops.clone(), apply.clone());
+            async move { gitops.patch(&format!("app-{i}"), &apply, &Patch::Apply(manifest(i))).await }
+        }))
+        .await;
+        let refused: Vec<String> = applied.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
+        assert!(refused.is_empty(), "{round}: {} of 100 refused, e.g. {:?}", refused.len(), refused.first());
+        for key in applied.into_iter().flatten() {
+            assert_eq!(key.annotations().get(CREATED_BY).map(String::as_str), Some("keyward-user-3"), "{round}");
+        }
+    }
+    // And a writer without the grant re-applies unchanged keys too: it puts nothing new into use.
+    grant(&ns, 2, "editor", Some(&[])).await;
+    let editor = Api::<ApiKey>::namespaced(user_client(2).await, &ns.name);
+    let reapplied =
+        editor.patch("app-0", &PatchParams::apply("argocd-application-controller"), &Patch::Apply(manifest(0))).await;
+    assert!(reapplied.is_ok(), "an unchanged re-apply needs no grant: {reapplied:?}");
+}
