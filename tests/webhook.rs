@@ -258,3 +258,68 @@ async fn a_gitops_identity_bound_to_grant_all_creates_and_re_applies_100_keys() 
         editor.patch("app-0", &PatchParams::apply("argocd-application-controller"), &Patch::Apply(manifest(0))).await;
     assert!(reapplied.is_ok(), "an unchanged re-apply needs no grant: {reapplied:?}");
 }
+
+/// `curl` over TLS to the webhook at `addr`, trusting `ca` (or nothing, with `None`: `-k`);
+/// the body, or `None` when the TLS handshake or the request failed.
+fn curl(addr: &str, path: &str, ca: Option<&std::path::Path>) -> Option<String> {
+    let mut command = std::process::Command::new("curl");
+    command.args(["-sS", "--fail", "--max-time", "5"]);
+    match ca {
+        Some(ca) => command.arg("--cacert").arg(ca),
+        None => command.arg("-k"),
+    };
+    let out = command.arg(format!("https://{addr}{path}")).output().expect("curl");
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn the_webhook_counts_admissions_and_serves_a_renewed_certificate_without_a_restart() {
+    let ns = TestNamespace::new("webhook-reload").await;
+    let registered = register(&ns, &[]).await;
+    let addr = registered.webhook.as_ref().expect("the webhook").listen_addr().await;
+    // register() waited for a bad spec to be refused: it was counted.
+    let metrics = curl(&addr, "/metrics", None).expect("/metrics");
+    let denied = support::sample(
+        &metrics,
+        r#"keyward_webhook_admissions_total{kind="ApiKey",operation="CREATE",result="denied_spec"}"#,
+    );
+    assert!(denied.is_some_and(|n| n >= 1.0), "{metrics}");
+    assert!(curl(&addr, "/readyz", Some(&registered.certs().join("ca.crt"))).is_some(), "served by the first CA");
+
+    // A renewal replaces the files in place, as a mounted Secret's update does.
+    let renewed = tempfile::tempdir().expect("temp dir");
+    let out =
+        std::process::Command::new(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/control-plane.sh"))
+            .args(["webhook-cert", renewed.path().to_str().expect("UTF-8")])
+            .output()
+            .expect("a new certificate");
+    assert!(out.status.success());
+    for file in ["tls.key", "tls.crt"] {
+        let staged = registered.certs().join(format!("{file}.new"));
+        std::fs::copy(renewed.path().join(file), &staged).expect("stage");
+        std::fs::rename(&staged, registered.certs().join(file)).expect("replace");
+    }
+    let new_ca = renewed.path().join("ca.crt");
+    let until = tokio::time::Instant::now() + support::DEADLINE;
+    while curl(&addr, "/readyz", Some(&new_ca)).is_none() {
+        assert!(tokio::time::Instant::now() < until, "the renewed certificate is not served");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        curl(&addr, "/readyz", Some(&registered.certs().join("ca.crt"))).is_none(),
+        "the old certificate still served"
+    );
+}
+
+#[tokio::test]
+async fn with_grants_off_any_writer_may_grant_any_scope_but_specs_are_still_checked() {
+    let ns = TestNamespace::new("webhook-grants-off").await;
+    let _webhook = register(&ns, &["--grants", "off"]).await;
+    grant(&ns, 2, "writer", Some(&[])).await;
+    let writer = user_client(2).await;
+    let made =
+        create_as(&writer, &ns.name, "pays", json!({"scopes": ["payments.write"]})).await.expect("no grant needed");
+    assert_eq!(made.annotations().get(CREATED_BY).map(String::as_str), Some("keyward-user-2"));
+    let (code, _) = create_as(&writer, &ns.name, "bad", json!({"expiresAfter": "3x"})).await.expect_err("a bad spec");
+    assert_eq!(code, 422);
+}

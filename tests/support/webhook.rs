@@ -22,6 +22,13 @@ pub struct Registered {
     _certs: tempfile::TempDir,
 }
 
+impl Registered {
+    /// The directory of its certificate files (`ca.crt`, `tls.crt`, `tls.key`).
+    pub fn certs(&self) -> &std::path::Path {
+        self._certs.path()
+    }
+}
+
 impl Drop for Registered {
     fn drop(&mut self) {
         // kubectl, not the client: Drop cannot await, and the client's worker runs on the very
