@@ -125,6 +125,7 @@ fn refused(request: &AdmissionRequest<DynamicObject>, refusal: &Refusal) -> Admi
         Refusal::Grant(_) => "Forbidden",
         Refusal::Spec(_) | Refusal::CreatedBy(_) => "Invalid",
         Refusal::Malformed(_) => "BadRequest",
+        Refusal::Unavailable(_) => "InternalError",
     }
     .into();
     response
@@ -175,7 +176,7 @@ impl Webhook {
                 Ok(false) => return Err(Refusal::Grant(grant::refusal(&user, scope, &namespace))),
                 Err(error) => {
                     tracing::warn!(%error, "cannot ask the API server whether a scope may be granted");
-                    return Err(Refusal::Grant(format!(
+                    return Err(Refusal::Unavailable(format!(
                         "cannot check whether user {user:?} may grant scope {scope:?}: the SubjectAccessReview failed; try again"
                     )));
                 }

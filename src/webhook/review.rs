@@ -82,6 +82,9 @@ pub enum Refusal {
     CreatedBy(String),
     /// The request is not a key of a kind this webhook admits (400).
     Malformed(String),
+    /// A check could not be made (the SubjectAccessReview failed): refused, never let through
+    /// (500, so that it reads as the outage it is, not as a missing permission).
+    Unavailable(String),
 }
 
 impl Refusal {
@@ -90,12 +93,17 @@ impl Refusal {
             Refusal::Grant(_) => 403,
             Refusal::Spec(_) | Refusal::CreatedBy(_) => 422,
             Refusal::Malformed(_) => 400,
+            Refusal::Unavailable(_) => 500,
         }
     }
 
     pub fn message(&self) -> &str {
         match self {
-            Refusal::Grant(m) | Refusal::Spec(m) | Refusal::CreatedBy(m) | Refusal::Malformed(m) => m,
+            Refusal::Grant(m)
+            | Refusal::Spec(m)
+            | Refusal::CreatedBy(m)
+            | Refusal::Malformed(m)
+            | Refusal::Unavailable(m) => m,
         }
     }
 
@@ -106,6 +114,7 @@ impl Refusal {
             Refusal::Spec(_) => "denied_spec",
             Refusal::CreatedBy(_) => "denied_created_by",
             Refusal::Malformed(_) => "denied_malformed",
+            Refusal::Unavailable(_) => "error",
         }
     }
 }
