@@ -36,6 +36,7 @@ bench:
 	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench issue
 	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench verifier
 	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench plugin
+	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench webhook
 
 ## plugin: install `kubectl apikey` (the binary kubectl-apikey) into ~/.cargo/bin
 plugin:
