@@ -60,7 +60,8 @@ if [ -n "$local_control_plane" ]; then
   # The webhook, registered by URL on loopback with a certificate of its own.
   webhook_listen=${KEYWARD_WEBHOOK_LISTEN:-127.0.0.1:8443}
   certs=$(dirname "$KUBECONFIG")/webhook
-  [ -s "$certs/tls.crt" ] || $CP webhook-cert "$certs"
+  # Made again when missing or within a day of expiring (it lasts 30 days).
+  openssl x509 -checkend 86400 -noout -in "$certs/tls.crt" >/dev/null 2>&1 || $CP webhook-cert "$certs"
   "$bin/keyward" webhook --listen "$webhook_listen" --tls-cert-file "$certs/tls.crt" --tls-key-file "$certs/tls.key" &
   pids+=($!)
   # Registered once it answers: a registration with nobody behind it refuses every key write.

@@ -149,14 +149,17 @@ async fn converge_token<'a>(
     Ok((token, expires_at, outcome, wait))
 }
 
-/// A token's first issue, from which its expiresAfter counts: its Secret records it; else the
-/// status does (the Secret was lost); else the token is new.
+/// A token's first issue, from which its expiresAfter counts: the status records it; else its
+/// Secret does (a wiped status, or the crash between the two writes); else the token is new.
+/// Status first: a writer of Secrets could move the annotation and extend the token's life.
 fn first_issue(secret: Option<&Secret>, owner: &Owner, before: Option<&TokenStatus>) -> Option<Timestamp> {
-    let from_secret = secret
-        .filter(|s| matches!(classify(Some(s), owner), Found::Intact(_) | Found::Tampered))
-        .and_then(|s| annotation(s, ANNOTATION_ISSUED_AT))
-        .and_then(|t| t.parse().ok());
-    from_secret.or_else(|| before.filter(|t| t.token_hash.is_some()).and_then(|t| t.issued_at.as_ref()).map(|t| t.0))
+    let from_status = before.filter(|t| t.token_hash.is_some()).and_then(|t| t.issued_at.as_ref()).map(|t| t.0);
+    from_status.or_else(|| {
+        secret
+            .filter(|s| matches!(classify(Some(s), owner), Found::Intact(_) | Found::Tampered))
+            .and_then(|s| annotation(s, ANNOTATION_ISSUED_AT))
+            .and_then(|t| t.parse().ok())
+    })
 }
 
 /// Deletes the Secrets of tokens no longer in spec: they stop working at once.
@@ -368,7 +371,7 @@ mod tests {
     }
 
     #[test]
-    fn the_first_issue_comes_from_the_secret_then_the_status() {
+    fn the_first_issue_comes_from_the_status_then_the_secret() {
         let owner = Owner {
             kind: "Credential",
             api_version: "keyward.io/v1alpha1".into(),
@@ -391,6 +394,7 @@ mod tests {
             template: &template,
         };
         let secret = spec.build(&crate::token::Token::generate("kw"), ts("2026-09-01T00:00:00Z"));
-        assert_eq!(first_issue(Some(&secret), &owner, Some(&before)), Some(ts("2026-09-01T00:00:00Z")));
+        assert_eq!(first_issue(Some(&secret), &owner, Some(&before)), Some(ts("2026-10-01T00:00:00Z")), "status first");
+        assert_eq!(first_issue(Some(&secret), &owner, None), Some(ts("2026-09-01T00:00:00Z")), "a wiped status");
     }
 }

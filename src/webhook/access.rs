@@ -90,7 +90,8 @@ impl Access {
         let answer = Api::<SubjectAccessReview>::all(self.client.clone()).create(&PostParams::default(), &review).await;
         metrics.observe_review(started.elapsed());
         let allowed = answer?.status.is_some_and(|status| status.allowed);
-        self.remember(question, allowed);
+        // Believed from when it was asked, so that no answer outlives CACHE_FOR.
+        self.remember(question, allowed, started);
         Ok(allowed)
     }
 
@@ -103,7 +104,7 @@ impl Access {
         answers.get(question).filter(|(at, _)| at.elapsed() < CACHE_FOR).map(|(_, allowed)| *allowed)
     }
 
-    fn remember(&self, question: Question, allowed: bool) {
+    fn remember(&self, question: Question, allowed: bool, asked: Instant) {
         let mut answers = self.lock();
         if answers.len() >= CACHE_SIZE {
             answers.retain(|_, (at, _)| at.elapsed() < CACHE_FOR);
@@ -111,6 +112,6 @@ impl Access {
                 answers.clear();
             }
         }
-        answers.insert(question, (Instant::now(), allowed));
+        answers.insert(question, (asked, allowed));
     }
 }

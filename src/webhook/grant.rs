@@ -54,22 +54,34 @@ pub struct InUse {
 }
 
 impl InUse {
-    /// Expiries are counted from `created` for old and new alike, so that a comparison of the two
-    /// tells an expiry moved later whatever its base (a Credential token's first issue, which
-    /// admission cannot know, shifts both equally).
+    /// An ApiKey's expiry counts from its creation, as the controller counts it. The cap
+    /// (`--max-expiry`) is left out: a key beyond a cap added later must still be shortened or
+    /// revoked without a grant (validation refuses it as a spec anyway).
     pub fn of_apikey(key: &ApiKey, created: Timestamp, expiry: &ExpiryPolicy) -> Self {
         let spec = &key.spec;
-        let at = validate::expiry("spec", spec.expires_after.as_deref(), spec.expires_at.as_deref(), created, expiry);
+        let uncapped = ExpiryPolicy { max: None, ..expiry.clone() };
+        let at =
+            validate::expiry("spec", spec.expires_after.as_deref(), spec.expires_at.as_deref(), created, &uncapped);
         Self::of(&spec.policy, [(String::new(), at.ok())].into())
     }
 
-    pub fn of_credential(credential: &Credential, created: Timestamp, expiry: &ExpiryPolicy) -> Self {
+    /// A Credential token's expiry counts from its first issue, as the controller counts it:
+    /// `first_issue` of each token name (its status's `issuedAt`, or now for a token not issued
+    /// yet). The same base must be used for the old and the new spec, so that switching between
+    /// `expiresAt` and `expiresAfter` is judged as the controller will judge it.
+    pub fn of_credential(
+        credential: &Credential,
+        first_issue: impl Fn(&str) -> Timestamp,
+        expiry: &ExpiryPolicy,
+    ) -> Self {
+        let uncapped = ExpiryPolicy { max: None, ..expiry.clone() };
         let expiries = credential
             .spec
             .tokens
             .iter()
             .map(|t| {
-                let at = validate::expiry("spec", t.expires_after.as_deref(), t.expires_at.as_deref(), created, expiry);
+                let from = first_issue(&t.name);
+                let at = validate::expiry("spec", t.expires_after.as_deref(), t.expires_at.as_deref(), from, &uncapped);
                 (t.name.clone(), at.ok())
             })
             .collect();

@@ -59,10 +59,22 @@ impl Key {
         }
     }
 
-    fn in_use(&self, created: Timestamp, expiry: &ExpiryPolicy) -> InUse {
+    /// What of this spec is in use, with expiries counted as the controller counts them.
+    /// `issued` is the key as stored (its status says when each Credential token was first
+    /// issued; a write of the main resource cannot change status).
+    fn in_use(&self, issued: &Key, now: Timestamp, expiry: &ExpiryPolicy) -> InUse {
         match self {
-            Key::ApiKey(key) => InUse::of_apikey(key, created, expiry),
-            Key::Credential(credential) => InUse::of_credential(credential, created, expiry),
+            Key::ApiKey(key) => InUse::of_apikey(key, issued.created(now), expiry),
+            Key::Credential(credential) => {
+                let tokens = match issued {
+                    Key::Credential(stored) => stored.status.as_ref().map(|s| s.tokens.as_slice()).unwrap_or_default(),
+                    Key::ApiKey(_) => &[],
+                };
+                let first_issue = |name: &str| {
+                    tokens.iter().find(|t| t.name == name).and_then(|t| t.issued_at.as_ref()).map_or(now, |t| t.0)
+                };
+                InUse::of_credential(credential, first_issue, expiry)
+            }
         }
     }
 
@@ -142,12 +154,18 @@ pub fn validate(
                 now_by.unwrap_or_default()
             )));
         }
+        // A key from before the webhook has no creator, and gets none: one would be made up.
+        (Some(None), Some(by)) => {
+            return Err(Refusal::CreatedBy(format!(
+                "{field}: invalid value {by:?}: it is set only when a key is created, and this key was created without it"
+            )));
+        }
         _ => {}
     }
-    let created = new.created(now);
-    new.validate(created, expiry).map_err(|error| Refusal::Spec(error.to_string()))?;
-    let before = old.map(|old| old.in_use(created, expiry));
-    Ok(scopes_to_grant(before.as_ref(), &new.in_use(created, expiry)))
+    new.validate(new.created(now), expiry).map_err(|error| Refusal::Spec(error.to_string()))?;
+    let stored = old.unwrap_or(new);
+    let before = old.map(|old| old.in_use(stored, now, expiry));
+    Ok(scopes_to_grant(before.as_ref(), &new.in_use(stored, now, expiry)))
 }
 
 /// The JSON patch of `/mutate`: on a create, `keyward.io/created-by` is the writer, whatever the
@@ -226,6 +244,8 @@ mod tests {
             Ok(vec![]),
             "a key from before the webhook"
         );
+        let invented = validate("bob", &key(json!({}), Some("alice")), Some(&unrecorded), now(), &expiry);
+        assert_eq!(invented.expect_err("a creator made up later").code(), 422);
     }
 
     #[test]
@@ -250,6 +270,44 @@ mod tests {
             "validate refuses it"
         );
         assert_eq!(created_by_patch("bob", &meta(None), Some(&meta(None))), None);
+    }
+
+    fn credential(tokens: Value, issued: &[(&str, &str)]) -> Key {
+        let status: Vec<Value> = issued.iter().map(|(name, at)| json!({"name": name, "issuedAt": at})).collect();
+        Key::parse(
+            "Credential",
+            json!({"apiVersion": "keyward.io/v1alpha1", "kind": "Credential",
+                   "metadata": {"name": "c", "namespace": "team-a", "creationTimestamp": "2026-01-01T00:00:00Z"},
+                   "spec": {"scopes": ["a.read"], "tokens": tokens}, "status": {"tokens": status}}),
+        )
+        .expect("a credential")
+    }
+
+    #[test]
+    fn a_credential_tokens_expiry_is_judged_from_its_first_issue_as_the_controller_judges_it() {
+        // Issued on June 1 until July 1; then rewritten to "90d": from June 1 that is August 30,
+        // later than July 1, though from the Credential's creation (January 1) it looks earlier.
+        let old = credential(
+            json!([{"name": "next", "expiresAt": "2026-07-01T00:00:00Z"}]),
+            &[("next", "2026-06-01T00:00:00Z")],
+        );
+        let new = credential(json!([{"name": "next", "expiresAfter": "90d"}]), &[("next", "2026-06-01T00:00:00Z")]);
+        let at = "2026-06-15T00:00:00Z".parse().expect("ts");
+        assert_eq!(validate("bob", &new, Some(&old), at, &ExpiryPolicy::default()), Ok(vec!["a.read".to_string()]));
+        let shorter = credential(json!([{"name": "next", "expiresAfter": "10d"}]), &[("next", "2026-06-01T00:00:00Z")]);
+        assert_eq!(validate("bob", &shorter, Some(&old), at, &ExpiryPolicy::default()), Ok(vec![]));
+    }
+
+    #[test]
+    fn shortening_a_key_beyond_a_newer_cap_needs_no_grant() {
+        let capped = ExpiryPolicy { max: Some(std::time::Duration::from_secs(86_400)), ..Default::default() };
+        let old = key(json!({"scopes": ["a.read"], "expiresAfter": "30d"}), Some("alice"));
+        let shorter = key(json!({"scopes": ["a.read"], "expiresAfter": "20d"}), Some("alice"));
+        // Still beyond the cap: refused as a spec, not as a grant.
+        let refused = validate("bob", &shorter, Some(&old), now(), &capped).expect_err("beyond the cap");
+        assert_eq!(refused.code(), 422);
+        let within = key(json!({"scopes": ["a.read"], "expiresAfter": "12h"}), Some("alice"));
+        assert_eq!(validate("bob", &within, Some(&old), now(), &capped), Ok(vec![]));
     }
 
     #[test]

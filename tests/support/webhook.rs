@@ -96,13 +96,25 @@ pub async fn register(ns: &TestNamespace, extra: &[&str]) -> Registered {
         .await
         .expect("register /mutate");
     let registered = Registered { webhook: Some(webhook), name, _certs: certs };
+    // Both configurations must be in the path: a refused bad spec shows /validate, and a
+    // created-by on a dry-run create shows /mutate.
     // The API server learns of new configurations from a watch: until a write is refused by
     // the webhook, it is not in the path yet.
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {
         let probe = super::key("probe", json!({"expiresAfter": "not-a-duration"}));
         match ns.keys().create(&PostParams { dry_run: true, ..Default::default() }, &probe).await {
-            Err(kube::Error::Api(status)) if status.message.contains("spec.expiresAfter") => break,
+            Err(kube::Error::Api(status)) if status.message.contains("spec.expiresAfter") => {
+                let good = super::key("probe", json!({}));
+                let mutated = ns.keys().create(&PostParams { dry_run: true, ..Default::default() }, &good).await;
+                if mutated
+                    .is_ok_and(|k| k.metadata.annotations.is_some_and(|a| a.contains_key("keyward.io/created-by")))
+                {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < until, "the mutating webhook never set keyward.io/created-by");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             other => {
                 assert!(tokio::time::Instant::now() < until, "the webhook never refused a bad spec: {other:?}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
