@@ -381,6 +381,12 @@ async fn the_webhook_fails_closed_with_a_ca_bundle_that_signed_its_certificate()
     let managed = render("kw", "keyward-system", &["--set", "webhook.certManager.enabled=true"]).await;
     assert!(names_of(&managed, "Secret").is_empty());
     assert!(names_of(&managed, "Certificate").contains("kw-keyward-webhook"));
+    // Its own long-lived CA signs the serving certificate, so a renewal keeps the caBundle.
+    assert_eq!(named(&managed, "Certificate", "kw-keyward-webhook-ca")["spec"]["isCA"], true);
+    assert_eq!(
+        named(&managed, "Certificate", "kw-keyward-webhook")["spec"]["issuerRef"]["name"],
+        "kw-keyward-webhook-ca"
+    );
     for kind in ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"] {
         let config = named(&managed, kind, "kw-keyward-webhook");
         assert_eq!(

@@ -142,6 +142,13 @@ async fn updates_need_a_grant_only_for_what_they_put_into_use() {
         .patch("c", &PatchParams::default(), &Patch::Merge(json!({"spec": {"description": "renamed"}})))
         .await
         .expect("a description");
+    // A Credential's scopes: removing one needs no grant, adding one does.
+    let scopes = |scopes: Value| json!({"spec": {"scopes": scopes}});
+    as_editor.patch("c", &PatchParams::default(), &Patch::Merge(scopes(json!([])))).await.expect("removing a scope");
+    match as_editor.patch("c", &PatchParams::default(), &Patch::Merge(scopes(json!(["a.read"])))).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{}", status.message),
+        other => panic!("adding a scope to a Credential without a grant: {other:?}"),
+    }
 }
 
 #[tokio::test]
