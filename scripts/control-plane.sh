@@ -111,7 +111,7 @@ install_kubectl_and_helm() {
 
 cmd_install() {
   # nginx: tests/proxy.rs puts it in front of the verifier (`make test` runs this install).
-  apt_install etcd-server openssl python3 nginx
+  apt_install etcd-server openssl python3 nginx curl   # curl: the webhook tests speak TLS with it
   install_kubectl_and_helm
   install_kube_binaries
   log "installed: $(ls "$BIN" | tr '\n' ' ')in $BIN"
