@@ -8,6 +8,7 @@ pub mod crd;
 pub mod duration;
 pub mod error;
 pub mod http;
+pub mod judge;
 pub mod plugin;
 pub mod retry;
 pub mod scope;
@@ -15,6 +16,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod verifier;
+pub mod watch;
 pub mod webhook;
 
 pub use error::{Error, Result};

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use keyward::api::{self, reason};
-use keyward::verifier::index::Code;
+use keyward::judge::Code;
 use serde::Deserialize;
 use serde_json::Value;
 

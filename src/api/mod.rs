@@ -55,6 +55,22 @@ pub mod reason {
     pub const TOKEN_REISSUED: &str = "TokenReissued";
 }
 
+/// The kinds of key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    ApiKey,
+    Credential,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ApiKey => "ApiKey",
+            Kind::Credential => "Credential",
+        }
+    }
+}
+
 /// Whether a key may be used. Absent means `Active`.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum KeyState {

@@ -30,6 +30,7 @@ use crate::api::validate::ExpiryPolicy;
 use crate::api::{ApiKey, CONDITION_READY, Credential, LABEL_MANAGED_BY, MANAGED_BY_VALUE, reason};
 use crate::telemetry::Metrics;
 use crate::token::TokenHash;
+use crate::watch::{api_in, watch_scopes};
 
 /// Timestamps in status and annotations are whole seconds, as Kubernetes stores them: a finer
 /// one would never compare equal to what was stored, and every reconcile would write again.
@@ -202,22 +203,6 @@ impl Context {
 /// `Kind/namespace/name`: the key of per-object state such as backoff.
 fn object_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
     format!("{}/{}/{}", K::kind(&()), object.namespace().unwrap_or_default(), object.name_any())
-}
-
-/// Scopes to run in: all namespaces, or each listed one with its own watches.
-/// One watch per namespace named, or a single cluster-wide one when none is.
-pub(crate) fn watch_scopes(namespaces: &[String]) -> Vec<Option<String>> {
-    if namespaces.is_empty() { vec![None] } else { namespaces.iter().cloned().map(Some).collect() }
-}
-
-pub(crate) fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// Versions of Secrets this process wrote itself, by Secret UID. Their watch events would only

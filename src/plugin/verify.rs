@@ -11,8 +11,8 @@ use super::error::{PluginError, Result};
 use super::keys;
 use super::render::{self, Format};
 use crate::api::{ApiKey, Credential};
+use crate::judge::{self, Answer, Code, Entry};
 use crate::scope;
-use crate::verifier::index::{self, Answer, Code, Index, Kind, ObjectKey};
 
 /// `kubectl apikey verify`.
 #[derive(clap::Args, Debug)]
@@ -40,8 +40,10 @@ pub async fn verify(cluster: &Cluster, args: VerifyArgs) -> Result<()> {
             .map_err(|problem| PluginError::Invalid(format!("invalid --scope {required:?} (#{}): {problem}", i + 1)))?;
     }
     let token = read_token()?;
-    let index = index_of(cluster, args.all_namespaces).await?;
-    let verdict = index::verify(&token, &args.scopes, args.ip, Timestamp::now(), |digest| index.lookup(digest));
+    let entries = entries_of(cluster, args.all_namespaces).await?;
+    let verdict = judge::verify(&token, &args.scopes, args.ip, Timestamp::now(), |digest| {
+        judge::unique(&entries, digest).cloned().map(std::sync::Arc::new)
+    });
     drop(token);
     match args.output {
         Some(format) => render::print_document(&Answer::from(&verdict), format)?,
@@ -80,23 +82,20 @@ fn read_token() -> Result<String> {
     Ok(token)
 }
 
-/// Every token hash of the ApiKeys and Credentials in the namespace (or all of them), read a
-/// page at a time so that only the index, not every object, is held at once.
-async fn index_of(cluster: &Cluster, all_namespaces: bool) -> Result<Index> {
-    let mut index = Index::default();
-    keys::each_page::<ApiKey>(cluster, all_namespaces, None, |key| {
-        index.replace(ObjectKey::of(Kind::ApiKey, &key), index::apikey_entries(&key))
-    })
-    .await?;
+/// The entries of every token of the ApiKeys and Credentials in the namespace (or all of
+/// them), read a page at a time so that only the entries, not every object, are held at once.
+async fn entries_of(cluster: &Cluster, all_namespaces: bool) -> Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    keys::each_page::<ApiKey>(cluster, all_namespaces, None, |key| entries.extend(judge::apikey_entries(&key))).await?;
     keys::each_page::<Credential>(cluster, all_namespaces, None, |credential| {
-        index.replace(ObjectKey::of(Kind::Credential, &credential), index::credential_entries(&credential))
+        entries.extend(judge::credential_entries(&credential))
     })
     .await?;
-    Ok(index)
+    Ok(entries)
 }
 
 /// The verdict as one line: the code first, then whose token it is.
-fn sentence(verdict: &index::Verdict, cluster: &Cluster, all_namespaces: bool, with_ip: bool) -> String {
+fn sentence(verdict: &judge::Verdict, cluster: &Cluster, all_namespaces: bool, with_ip: bool) -> String {
     let Some(entry) = &verdict.entry else {
         return match verdict.code {
             Code::Malformed => "MALFORMED: this is not a Keyward token (wrong format or checksum)\n".into(),

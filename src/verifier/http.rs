@@ -17,8 +17,8 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use super::Verifier;
-use super::index::{Answer, Code, Verdict};
 use crate::http::MAX_BODY_BYTES;
+use crate::judge::{Answer, Code, Verdict};
 use crate::scope;
 
 /// Most required scopes one request may name.

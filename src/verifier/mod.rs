@@ -11,16 +11,18 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use futures::{FutureExt, StreamExt};
 use ipnet::IpNet;
+use kube::Client;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch_objects};
-use kube::{Client, Resource};
 use tokio::sync::watch;
 
+use crate::api::Kind;
 use crate::api::{ApiKey, Credential};
-use crate::controller::{api_in, watch_scopes};
 use crate::error::Result;
+use crate::judge::{self, Judged, ObjectKey, Verdict};
 use crate::telemetry::{self, VerifierMetrics};
-use index::{Entry, Index, Kind, ObjectKey, Verdict};
+use crate::watch::{api_in, watch_scopes};
+use index::Index;
 
 /// How the verifier was started (`keyward verifier` flags).
 #[derive(Clone, Debug, Default)]
@@ -45,7 +47,7 @@ impl Verifier {
 
     /// Judges `token` now. The index is held only for the lookup itself.
     pub fn verify<S: AsRef<str>>(&self, token: &str, required: &[S], client: Option<IpAddr>) -> Verdict {
-        index::verify(token, required, client, jiff::Timestamp::now(), |digest| {
+        judge::verify(token, required, client, jiff::Timestamp::now(), |digest| {
             // A panic while holding the lock cannot leave the maps half-changed in a way that
             // matters more than refusing every request would.
             self.index.read().unwrap_or_else(PoisonError::into_inner).lookup(digest)
@@ -57,33 +59,6 @@ impl Verifier {
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         change(&mut index);
         self.metrics.set_indexed_tokens(index.tokens(), index.shared_hashes());
-    }
-}
-
-/// A kind whose objects hold tokens the verifier indexes.
-trait Indexed:
-    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-    + Clone
-    + serde::de::DeserializeOwned
-    + std::fmt::Debug
-    + Send
-    + 'static
-{
-    const KIND: Kind;
-    fn entries(&self) -> Vec<Entry>;
-}
-
-impl Indexed for ApiKey {
-    const KIND: Kind = Kind::ApiKey;
-    fn entries(&self) -> Vec<Entry> {
-        index::apikey_entries(self)
-    }
-}
-
-impl Indexed for Credential {
-    const KIND: Kind = Kind::Credential;
-    fn entries(&self) -> Vec<Entry> {
-        index::credential_entries(self)
     }
 }
 
@@ -131,7 +106,7 @@ pub async fn follow_all(client: Client, namespaces: &[String], verifier: Arc<Ver
 }
 
 /// Keeps the index in step with one kind in one namespace (or all), forever.
-async fn follow<K: Indexed>(
+async fn follow<K: Judged>(
     client: Client,
     namespace: Option<String>,
     verifier: Arc<Verifier>,
