@@ -591,7 +591,7 @@ impl Bench {
             let expires_at = key
                 .status
                 .as_ref()
-                .and_then(|s| s.expires_at.as_ref())
+                .and_then(|s| s.record.expires_at.as_ref())
                 .map(|t| t.0)
                 .ok_or_else(|| format!("ApiKey {name} has no status.expiresAt"))?;
             let at = deleted.get(name).ok_or_else(|| format!("no deletion seen for the Secret of {name}"))?;
@@ -785,7 +785,7 @@ impl<K> Issued for K where
 
 /// The bench's test that an ApiKey is issued.
 fn key_active(key: &ApiKey) -> bool {
-    key.status.as_ref().and_then(|s| s.phase) == Some(Phase::Active)
+    key.status.as_ref().and_then(|s| s.record.phase) == Some(Phase::Active)
 }
 
 fn credential_name(i: usize) -> String {

@@ -365,7 +365,7 @@ impl Bench {
         let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &plugin.namespace);
         for (name, hash) in &hashes {
             let key = keys.get(name).await.map_err(|e| format!("get ApiKey {name}: {e}"))?;
-            let recorded = key.status.as_ref().and_then(|s| s.token_hash.as_deref());
+            let recorded = key.status.as_ref().and_then(|s| s.record.token_hash.as_deref());
             if recorded != Some(hash.as_str()) {
                 return Err(format!("the token create printed for {name} is not the one its status records").into());
             }
@@ -401,7 +401,7 @@ impl Bench {
     /// The token of [`PROBE`], from its Secret: held in memory, handed to `verify` on stdin.
     async fn probe_token(&self, ns: &str) -> Result<String> {
         let key = Api::<ApiKey>::namespaced(self.client.clone(), ns).get(PROBE).await?;
-        let secret_name = key.status.and_then(|s| s.secret_name).unwrap_or_else(|| format!("{PROBE}-apikey"));
+        let secret_name = key.status.and_then(|s| s.record.secret_name).unwrap_or_else(|| format!("{PROBE}-apikey"));
         let secret = Api::<Secret>::namespaced(self.client.clone(), ns)
             .get(&secret_name)
             .await
@@ -458,11 +458,11 @@ impl Bench {
                 event = events.next() => match event {
                     Some(Ok(watcher::Event::Apply(key) | watcher::Event::InitApply(key))) => {
                         let status = key.status.as_ref();
-                        if status.and_then(|s| s.phase) == Some(Phase::Failed) {
+                        if status.and_then(|s| s.record.phase) == Some(Phase::Failed) {
                             return Err(format!("the controller refused ApiKey {}", key.name_any()).into());
                         }
                         let current = status.is_some_and(|s| s.observed_generation == key.metadata.generation);
-                        if current && status.and_then(|s| s.phase) == Some(Phase::Active) {
+                        if current && status.and_then(|s| s.record.phase) == Some(Phase::Active) {
                             pending.remove(&key.name_any());
                         }
                     }

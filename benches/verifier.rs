@@ -51,8 +51,7 @@ use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use keyward::api::Kind;
-use keyward::api::{ApiKey, ApiKeySpec, ApiKeyStatus, CONDITION_READY, Phase, reason};
+use keyward::api::{ApiKey, ApiKeySpec, ApiKeyStatus, CONDITION_READY, Kind, Phase, TokenRecord, reason};
 use keyward::judge::{ObjectKey, apikey_entries};
 use keyward::token::Token;
 use keyward::verifier::Verifier;
@@ -223,13 +222,15 @@ fn active_key(name: &str, token: &Token, created: Timestamp, expires_at: Timesta
     key.metadata.generation = Some(1);
     key.metadata.creation_timestamp = Some(Time(created));
     key.status = Some(ApiKeyStatus {
-        phase: Some(Phase::Active),
+        record: TokenRecord {
+            phase: Some(Phase::Active),
+            key_id: Some(token.key_id()),
+            token_hash: Some(token.hash().to_string()),
+            secret_name: Some(format!("{name}-apikey")),
+            issued_at: Some(Time(created)),
+            expires_at: Some(Time(expires_at)),
+        },
         observed_generation: Some(1),
-        key_id: Some(token.key_id()),
-        token_hash: Some(token.hash().to_string()),
-        secret_name: Some(format!("{name}-apikey")),
-        issued_at: Some(Time(created)),
-        expires_at: Some(Time(expires_at)),
         ..ApiKeyStatus::default()
     });
     Ok(key)

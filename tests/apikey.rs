@@ -29,12 +29,12 @@ async fn issue_once_writes_the_token_to_its_secret_and_only_the_hash_to_status()
     let token = token_in(&secret).expect("data.token");
     let parsed = Token::parse(&token).expect("a well-formed token");
     assert_eq!(parsed.prefix(), "kw");
-    assert_eq!(status.token_hash.as_deref(), Some(hash_of(&token).as_str()));
-    assert_eq!(status.key_id.as_deref(), Some(parsed.key_id().as_str()));
-    assert_eq!(status.secret_name.as_deref(), Some("ci-deploy-apikey"));
-    assert!(status.issued_at.is_some());
+    assert_eq!(status.record.token_hash.as_deref(), Some(hash_of(&token).as_str()));
+    assert_eq!(status.record.key_id.as_deref(), Some(parsed.key_id().as_str()));
+    assert_eq!(status.record.secret_name.as_deref(), Some("ci-deploy-apikey"));
+    assert!(status.record.issued_at.is_some());
     let created = key.metadata.creation_timestamp.clone().expect("created").0;
-    assert_eq!(status.expires_at.expect("expiresAt").0, created + jiff::SignedDuration::from_hours(30 * 24));
+    assert_eq!(status.record.expires_at.expect("expiresAt").0, created + jiff::SignedDuration::from_hours(30 * 24));
     let ready = &status.conditions[0];
     assert_eq!((ready.type_.as_str(), ready.status.as_str(), ready.reason.as_str()), ("Ready", "True", "Issued"));
     assert!(!serde_json::to_string(&key).expect("json").contains(&token), "the token leaked into the ApiKey");
@@ -45,8 +45,8 @@ async fn issue_once_writes_the_token_to_its_secret_and_only_the_hash_to_status()
     assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("keyward"));
     assert_eq!(labels.get("keyward.io/owner-uid"), key.uid().as_ref());
     let annotations = secret.annotations();
-    assert_eq!(annotations.get("keyward.io/token-hash"), status.token_hash.as_ref());
-    assert_eq!(annotations.get("keyward.io/key-id"), status.key_id.as_ref());
+    assert_eq!(annotations.get("keyward.io/token-hash"), status.record.token_hash.as_ref());
+    assert_eq!(annotations.get("keyward.io/key-id"), status.record.key_id.as_ref());
     assert_eq!(annotations.get("keyward.io/owner").map(String::as_str), Some("ApiKey/ci-deploy"));
     assert!(annotations.contains_key("keyward.io/issued-at") && annotations.contains_key("keyward.io/expires-at"));
     let owners = secret.owner_references();
@@ -78,7 +78,7 @@ async fn issue_once_a_wiped_status_never_produces_a_second_token() {
     assert!(ns.keys().get("wiped").await.expect("get").status.is_none());
     controller.restart();
     let after = ns.wait_phase("wiped", Phase::Active).await.status.expect("status");
-    assert_eq!(after.token_hash, before.token_hash);
+    assert_eq!(after.record.token_hash, before.record.token_hash);
     assert_eq!(ns.token_of("wiped-apikey").await, token);
 }
 
@@ -114,7 +114,10 @@ async fn never_overwrite_two_keys_naming_one_secret_the_second_gets_the_conflict
     let second = ns.wait_phase("second", Phase::Failed).await;
     assert_eq!(second.status.expect("status").conditions[0].reason, "SecretConflict");
     assert_eq!(ns.token_of("shared").await, token);
-    assert_eq!(ns.wait_phase("first", Phase::Active).await.status.expect("status").token_hash, Some(hash_of(&token)));
+    assert_eq!(
+        ns.wait_phase("first", Phase::Active).await.status.expect("status").record.token_hash,
+        Some(hash_of(&token))
+    );
 }
 
 #[tokio::test]
@@ -125,10 +128,10 @@ async fn expiry_deletes_the_secret_at_expires_at_and_keeps_the_hash() {
     let active = ns.wait_phase("short", Phase::Active).await.status.expect("status");
     let expired = ns.wait_phase("short", Phase::Expired).await.status.expect("status");
     ns.wait_secret_gone("short-apikey").await;
-    assert_eq!(expired.token_hash, active.token_hash, "the hash stays for audit");
-    assert_eq!(expired.expires_at, active.expires_at);
+    assert_eq!(expired.record.token_hash, active.record.token_hash, "the hash stays for audit");
+    assert_eq!(expired.record.expires_at, active.record.expires_at);
     assert_eq!(expired.conditions[0].reason, "Expired");
-    assert!(jiff::Timestamp::now() >= expired.expires_at.expect("expiresAt").0);
+    assert!(jiff::Timestamp::now() >= expired.record.expires_at.expect("expiresAt").0);
     ns.wait_event("short", "Expired").await;
 }
 
@@ -144,13 +147,13 @@ async fn expiry_an_expired_key_is_not_reissued_by_state_but_is_by_a_new_expiry()
     ns.wait_phase("short", Phase::Expired).await;
     ns.patch_spec("short", json!({"state": "Active"})).await;
     let still = ns.wait_phase("short", Phase::Expired).await.status.expect("status");
-    assert_eq!(still.token_hash, first.token_hash);
+    assert_eq!(still.record.token_hash, first.record.token_hash);
     assert!(ns.secrets().get_opt("short-apikey").await.expect("get").is_none(), "a state change re-issued the key");
 
     ns.patch_spec("short", json!({"expiresAfter": "1h"})).await;
     let renewed = ns.wait_phase("short", Phase::Active).await.status.expect("status");
-    assert_ne!(renewed.token_hash, first.token_hash);
-    assert_eq!(renewed.token_hash, Some(hash_of(&ns.token_of("short-apikey").await)));
+    assert_ne!(renewed.record.token_hash, first.record.token_hash);
+    assert_eq!(renewed.record.token_hash, Some(hash_of(&ns.token_of("short-apikey").await)));
 }
 
 #[tokio::test]
@@ -170,7 +173,7 @@ async fn inactive_keeps_the_secret_and_reactivation_restores_the_same_token() {
     ns.patch_spec("toggle", json!({"state": "Active"})).await;
     let active = ns.wait_phase("toggle", Phase::Active).await.status.expect("status");
     assert_eq!(ns.token_of("toggle-apikey").await, token);
-    assert_eq!(active.token_hash, Some(hash_of(&token)));
+    assert_eq!(active.record.token_hash, Some(hash_of(&token)));
 }
 
 #[tokio::test]
@@ -179,7 +182,7 @@ async fn inactive_from_creation_issues_the_token_but_is_not_ready() {
     let _controller = ns.controller(&[]);
     ns.create_key("dormant", json!({"state": "Inactive"})).await;
     let status = ns.wait_phase("dormant", Phase::Inactive).await.status.expect("status");
-    assert_eq!(status.token_hash, Some(hash_of(&ns.token_of("dormant-apikey").await)));
+    assert_eq!(status.record.token_hash, Some(hash_of(&ns.token_of("dormant-apikey").await)));
 }
 
 #[tokio::test]
@@ -201,9 +204,9 @@ async fn lost_secret_is_reissued_with_a_token_reissued_warning() {
     ns.create_key("lost", json!({"expiresAfter": "2h"})).await;
     let before = ns.wait_phase("lost", Phase::Active).await.status.expect("status");
     ns.secrets().delete("lost-apikey", &Default::default()).await.expect("delete the Secret");
-    let after = ns.wait_new_token("lost", &before.token_hash).await;
-    assert_eq!(after.token_hash, Some(hash_of(&ns.token_of("lost-apikey").await)));
-    assert_eq!(after.expires_at, before.expires_at, "re-issue never extends expiry");
+    let after = ns.wait_new_token("lost", &before.record.token_hash).await;
+    assert_eq!(after.record.token_hash, Some(hash_of(&ns.token_of("lost-apikey").await)));
+    assert_eq!(after.record.expires_at, before.record.expires_at, "re-issue never extends expiry");
     let event = ns.wait_event("lost", "TokenReissued").await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     assert!(event.message.unwrap_or_default().contains("deleted"));
@@ -224,10 +227,10 @@ async fn tampered_secret_is_reissued_with_a_token_reissued_warning() {
         )
         .await
         .expect("tamper");
-    let after = ns.wait_new_token("tampered", &before.token_hash).await;
+    let after = ns.wait_new_token("tampered", &before.record.token_hash).await;
     let token = ns.token_of("tampered-apikey").await;
     assert_ne!(token, forged.expose(), "the forged token was adopted");
-    assert_eq!(after.token_hash, Some(hash_of(&token)));
+    assert_eq!(after.record.token_hash, Some(hash_of(&token)));
     let event = ns.wait_event("tampered", "TokenReissued").await;
     assert!(event.message.unwrap_or_default().contains("no longer matched"));
 }
@@ -256,11 +259,11 @@ async fn tampered_secret_with_a_chosen_token_and_its_own_hash_is_reissued() {
     let before = ns.wait_phase("chosen", Phase::Active).await.status.expect("status");
     let chosen = Token::generate("kw");
     plant_token(&ns, "chosen-apikey", chosen.expose()).await;
-    let after = ns.wait_new_token("chosen", &before.token_hash).await;
-    assert_ne!(after.token_hash, Some(hash_of(chosen.expose())), "the chosen token was adopted");
+    let after = ns.wait_new_token("chosen", &before.record.token_hash).await;
+    assert_ne!(after.record.token_hash, Some(hash_of(chosen.expose())), "the chosen token was adopted");
     let token = ns.token_of("chosen-apikey").await;
     assert_ne!(token, chosen.expose());
-    assert_eq!(after.token_hash, Some(hash_of(&token)));
+    assert_eq!(after.record.token_hash, Some(hash_of(&token)));
     let event = ns.wait_event("chosen", "TokenReissued").await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
 }
@@ -278,8 +281,8 @@ async fn another_keys_token_copied_into_a_secret_is_never_adopted_and_the_genuin
 
     // With status recording the thief's own token, the copy is tampering.
     plant_token(&ns, "thief-apikey", &genuine_token).await;
-    let after = ns.wait_new_token("thief", &thief.token_hash).await;
-    assert_ne!(after.token_hash, Some(hash_of(&genuine_token)));
+    let after = ns.wait_new_token("thief", &thief.record.token_hash).await;
+    assert_ne!(after.record.token_hash, Some(hash_of(&genuine_token)));
     assert_ne!(ns.token_of("thief-apikey").await, genuine_token);
     ns.wait_event("thief", "TokenReissued").await;
 
@@ -293,11 +296,11 @@ async fn another_keys_token_copied_into_a_secret_is_never_adopted_and_the_genuin
         .expect("wipe the status");
     controller.restart();
     let after = ns.wait_phase("thief", Phase::Active).await.status.expect("status");
-    assert_ne!(after.token_hash, Some(hash_of(&genuine_token)), "another key's hash was adopted");
-    assert_eq!(after.token_hash, Some(hash_of(&ns.token_of("thief-apikey").await)));
+    assert_ne!(after.record.token_hash, Some(hash_of(&genuine_token)), "another key's hash was adopted");
+    assert_eq!(after.record.token_hash, Some(hash_of(&ns.token_of("thief-apikey").await)));
 
     let genuine = ns.keys().get("genuine").await.expect("get").status.expect("status");
-    assert_eq!(genuine.token_hash, Some(hash_of(&genuine_token)), "the genuine key keeps its token");
+    assert_eq!(genuine.record.token_hash, Some(hash_of(&genuine_token)), "the genuine key keeps its token");
     verifier.wait_code(&genuine_token, "VALID", support::DEADLINE).await;
 }
 
@@ -367,7 +370,7 @@ async fn max_expiry_refuses_longer_keys_instead_of_clamping() {
     let default = ns.wait_phase("default", Phase::Active).await;
     let created = default.metadata.creation_timestamp.expect("created").0;
     assert_eq!(
-        default.status.expect("status").expires_at.expect("expiresAt").0,
+        default.status.expect("status").record.expires_at.expect("expiresAt").0,
         created + jiff::SignedDuration::from_hours(7 * 24)
     );
 }
@@ -380,7 +383,7 @@ async fn max_expiry_alone_lowers_the_default_expiry_to_the_cap() {
     let key = ns.wait_phase("default", Phase::Active).await;
     let created = key.metadata.creation_timestamp.expect("created").0;
     assert_eq!(
-        key.status.expect("status").expires_at.expect("expiresAt").0,
+        key.status.expect("status").record.expires_at.expect("expiresAt").0,
         created + jiff::SignedDuration::from_hours(7 * 24)
     );
 }
@@ -392,7 +395,7 @@ async fn a_key_created_already_expired_says_no_secret_was_written() {
     ns.create_key("late", json!({"expiresAt": "2020-01-01T00:00:00Z"})).await;
     let key = ns.wait_phase("late", Phase::Expired).await;
     let status = key.status.expect("status");
-    assert_eq!(status.token_hash, None);
+    assert_eq!(status.record.token_hash, None);
     let message = &status.conditions[0].message;
     assert!(message.contains("before a token was issued; no Secret was written"), "{message}");
     assert!(ns.secrets().get_opt("late-apikey").await.expect("get").is_none());
@@ -494,14 +497,14 @@ async fn deletion_a_key_recreated_under_the_same_name_gets_a_new_token_after_col
     let ns = TestNamespace::new("recreate").await;
     let _controller = ns.controller(&[]);
     ns.create_key("again", json!({})).await;
-    let old = ns.wait_phase("again", Phase::Active).await.status.expect("status").token_hash;
+    let old = ns.wait_phase("again", Phase::Active).await.status.expect("status").record.token_hash;
     ns.delete_key("again").await;
     ns.create_key("again", json!({})).await;
     let status = ns.wait_new_token("again", &old).await;
     let secret = ns.secrets().get("again-apikey").await.expect("secret");
     let new = ns.keys().get("again").await.expect("get");
     assert_eq!(secret.owner_references()[0].uid, new.uid().expect("uid"));
-    assert_eq!(status.token_hash, Some(hash_of(&token_in(&secret).expect("token"))));
+    assert_eq!(status.record.token_hash, Some(hash_of(&token_in(&secret).expect("token"))));
 }
 
 #[tokio::test]
@@ -511,9 +514,9 @@ async fn renaming_the_secret_issues_a_fresh_token_there_and_removes_the_old_secr
     ns.create_key("moving", json!({})).await;
     let before = ns.wait_phase("moving", Phase::Active).await.status.expect("status");
     ns.patch_spec("moving", json!({"secretName": "moved-token"})).await;
-    let after = ns.wait_new_token("moving", &before.token_hash).await;
-    assert_eq!(after.secret_name.as_deref(), Some("moved-token"));
-    assert_eq!(after.token_hash, Some(hash_of(&ns.token_of("moved-token").await)));
+    let after = ns.wait_new_token("moving", &before.record.token_hash).await;
+    assert_eq!(after.record.secret_name.as_deref(), Some("moved-token"));
+    assert_eq!(after.record.token_hash, Some(hash_of(&ns.token_of("moved-token").await)));
     ns.wait_secret_gone("moving-apikey").await;
     assert!(
         ns.events_for("moving").await.iter().all(|e| e.reason.as_deref() != Some("TokenReissued")),

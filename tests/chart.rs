@@ -435,8 +435,8 @@ async fn the_charts_rbac_is_enough_for_the_whole_lifecycle() {
     let mut secret = ns.secrets().get("first-apikey").await.expect("get the Secret");
     secret.data.get_or_insert_default().insert("token".into(), k8s_openapi::ByteString(b"tampered".to_vec()));
     ns.secrets().replace("first-apikey", &PostParams::default(), &secret).await.expect("tamper");
-    let reissued = ns.wait_new_token("first", &issued.token_hash).await;
-    assert_ne!(reissued.token_hash, issued.token_hash);
+    let reissued = ns.wait_new_token("first", &issued.record.token_hash).await;
+    assert_ne!(reissued.record.token_hash, issued.record.token_hash);
     ns.wait_event("first", "TokenReissued").await;
     let token = ns.token_of("first-apikey").await;
     verifier.wait_code(&token, "VALID", DEADLINE).await;

@@ -32,21 +32,24 @@ async fn every_token_is_issued_once_into_its_own_secret() {
     let status = ns.wait_credential("billing", "two active tokens", all_active(2)).await;
     for entry in &status.tokens {
         let secret_name = format!("billing-{}", entry.name);
-        assert_eq!(entry.secret_name.as_deref(), Some(secret_name.as_str()));
+        assert_eq!(entry.record.secret_name.as_deref(), Some(secret_name.as_str()));
         let secret = ns.secrets().get(&secret_name).await.expect("secret");
         let token = support::token_in(&secret).expect("token");
-        assert_eq!(entry.token_hash, Some(hash_of(&token)));
-        assert!(entry.key_id.as_deref().is_some_and(|id| token.starts_with(id)));
+        assert_eq!(entry.record.token_hash, Some(hash_of(&token)));
+        assert!(entry.record.key_id.as_deref().is_some_and(|id| token.starts_with(id)));
         assert_eq!(secret.owner_references()[0].kind, "Credential");
         assert_eq!(secret.annotations().get("keyward.io/owner").map(String::as_str), Some("Credential/billing"));
     }
     let primary = &status.tokens.iter().find(|t| t.name == "primary").expect("primary");
-    let issued = primary.issued_at.clone().expect("issuedAt").0;
-    assert_eq!(primary.expires_at.clone().expect("expiresAt").0, issued + jiff::SignedDuration::from_hours(30 * 24));
+    let issued = primary.record.issued_at.clone().expect("issuedAt").0;
+    assert_eq!(
+        primary.record.expires_at.clone().expect("expiresAt").0,
+        issued + jiff::SignedDuration::from_hours(30 * 24)
+    );
     let listed = ns.credentials().get("billing").await.expect("get");
     assert!(
         !serde_json::to_string(&listed).expect("json").contains("kw_")
-            || status.tokens.iter().all(|t| t.key_id.is_some())
+            || status.tokens.iter().all(|t| t.record.key_id.is_some())
     );
 }
 
@@ -135,7 +138,7 @@ async fn a_change_of_scopes_or_state_writes_no_secret() {
         .await
         .expect("patch");
     let status = ns.wait_credential("svc", "Inactive", |s| s.phase == Some(Phase::Inactive)).await;
-    assert!(status.tokens.iter().all(|t| t.phase == Some(Phase::Inactive)));
+    assert!(status.tokens.iter().all(|t| t.record.phase == Some(Phase::Inactive)));
     ns.credentials()
         .patch("svc", &PatchParams::default(), &Patch::Merge(json!({"spec": {"state": "Active"}})))
         .await
@@ -168,7 +171,8 @@ async fn each_token_expires_on_its_own_and_a_lost_one_is_reissued_with_the_same_
     let first = ns.wait_credential("svc", "two tokens", all_active(2)).await;
     let status = ns
         .wait_credential("svc", "short expired", |s| {
-            s.tokens.iter().any(|t| t.name == "short" && t.phase == Some(Phase::Expired)) && s.active_tokens == Some(1)
+            s.tokens.iter().any(|t| t.name == "short" && t.record.phase == Some(Phase::Expired))
+                && s.active_tokens == Some(1)
         })
         .await;
     ns.wait_secret_gone("svc-short").await;
@@ -179,15 +183,17 @@ async fn each_token_expires_on_its_own_and_a_lost_one_is_reissued_with_the_same_
     ns.secrets().delete("svc-long", &Default::default()).await.expect("lose the Secret");
     let after = ns
         .wait_credential("svc", "long re-issued", |s| {
-            s.tokens
-                .iter()
-                .any(|t| t.name == "long" && t.phase == Some(Phase::Active) && t.token_hash != long_before.token_hash)
+            s.tokens.iter().any(|t| {
+                t.name == "long"
+                    && t.record.phase == Some(Phase::Active)
+                    && t.record.token_hash != long_before.record.token_hash
+            })
         })
         .await;
     let long_after = after.tokens.iter().find(|t| t.name == "long").expect("long");
-    assert_eq!(long_after.expires_at, long_before.expires_at, "re-issue never extends expiry");
-    assert_eq!(long_after.issued_at, long_before.issued_at, "expiresAfter counts from the first issue");
-    assert_eq!(long_after.token_hash, Some(hash_of(&ns.token_of("svc-long").await)));
+    assert_eq!(long_after.record.expires_at, long_before.record.expires_at, "re-issue never extends expiry");
+    assert_eq!(long_after.record.issued_at, long_before.record.issued_at, "expiresAfter counts from the first issue");
+    assert_eq!(long_after.record.token_hash, Some(hash_of(&ns.token_of("svc-long").await)));
     ns.wait_event("svc", "TokenReissued").await;
 }
 

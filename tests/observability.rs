@@ -24,7 +24,7 @@ async fn events_tell_each_transition_by_key_id_and_never_the_token() {
 
     ns.create_key("life", json!({"expiresAfter": "1d"})).await;
     let status = ns.wait_phase("life", Phase::Active).await.status.expect("status");
-    let key_id = status.key_id.expect("keyId");
+    let key_id = status.record.key_id.expect("keyId");
     let (type_, message) = event(&ns, "life", "Issued").await;
     assert_eq!(type_, "Normal");
     assert!(message.contains(&key_id) && message.contains("life-apikey"), "{message}");
@@ -57,7 +57,7 @@ async fn events_tell_each_transition_by_key_id_and_never_the_token() {
     ns.create_key("brief", json!({"expiresAfter": "2s"})).await;
     ns.wait_phase("brief", Phase::Expired).await;
     assert_eq!(event(&ns, "brief", "Expired").await.0, "Normal");
-    let brief_token_hash = ns.keys().get("brief").await.expect("get").status.and_then(|s| s.token_hash);
+    let brief_token_hash = ns.keys().get("brief").await.expect("get").status.and_then(|s| s.record.token_hash);
     assert!(brief_token_hash.is_some());
 
     let events = ns.events().list(&ListParams::default()).await.expect("list events").items;
@@ -126,7 +126,7 @@ async fn json_logs_name_the_key_by_namespace_name_and_key_id() {
     let ns = TestNamespace::new("obs-logs").await;
     let controller = Operator::start(&ns.name, &["--log-format", "json"], &[]);
     ns.create_key("logged", json!({})).await;
-    let key_id = ns.wait_phase("logged", Phase::Active).await.status.and_then(|s| s.key_id).expect("keyId");
+    let key_id = ns.wait_phase("logged", Phase::Active).await.status.and_then(|s| s.record.key_id).expect("keyId");
     let until = tokio::time::Instant::now() + DEADLINE;
     let issued = loop {
         let logs = controller.logs();

@@ -246,8 +246,8 @@ async fn create_prints_the_token_once_on_stdout_and_warns_on_stderr() {
     let token = run.stdout.trim_end().to_string();
     assert_eq!(token, ns.token_of("ci-apikey").await, "stdout is not the token in the Secret\n{run}");
     let status = ns.keys().get("ci").await.expect("get").status.expect("status");
-    assert_eq!(status.token_hash, Some(hash_of(&token)), "{run}");
-    let key_id = status.key_id.expect("keyId");
+    assert_eq!(status.record.token_hash, Some(hash_of(&token)), "{run}");
+    let key_id = status.record.key_id.expect("keyId");
     run.says("stderr", &[&key_id]).never_shows_on_stderr(&token);
 }
 
@@ -260,7 +260,7 @@ async fn create_with_output_json_prints_a_document_with_the_token() {
     let token = ns.token_of("ci-apikey").await;
     let status = ns.keys().get("ci").await.expect("get").status.expect("status");
     assert_eq!(document["token"], json!(token), "{run}");
-    assert_eq!(document["keyId"], json!(status.key_id), "{run}");
+    assert_eq!(document["keyId"], json!(status.record.key_id), "{run}");
     assert_eq!(document["secretName"], json!("ci-apikey"), "{run}");
     assert_eq!(document["namespace"], json!(ns.name), "{run}");
     assert_eq!(document["name"], json!("ci"), "{run}");
@@ -408,7 +408,7 @@ async fn list_prints_a_table_with_one_row_per_key() {
     for (name, status, scopes) in [("first", first, "orders.read"), ("second", second, "<none>")] {
         let rows = run.rows_starting(name);
         assert_eq!(rows.len(), 1, "no row for {name}\n{run}");
-        assert_eq!(rows[0][1..4], ["Active", status.key_id.as_deref().expect("keyId"), scopes], "{run}");
+        assert_eq!(rows[0][1..4], ["Active", status.record.key_id.as_deref().expect("keyId"), scopes], "{run}");
     }
 }
 
@@ -534,8 +534,8 @@ async fn describe_shows_status_conditions_and_events_but_never_the_token() {
     let _controller = ns.controller(&[]);
     let (token, status) = issued_key(&ns, "ci", json!({"scopes": ["orders.read"], "description": "deploys"})).await;
     ns.wait_event("ci", "Issued").await;
-    let key_id = status.key_id.expect("keyId");
-    let hash = status.token_hash.expect("tokenHash");
+    let key_id = status.record.key_id.expect("keyId");
+    let hash = status.record.token_hash.expect("tokenHash");
     let run = apikey(&ns.name, &["describe", "ci"])
         .run()
         .await
@@ -633,7 +633,7 @@ async fn verify_of_a_valid_token_says_valid_names_the_key_and_exits_0() {
     let ns = TestNamespace::new("plugin_verify_valid").await;
     let _controller = ns.controller(&[]);
     let (token, status) = issued_key(&ns, "ci", json!({"scopes": ["orders.read"]})).await;
-    let key_id = status.key_id.expect("keyId");
+    let key_id = status.record.key_id.expect("keyId");
     let run = apikey(&ns.name, &["verify", "--scope", "orders.read"]).stdin(&format!("{token}\n")).run().await.exits(0);
     assert!(run.stdout.starts_with("VALID"), "{run}");
     run.says("stdout", &[&format!("ApiKey {}/ci", ns.name), &key_id]).never_shows(&token);
@@ -717,7 +717,7 @@ async fn verify_output_json_is_the_verifiers_answer() {
     let key = &answer["key"];
     assert_eq!(
         (&key["kind"], &key["namespace"], &key["name"], &key["keyId"], &key["scopes"]),
-        (&json!("ApiKey"), &json!(ns.name), &json!("ci"), &json!(status.key_id), &json!(["orders.read"])),
+        (&json!("ApiKey"), &json!(ns.name), &json!("ci"), &json!(status.record.key_id), &json!(["orders.read"])),
         "{run}"
     );
 }
@@ -822,7 +822,7 @@ async fn credential_list_and_describe_show_every_token_but_no_token_value() {
     let status = ns.credentials().get("billing").await.expect("get").status.expect("status");
     let run = apikey(&ns.name, &["credential", "describe", "billing"]).run().await.exits(0);
     for token in &status.tokens {
-        let key_id = token.key_id.as_deref().expect("keyId");
+        let key_id = token.record.key_id.as_deref().expect("keyId");
         let secret = format!("billing-{}", token.name);
         let line = run.stdout.lines().find(|l| l.trim_start().starts_with(&format!("{} ", token.name)));
         let line = line.unwrap_or_else(|| panic!("no line for token {}\n{run}", token.name));
@@ -909,7 +909,8 @@ async fn a_scope_the_user_may_not_grant_exits_5_with_the_webhooks_refusal_on_eve
 
     // Writes that put an issued key's scopes into use again: its token is never shown.
     ns.create_credential("billing", json!({"scopes": ["payments.write"], "tokens": [{"name": "primary"}]})).await;
-    ns.wait_credential("billing", "primary issued", |s| s.tokens.iter().any(|t| t.phase == Some(Phase::Active))).await;
+    ns.wait_credential("billing", "primary issued", |s| s.tokens.iter().any(|t| t.record.phase == Some(Phase::Active)))
+        .await;
     let primary = ns.token_of("billing-primary").await;
     let (key, _) = issued_key(&ns, "paying", json!({"scopes": ["payments.write"]})).await;
     let run = as_user(&["credential", "add-token", "billing", "next"]).run().await.exits(5).says("stderr", &[&refused]);

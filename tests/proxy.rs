@@ -282,7 +282,7 @@ async fn setup(test: &str, keys: &[(&str, serde_json::Value)]) -> (TestNamespace
     for (name, spec) in keys {
         let phase = if spec["state"] == "Inactive" { Phase::Inactive } else { Phase::Active };
         let key = ns.wait_phase(name, phase).await;
-        let key_id = key.status.and_then(|s| s.key_id).expect("a key ID");
+        let key_id = key.status.and_then(|s| s.record.key_id).expect("a key ID");
         issued.push((ns.token_of(&format!("{name}-apikey")).await, key_id));
     }
     // Started after the keys exist: its initial list holds them once it is ready.

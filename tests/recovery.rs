@@ -92,7 +92,7 @@ impl Drop for DumpOnPanic<'_> {
 }
 
 fn active(status: &keyward::api::ApiKeyStatus) -> bool {
-    status.phase == Some(Phase::Active)
+    status.record.phase == Some(Phase::Active)
 }
 
 /// Kills the API server for `outage`, deleting a key's Secret and another key meanwhile, and
@@ -146,7 +146,8 @@ async fn catch_up_after(outage: Duration) {
         (issued, ready.elapsed())
     };
     let reissued = async {
-        poll_key(&keys, "lost-secret", "a new token", |s| active(s) && s.token_hash != before.token_hash).await;
+        poll_key(&keys, "lost-secret", "a new token", |s| active(s) && s.record.token_hash != before.record.token_hash)
+            .await;
         ready.elapsed()
     };
     let dropped = async {
@@ -164,7 +165,7 @@ async fn catch_up_after(outage: Duration) {
     );
     let token = ns.token_of("lost-secret-apikey").await;
     assert_eq!(
-        keys.get("lost-secret").await.expect("get").status.and_then(|s| s.token_hash),
+        keys.get("lost-secret").await.expect("get").status.and_then(|s| s.record.token_hash),
         Some(keyward::token::TokenHash::of(token.as_bytes()).to_string())
     );
     let event = ns.wait_event("lost-secret", "TokenReissued").await;

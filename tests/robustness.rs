@@ -59,7 +59,7 @@ async fn secrecy_no_token_in_logs_events_or_status_through_a_full_lifecycle() {
     ns.create_key("life", json!({"scopes": ["orders.read"], "secretTemplate": {"data": {"endpoint": "https://x"}}}))
         .await;
     ns.create_key("brief", json!({"expiresAfter": "3s"})).await;
-    let first = ns.wait_phase("life", Phase::Active).await.status.expect("status").token_hash;
+    let first = ns.wait_phase("life", Phase::Active).await.status.expect("status").record.token_hash;
 
     // Tampered: re-issued.
     let forged = Token::generate("kw");
@@ -71,7 +71,7 @@ async fn secrecy_no_token_in_logs_events_or_status_through_a_full_lifecycle() {
         )
         .await
         .expect("tamper");
-    let second = ns.wait_new_token("life", &first).await.token_hash;
+    let second = ns.wait_new_token("life", &first).await.record.token_hash;
     // Lost: re-issued.
     ns.secrets().delete("life-apikey", &Default::default()).await.expect("delete");
     ns.wait_new_token("life", &second).await;

@@ -34,9 +34,9 @@ async fn a_good_token_is_valid_and_names_its_key_and_scopes() {
     assert_eq!(key["namespace"], ns.name.as_str());
     assert_eq!(key["name"], "ci-deploy");
     assert_eq!(key["token"], serde_json::Value::Null);
-    assert_eq!(key["keyId"], status.key_id.as_deref().expect("keyId"));
+    assert_eq!(key["keyId"], status.record.key_id.as_deref().expect("keyId"));
     assert_eq!(key["scopes"], json!(["orders.read", "deploy.>"]));
-    assert_eq!(key["expiresAt"], status.expires_at.expect("expiresAt").0.to_string());
+    assert_eq!(key["expiresAt"], status.record.expires_at.expect("expiresAt").0.to_string());
 
     assert_eq!(verifier.verify_code(&token, &["orders.write"], None).await, "INSUFFICIENT_SCOPE");
     assert_eq!(verifier.verify_code(&token, &["deploy"], None).await, "INSUFFICIENT_SCOPE", "'>' needs a segment");
@@ -149,7 +149,7 @@ async fn a_key_is_expired_at_its_expiry_second_without_the_controller() {
     let refused = verifier.auth("/v1/auth", &[("X-Api-Key", &token)]).await;
     assert_eq!((refused.status, refused.header("x-keyward-code")), (401, Some("EXPIRED")));
     let key = ns.keys().get("brief").await.expect("get");
-    assert_eq!(key.status.and_then(|s| s.phase), Some(Phase::Active), "the controller never saw the expiry");
+    assert_eq!(key.status.and_then(|s| s.record.phase), Some(Phase::Active), "the controller never saw the expiry");
     assert!(ns.secrets().get_opt("brief-apikey").await.expect("get").is_some(), "the Secret is still there");
 }
 

@@ -1,11 +1,11 @@
 //! The `ApiKey` resource: one token in one Secret.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{KeyPolicy, Phase};
+use super::{KeyPolicy, TokenRecord};
 
 /// An API key: the operator issues one token into a Secret and keeps only its hash here.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -47,33 +47,31 @@ pub struct ApiKeySpec {
 /// What the operator observed and did. Holds the token's hash, never the token.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = describe_record)]
 pub struct ApiKeyStatus {
-    /// Pending, Active, Inactive, Expired or Failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "super::phase_schema")]
-    pub phase: Option<Phase>,
+    /// The key's phase (its token's), the token's identity and Secret, and when it was issued
+    /// and expires.
+    #[serde(flatten)]
+    pub record: TokenRecord,
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Public identifier of the token: prefix, '_' and the first 8 characters of its body.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_id: Option<String>,
-    /// `sha256:` and the hex SHA-256 of the token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_hash: Option<String>,
-    /// The Secret that holds the token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_name: Option<String>,
-    /// When the current token was issued.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issued_at: Option<Time>,
-    /// When the key expires.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<Time>,
     /// `Ready` is True only when the phase is Active.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// What the record's fields mean for an ApiKey's one token.
+fn describe_record(schema: &mut schemars::Schema) {
+    super::describe(
+        schema,
+        &[
+            ("keyId", "Public identifier of the token: prefix, '_' and the first 8 characters of its body."),
+            ("issuedAt", "When the current token was issued."),
+            ("expiresAt", "When the key expires."),
+        ],
+    );
 }
 
 impl ApiKey {

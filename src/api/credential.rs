@@ -1,12 +1,12 @@
 //! The `Credential` resource: one identity with shared scopes and state, holding several
 //! tokens, each with its own expiry and its own Secret (for rotation without downtime).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{KeyPolicy, Phase};
+use super::{KeyPolicy, Phase, TokenRecord};
 
 /// The most tokens one Credential holds.
 pub const MAX_TOKENS: usize = 16;
@@ -91,28 +91,25 @@ pub struct CredentialStatus {
 /// The public record of one Credential token.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = describe_record)]
 pub struct TokenStatus {
     /// The token's name in spec.tokens.
     pub name: String,
-    /// Public identifier of the token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_id: Option<String>,
-    /// `sha256:` and the hex SHA-256 of the token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_hash: Option<String>,
-    /// The Secret that holds the token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_name: Option<String>,
-    /// When this token was first issued; its expiresAfter counts from here, also across re-issues.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issued_at: Option<Time>,
-    /// When the token expires.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<Time>,
-    /// Pending, Active, Inactive, Expired or Failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "super::phase_schema")]
-    pub phase: Option<Phase>,
+    /// Its phase, identity and Secret, and when it was first issued and expires.
+    #[serde(flatten)]
+    pub record: TokenRecord,
+}
+
+/// What the record's fields mean for one token of several.
+fn describe_record(schema: &mut schemars::Schema) {
+    super::describe(
+        schema,
+        &[
+            ("keyId", "Public identifier of the token."),
+            ("issuedAt", "When this token was first issued; its expiresAfter counts from here, also across re-issues."),
+            ("expiresAt", "When the token expires."),
+        ],
+    );
 }
 
 impl Credential {

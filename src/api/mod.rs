@@ -2,10 +2,14 @@
 
 pub mod apikey;
 pub mod credential;
+mod key;
+mod record;
 pub mod validate;
 
 pub use apikey::{ApiKey, ApiKeySpec, ApiKeyStatus};
 pub use credential::{Credential, CredentialSpec, CredentialStatus, CredentialToken, TokenStatus};
+pub use key::Key;
+pub use record::TokenRecord;
 
 use std::collections::BTreeMap;
 
@@ -162,6 +166,17 @@ pub(crate) fn state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schem
 /// drift).
 pub(crate) fn no_default(schema: &mut schemars::Schema) {
     schema.remove("default");
+}
+
+/// Sets the descriptions of some of an object schema's properties: a record shared by two kinds
+/// says what each field means for each.
+pub(crate) fn describe(schema: &mut schemars::Schema, descriptions: &[(&str, &str)]) {
+    let Some(properties) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else { return };
+    for (field, description) in descriptions {
+        if let Some(property) = properties.get_mut(*field).and_then(|p| p.as_object_mut()) {
+            property.insert("description".into(), (*description).into());
+        }
+    }
 }
 
 /// Schema of an optional `phase`, for the same reason.

@@ -6,63 +6,24 @@ use jiff::Timestamp;
 use kube::Resource;
 use kube::runtime::controller::Action;
 
-use super::issuer::{
-    self, CONFLICT_RECHECK, Converged, FirstRead, LONGEST_REQUEUE, PENDING_RECHECK, Plan, Provenance, Recorded,
-    TokenTarget, until,
-};
-use super::secret::{self, Found, Identity, Issued, Owner, SecretStore, TokenSecret};
-use super::status::{self, ready_condition};
+use super::issuer::{self, FirstRead, PENDING_RECHECK, Recorded, TokenTarget};
+use super::secret::{self, Found, Identity, Owner, SecretStore, TokenSecret};
+use super::status::ready_condition;
+use super::transition::TokenOutcome;
 use super::{Context, Reconciled};
-use crate::api::validate::{self, SpecError, ValidApiKey};
-use crate::api::{ApiKey, ApiKeyStatus, KeyState, Phase, reason};
+use crate::api::validate::{self, ValidApiKey};
+use crate::api::{ApiKey, ApiKeyStatus, KeyState, TokenRecord, reason};
 use crate::error::Result;
 
-/// Decides what the key's Secret needs: the shared token decision, with the status's record of
-/// a live token in this very Secret (a renamed Secret gets a fresh token).
-pub fn decide(
-    now: Timestamp,
-    key: &ValidApiKey,
-    found: &Found,
-    status: Option<&ApiKeyStatus>,
-    provenance: Provenance,
-) -> Plan {
-    issuer::decide(now, key.expires_at, found, recorded(key, status), provenance)
-}
-
-fn recorded<'a>(key: &ValidApiKey, status: Option<&'a ApiKeyStatus>) -> Recorded<'a> {
-    let Some((status, hash)) = status.and_then(|s| Some((s, s.token_hash.as_deref()?))) else {
-        return Recorded::Nothing;
-    };
-    let same_secret = status.secret_name.as_deref() == Some(key.secret_name.as_str());
-    if status.phase == Some(Phase::Expired) || !same_secret { Recorded::Retired(hash) } else { Recorded::Live(hash) }
-}
-
-/// What the write step ended with, from which the status is built.
-enum Outcome {
-    Holds(Issued),
-    Expired(Option<Issued>),
-    Conflict,
-    Pending(&'static str),
-    Invalid(SpecError),
-}
-
 impl Reconciled for ApiKey {
-    const KIND: &'static str = "ApiKey";
+    type Status = ApiKeyStatus;
+
+    fn status_of(&self) -> Option<&ApiKeyStatus> {
+        self.status.as_ref()
+    }
 
     async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action> {
         reconcile_key(&key, &ctx).await
-    }
-
-    fn census(&self) -> (Option<Phase>, Vec<(&str, Timestamp)>) {
-        let status = self.status.as_ref();
-        (
-            status.and_then(|s| s.phase),
-            status.and_then(|s| s.expires_at.as_ref()).map(|at| ("", at.0)).into_iter().collect(),
-        )
-    }
-
-    fn recorded_hashes(&self) -> Vec<(&str, &str)> {
-        self.status.as_ref().and_then(|s| s.token_hash.as_deref()).map(|hash| ("", hash)).into_iter().collect()
     }
 }
 
@@ -73,12 +34,9 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
 
     let valid = match validate::api_key(key, created, &ctx.settings.expiry) {
         Ok(valid) => valid,
-        Err(error) => {
-            tracing::info!(%error, "refusing invalid spec");
-            finish(key, ctx, None, Outcome::Invalid(error), now).await?;
-            return Ok(Action::await_change());
-        }
+        Err(error) => return ctx.refuse(key, &error, now).await,
     };
+    let record = key.status.as_ref().map(|s| &s.record);
     let target = TokenTarget {
         secret: TokenSecret {
             name: &valid.secret_name,
@@ -87,50 +45,35 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
             template: &valid.template,
         },
         prefix: &valid.prefix,
-        recorded: recorded(&valid, key.status.as_ref()),
+        recorded: Recorded::of(record, &valid.secret_name),
         claimed_elsewhere: &|hash| ctx.claimed_elsewhere(hash, &owner.uid, ""),
         issued_at: now,
         // A key never issued has no Secret yet, unless a crash left one: create-only finds out.
         // A status we wrote that the cache does not show yet means it was issued: read.
-        first_read: if key.status.as_ref().and_then(|s| s.token_hash.as_ref()).is_none()
-            && !ctx.status_writes.pending(&owner.uid)
-        {
+        first_read: if record.and_then(|r| r.token_hash.as_ref()).is_none() && !ctx.status_writes.pending(&owner.uid) {
             FirstRead::AssumeMissing
         } else {
             FirstRead::Get
         },
     };
-    let outcome = match issuer::converge(&secrets, &target, now).await? {
-        Converged::Holds { issued, fresh } => {
-            // One token per key: its ID names the whole reconcile in the logs.
-            tracing::Span::current().record("key_id", issued.key_id.as_str());
-            ctx.announce(key, &valid.secret_name, &issued, fresh);
-            Outcome::Holds(issued)
-        }
-        Converged::Expired(issued) => Outcome::Expired(issued),
-        Converged::Conflict => Outcome::Conflict,
-        Converged::Pending(why) => Outcome::Pending(why),
-        // Someone keeps writing the Secret between our reads and writes; back off.
-        Converged::Busy => return Ok(Action::requeue(PENDING_RECHECK)),
+    // Someone keeps writing the Secret between our reads and writes: back off.
+    let Some((outcome, fresh)) = issuer::converge(&secrets, &target, now).await?.outcome() else {
+        return Ok(Action::requeue(PENDING_RECHECK));
     };
-    if let Outcome::Holds(_) = outcome {
+    if let TokenOutcome::Holds(issued) = &outcome {
+        // One token per key: its ID names the whole reconcile in the logs.
+        tracing::Span::current().record("key_id", issued.key_id.as_str());
+        ctx.announce(key, &valid.secret_name, issued, fresh);
         remove_renamed_secret(&secrets, key, &valid, &owner).await?;
     }
-    let requeue = match &outcome {
-        Outcome::Holds(_) => Some(until(now, valid.expires_at).min(LONGEST_REQUEUE)),
-        Outcome::Conflict => Some(CONFLICT_RECHECK),
-        Outcome::Pending(_) => Some(PENDING_RECHECK),
-        Outcome::Expired(_) | Outcome::Invalid(_) => None,
-    };
-    finish(key, ctx, Some(&valid), outcome, now).await?;
-    tracing::debug!(?requeue, "reconciled");
-    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+    let previous = key.status.clone().unwrap_or_default();
+    ctx.finish(key, &desired_status(key, &previous, &valid, &outcome, now), now).await
 }
 
 /// After `secretName` changed, deletes the Secret the status still names, if it is ours: the
 /// key's token now lives only in its new Secret.
 async fn remove_renamed_secret(secrets: &SecretStore, key: &ApiKey, valid: &ValidApiKey, owner: &Owner) -> Result<()> {
-    let Some(old) = key.status.as_ref().and_then(|s| s.secret_name.as_deref()) else {
+    let Some(old) = key.status.as_ref().and_then(|s| s.record.secret_name.as_deref()) else {
         return Ok(());
     };
     if old == valid.secret_name {
@@ -145,95 +88,61 @@ async fn remove_renamed_secret(secrets: &SecretStore, key: &ApiKey, valid: &Vali
     Ok(())
 }
 
-/// Builds the status for an outcome, writes it if it changed, and publishes transition events.
-async fn finish(
-    key: &ApiKey,
-    ctx: &Context,
-    valid: Option<&ValidApiKey>,
-    outcome: Outcome,
-    now: Timestamp,
-) -> Result<()> {
-    let previous = key.status.clone().unwrap_or_default();
-    let desired = desired_status(key, &previous, valid, &outcome, now);
-    ctx.write_status(key, key.status.as_ref(), &desired, &previous.conditions, &desired.conditions).await
-}
-
-/// The status an outcome calls for. Audit fields (hash, key ID, issue time) survive expiry and
-/// failures so that the last token stays identifiable.
+/// The status an outcome calls for: the token's record (see [`TokenRecord::after`]) and a Ready
+/// condition that says what happened in the key's own words.
 fn desired_status(
     key: &ApiKey,
     previous: &ApiKeyStatus,
-    valid: Option<&ValidApiKey>,
-    outcome: &Outcome,
+    valid: &ValidApiKey,
+    outcome: &TokenOutcome,
     now: Timestamp,
 ) -> ApiKeyStatus {
     let generation = key.meta().generation;
-    let secret_name = valid.map(|v| v.secret_name.clone()).or_else(|| previous.secret_name.clone());
-    let shown_secret = secret_name.clone().unwrap_or_default();
-    let mut status = ApiKeyStatus {
-        phase: None,
-        observed_generation: generation,
-        key_id: previous.key_id.clone(),
-        token_hash: previous.token_hash.clone(),
-        secret_name,
-        issued_at: previous.issued_at.clone(),
-        expires_at: valid.map(|v| status::time(v.expires_at)).or_else(|| previous.expires_at.clone()),
-        conditions: Vec::new(),
-    };
-    let record = |status: &mut ApiKeyStatus, issued: &Issued| {
-        status.key_id = Some(issued.key_id.clone());
-        status.token_hash = Some(issued.hash.to_string());
-        status.issued_at = issued.issued_at.map(status::time).or_else(|| status.issued_at.clone());
-    };
-    let (phase, ready, reason, message) = match outcome {
-        Outcome::Holds(issued) => {
-            record(&mut status, issued);
-            match valid.map(|v| v.state) {
-                Some(KeyState::Inactive) => (
-                    Phase::Inactive,
-                    false,
-                    reason::INACTIVE,
-                    format!("key is inactive: its token in Secret {shown_secret} is refused until state is Active"),
-                ),
-                _ => (Phase::Active, true, reason::ISSUED, format!("token issued to Secret {shown_secret}")),
-            }
-        }
-        Outcome::Expired(issued) => {
-            if let Some(issued) = issued {
-                record(&mut status, issued);
-            }
-            let at = valid.map(|v| v.expires_at.to_string()).unwrap_or_default();
-            let message = if status.token_hash.is_some() {
-                format!("key expired at {at}; its Secret {shown_secret} was deleted")
+    let inactive = valid.state == KeyState::Inactive;
+    let record = TokenRecord::after(Some(&previous.record), &valid.secret_name, valid.expires_at, outcome, inactive);
+    let secret = &valid.secret_name;
+    let (ready, reason, message) = match outcome {
+        TokenOutcome::Holds(_) if inactive => (
+            false,
+            reason::INACTIVE,
+            format!("key is inactive: its token in Secret {secret} is refused until state is Active"),
+        ),
+        TokenOutcome::Holds(_) => (true, reason::ISSUED, format!("token issued to Secret {secret}")),
+        TokenOutcome::Expired(_) => {
+            let at = valid.expires_at;
+            let message = if record.token_hash.is_some() {
+                format!("key expired at {at}; its Secret {secret} was deleted")
             } else {
                 format!("key expired at {at}, before a token was issued; no Secret was written")
             };
-            (Phase::Expired, false, reason::EXPIRED, message)
+            (false, reason::EXPIRED, message)
         }
-        Outcome::Conflict => (
-            Phase::Failed,
+        TokenOutcome::Conflict => (
             false,
             reason::SECRET_CONFLICT,
-            format!("Secret {shown_secret} exists and is not owned by this ApiKey; nothing was written to it"),
+            format!("Secret {secret} exists and is not owned by this ApiKey; nothing was written to it"),
         ),
-        Outcome::Pending(why) => (Phase::Pending, false, reason::PENDING, format!("Secret {shown_secret} {why}")),
-        Outcome::Invalid(error) => (Phase::Failed, false, reason::INVALID_SPEC, error.to_string()),
+        TokenOutcome::Pending(why) => (false, reason::PENDING, format!("Secret {secret} {why}")),
     };
-    status.phase = Some(phase);
-    status.conditions = vec![ready_condition(&previous.conditions, ready, reason, message, generation, now)];
-    status
+    ApiKeyStatus {
+        record,
+        observed_generation: generation,
+        conditions: vec![ready_condition(&previous.conditions, ready, reason, message, generation, now)],
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::SecretTemplate;
-    use crate::controller::issuer::ReissueCause;
+    use crate::api::{Phase, SecretTemplate};
+    use crate::controller::secret::Issued;
     use crate::token::TokenHash;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().expect("timestamp")
     }
+
+    const BEFORE: &str = "2026-11-30T23:59:59Z";
 
     fn valid(state: KeyState) -> ValidApiKey {
         ValidApiKey {
@@ -253,259 +162,76 @@ mod tests {
         }
     }
 
-    fn active_status() -> ApiKeyStatus {
-        ApiKeyStatus {
-            phase: Some(Phase::Active),
-            token_hash: Some(issued().hash.to_string()),
-            secret_name: Some("ci-apikey".into()),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_renamed_secret_gets_a_fresh_token_without_a_lost_warning() {
-        let moved = ApiKeyStatus { secret_name: Some("old-name".into()), ..active_status() };
-        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&moved), Provenance::Unclaimed);
-        assert_eq!(plan, Plan::Issue(None));
-    }
-
-    const BEFORE: &str = "2026-11-30T23:59:59Z";
-
-    #[test]
-    fn a_new_key_gets_its_first_token() {
-        assert_eq!(
-            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, None, Provenance::Unclaimed),
-            Plan::Issue(None)
-        );
-    }
-
-    #[test]
-    fn an_inactive_key_is_issued_too_so_that_activation_needs_no_new_token() {
-        assert_eq!(
-            decide(ts(BEFORE), &valid(KeyState::Inactive), &Found::Missing, None, Provenance::Unclaimed),
-            Plan::Issue(None)
-        );
-    }
-
-    #[test]
-    fn a_lost_secret_is_reissued_with_a_cause() {
-        let plan = decide(
-            ts(BEFORE),
-            &valid(KeyState::Active),
-            &Found::Missing,
-            Some(&active_status()),
-            Provenance::Unclaimed,
-        );
-        assert_eq!(plan, Plan::Issue(Some(ReissueCause::SecretLost)));
-    }
-
-    #[test]
-    fn a_tampered_secret_is_replaced() {
-        assert_eq!(
-            decide(
-                ts(BEFORE),
-                &valid(KeyState::Active),
-                &Found::Tampered,
-                Some(&active_status()),
-                Provenance::Unclaimed
-            ),
-            Plan::Replace
-        );
-    }
-
-    #[test]
-    fn an_intact_secret_holding_another_token_than_the_status_records_is_replaced() {
-        let other = ApiKeyStatus { token_hash: Some(TokenHash::of(b"kw_other").to_string()), ..active_status() };
-        let plan =
-            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Intact(issued()), Some(&other), Provenance::Unclaimed);
-        assert_eq!(plan, Plan::Replace);
-        // Once expired, the status's hash is an audit record: a new expiry's Secret is judged alone.
-        let expired = ApiKeyStatus { phase: Some(Phase::Expired), ..other };
-        let plan = decide(
-            ts(BEFORE),
-            &valid(KeyState::Active),
-            &Found::Intact(issued()),
-            Some(&expired),
-            Provenance::Unclaimed,
-        );
-        assert_eq!(plan, Plan::Keep(issued()));
-    }
-
-    #[test]
-    fn an_intact_secret_is_kept_when_it_holds_the_recorded_token_or_none_is_recorded() {
-        for status in [None, Some(active_status()), Some(ApiKeyStatus::default())] {
-            let plan = decide(
-                ts(BEFORE),
-                &valid(KeyState::Active),
-                &Found::Intact(issued()),
-                status.as_ref(),
-                Provenance::Unclaimed,
-            );
-            assert_eq!(plan, Plan::Keep(issued()));
-        }
-    }
-
-    #[test]
-    fn a_foreign_secret_is_a_conflict_and_never_written() {
-        assert_eq!(
-            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Foreign, None, Provenance::Unclaimed),
-            Plan::Conflict
-        );
-    }
-
-    #[test]
-    fn an_expired_key_is_never_reissued_by_a_state_change() {
-        let expired =
-            ApiKeyStatus { phase: Some(Phase::Expired), token_hash: Some("sha256:x".into()), ..Default::default() };
-        for state in [KeyState::Active, KeyState::Inactive] {
-            let plan = decide(
-                ts("2026-12-02T00:00:00Z"),
-                &valid(state),
-                &Found::Missing,
-                Some(&expired),
-                Provenance::Unclaimed,
-            );
-            assert_eq!(plan, Plan::Expire { delete_secret: false });
-        }
-    }
-
-    #[test]
-    fn a_new_expiry_after_expiring_issues_a_fresh_token_without_a_warning() {
-        let expired =
-            ApiKeyStatus { phase: Some(Phase::Expired), token_hash: Some("sha256:x".into()), ..Default::default() };
-        let plan = decide(ts(BEFORE), &valid(KeyState::Active), &Found::Missing, Some(&expired), Provenance::Unclaimed);
-        assert_eq!(plan, Plan::Issue(None));
-    }
-
-    #[test]
-    fn a_secret_of_a_deleted_namesake_or_being_deleted_is_waited_for() {
-        assert!(matches!(
-            decide(ts(BEFORE), &valid(KeyState::Active), &Found::PreviousOwner, None, Provenance::Unclaimed),
-            Plan::Wait(_)
-        ));
-        assert!(matches!(
-            decide(ts(BEFORE), &valid(KeyState::Active), &Found::Deleting, None, Provenance::Unclaimed),
-            Plan::Wait(_)
-        ));
-        // ... but expiry does not wait: nothing of ours is left to delete.
-        assert_eq!(
-            decide(
-                ts("2026-12-02T00:00:00Z"),
-                &valid(KeyState::Active),
-                &Found::PreviousOwner,
-                None,
-                Provenance::Unclaimed
-            ),
-            Plan::Expire { delete_secret: false }
-        );
-    }
-
     fn key() -> ApiKey {
         let mut key = ApiKey::new("ci", Default::default());
         key.metadata.generation = Some(3);
         key
     }
 
+    fn status(previous: &ApiKeyStatus, state: KeyState, outcome: &TokenOutcome, now: &str) -> ApiKeyStatus {
+        desired_status(&key(), previous, &valid(state), outcome, ts(now))
+    }
+
     #[test]
     fn status_of_an_active_key_holds_only_the_hash() {
-        let now = ts(BEFORE);
-        let status = desired_status(
-            &key(),
-            &ApiKeyStatus::default(),
-            Some(&valid(KeyState::Active)),
-            &Outcome::Holds(issued()),
-            now,
-        );
-        assert_eq!(status.phase, Some(Phase::Active));
+        let status = status(&ApiKeyStatus::default(), KeyState::Active, &TokenOutcome::Holds(issued()), BEFORE);
+        assert_eq!(status.record.phase, Some(Phase::Active));
         assert_eq!(status.observed_generation, Some(3));
-        assert_eq!(status.token_hash.as_deref(), Some(issued().hash.as_str()));
-        assert_eq!(status.key_id.as_deref(), Some("kw_abcdefgh"));
+        assert_eq!(status.record.token_hash.as_deref(), Some(issued().hash.as_str()));
+        assert_eq!(status.record.key_id.as_deref(), Some("kw_abcdefgh"));
+        assert_eq!(status.record.secret_name.as_deref(), Some("ci-apikey"));
         assert_eq!(status.conditions[0].status, "True");
         assert_eq!(status.conditions[0].reason, "Issued");
         // A second reconcile with nothing new yields the same status: no write.
-        let again = desired_status(
-            &key(),
-            &status,
-            Some(&valid(KeyState::Active)),
-            &Outcome::Holds(issued()),
-            ts("2026-11-30T23:59:59Z"),
-        );
+        let again =
+            desired_status(&key(), &status, &valid(KeyState::Active), &TokenOutcome::Holds(issued()), ts(BEFORE));
         assert_eq!(again, status);
     }
 
     #[test]
     fn status_of_an_expired_key_keeps_the_hash_for_audit() {
-        let previous = desired_status(
-            &key(),
-            &ApiKeyStatus::default(),
-            Some(&valid(KeyState::Active)),
-            &Outcome::Holds(issued()),
-            ts(BEFORE),
-        );
-        let status = desired_status(
-            &key(),
-            &previous,
-            Some(&valid(KeyState::Active)),
-            &Outcome::Expired(None),
-            ts("2026-12-01T00:00:00Z"),
-        );
-        assert_eq!(status.phase, Some(Phase::Expired));
-        assert_eq!(status.token_hash, previous.token_hash);
+        let previous = status(&ApiKeyStatus::default(), KeyState::Active, &TokenOutcome::Holds(issued()), BEFORE);
+        let status = status(&previous, KeyState::Active, &TokenOutcome::Expired(None), "2026-12-01T00:00:00Z");
+        assert_eq!(status.record.phase, Some(Phase::Expired));
+        assert_eq!(status.record.token_hash, previous.record.token_hash);
         assert_eq!(status.conditions[0].reason, "Expired");
         assert_eq!(status.conditions[0].status, "False");
+        assert!(status.conditions[0].message.contains("its Secret ci-apikey was deleted"));
     }
 
     #[test]
     fn a_key_created_already_expired_says_no_secret_was_written() {
-        let status = desired_status(
-            &key(),
-            &ApiKeyStatus::default(),
-            Some(&valid(KeyState::Active)),
-            &Outcome::Expired(None),
-            ts("2026-12-02T00:00:00Z"),
-        );
-        assert_eq!(status.phase, Some(Phase::Expired));
-        assert_eq!(status.token_hash, None);
+        let status =
+            status(&ApiKeyStatus::default(), KeyState::Active, &TokenOutcome::Expired(None), "2026-12-02T00:00:00Z");
+        assert_eq!(status.record.phase, Some(Phase::Expired));
+        assert_eq!(status.record.token_hash, None);
         let message = &status.conditions[0].message;
         assert!(message.contains("before a token was issued; no Secret was written"), "{message}");
         assert!(!message.contains("was deleted"), "{message}");
     }
 
     #[test]
-    fn status_of_a_bad_spec_names_the_field() {
-        let error = SpecError { field: "spec.expiresAfter".into(), value: "3x".into(), problem: "bad".into() };
-        let status = desired_status(&key(), &ApiKeyStatus::default(), None, &Outcome::Invalid(error), ts(BEFORE));
-        assert_eq!(status.phase, Some(Phase::Failed));
-        assert_eq!(status.conditions[0].reason, "InvalidSpec");
-        assert!(status.conditions[0].message.contains("spec.expiresAfter"));
-        assert!(status.conditions[0].message.contains("3x"));
-    }
-
-    #[test]
     fn status_of_a_conflict_names_the_secret() {
-        let status = desired_status(
-            &key(),
-            &ApiKeyStatus::default(),
-            Some(&valid(KeyState::Active)),
-            &Outcome::Conflict,
-            ts(BEFORE),
-        );
-        assert_eq!(status.phase, Some(Phase::Failed));
+        let status = status(&ApiKeyStatus::default(), KeyState::Active, &TokenOutcome::Conflict, BEFORE);
+        assert_eq!(status.record.phase, Some(Phase::Failed));
         assert_eq!(status.conditions[0].reason, "SecretConflict");
         assert!(status.conditions[0].message.contains("ci-apikey"));
     }
 
     #[test]
-    fn status_of_an_inactive_key_is_not_ready() {
-        let status = desired_status(
-            &key(),
-            &ApiKeyStatus::default(),
-            Some(&valid(KeyState::Inactive)),
-            &Outcome::Holds(issued()),
-            ts(BEFORE),
-        );
-        assert_eq!(status.phase, Some(Phase::Inactive));
-        assert_eq!(status.conditions[0].status, "False");
-        assert_eq!(status.conditions[0].reason, "Inactive");
+    fn state_decides_whether_a_held_token_is_ready() {
+        let active = status(&ApiKeyStatus::default(), KeyState::Active, &TokenOutcome::Holds(issued()), BEFORE);
+        let inactive = status(&active, KeyState::Inactive, &TokenOutcome::Holds(issued()), BEFORE);
+        assert_eq!(inactive.record.phase, Some(Phase::Inactive));
+        assert_eq!(inactive.conditions[0].status, "False");
+        assert_eq!(inactive.conditions[0].reason, "Inactive");
+        assert_eq!(inactive.record.token_hash, active.record.token_hash, "the same token, refused until Active");
+        let again = status(&inactive, KeyState::Active, &TokenOutcome::Holds(issued()), BEFORE);
+        assert_eq!((again.record.phase, again.conditions[0].status.as_str()), (Some(Phase::Active), "True"));
+        // Past expiry, state no longer matters: the key is expired either way.
+        for state in [KeyState::Active, KeyState::Inactive] {
+            let expired = status(&active, state, &TokenOutcome::Expired(None), "2026-12-01T00:00:00Z");
+            assert_eq!(expired.record.phase, Some(Phase::Expired), "{state:?}");
+        }
     }
 }

@@ -3,51 +3,34 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
-use super::issuer::{
-    self, CONFLICT_RECHECK, Converged, FirstRead, LONGEST_REQUEUE, PENDING_RECHECK, Recorded, TokenTarget, until,
-};
-use super::secret::{Found, Identity, Issued, Owner, SecretStore, TokenSecret, annotation, classify};
-use super::status::{self, ready_condition};
+use super::issuer::{self, FirstRead, Recorded, TokenTarget};
+use super::secret::{Found, Identity, Owner, SecretStore, TokenSecret, annotation, classify};
+use super::status::ready_condition;
+use super::transition::TokenOutcome;
 use super::{Context, Reconciled};
-use crate::api::validate::{self, SpecError, ValidCredential, ValidToken};
-use crate::api::{ANNOTATION_ISSUED_AT, Credential, CredentialStatus, KeyState, Phase, TokenStatus, reason};
+use crate::api::validate::{self, ValidCredential, ValidToken};
+use crate::api::{
+    ANNOTATION_ISSUED_AT, Credential, CredentialStatus, KeyState, Phase, TokenRecord, TokenStatus, reason,
+};
 use crate::error::Result;
 use crate::token::TokenHash;
 
 impl Reconciled for Credential {
-    const KIND: &'static str = "Credential";
+    type Status = CredentialStatus;
+
+    fn status_of(&self) -> Option<&CredentialStatus> {
+        self.status.as_ref()
+    }
 
     async fn reconcile(credential: Arc<Credential>, ctx: Arc<Context>) -> Result<Action> {
         reconcile_credential(&credential, &ctx).await
     }
-
-    fn census(&self) -> (Option<Phase>, Vec<(&str, Timestamp)>) {
-        let status = self.status.as_ref();
-        let tokens = status.map(|s| s.tokens.as_slice()).unwrap_or_default();
-        let expiries = tokens.iter().filter_map(|t| Some((t.name.as_str(), t.expires_at.as_ref()?.0))).collect();
-        (status.and_then(|s| s.phase), expiries)
-    }
-
-    fn recorded_hashes(&self) -> Vec<(&str, &str)> {
-        let tokens = self.status.as_ref().map(|s| s.tokens.as_slice()).unwrap_or_default();
-        tokens.iter().filter_map(|t| Some((t.name.as_str(), t.token_hash.as_deref()?))).collect()
-    }
-}
-
-/// Where one token ended up in this pass.
-#[derive(Clone, Debug, PartialEq)]
-enum TokenOutcome {
-    Holds(Issued),
-    Expired(Option<Issued>),
-    Conflict,
-    Pending(&'static str),
 }
 
 async fn reconcile_credential(credential: &Credential, ctx: &Context) -> Result<Action> {
@@ -57,10 +40,7 @@ async fn reconcile_credential(credential: &Credential, ctx: &Context) -> Result<
 
     let valid = match validate::credential(credential, created, &ctx.settings.expiry) {
         Ok(valid) => valid,
-        Err(error) => {
-            tracing::info!(%error, "refusing invalid spec");
-            return refuse(credential, ctx, &previous, error, now).await;
-        }
+        Err(error) => return ctx.refuse(credential, &error, now).await,
     };
     let secrets = SecretStore::new(ctx, &namespace);
     let owned: BTreeMap<String, Secret> =
@@ -76,7 +56,7 @@ async fn reconcile_credential(credential: &Credential, ctx: &Context) -> Result<
             first_issue(owned.get(&token.secret_name), &owner, before).unwrap_or(super::whole_seconds(now));
         match token.expires_at(first_issued, &ctx.settings.expiry) {
             Ok(expires_at) => planned.push((token, before, first_issued, expires_at)),
-            Err(error) => return refuse(credential, ctx, &previous, error, now).await,
+            Err(error) => return ctx.refuse(credential, &error, now).await,
         }
     }
     // Tokens are independent: converge them at once.
@@ -87,11 +67,7 @@ async fn reconcile_credential(credential: &Credential, ctx: &Context) -> Result<
             let target = TokenTarget {
                 secret: TokenSecret { name: &token.secret_name, owner, expires_at, template: &valid.template },
                 prefix: &valid.prefix,
-                recorded: match before.and_then(|t| Some((t.phase, t.token_hash.as_deref()?))) {
-                    None => Recorded::Nothing,
-                    Some((Some(Phase::Expired), hash)) => Recorded::Retired(hash),
-                    Some((_, hash)) => Recorded::Live(hash),
-                },
+                recorded: Recorded::of(before.map(|t| &t.record), &token.secret_name),
                 claimed_elsewhere: &claimed_elsewhere,
                 issued_at: first_issued,
                 // The LIST saw every Secret of ours; any other name is free or foreign, and a
@@ -100,60 +76,42 @@ async fn reconcile_credential(credential: &Credential, ctx: &Context) -> Result<
                     .get(&token.secret_name)
                     .map_or(FirstRead::AssumeMissing, |s| FirstRead::Listed(Box::new(s.clone()))),
             };
-            converge_token(credential, ctx, secrets, token, before, target, now).await
+            converge_token(credential, ctx, secrets, token, target, now).await
         },
     ))
     .await?;
-    let requeue = results.iter().map(|(_, _, _, wait)| *wait).min();
-    let results: Vec<_> =
-        results.into_iter().map(|(token, expires_at, outcome, _)| (token, expires_at, outcome)).collect();
     remove_dropped_tokens(secrets, owner, valid, owned.values()).await?;
-
-    let desired = desired_status(credential, &previous, valid, &results, now);
-    ctx.write_status(credential, credential.status.as_ref(), &desired, &previous.conditions, &desired.conditions)
-        .await?;
-    tracing::debug!(?requeue, "reconciled");
-    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+    ctx.finish(credential, &desired_status(credential, &previous, valid, &results, now), now).await
 }
 
-/// Converges one token and says when to look at it again.
+/// Converges one token, telling of a token issued by this pass.
 async fn converge_token<'a>(
     credential: &Credential,
     ctx: &Context,
     secrets: &SecretStore,
     token: &'a ValidToken,
-    before: Option<&TokenStatus>,
     target: TokenTarget<'_>,
     now: Timestamp,
-) -> Result<(&'a ValidToken, Timestamp, TokenOutcome, Duration)> {
+) -> Result<(&'a ValidToken, Timestamp, TokenOutcome)> {
     let expires_at = target.secret.expires_at;
-    let (outcome, wait) = match issuer::converge(secrets, &target, now).await? {
-        Converged::Holds { issued, fresh } => {
-            ctx.announce(credential, &token.secret_name, &issued, fresh);
-            (TokenOutcome::Holds(issued), until(now, expires_at).min(LONGEST_REQUEUE))
-        }
-        Converged::Expired(issued) => {
-            if before.is_some_and(|t| t.phase != Some(Phase::Expired)) {
-                let note = format!(
-                    "token {} expired at {expires_at}; its Secret {} was deleted",
-                    token.name, token.secret_name
-                );
-                ctx.publish(credential, super::NORMAL, reason::EXPIRED, note);
+    let outcome = match issuer::converge(secrets, &target, now).await?.outcome() {
+        Some((outcome, fresh)) => {
+            if let TokenOutcome::Holds(issued) = &outcome {
+                ctx.announce(credential, &token.secret_name, issued, fresh);
             }
-            (TokenOutcome::Expired(issued), LONGEST_REQUEUE)
+            outcome
         }
-        Converged::Conflict => (TokenOutcome::Conflict, CONFLICT_RECHECK),
-        Converged::Pending(why) => (TokenOutcome::Pending(why), PENDING_RECHECK),
-        Converged::Busy => (TokenOutcome::Pending("is being written by someone else"), PENDING_RECHECK),
+        None => TokenOutcome::Pending("is being written by someone else"),
     };
-    Ok((token, expires_at, outcome, wait))
+    Ok((token, expires_at, outcome))
 }
 
 /// A token's first issue, from which its expiresAfter counts: the status records it; else its
 /// Secret does (a wiped status, or the crash between the two writes); else the token is new.
 /// Status first: a writer of Secrets could move the annotation and extend the token's life.
 fn first_issue(secret: Option<&Secret>, owner: &Owner, before: Option<&TokenStatus>) -> Option<Timestamp> {
-    let from_status = before.filter(|t| t.token_hash.is_some()).and_then(|t| t.issued_at.as_ref()).map(|t| t.0);
+    let from_status =
+        before.filter(|t| t.record.token_hash.is_some()).and_then(|t| t.record.issued_at.as_ref()).map(|t| t.0);
     from_status.or_else(|| {
         secret
             .filter(|s| matches!(classify(Some(s), owner), Found::Intact(_) | Found::Tampered))
@@ -180,33 +138,6 @@ async fn remove_dropped_tokens<'a>(
     Ok(())
 }
 
-async fn refuse(
-    credential: &Credential,
-    ctx: &Context,
-    previous: &CredentialStatus,
-    error: SpecError,
-    now: Timestamp,
-) -> Result<Action> {
-    let generation = credential.meta().generation;
-    let desired = CredentialStatus {
-        phase: Some(Phase::Failed),
-        observed_generation: generation,
-        active_tokens: Some(0),
-        tokens: previous.tokens.clone(),
-        conditions: vec![ready_condition(
-            &previous.conditions,
-            false,
-            reason::INVALID_SPEC,
-            error.to_string(),
-            generation,
-            now,
-        )],
-    };
-    ctx.write_status(credential, credential.status.as_ref(), &desired, &previous.conditions, &desired.conditions)
-        .await?;
-    Ok(Action::await_change())
-}
-
 /// The status the tokens' outcomes call for.
 fn desired_status(
     credential: &Credential,
@@ -220,40 +151,12 @@ fn desired_status(
     let tokens: Vec<TokenStatus> = results
         .iter()
         .map(|(token, expires_at, outcome)| {
-            let before = previous.tokens.iter().find(|t| t.name == token.name);
-            let mut entry = TokenStatus {
-                name: token.name.clone(),
-                key_id: before.and_then(|t| t.key_id.clone()),
-                token_hash: before.and_then(|t| t.token_hash.clone()),
-                secret_name: Some(token.secret_name.clone()),
-                issued_at: before.and_then(|t| t.issued_at.clone()),
-                expires_at: Some(status::time(*expires_at)),
-                phase: None,
-            };
-            let mut record = |issued: &Issued| {
-                entry.key_id = Some(issued.key_id.clone());
-                entry.token_hash = Some(issued.hash.to_string());
-                entry.issued_at = issued.issued_at.map(status::time).or(entry.issued_at.take());
-            };
-            let phase = match outcome {
-                TokenOutcome::Holds(issued) => {
-                    record(issued);
-                    if inactive { Phase::Inactive } else { Phase::Active }
-                }
-                TokenOutcome::Expired(issued) => {
-                    if let Some(issued) = issued {
-                        record(issued);
-                    }
-                    Phase::Expired
-                }
-                TokenOutcome::Conflict => Phase::Failed,
-                TokenOutcome::Pending(_) => Phase::Pending,
-            };
-            entry.phase = Some(phase);
-            entry
+            let before = previous.tokens.iter().find(|t| t.name == token.name).map(|t| &t.record);
+            let record = TokenRecord::after(before, &token.secret_name, *expires_at, outcome, inactive);
+            TokenStatus { name: token.name.clone(), record }
         })
         .collect();
-    let active = tokens.iter().filter(|t| t.phase == Some(Phase::Active)).count();
+    let active = tokens.iter().filter(|t| t.record.phase == Some(Phase::Active)).count();
     let conflicts: Vec<&str> = results
         .iter()
         .filter(|(_, _, o)| *o == TokenOutcome::Conflict)
@@ -278,9 +181,9 @@ fn desired_status(
         )
     } else if active > 0 {
         let names: Vec<&str> =
-            tokens.iter().filter(|t| t.phase == Some(Phase::Active)).map(|t| t.name.as_str()).collect();
+            tokens.iter().filter(|t| t.record.phase == Some(Phase::Active)).map(|t| t.name.as_str()).collect();
         (Phase::Active, true, reason::ISSUED, format!("{active} token(s) issued: {}", names.join(", ")))
-    } else if !tokens.is_empty() && tokens.iter().all(|t| t.phase == Some(Phase::Expired)) {
+    } else if !tokens.is_empty() && tokens.iter().all(|t| t.record.phase == Some(Phase::Expired)) {
         (Phase::Expired, false, reason::EXPIRED, "every token has expired; add a token to spec.tokens".into())
     } else if tokens.is_empty() {
         (Phase::Pending, false, reason::PENDING, "no tokens: add one to spec.tokens".into())
@@ -307,6 +210,8 @@ fn desired_status(
 mod tests {
     use super::*;
     use crate::api::validate::ExpiryPolicy;
+    use crate::controller::secret::Issued;
+    use crate::controller::status;
     use crate::token::TokenHash;
 
     fn ts(s: &str) -> Timestamp {
@@ -340,9 +245,9 @@ mod tests {
         let status = desired_status(&cred, &CredentialStatus::default(), &valid, &results, ts("2026-11-02T00:00:00Z"));
         assert_eq!(status.phase, Some(Phase::Active));
         assert_eq!(status.active_tokens, Some(1));
-        assert_eq!(status.tokens[0].token_hash.as_deref(), Some(issued(1).hash.as_str()));
-        assert_eq!(status.tokens[0].secret_name.as_deref(), Some("billing-primary"));
-        assert_eq!(status.tokens[1].phase, Some(Phase::Expired));
+        assert_eq!(status.tokens[0].record.token_hash.as_deref(), Some(issued(1).hash.as_str()));
+        assert_eq!(status.tokens[0].record.secret_name.as_deref(), Some("billing-primary"));
+        assert_eq!(status.tokens[1].record.phase, Some(Phase::Expired));
         assert_eq!(status.conditions[0].status, "True");
     }
 
@@ -367,7 +272,7 @@ mod tests {
         let status = desired_status(&cred, &CredentialStatus::default(), &valid, &results, ts("2026-11-02T00:00:00Z"));
         assert_eq!(status.phase, Some(Phase::Inactive));
         assert_eq!(status.active_tokens, Some(0));
-        assert_eq!(status.tokens[0].phase, Some(Phase::Inactive));
+        assert_eq!(status.tokens[0].record.phase, Some(Phase::Inactive));
     }
 
     #[test]
@@ -380,9 +285,11 @@ mod tests {
         };
         let before = TokenStatus {
             name: "primary".into(),
-            token_hash: Some("sha256:x".into()),
-            issued_at: Some(status::time(ts("2026-10-01T00:00:00Z"))),
-            ..Default::default()
+            record: TokenRecord {
+                token_hash: Some("sha256:x".into()),
+                issued_at: Some(status::time(ts("2026-10-01T00:00:00Z"))),
+                ..Default::default()
+            },
         };
         assert_eq!(first_issue(None, &owner, Some(&before)), Some(ts("2026-10-01T00:00:00Z")));
         assert_eq!(first_issue(None, &owner, None), None);

@@ -8,6 +8,8 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::secret::{Found, Issued, SecretStore, TokenSecret, Write, classify};
+use super::transition::TokenOutcome;
+use crate::api::{Phase, TokenRecord};
 use crate::error::{Error, Result};
 use crate::token::{Token, TokenHash};
 
@@ -68,6 +70,23 @@ pub enum Recorded<'a> {
     Retired(&'a str),
     /// The live token, with this hash.
     Live(&'a str),
+}
+
+impl<'a> Recorded<'a> {
+    /// What `record` says of the token in Secret `secret_name`: a live token only while it
+    /// has not expired and the record names this very Secret (a key moved to another Secret
+    /// gets a fresh token there).
+    pub fn of(record: Option<&'a TokenRecord>, secret_name: &str) -> Self {
+        let Some((record, hash)) = record.and_then(|r| Some((r, r.token_hash.as_deref()?))) else {
+            return Recorded::Nothing;
+        };
+        let same_secret = record.secret_name.as_deref() == Some(secret_name);
+        if record.phase == Some(Phase::Expired) || !same_secret {
+            Recorded::Retired(hash)
+        } else {
+            Recorded::Live(hash)
+        }
+    }
 }
 
 /// What is known of an intact Secret's token beyond the Secret and the status.
@@ -181,6 +200,20 @@ pub enum Converged {
     Pending(&'static str),
     /// Other writers kept changing the Secret between our reads and writes.
     Busy,
+}
+
+impl Converged {
+    /// What the token's record says of this pass, and whether its token is new; `None` when
+    /// other writers kept winning (the caller backs off or says it waits).
+    pub fn outcome(self) -> Option<(TokenOutcome, Fresh)> {
+        Some(match self {
+            Converged::Holds { issued, fresh } => (TokenOutcome::Holds(issued), fresh),
+            Converged::Expired(issued) => (TokenOutcome::Expired(issued), Fresh::No),
+            Converged::Conflict => (TokenOutcome::Conflict, Fresh::No),
+            Converged::Pending(why) => (TokenOutcome::Pending(why), Fresh::No),
+            Converged::Busy => return None,
+        })
+    }
 }
 
 /// Brings a token's Secret to what the target needs.
@@ -357,6 +390,46 @@ mod tests {
         // An expired key given a new expiry, or a renamed Secret: the old token is not adopted.
         assert_eq!(intact(Recorded::Retired(&hash), Provenance::Unclaimed), Plan::Replace);
         assert_eq!(intact(Recorded::Retired("sha256:other"), Provenance::Unclaimed), Plan::Keep(issued()));
+    }
+
+    fn record(hash: &str, secret: &str, phase: Phase) -> TokenRecord {
+        TokenRecord {
+            token_hash: Some(hash.into()),
+            secret_name: Some(secret.into()),
+            phase: Some(phase),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_record_holds_a_live_token_only_in_its_own_secret_until_it_expires() {
+        let hash = issued().hash.to_string();
+        let live = record(&hash, "ci-apikey", Phase::Active);
+        assert_eq!(Recorded::of(Some(&live), "ci-apikey"), Recorded::Live(&hash));
+        assert_eq!(Recorded::of(Some(&TokenRecord::default()), "ci-apikey"), Recorded::Nothing);
+        assert_eq!(Recorded::of(None, "ci-apikey"), Recorded::Nothing);
+        // The decisions production makes from them, through the same `decide`:
+        let decide_for = |record: &TokenRecord, found: &Found| {
+            decide(ts(BEFORE), ts(EXPIRY), found, Recorded::of(Some(record), "ci-apikey"), Provenance::Unclaimed)
+        };
+        assert_eq!(decide_for(&live, &Found::Missing), Plan::Issue(Some(ReissueCause::SecretLost)));
+        assert_eq!(decide_for(&live, &Found::Intact(issued())), Plan::Keep(issued()));
+        // A renamed Secret gets a fresh token, without a warning that the old one was lost,
+        // and the old token is never adopted into the new Secret.
+        let moved = record(&hash, "old-name", Phase::Active);
+        assert_eq!(Recorded::of(Some(&moved), "ci-apikey"), Recorded::Retired(&hash));
+        assert_eq!(decide_for(&moved, &Found::Missing), Plan::Issue(None));
+        assert_eq!(decide_for(&moved, &Found::Intact(issued())), Plan::Replace);
+        // An expired token is an audit record: a new expiry issues a fresh one, without a warning.
+        let expired = record(&hash, "ci-apikey", Phase::Expired);
+        assert_eq!(Recorded::of(Some(&expired), "ci-apikey"), Recorded::Retired(&hash));
+        assert_eq!(decide_for(&expired, &Found::Missing), Plan::Issue(None));
+        // Another token than the recorded one is replaced; once expired, a Secret holding some
+        // other token is judged alone.
+        let other = record("sha256:other", "ci-apikey", Phase::Active);
+        assert_eq!(decide_for(&other, &Found::Intact(issued())), Plan::Replace);
+        let other_expired = record("sha256:other", "ci-apikey", Phase::Expired);
+        assert_eq!(decide_for(&other_expired, &Found::Intact(issued())), Plan::Keep(issued()));
     }
 
     #[test]

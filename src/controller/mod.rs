@@ -7,6 +7,7 @@ pub mod leader;
 pub mod secret;
 mod secret_watch;
 mod status;
+pub mod transition;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,7 +18,7 @@ use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1 as events;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::PostParams;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector;
@@ -27,7 +28,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::api::validate::ExpiryPolicy;
-use crate::api::{ApiKey, CONDITION_READY, Credential, LABEL_MANAGED_BY, MANAGED_BY_VALUE, reason};
+use crate::api::{ApiKey, Credential, Key, LABEL_MANAGED_BY, MANAGED_BY_VALUE, reason};
 use crate::telemetry::Metrics;
 use crate::token::TokenHash;
 use crate::watch::{api_in, watch_scopes};
@@ -295,27 +296,13 @@ async fn shutdown_signal(mut shutdown: watch::Receiver<bool>) {
 }
 
 /// What a kind's reconciler provides to the shared controller plumbing.
-pub trait Reconciled:
-    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-    + Clone
-    + serde::de::DeserializeOwned
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
-    /// The kind, for logs and metrics.
-    const KIND: &'static str;
+pub trait Reconciled: Key {
+    type Status: transition::KeyStatus;
+
+    fn status_of(&self) -> Option<&Self::Status>;
 
     /// One reconcile: read, decide, write.
     fn reconcile(object: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = crate::Result<Action>> + Send;
-
-    /// This object's phase and its tokens' expiries (by token name, empty for an ApiKey), for
-    /// `/metrics`.
-    fn census(&self) -> (Option<crate::api::Phase>, Vec<(&str, jiff::Timestamp)>);
-
-    /// The token hashes this object's status records, by token name (empty for an ApiKey).
-    fn recorded_hashes(&self) -> Vec<(&str, &str)>;
 }
 
 /// Builds the controller of kind `K` for one namespace (or all), and a future that says
@@ -331,21 +318,22 @@ fn controller<K: Reconciled>(
         move |hash, uid, token| {
             cached.state().iter().any(|object| {
                 let same_owner = object.meta().uid.as_deref() == Some(uid);
-                object
-                    .recorded_hashes()
-                    .into_iter()
-                    .any(|(held_by, held)| held == hash.as_str() && !(same_owner && held_by == token))
+                object.records().into_iter().any(|(held_by, record)| {
+                    record.token_hash.as_deref() == Some(hash.as_str())
+                        && !(same_owner && held_by.unwrap_or_default() == token)
+                })
             })
         },
     ));
     let cached = reader.clone();
-    ctx.metrics.add_census_source(K::KIND, move |census| {
+    ctx.metrics.add_census_source(K::KIND.as_str(), move |census| {
         for object in cached.state() {
-            let (phase, expiries) = object.census();
-            census.key(K::KIND, phase);
+            census.key(K::KIND.as_str(), object.phase());
             let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
-            for (token, at) in expiries {
-                census.expiry(K::KIND, &namespace, &name, token, at);
+            for (token, record) in object.records() {
+                if let Some(at) = &record.expires_at {
+                    census.expiry(K::KIND.as_str(), &namespace, &name, token.unwrap_or_default(), at.0);
+                }
             }
         }
     });
@@ -386,7 +374,7 @@ fn controller<K: Reconciled>(
 async fn timed_reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> crate::Result<Action> {
     let span = tracing::info_span!(
         "reconcile",
-        kind = K::KIND,
+        kind = K::KIND.as_str(),
         namespace = object.namespace().unwrap_or_default(),
         name = object.name_any(),
         key_id = tracing::field::Empty
@@ -394,7 +382,7 @@ async fn timed_reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> cr
     let started = std::time::Instant::now();
     let key = object_key(object.as_ref());
     let result = K::reconcile(object, ctx.clone()).instrument(span).await;
-    ctx.metrics.observe_reconcile(K::KIND, started.elapsed(), result.as_ref().err());
+    ctx.metrics.observe_reconcile(K::KIND.as_str(), started.elapsed(), result.as_ref().err());
     if result.is_ok() {
         ctx.reset_backoff(&key);
     }
@@ -405,7 +393,7 @@ async fn timed_reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> cr
 fn error_policy<K: Reconciled>(object: Arc<K>, error: &crate::Error, ctx: Arc<Context>) -> Action {
     let delay = ctx.backoff(&object_key(object.as_ref()), error);
     tracing::warn!(
-        kind = K::KIND,
+        kind = K::KIND.as_str(),
         namespace = object.namespace().unwrap_or_default(),
         name = object.name_any(),
         %error,
@@ -416,38 +404,35 @@ fn error_policy<K: Reconciled>(object: Arc<K>, error: &crate::Error, ctx: Arc<Co
 }
 
 impl Context {
-    /// Writes a status if it changed; when the Ready condition moved to a reason worth telling
-    /// (conflict, bad spec, expiry, inactive), publishes it as an event.
-    async fn write_status<K, S>(
+    /// Writes `desired` as the object's status if it changed, publishes the events the change
+    /// calls for, and says when to look again (see [`transition`]).
+    async fn finish<K: Reconciled>(
         &self,
         object: &K,
-        current: Option<&S>,
-        desired: &S,
-        was: &[Condition],
-        ready: &[Condition],
-    ) -> crate::Result<()>
-    where
-        K: Reconciled,
-        S: serde::Serialize + PartialEq,
-    {
+        desired: &K::Status,
+        now: jiff::Timestamp,
+    ) -> crate::Result<Action> {
+        let current = object.status_of();
         let api: Api<K> = Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
-        let wrote = status::apply(&api, object, current, desired, &self.status_writes, &self.metrics).await?;
-        let ready = ready.iter().find(|c| c.type_ == CONDITION_READY);
-        let was = was.iter().find(|c| c.type_ == CONDITION_READY);
-        let moved = ready.map(|c| (&c.reason, &c.message)) != was.map(|c| (&c.reason, &c.message));
-        if wrote
-            && moved
-            && let Some(ready) = ready
-        {
-            let type_ = match ready.reason.as_str() {
-                reason::SECRET_CONFLICT | reason::INVALID_SPEC => Some(WARNING),
-                reason::EXPIRED | reason::INACTIVE => Some(NORMAL),
-                _ => None,
-            };
-            if let Some(type_) = type_ {
-                self.publish(object, type_, &ready.reason, ready.message.clone());
+        if status::apply(&api, object, current, desired, &self.status_writes, &self.metrics).await? {
+            for note in transition::notes(current, desired) {
+                self.publish(object, note.type_, note.reason, note.message);
             }
         }
-        Ok(())
+        let requeue = transition::requeue(desired, now);
+        tracing::debug!(?requeue, "reconciled");
+        Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+    }
+
+    /// Refuses a bad spec, the same way for both kinds (see [`transition::refused`]).
+    async fn refuse<K: Reconciled>(
+        &self,
+        object: &K,
+        error: &crate::api::validate::SpecError,
+        now: jiff::Timestamp,
+    ) -> crate::Result<Action> {
+        tracing::info!(%error, "refusing invalid spec");
+        let desired = transition::refused(object.status_of(), error, object.meta().generation, now);
+        self.finish(object, &desired, now).await
     }
 }

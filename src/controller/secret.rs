@@ -55,7 +55,7 @@ impl Identity {
                 .map(|t| t.0)
                 .ok_or_else(|| missing("metadata.creationTimestamp"))?,
             owner: Owner {
-                kind: K::KIND,
+                kind: K::KIND.as_str(),
                 api_version: K::api_version(&()).into_owned(),
                 uid: object.uid().ok_or_else(|| missing("metadata.uid"))?,
                 name: name.clone(),

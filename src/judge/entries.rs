@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{Entry, ObjectKey, Policy, Standing};
 use crate::api::validate::{self, ExpiryPolicy};
-use crate::api::{ApiKey, Credential, KeyPolicy, KeyState, Kind, Phase};
+use crate::api::{ApiKey, Credential, Key, KeyPolicy, KeyState, Kind, Phase};
 use crate::token::TokenHash;
 
 /// Expiry as the spec alone sets it: a spec naming none leaves it to status (the operator's
@@ -34,28 +34,18 @@ fn failed_now(meta: &kube::api::ObjectMeta, phase: Option<Phase>, observed: Opti
 }
 
 /// A kind of key whose objects hold tokens to judge.
-pub trait Judged:
-    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-    + Clone
-    + serde::de::DeserializeOwned
-    + std::fmt::Debug
-    + Send
-    + 'static
-{
-    const KIND: Kind;
+pub trait Judged: Key {
     /// The entries of this object's tokens (none while pending or being deleted).
     fn entries(&self) -> Vec<Entry>;
 }
 
 impl Judged for ApiKey {
-    const KIND: Kind = Kind::ApiKey;
     fn entries(&self) -> Vec<Entry> {
         apikey_entries(self)
     }
 }
 
 impl Judged for Credential {
-    const KIND: Kind = Kind::Credential;
     fn entries(&self) -> Vec<Entry> {
         credential_entries(self)
     }
@@ -64,9 +54,11 @@ impl Judged for Credential {
 /// The index entry of an ApiKey that holds a token; none while pending or being deleted.
 pub fn apikey_entries(key: &ApiKey) -> Vec<Entry> {
     let Some(status) = &key.status else { return Vec::new() };
-    let (Some(hash), Some(status_expiry), Some(key_id)) =
-        (status.token_hash.as_deref().and_then(TokenHash::parse), &status.expires_at, &status.key_id)
-    else {
+    let (Some(hash), Some(status_expiry), Some(key_id)) = (
+        status.record.token_hash.as_deref().and_then(TokenHash::parse),
+        &status.record.expires_at,
+        &status.record.key_id,
+    ) else {
         return Vec::new();
     };
     let Some(created) = &key.metadata.creation_timestamp else { return Vec::new() };
@@ -75,7 +67,7 @@ pub fn apikey_entries(key: &ApiKey) -> Vec<Entry> {
     }
     let valid = validate::api_key(key, created.0, &SPEC_ONLY).ok();
     let expires_at = valid.as_ref().map_or(status_expiry.0, |v| v.expires_at.min(status_expiry.0));
-    let failed = failed_now(&key.metadata, status.phase, status.observed_generation);
+    let failed = failed_now(&key.metadata, status.record.phase, status.observed_generation);
     vec![Entry {
         digest: hash.digest(),
         object: Arc::new(ObjectKey::of(Kind::ApiKey, key)),
@@ -103,18 +95,18 @@ pub fn credential_entries(credential: &Credential) -> Vec<Entry> {
         // A token removed from spec stops working now, whatever status still says.
         .filter(|issued| credential.spec.tokens.iter().any(|t| t.name == issued.name))
         .filter_map(|issued| {
-            let hash = TokenHash::parse(issued.token_hash.as_deref()?)?;
-            let status_expiry = issued.expires_at.as_ref()?.0;
+            let hash = TokenHash::parse(issued.record.token_hash.as_deref()?)?;
+            let status_expiry = issued.record.expires_at.as_ref()?.0;
             let spec_expiry = valid
                 .as_ref()
                 .and_then(|v| v.tokens.iter().find(|t| t.name == issued.name))
-                .zip(issued.issued_at.as_ref())
+                .zip(issued.record.issued_at.as_ref())
                 .and_then(|(token, first_issued)| token.expires_at(first_issued.0, &SPEC_ONLY).ok());
             Some(Entry {
                 digest: hash.digest(),
                 object: object.clone(),
                 token: Some(issued.name.as_str().into()),
-                key_id: issued.key_id.as_deref()?.into(),
+                key_id: issued.record.key_id.as_deref()?.into(),
                 expires_at: spec_expiry.map_or(status_expiry, |at| at.min(status_expiry)),
                 policy: shared.clone(),
             })

@@ -209,7 +209,7 @@ impl<'a> From<&'a Verdict> for Answer<'a> {
 pub(crate) mod fixtures {
     use crate::api::{
         ApiKey, ApiKeySpec, ApiKeyStatus, Credential, CredentialSpec, CredentialStatus, CredentialToken, Phase,
-        TokenStatus,
+        TokenRecord, TokenStatus,
     };
     use crate::token::Token;
     use jiff::Timestamp;
@@ -228,11 +228,14 @@ pub(crate) mod fixtures {
         key.metadata.generation = Some(1);
         key.metadata.creation_timestamp = Some(Time(ts(CREATED)));
         key.status = Some(ApiKeyStatus {
-            phase: Some(Phase::Active),
+            record: TokenRecord {
+                phase: Some(Phase::Active),
+                key_id: Some(token.key_id()),
+                token_hash: Some(token.hash().to_string()),
+                expires_at: Some(Time(ts(status_expiry))),
+                ..Default::default()
+            },
             observed_generation: Some(1),
-            key_id: Some(token.key_id()),
-            token_hash: Some(token.hash().to_string()),
-            expires_at: Some(Time(ts(status_expiry))),
             ..Default::default()
         });
         key
@@ -251,11 +254,13 @@ pub(crate) mod fixtures {
                 .iter()
                 .map(|(name, token)| TokenStatus {
                     name: name.to_string(),
-                    key_id: Some(token.key_id()),
-                    token_hash: Some(token.hash().to_string()),
-                    issued_at: Some(Time(ts(CREATED))),
-                    expires_at: Some(Time(ts("2026-03-01T00:00:00Z"))),
-                    ..Default::default()
+                    record: TokenRecord {
+                        key_id: Some(token.key_id()),
+                        token_hash: Some(token.hash().to_string()),
+                        issued_at: Some(Time(ts(CREATED))),
+                        expires_at: Some(Time(ts("2026-03-01T00:00:00Z"))),
+                        ..Default::default()
+                    },
                 })
                 .collect(),
             ..Default::default()
@@ -345,7 +350,7 @@ mod tests {
         let key = apikey(&token, serde_json::json!({"allowedCIDRs": ["not-a-cidr"]}), "2026-03-01T00:00:00Z");
         assert_eq!(check(&single(&key), &token, &[], Some("10.0.0.1"), now), Code::Inactive);
         let mut key = apikey(&token, serde_json::json!({}), "2026-03-01T00:00:00Z");
-        key.status.as_mut().unwrap().phase = Some(Phase::Failed);
+        key.status.as_mut().unwrap().record.phase = Some(Phase::Failed);
         assert_eq!(check(&single(&key), &token, &[], None, now), Code::Inactive, "the controller refused this spec");
         key.metadata.generation = Some(2);
         assert_eq!(check(&single(&key), &token, &[], None, now), Code::Valid, "a newer spec is judged on its own");
@@ -375,7 +380,7 @@ mod tests {
         key.metadata.deletion_timestamp = Some(Time(ts(CREATED)));
         assert!(apikey_entries(&key).is_empty());
         let mut key = apikey(&token, serde_json::json!({}), "2026-03-01T00:00:00Z");
-        key.status.as_mut().unwrap().token_hash = Some("sha256:not-hex".into());
+        key.status.as_mut().unwrap().record.token_hash = Some("sha256:not-hex".into());
         assert!(apikey_entries(&key).is_empty());
         key.status = None;
         assert!(apikey_entries(&key).is_empty());

@@ -398,7 +398,7 @@ impl Issuable for ApiKey {
         if status.observed_generation < self.metadata.generation {
             return Progress::Waiting("the controller has not seen this generation yet".into());
         }
-        match (status.phase, &status.token_hash, &status.key_id) {
+        match (status.record.phase, &status.record.token_hash, &status.record.key_id) {
             (Some(Phase::Active | Phase::Inactive), Some(hash), Some(key_id)) => Progress::Issued(Issued {
                 kind: "ApiKey",
                 namespace: self.namespace().unwrap_or_default(),
@@ -406,8 +406,8 @@ impl Issuable for ApiKey {
                 token_name: None,
                 key_id: key_id.clone(),
                 token_hash: hash.clone(),
-                secret_name: status.secret_name.clone().unwrap_or_else(|| self.secret_name()),
-                expires_at: status.expires_at.as_ref().map(|t| t.0),
+                secret_name: status.record.secret_name.clone().unwrap_or_else(|| self.secret_name()),
+                expires_at: status.record.expires_at.as_ref().map(|t| t.0),
             }),
             (Some(Phase::Failed), ..) => {
                 Progress::Refused(format!("the controller refused it: {}", ready_message(&status.conditions)))
@@ -433,7 +433,7 @@ impl Issuable for Credential {
         let Some(issued) = status.tokens.iter().find(|t| t.name == name) else {
             return Progress::Waiting(format!("token {name:?} not issued yet"));
         };
-        match (issued.phase, &issued.token_hash, &issued.key_id) {
+        match (issued.record.phase, &issued.record.token_hash, &issued.record.key_id) {
             (Some(Phase::Active | Phase::Inactive), Some(hash), Some(key_id)) => Progress::Issued(Issued {
                 kind: "Credential",
                 namespace: self.namespace().unwrap_or_default(),
@@ -441,12 +441,12 @@ impl Issuable for Credential {
                 token_name: Some(name.to_string()),
                 key_id: key_id.clone(),
                 token_hash: hash.clone(),
-                secret_name: issued.secret_name.clone().unwrap_or_else(|| self.secret_name(name)),
-                expires_at: issued.expires_at.as_ref().map(|t| t.0),
+                secret_name: issued.record.secret_name.clone().unwrap_or_else(|| self.secret_name(name)),
+                expires_at: issued.record.expires_at.as_ref().map(|t| t.0),
             }),
             (Some(Phase::Failed | Phase::Expired), ..) => Progress::Refused(format!(
                 "token {name:?} is {}: {}",
-                issued.phase.map_or("-", Phase::as_str),
+                issued.record.phase.map_or("-", Phase::as_str),
                 ready_message(&status.conditions)
             )),
             (phase, ..) => Progress::Waiting(format!("token {name:?} phase {}", phase.map_or("-", Phase::as_str))),

@@ -4,33 +4,20 @@
 use std::fmt::Write as _;
 
 use jiff::Timestamp;
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use super::cluster::{Cluster, Subject};
 use super::error::{PluginError, Result};
 use super::render::{self, Format, Table};
-use crate::api::{ANNOTATION_CREATED_BY, ApiKey, Credential, KeyPolicy, KeyState, Phase};
+use crate::api::{ANNOTATION_CREATED_BY, ApiKey, Credential, Key, KeyState, Phase};
 
 /// The field manager of every change the plugin makes, as `kubectl` is of its own.
 pub const FIELD_MANAGER: &str = "kubectl-apikey";
 
 /// An ApiKey or a Credential, as the commands see it.
-pub trait KeyResource:
-    Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + Clone
-    + DeserializeOwned
-    + Serialize
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
+pub trait KeyResource: Key {
     /// kubectl's singular name of the resource.
     const NOUN: &'static str;
     /// What comes between `kubectl apikey` and a command for this kind: `credential `, or
@@ -38,9 +25,6 @@ pub trait KeyResource:
     const COMMANDS: &'static str;
     /// The other kind of key, which a name given to the wrong command may be.
     type Other: KeyResource;
-    fn policy(&self) -> &KeyPolicy;
-    fn phase(&self) -> Option<Phase>;
-    fn conditions(&self) -> &[Condition];
     /// Columns of `list` after NAME (and before CREATED BY and AGE).
     fn columns() -> &'static [&'static str];
     fn cells(&self, now: Timestamp) -> Vec<String>;
@@ -48,28 +32,10 @@ pub trait KeyResource:
     fn details(&self, out: &mut String, now: Timestamp);
 }
 
-/// The accessors both kinds share: the policy in spec, the phase and conditions in status.
-macro_rules! key_accessors {
-    () => {
-        fn policy(&self) -> &KeyPolicy {
-            &self.spec.policy
-        }
-
-        fn phase(&self) -> Option<Phase> {
-            self.status.as_ref()?.phase
-        }
-
-        fn conditions(&self) -> &[Condition] {
-            self.status.as_ref().map_or(&[], |s| &s.conditions)
-        }
-    };
-}
-
 impl KeyResource for ApiKey {
     const NOUN: &'static str = "apikey";
     const COMMANDS: &'static str = "";
     type Other = Credential;
-    key_accessors!();
 
     fn columns() -> &'static [&'static str] {
         &["PHASE", "KEY ID", "SCOPES", "EXPIRES IN"]
@@ -78,24 +44,24 @@ impl KeyResource for ApiKey {
     fn cells(&self, now: Timestamp) -> Vec<String> {
         let status = self.status.clone().unwrap_or_default();
         vec![
-            phase_text(status.phase),
-            status.key_id.unwrap_or_else(|| "-".into()),
+            phase_text(status.record.phase),
+            status.record.key_id.unwrap_or_else(|| "-".into()),
             render::joined(&self.spec.policy.scopes),
             // A refused key has no usable token, whatever its status recorded.
-            match status.phase {
+            match status.record.phase {
                 Some(Phase::Failed) => "-".into(),
-                _ => render::expires_in(status.expires_at.map(|t| t.0), now),
+                _ => render::expires_in(status.record.expires_at.map(|t| t.0), now),
             },
         ]
     }
 
     fn details(&self, out: &mut String, now: Timestamp) {
         let status = self.status.clone().unwrap_or_default();
-        field(out, "Key ID", status.key_id.as_deref().unwrap_or("-"));
-        field(out, "Token hash", status.token_hash.as_deref().unwrap_or("-"));
-        field(out, "Secret", status.secret_name.as_deref().unwrap_or(&self.secret_name()));
-        field(out, "Issued", &status.issued_at.map_or("-".into(), |t| render::when(t.0, now)));
-        let expiry = match (&status.expires_at, &self.spec.expires_after, &self.spec.expires_at) {
+        field(out, "Key ID", status.record.key_id.as_deref().unwrap_or("-"));
+        field(out, "Token hash", status.record.token_hash.as_deref().unwrap_or("-"));
+        field(out, "Secret", status.record.secret_name.as_deref().unwrap_or(&self.secret_name()));
+        field(out, "Issued", &status.record.issued_at.map_or("-".into(), |t| render::when(t.0, now)));
+        let expiry = match (&status.record.expires_at, &self.spec.expires_after, &self.spec.expires_at) {
             (Some(at), _, _) => render::when(at.0, now),
             (None, Some(after), _) => format!("{after} after creation"),
             (None, None, Some(at)) => at.clone(),
@@ -109,7 +75,6 @@ impl KeyResource for Credential {
     const NOUN: &'static str = "credential";
     const COMMANDS: &'static str = "credential ";
     type Other = ApiKey;
-    key_accessors!();
 
     fn columns() -> &'static [&'static str] {
         &["PHASE", "TOKENS", "SCOPES", "NEXT EXPIRY"]
@@ -117,12 +82,12 @@ impl KeyResource for Credential {
 
     fn cells(&self, now: Timestamp) -> Vec<String> {
         let status = self.status.clone().unwrap_or_default();
-        let active = status.tokens.iter().filter(|t| t.phase == Some(Phase::Active)).count();
+        let active = status.tokens.iter().filter(|t| t.record.phase == Some(Phase::Active)).count();
         let next_expiry = status
             .tokens
             .iter()
-            .filter(|t| t.phase == Some(Phase::Active))
-            .filter_map(|t| t.expires_at.as_ref().map(|at| at.0))
+            .filter(|t| t.record.phase == Some(Phase::Active))
+            .filter_map(|t| t.record.expires_at.as_ref().map(|at| at.0))
             .min();
         vec![
             phase_text(status.phase),
@@ -144,11 +109,11 @@ impl KeyResource for Credential {
             let issued = status.tokens.iter().find(|t| t.name == token.name).cloned().unwrap_or_default();
             table.row(vec![
                 token.name.clone(),
-                phase_text(issued.phase),
-                issued.key_id.unwrap_or_else(|| "-".into()),
-                issued.secret_name.unwrap_or_else(|| self.secret_name(&token.name)),
-                issued.issued_at.map_or("-".into(), |t| render::age(Some(t.0), now) + " ago"),
-                render::expires_in(issued.expires_at.map(|t| t.0), now),
+                phase_text(issued.record.phase),
+                issued.record.key_id.unwrap_or_else(|| "-".into()),
+                issued.record.secret_name.unwrap_or_else(|| self.secret_name(&token.name)),
+                issued.record.issued_at.map_or("-".into(), |t| render::age(Some(t.0), now) + " ago"),
+                render::expires_in(issued.record.expires_at.map(|t| t.0), now),
             ]);
         }
         indent(out, &table.render());

@@ -71,7 +71,11 @@ impl Key {
                     Key::ApiKey(_) => &[],
                 };
                 let first_issue = |name: &str| {
-                    tokens.iter().find(|t| t.name == name).and_then(|t| t.issued_at.as_ref()).map_or(now, |t| t.0)
+                    tokens
+                        .iter()
+                        .find(|t| t.name == name)
+                        .and_then(|t| t.record.issued_at.as_ref())
+                        .map_or(now, |t| t.0)
                 };
                 InUse::of_credential(credential, first_issue, expiry)
             }

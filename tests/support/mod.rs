@@ -154,7 +154,9 @@ impl TestNamespace {
     /// Waits until the key is in `phase` and its status describes its current generation.
     pub async fn wait_phase(&self, name: &str, phase: Phase) -> ApiKey {
         self.wait_key(name, &format!("phase {phase:?}"), move |k| {
-            k.status.as_ref().is_some_and(|s| s.phase == Some(phase) && s.observed_generation == k.metadata.generation)
+            k.status
+                .as_ref()
+                .is_some_and(|s| s.record.phase == Some(phase) && s.observed_generation == k.metadata.generation)
         })
         .await
     }
@@ -184,7 +186,7 @@ impl TestNamespace {
     pub async fn wait_new_token(&self, name: &str, old: &Option<String>) -> keyward::api::ApiKeyStatus {
         let key = self
             .wait_key(name, "a new token", |k| {
-                k.status.as_ref().is_some_and(|s| s.phase == Some(Phase::Active) && &s.token_hash != old)
+                k.status.as_ref().is_some_and(|s| s.record.phase == Some(Phase::Active) && &s.record.token_hash != old)
             })
             .await;
         key.status.expect("status")
@@ -433,7 +435,7 @@ pub async fn wait_all_active(keys: Api<ApiKey>, names: &[String], deadline: Dura
         match tokio::time::timeout_at(until, stream.next()).await {
             Ok(Some(Ok(watcher::Event::Apply(key) | watcher::Event::InitApply(key)))) => {
                 let active = key.status.as_ref().is_some_and(|s| {
-                    s.phase == Some(Phase::Active) && s.observed_generation == key.metadata.generation
+                    s.record.phase == Some(Phase::Active) && s.observed_generation == key.metadata.generation
                 });
                 if active {
                     pending.remove(&key.name_any());
@@ -486,7 +488,7 @@ pub async fn assert_tokens_match_status(ns: &TestNamespace, names: &[String]) ->
             .unwrap_or_else(|| panic!("no Secret for {}", key.name_any()));
         let token = token_in(secret).expect("token");
         assert_eq!(
-            status.token_hash.as_deref(),
+            status.record.token_hash.as_deref(),
             Some(keyward::token::TokenHash::of(token.as_bytes()).as_str()),
             "{}: the Secret's token does not hash to status.tokenHash",
             key.name_any()
@@ -691,7 +693,7 @@ impl TestNamespace {
 
 /// The token statuses of a Credential by name: (tokenHash, phase).
 pub fn token_states(status: &keyward::api::CredentialStatus) -> BTreeMap<String, (Option<String>, Option<Phase>)> {
-    status.tokens.iter().map(|t| (t.name.clone(), (t.token_hash.clone(), t.phase))).collect()
+    status.tokens.iter().map(|t| (t.name.clone(), (t.record.token_hash.clone(), t.record.phase))).collect()
 }
 
 /// The directory of the control plane the tests run against: `admin.kubeconfig` (the
