@@ -459,6 +459,9 @@ async fn keys_and_credentials_at_rest_cause_no_writes() {
         let secret = ns.secrets().get(&format!("rest-{i}-apikey")).await.expect("secret");
         versions.push((key.resource_version(), secret.resource_version()));
     }
+    // The write counter the check below reads is the one that counted the 7 tokens' Secrets.
+    let creates = r#"keyward_api_writes_total{resource="secrets",verb="create"}"#;
+    controller.wait_metric(creates, "7 Secrets written", |n| n == Some(7.0)).await;
     // A restart re-lists and reconciles every key: nothing may be written. The new process
     // counts from 0, and its initial lists queue every object of this namespace (the only one it
     // watches) at once, 32 reconciles at a time: 5 ApiKey and 1 Credential reconciles done.
