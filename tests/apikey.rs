@@ -180,6 +180,8 @@ async fn inactive_from_creation_issues_the_token_but_is_not_ready() {
     ns.create_key("dormant", json!({"state": "Inactive"})).await;
     let status = ns.wait_phase("dormant", Phase::Inactive).await.status.expect("status");
     assert_eq!(status.token_hash, Some(hash_of(&ns.token_of("dormant-apikey").await)));
+    let ready = &status.conditions[0];
+    assert_eq!((ready.type_.as_str(), ready.status.as_str(), ready.reason.as_str()), ("Ready", "False", "Inactive"));
 }
 
 #[tokio::test]
