@@ -11,7 +11,7 @@ use keyward::token::{Token, TokenHash};
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::{TestNamespace, token_in};
+use support::{TestNamespace, token_in, wait_for};
 
 fn hash_of(token: &str) -> String {
     TokenHash::of(token.as_bytes()).to_string()
@@ -183,6 +183,8 @@ async fn inactive_from_creation_issues_the_token_but_is_not_ready() {
     ns.create_key("dormant", json!({"state": "Inactive"})).await;
     let status = ns.wait_phase("dormant", Phase::Inactive).await.status.expect("status");
     assert_eq!(status.record.token_hash, Some(hash_of(&ns.token_of("dormant-apikey").await)));
+    let ready = &status.conditions[0];
+    assert_eq!((ready.type_.as_str(), ready.status.as_str(), ready.reason.as_str()), ("Ready", "False", "Inactive"));
 }
 
 #[tokio::test]
@@ -450,7 +452,7 @@ async fn secret_template_changes_reach_the_secret_without_rewriting_the_token() 
 #[tokio::test]
 async fn keys_and_credentials_at_rest_cause_no_writes() {
     let ns = TestNamespace::new("at-rest").await;
-    let mut controller = support::Operator::start(&ns.name, &[], &[("RUST_LOG", "info,keyward=debug")]);
+    let mut controller = ns.controller(&[]);
     for i in 0..5 {
         ns.create_key(&format!("rest-{i}"), json!({})).await;
     }
@@ -462,26 +464,21 @@ async fn keys_and_credentials_at_rest_cause_no_writes() {
         let secret = ns.secrets().get(&format!("rest-{i}-apikey")).await.expect("secret");
         versions.push((key.resource_version(), secret.resource_version()));
     }
-    // A restart re-lists and reconciles every key: nothing may be written.
+    // The write counter the check below reads is the one that counted the 7 tokens' Secrets.
+    let creates = r#"keyward_api_writes_total{resource="secrets",verb="create"}"#;
+    controller.wait_metric(creates, "7 Secrets written", |n| n == Some(7.0)).await;
+    // A restart re-lists and reconciles every key: nothing may be written. The new process
+    // counts from 0, and its initial lists queue every object of this namespace (the only one it
+    // watches) at once, 32 reconciles at a time: 5 ApiKey and 1 Credential reconciles done.
     controller.kill().await;
-    let before = controller.logs().len();
     controller.restart();
-    let deadline = tokio::time::Instant::now() + support::DEADLINE;
-    loop {
-        let logs = controller.logs();
-        let after = &logs[before..];
-        let done = ["rest-0", "rest-1", "rest-2", "rest-3", "rest-4", "rest-cred"]
-            .iter()
-            .filter(|name| after.lines().any(|l| l.contains("reconciled") && l.contains(&format!("\"{name}\""))))
-            .count();
-        if done == 6 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not every key was reconciled after the restart:\n{after}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for (kind, objects) in [("ApiKey", 5.0), ("Credential", 1.0)] {
+        let series = format!(r#"keyward_reconciles_total{{kind="{kind}"}}"#);
+        controller.wait_metric(&series, &format!("every {kind} reconciled"), |n| n >= Some(objects)).await;
     }
     // No write request at all, not even a no-op status apply (which would leave versions alone).
-    let (_, metrics) = controller.http_get("/metrics").await;
+    let metrics = controller.metrics().await;
+    assert!(!metrics.contains("keyward_reconcile_errors_total{"), "reconciles failed at rest:\n{metrics}");
     let writes: Vec<&str> =
         metrics.lines().filter(|l| l.starts_with("keyward_api_writes_total") && !l.ends_with(" 0")).collect();
     assert!(writes.is_empty(), "writes after a restart at rest: {writes:?}");
@@ -518,8 +515,16 @@ async fn renaming_the_secret_issues_a_fresh_token_there_and_removes_the_old_secr
     assert_eq!(after.record.secret_name.as_deref(), Some("moved-token"));
     assert_eq!(after.record.token_hash, Some(hash_of(&ns.token_of("moved-token").await)));
     ns.wait_secret_gone("moving-apikey").await;
-    assert!(
-        ns.events_for("moving").await.iter().all(|e| e.reason.as_deref() != Some("TokenReissued")),
-        "a rename is not a lost Secret"
-    );
+    // Events are written asynchronously, after the status. The rename's own is Issued (its
+    // second); then an event of a later reconcile, Inactive, is waited for: a TokenReissued of
+    // the rename or of the old Secret's deletion is queued before it.
+    wait_for("the rename's Issued event", support::DEADLINE, || async {
+        let issued = ns.events_for("moving").await.iter().filter(|e| e.reason.as_deref() == Some("Issued")).count();
+        if issued >= 2 { Ok(()) } else { Err(format!("{issued} Issued events")) }
+    })
+    .await;
+    ns.patch_spec("moving", json!({"state": "Inactive"})).await;
+    ns.wait_event("moving", "Inactive").await;
+    let reasons: Vec<String> = ns.events_for("moving").await.into_iter().filter_map(|e| e.reason).collect();
+    assert!(!reasons.iter().any(|r| r == "TokenReissued"), "a rename is not a lost Secret: {reasons:?}");
 }

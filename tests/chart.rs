@@ -7,8 +7,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -19,7 +18,8 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::{DEADLINE, Operator, TestNamespace};
+use support::command::{CommandLine, PLUGIN, Run};
+use support::{DEADLINE, Operator, TestNamespace, wait_for};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/keyward");
 
@@ -55,7 +55,7 @@ async fn helm_lint_passes_and_the_schema_refuses_unknown_and_bad_values() {
         &["--set", "controller.maxExpiry=365d", "--set", "image.tag=dev"],
     ] {
         let lint = helm(&[&["lint", CHART, "--strict"], values].concat()).await;
-        assert!(lint.status.success(), "helm lint {values:?} failed:\n{}", text(&lint));
+        assert!(lint.success(), "helm lint {values:?} failed:\n{lint}");
     }
     for (values, named) in [
         (&["--set", "controller.replica=3"][..], "replica"),
@@ -64,8 +64,11 @@ async fn helm_lint_passes_and_the_schema_refuses_unknown_and_bad_values() {
         (&["--set", "logFormat=xml"], "logFormat"),
     ] {
         let lint = helm(&[&["lint", CHART], values].concat()).await;
-        assert!(!lint.status.success(), "helm lint accepted {values:?}");
-        assert!(text(&lint).contains(named), "the refusal of {values:?} does not name {named}:\n{}", text(&lint));
+        assert!(!lint.success(), "helm lint accepted {values:?}");
+        assert!(
+            lint.stdout.contains(named) || lint.stderr.contains(named),
+            "the refusal of {values:?} does not name {named}:\n{lint}"
+        );
     }
 }
 
@@ -365,17 +368,13 @@ async fn the_webhook_fails_closed_with_a_ca_bundle_that_signed_its_certificate()
     };
     std::fs::write(dir.path().join("ca.crt"), decode("ca.crt")).expect("write");
     std::fs::write(dir.path().join("tls.crt"), decode("tls.crt")).expect("write");
-    let verify = std::process::Command::new("openssl")
-        .args(["verify", "-CAfile", "ca.crt", "-verify_hostname", "kw-keyward-webhook.keyward-system.svc", "tls.crt"])
-        .current_dir(dir.path())
-        .output()
-        .expect("openssl verify");
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    let file = |name: &str| dir.path().join(name).to_str().expect("UTF-8").to_string();
+    let verify = CommandLine::new("openssl")
+        .args(&["verify", "-CAfile", &file("ca.crt"), "-verify_hostname", "kw-keyward-webhook.keyward-system.svc"])
+        .args(&[file("tls.crt")])
+        .run()
+        .await;
+    assert!(verify.success(), "{verify}");
 
     // With cert-manager: its Certificate, the CA injected, no Secret of the chart's own.
     let managed = render("kw", "keyward-system", &["--set", "webhook.certManager.enabled=true"]).await;
@@ -540,7 +539,7 @@ async fn the_webhook_serves_the_charts_certificate_asks_reviews_as_its_identity_
     // An upgrade keeps the CA (and so every caBundle that trusts it).
     let upgrade =
         helm(&["upgrade", &release.name, CHART, "--namespace", &ns.name, "--set", &selector, "--timeout", "60s"]).await;
-    assert!(upgrade.status.success(), "helm upgrade:\n{}", text(&upgrade));
+    assert!(upgrade.success(), "helm upgrade:\n{upgrade}");
     assert_eq!(ca(&secrets.get(&format!("{name}-tls")).await.expect("the Secret")), ca(&tls), "a new CA on upgrade");
 
     // The chart's ServiceAccount may ask SubjectAccessReviews, and read nothing.
@@ -567,27 +566,19 @@ async fn the_webhook_serves_the_charts_certificate_asks_reviews_as_its_identity_
     let addr = webhook.listen_addr().await;
     let port = addr.rsplit(':').next().expect("a port");
     let host = format!("{name}.{}.svc", ns.name);
-    let ask = |user: &str| {
+    let ask = async |user: &str| -> Value {
         let review = review_of_create(&ns.name, user, "orders.read").to_string();
-        let out = std::process::Command::new("curl")
-            .args(["-sS", "--cacert", &path("ca.crt"), "--resolve", &format!("{host}:{port}:127.0.0.1")])
-            .args([
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                &review,
-                &format!("https://{host}:{port}/validate"),
-            ])
-            .output()
-            .expect("curl");
-        assert!(
-            out.status.success(),
-            "the served certificate is not the chart's CA's: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).expect("an AdmissionReview")["response"].clone()
+        let out = CommandLine::new("curl")
+            .args(&["-sS", "--max-time", "10", "--cacert", &path("ca.crt")])
+            .args(&["--resolve", &format!("{host}:{port}:127.0.0.1"), "-H", "Content-Type: application/json"])
+            .args(&["--data-binary", &review, &format!("https://{host}:{port}/validate")])
+            .deadline(Duration::from_secs(20))
+            .run()
+            .await;
+        assert!(out.success(), "the served certificate is not the chart's CA's:\n{out}");
+        serde_json::from_str::<Value>(&out.stdout).expect("an AdmissionReview")["response"].clone()
     };
-    let refused = ask("keyward-user-1");
+    let refused = ask("keyward-user-1").await;
     assert_eq!(refused["allowed"], false, "{refused}");
     let message = refused["status"]["message"].as_str().unwrap_or_default();
     assert!(
@@ -608,11 +599,11 @@ async fn the_webhook_serves_the_charts_certificate_asks_reviews_as_its_identity_
         .await
         .expect("RoleBinding");
     // The webhook caches answers for 10 s; the authorizer learns of the binding from a watch.
-    let until = Instant::now() + Duration::from_secs(40);
-    while ask("keyward-user-1")["allowed"] != true {
-        assert!(Instant::now() < until, "the granted user is still refused");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_for("the granted user allowed", Duration::from_secs(40), || async {
+        let answer = ask("keyward-user-1").await;
+        if answer["allowed"] == true { Ok(()) } else { Err(answer) }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -671,51 +662,43 @@ async fn namespace_editors_manage_keys_with_kubectl_apikey_and_viewers_only_read
     let editor = support::user_kubeconfig(2);
     let viewer = support::user_kubeconfig(3);
 
-    let created = kubectl_apikey(&editor, &["-n", &ns.name, "create", "by-editor", "--scope", "orders.read"]);
-    let stderr = String::from_utf8_lossy(&created.stderr);
-    assert_eq!(created.status.code(), Some(0), "an editor creates a key and sees its token:\n{stderr}");
-    let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
-    assert_eq!(token, ns.token_of("by-editor-apikey").await, "the token printed is the one in the Secret");
+    let created =
+        kubectl_apikey(&editor, &["-n", &ns.name, "create", "by-editor", "--scope", "orders.read"]).await.exits(0);
+    created.never_shows_on_stderr(&ns.token_of("by-editor-apikey").await);
+    assert_eq!(
+        created.stdout.trim(),
+        ns.token_of("by-editor-apikey").await,
+        "the token printed is the one in the Secret"
+    );
 
-    let listed = kubectl_apikey(&viewer, &["-n", &ns.name, "list"]);
-    assert_eq!(listed.status.code(), Some(0), "a viewer lists keys:\n{}", text(&listed));
-    assert!(String::from_utf8_lossy(&listed.stdout).contains("by-editor"), "{}", text(&listed));
-    let refused = kubectl_apikey(&viewer, &["-n", &ns.name, "deactivate", "by-editor"]);
-    assert_eq!(refused.status.code(), Some(5), "a viewer may not deactivate:\n{}", text(&refused));
-    let refused = kubectl_apikey(&viewer, &["-n", &ns.name, "create", "by-viewer"]);
-    assert_eq!(refused.status.code(), Some(5), "a viewer may not create:\n{}", text(&refused));
+    let listed = kubectl_apikey(&viewer, &["-n", &ns.name, "list"]).await.exits(0);
+    assert!(listed.rows_starting("by-editor").len() == 1, "a viewer lists keys:\n{listed}");
+    kubectl_apikey(&viewer, &["-n", &ns.name, "deactivate", "by-editor"]).await.exits(5);
+    kubectl_apikey(&viewer, &["-n", &ns.name, "create", "by-viewer"]).await.exits(5);
     assert!(ns.keys().get_opt("by-viewer").await.expect("get").is_none());
-    let deactivated = kubectl_apikey(&editor, &["-n", &ns.name, "deactivate", "by-editor"]);
-    assert_eq!(deactivated.status.code(), Some(0), "an editor deactivates:\n{}", text(&deactivated));
+    kubectl_apikey(&editor, &["-n", &ns.name, "deactivate", "by-editor"]).await.exits(0);
+    let key = ns.keys().get("by-editor").await.expect("get");
+    let spec = serde_json::to_value(&key.spec).expect("JSON");
+    assert_eq!(spec["state"], "Inactive", "the editor's deactivate was written: {spec}");
 }
 
 /// Waits until the clusterrole-aggregation controller has folded the chart's user roles into
 /// the built-in ClusterRole `role`.
 async fn wait_aggregated(client: &Client, role: &str, verb: &str) {
-    let started = Instant::now();
-    loop {
+    wait_for(format!("ClusterRole {role} getting {verb} on apikeys by aggregation"), DEADLINE, || async {
         let current = Api::<ClusterRole>::all(client.clone()).get(role).await.expect("get the built-in role");
-        let grants = current.rules.unwrap_or_default().iter().any(|rule| {
+        current.rules.unwrap_or_default().iter().any(|rule| {
             rule.api_groups.as_ref().is_some_and(|g| g.iter().any(|g| g == "keyward.io"))
                 && rule.resources.as_ref().is_some_and(|r| r.iter().any(|r| r == "apikeys"))
                 && rule.verbs.iter().any(|v| v == verb)
-        });
-        if grants {
-            return;
-        }
-        assert!(started.elapsed() < DEADLINE, "ClusterRole {role} never got {verb} on apikeys by aggregation");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        })
+    })
+    .await;
 }
 
-/// `kubectl-apikey` with `args` under `kubeconfig`.
-fn kubectl_apikey(kubeconfig: &Path, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-apikey"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run kubectl-apikey")
+/// `kubectl-apikey` with `args` under `kubeconfig`, with the plugin tests' deadline.
+async fn kubectl_apikey(kubeconfig: &Path, args: &[&str]) -> Run {
+    CommandLine::new(PLUGIN).args(args).env("KUBECONFIG", kubeconfig).run().await
 }
 
 #[tokio::test]
@@ -793,10 +776,10 @@ impl Release {
         let install =
             helm(&[&["install", &name, CHART, "--namespace", namespace, "--timeout", "60s"], &values[..]].concat())
                 .await;
-        assert!(install.status.success(), "helm install failed:\n{}", text(&install));
+        assert!(install.success(), "helm install failed:\n{install}");
         let manifest = helm(&["get", "manifest", &name, "--namespace", namespace]).await;
-        assert!(manifest.status.success(), "helm get manifest:\n{}", text(&manifest));
-        let objects = documents(&String::from_utf8_lossy(&manifest.stdout));
+        assert!(manifest.success(), "helm get manifest:\n{manifest}");
+        let objects = documents(&manifest.stdout);
         let client = support::client().await;
         Release { fullname: format!("{name}-keyward"), name, namespace: namespace.to_string(), objects, client }
     }
@@ -901,11 +884,7 @@ impl Identity {
         let client = Client::try_from(config).expect("a client");
         // The API server checks the ServiceAccount in its informer cache, which may not hold a
         // new one yet: a bad token is a 401 even on /version, so wait for that to pass.
-        let started = Instant::now();
-        while let Err(error) = client.apiserver_version().await {
-            assert!(started.elapsed() < DEADLINE, "the token of {account} is not accepted: {error}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for(format!("the token of {account} accepted"), DEADLINE, || client.apiserver_version()).await;
         Identity { kubeconfig, client }
     }
 }
@@ -993,8 +972,8 @@ where
 /// `helm template` of the chart, as objects.
 async fn render(release: &str, namespace: &str, values: &[&str]) -> Vec<Value> {
     let out = helm(&[&["template", release, CHART, "--namespace", namespace], values].concat()).await;
-    assert!(out.status.success(), "helm template {values:?} failed:\n{}", text(&out));
-    documents(&String::from_utf8_lossy(&out.stdout))
+    assert!(out.success(), "helm template {values:?} failed:\n{out}");
+    documents(&out.stdout)
 }
 
 fn documents(yaml: &str) -> Vec<Value> {
@@ -1071,7 +1050,12 @@ fn helm_path() -> PathBuf {
         }
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/control-plane.sh");
         let tools = std::process::Command::new(script).arg("tools").output().expect("run control-plane.sh tools");
-        assert!(tools.status.success(), "control-plane.sh tools failed:\n{}", text(&tools));
+        assert!(
+            tools.status.success(),
+            "control-plane.sh tools failed:\n{}{}",
+            String::from_utf8_lossy(&tools.stdout),
+            String::from_utf8_lossy(&tools.stderr)
+        );
         let dir = String::from_utf8_lossy(&tools.stdout).lines().last().unwrap_or_default().trim().to_string();
         PathBuf::from(dir).join("helm")
     })
@@ -1079,16 +1063,6 @@ fn helm_path() -> PathBuf {
 }
 
 /// Runs helm with `args`, with a deadline.
-async fn helm(args: &[&str]) -> Output {
-    let mut command = tokio::process::Command::new(helm_path());
-    command.args(args).kill_on_drop(true);
-    match tokio::time::timeout(Duration::from_secs(120), command.output()).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(e)) => panic!("run helm {args:?}: {e}"),
-        Err(_) => panic!("helm {args:?} did not finish within 120 s"),
-    }
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+async fn helm(args: &[&str]) -> Run {
+    CommandLine::new(helm_path()).args(args).deadline(Duration::from_secs(120)).run().await
 }

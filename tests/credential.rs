@@ -46,11 +46,18 @@ async fn every_token_is_issued_once_into_its_own_secret() {
         primary.record.expires_at.clone().expect("expiresAt").0,
         issued + jiff::SignedDuration::from_hours(30 * 24)
     );
-    let listed = ns.credentials().get("billing").await.expect("get");
-    assert!(
-        !serde_json::to_string(&listed).expect("json").contains("kw_")
-            || status.tokens.iter().all(|t| t.record.key_id.is_some())
-    );
+    // No token value anywhere but its Secret: not in the Credential (status included), nor in
+    // its events. The Issued events are waited for first, so that there is something to scan.
+    let tokens = [ns.token_of("billing-primary").await, ns.token_of("billing-next").await];
+    ns.wait_event("billing", "Issued").await;
+    let listed =
+        serde_json::to_string(&ns.credentials().list(&Default::default()).await.expect("list").items).expect("json");
+    let events = serde_json::to_string(&ns.events_for("billing").await).expect("json");
+    assert!(events.contains("Issued"), "no events to scan: {events}");
+    for token in &tokens {
+        assert!(!listed.contains(token.as_str()), "a token is in the listed Credentials");
+        assert!(!events.contains(token.as_str()), "a token is in the Credential's events");
+    }
 }
 
 #[tokio::test]
@@ -91,15 +98,7 @@ async fn removing_the_last_token_leaves_a_pending_credential_whose_status_still_
         )
     };
     // The census reads the controller's cache: wait for it to show the new token.
-    let until = tokio::time::Instant::now() + support::DEADLINE;
-    let metrics = loop {
-        let (_, metrics) = controller.http_get("/metrics").await;
-        if support::sample(&metrics, &expiry("b")).is_some() {
-            break metrics;
-        }
-        assert!(tokio::time::Instant::now() < until, "token b's expiry never exported:\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let metrics = controller.wait_metric(&expiry("b"), "exported", |b| b.is_some()).await;
     assert_eq!(support::sample(&metrics, &expiry("a")), None, "the removed token's expiry is still exported");
     assert!(!metrics.contains(r#"keyward_reconcile_errors_total{kind="Credential""#), "{metrics}");
 }

@@ -9,7 +9,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use keyward::controller::leader::LEASE_DURATION_SECS;
 use kube::Api;
 use support::{
-    DEADLINE, Operator, TestNamespace, TokenHistory, assert_tokens_match_status, create_keys, wait_all_active,
+    DEADLINE, Operator, TestNamespace, TokenHistory, assert_tokens_match_status, create_keys, sample, wait_all_active,
+    wait_for,
 };
 
 /// The Lease the replicas are told to share (`--lease-name`; the default is another name).
@@ -18,21 +19,16 @@ const LEASE_NAME: &str = "keyward-ha-test";
 /// The Lease's holder once it is not `not`; fails after `within`.
 async fn wait_holder(ns: &TestNamespace, not: Option<&str>, within: Duration) -> String {
     let leases: Api<Lease> = Api::namespaced(ns.client.clone(), &ns.name);
-    let started = Instant::now();
-    loop {
+    wait_for(format!("a holder of the Lease other than {not:?}"), within, || async {
         let holder = leases.get_opt(LEASE_NAME).await.expect("read the Lease").and_then(|l| l.spec?.holder_identity);
-        if let Some(holder) = holder.filter(|h| Some(h.as_str()) != not) {
-            return holder;
-        }
-        assert!(started.elapsed() < within, "no new holder of the Lease within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        holder.filter(|h| Some(h.as_str()) != not)
+    })
+    .await
 }
 
 /// The value of a metric series on a process's `/metrics`, 0 when absent.
 async fn metric(operator: &Operator, series: &str) -> f64 {
-    let (_, metrics) = operator.http_get("/metrics").await;
-    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+    sample(&operator.metrics().await, series).unwrap_or(0.0)
 }
 
 const SECRET_CREATES: &str = r#"keyward_api_writes_total{resource="secrets",verb="create"}"#;
@@ -60,7 +56,7 @@ async fn only_the_leader_writes_and_a_standby_replaces_a_killed_leader_within_th
     wait_all_active(ns.keys(), &names, Duration::from_secs(60)).await;
     assert_eq!(metric(&replicas[leader].1, SECRET_CREATES).await, 20.0, "the leader issued every token");
     assert_eq!(metric(&replicas[standby].1, "keyward_leader").await, 0.0);
-    let (_, standby_metrics) = replicas[standby].1.http_get("/metrics").await;
+    let standby_metrics = replicas[standby].1.metrics().await;
     assert!(!standby_metrics.contains("keyward_api_writes_total{"), "the standby wrote:\n{standby_metrics}");
 
     replicas[leader].1.kill().await;

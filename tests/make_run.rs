@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use support::wait::wait_for_every;
+use support::{DEADLINE, wait_for};
 use tokio::process::Command;
-use tokio::time::Instant;
 
 /// The first run builds the crate from the clone and starts a control plane.
 const FIRST_RUN: Duration = Duration::from_secs(900);
@@ -113,18 +114,18 @@ async fn make_run_in_a_fresh_clone_without_a_context_serves_the_first_example_an
     cleanup.group = make.id();
     let logs = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
-    let until = Instant::now() + FIRST_RUN;
     // Serving, and done setting up: the help is the last thing make run prints.
-    while status_of(controller_port, "/readyz", "").await != 200
-        || status_of(verifier_port, "/readyz", "").await != 200
-        || !logs().contains("make stop")
-    {
-        if let Ok(Some(exit)) = make.try_wait() {
+    let running = std::cell::RefCell::new(&mut make);
+    wait_for_every("make run serving", FIRST_RUN, Duration::from_millis(500), || async {
+        if let Ok(Some(exit)) = running.borrow_mut().try_wait() {
             panic!("make run exited ({exit}) before serving:\n{}", logs());
         }
-        assert!(Instant::now() < until, "make run did not serve within {FIRST_RUN:?}:\n{}", logs());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        let serving = status_of(controller_port, "/readyz", "").await == 200
+            && status_of(verifier_port, "/readyz", "").await == 200
+            && logs().contains("make stop");
+        if serving { Ok(()) } else { Err(logs()) }
+    })
+    .await;
     let printed = logs();
     assert!(printed.contains("no Kubernetes context answers; starting the local control plane"), "{printed}");
     // The help is printed for the reader's shell, not run by the script's.
@@ -163,30 +164,23 @@ async fn make_run_in_a_fresh_clone_without_a_context_serves_the_first_example_an
         logs()
     );
     run(&clone, "kubectl", &["apply", "-f", "examples/apikey-basic.yaml"], &kubectl_env).await;
-    let until = Instant::now() + support::DEADLINE;
-    let token = loop {
-        let phase =
-            run(&clone, "kubectl", &["get", "apikey", "ci-deploy", "-o", "jsonpath={.status.phase}"], &kubectl_env)
-                .await;
-        if phase == "Active" {
-            let data = run(
-                &clone,
-                "kubectl",
-                &["get", "secret", "ci-deploy-apikey", "-o", "jsonpath={.data.token}"],
-                &kubectl_env,
-            )
+    let phase = ["get", "apikey", "ci-deploy", "-o", "jsonpath={.status.phase}"];
+    wait_for("ci-deploy Active", DEADLINE, || async {
+        let phase = run(&clone, "kubectl", &phase, &kubectl_env).await;
+        if phase == "Active" { Ok(()) } else { Err(format!("phase {phase:?}; the log:\n{}", logs())) }
+    })
+    .await;
+    let data =
+        run(&clone, "kubectl", &["get", "secret", "ci-deploy-apikey", "-o", "jsonpath={.data.token}"], &kubectl_env)
             .await;
-            let bytes: k8s_openapi::ByteString = serde_json::from_value(serde_json::json!(data)).expect("base64");
-            break String::from_utf8(bytes.0).expect("a text token");
-        }
-        assert!(Instant::now() < until, "ci-deploy is {phase:?}, not Active:\n{}", logs());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let until = Instant::now() + support::DEADLINE;
-    while status_of(verifier_port, "/v1/auth", &format!("Authorization: Bearer {token}\r\n")).await != 200 {
-        assert!(Instant::now() < until, "the verifier never accepted the example's token:\n{}", logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let bytes: k8s_openapi::ByteString = serde_json::from_value(serde_json::json!(data)).expect("base64");
+    let token = String::from_utf8(bytes.0).expect("a text token");
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    wait_for("the verifier accepting the example's token", DEADLINE, || async {
+        let status = status_of(verifier_port, "/v1/auth", &bearer).await;
+        if status == 200 { Ok(()) } else { Err(format!("{status}; the log:\n{}", logs())) }
+    })
+    .await;
 
     // Ctrl-C: the terminal sends SIGINT to the whole foreground process group.
     let group = make.id().expect("make's PID");

@@ -3,13 +3,11 @@
 
 mod support;
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Secret;
 use keyward::api::Phase;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
-use support::{DEADLINE, Operator, TestNamespace, sample};
+use support::{DEADLINE, Operator, TestNamespace, sample, wait_for};
 
 /// The event with `reason` for the object `name`, once it exists.
 async fn event(ns: &TestNamespace, name: &str, reason: &str) -> (String, String) {
@@ -69,15 +67,7 @@ async fn events_tell_each_transition_by_key_id_and_never_the_token() {
 
 /// Reads `/metrics` until `series` has `value`, or fails at the deadline.
 async fn wait_sample(operator: &Operator, series: &str, value: f64) -> String {
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let (_, metrics) = operator.http_get("/metrics").await;
-        if sample(&metrics, series) == Some(value) {
-            return metrics;
-        }
-        assert!(tokio::time::Instant::now() < until, "{series} never became {value}:\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    operator.wait_metric(series, &format!("{value}"), |found| found == Some(value)).await
 }
 
 #[tokio::test]
@@ -127,16 +117,11 @@ async fn json_logs_name_the_key_by_namespace_name_and_key_id() {
     let controller = Operator::start(&ns.name, &["--log-format", "json"], &[]);
     ns.create_key("logged", json!({})).await;
     let key_id = ns.wait_phase("logged", Phase::Active).await.status.and_then(|s| s.record.key_id).expect("keyId");
-    let until = tokio::time::Instant::now() + DEADLINE;
-    let issued = loop {
+    let issued = wait_for("an 'issued token' log line", DEADLINE, || async {
         let logs = controller.logs();
-        let line = logs.lines().find(|l| l.contains("issued token")).map(str::to_string);
-        if let Some(line) = line {
-            break line;
-        }
-        assert!(tokio::time::Instant::now() < until, "no 'issued token' line:\n{logs}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        logs.lines().find(|l| l.contains("issued token")).map(str::to_string).ok_or(logs)
+    })
+    .await;
     let record: serde_json::Value = serde_json::from_str(&issued).unwrap_or_else(|e| panic!("{e}: {issued}"));
     assert_eq!(record["level"], "INFO", "{record}");
     assert_eq!(record["message"], "issued token", "{record}");

@@ -8,11 +8,10 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
 use keyward::api::Phase;
 use serde_json::json;
-use support::{DEADLINE, HttpResponse, TestNamespace, http};
+use support::{DEADLINE, HttpResponse, TestNamespace, http, wait_for};
 use tokio::process::{Child, Command};
 
 /// The NGINX configuration the tests run, as in the README, plus what a test needs: one
@@ -203,19 +202,19 @@ impl Nginx {
     /// Waits until NGINX accepts connections on every address, or fails at the deadline or when
     /// it exits, showing its logs.
     async fn wait_listening(&mut self, addrs: &[&str]) {
-        let until = tokio::time::Instant::now() + DEADLINE;
+        let child = std::cell::RefCell::new(&mut self.child);
+        let logs = || {
+            let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+            format!("--- output ---\n{}--- error.log ---\n{}", read("output.log"), read("error.log"))
+        };
         for addr in addrs {
-            while tokio::net::TcpStream::connect(addr).await.is_err() {
-                if let Ok(Some(status)) = self.child.try_wait() {
-                    panic!("nginx exited ({status}) before listening on {addr}:\n{}", self.logs());
+            wait_for(format!("nginx listening on {addr}"), DEADLINE, || async {
+                if let Ok(Some(status)) = child.borrow_mut().try_wait() {
+                    panic!("nginx exited ({status}) before listening on {addr}:\n{}", logs());
                 }
-                assert!(
-                    tokio::time::Instant::now() < until,
-                    "nginx did not listen on {addr} within {DEADLINE:?}:\n{}",
-                    self.logs()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+                tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("{e}\n{}", logs()))
+            })
+            .await;
         }
     }
 

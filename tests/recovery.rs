@@ -16,30 +16,13 @@ use k8s_openapi::api::core::v1::{Event, Secret};
 use keyward::api::{ApiKey, Phase};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
-use support::{DEADLINE, OwnControlPlane, TestNamespace, TokenHistory, assert_tokens_match_status, key};
+use support::{DEADLINE, OwnControlPlane, TestNamespace, TokenHistory, assert_tokens_match_status, key, wait_for};
 use tokio::time::Instant;
 
 /// How long the controller and the verifier may take to catch up once the API server answers
 /// again. Their watches retry within 2 s; kube's own backoff (up to a minute) or a starting API
 /// server's `Retry-After: 10` would miss it.
 const CATCH_UP: Duration = Duration::from_secs(8);
-
-/// Polls `check` every 50 ms until it yields a value; API errors (the client's connections
-/// died with the API server) count as "not yet".
-async fn poll<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let until = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < until, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// The key's status once `condition` holds for it.
 async fn poll_key(
@@ -48,24 +31,23 @@ async fn poll_key(
     what: &str,
     condition: impl Fn(&keyward::api::ApiKeyStatus) -> bool,
 ) -> keyward::api::ApiKeyStatus {
-    poll(&format!("{name}: {what}"), CATCH_UP, || async { keys.get(name).await.ok()?.status.filter(|s| condition(s)) })
-        .await
+    wait_for(&format!("{name}: {what}"), CATCH_UP, || async {
+        keys.get(name).await.ok()?.status.filter(|s| condition(s))
+    })
+    .await
 }
 
 /// Creates an ApiKey, retrying while the API server cannot be reached; one whose create went
 /// through but whose answer was lost is found on the retry (409).
 async fn create_retrying(keys: &Api<ApiKey>, name: &str) {
-    let until = Instant::now() + Duration::from_secs(120);
-    loop {
+    wait_for(format!("create {name}"), Duration::from_secs(120), || async {
         match keys.create(&PostParams::default(), &key(name, json!({}))).await {
-            Ok(_) => return,
-            Err(kube::Error::Api(status)) if status.code == 409 => return,
-            Err(error) => {
-                assert!(Instant::now() < until, "create {name}: {error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(error) => Err(error),
         }
-    }
+    })
+    .await;
 }
 
 /// The verifier's code for `token`, from `/v1/verify` at `addr`.
@@ -135,11 +117,11 @@ async fn catch_up_after(outage: Duration) {
         create_retrying(&keys, "after").await;
         poll_key(&keys, "after", "issued", active).await;
         let issued = ready.elapsed();
-        let token = poll("the new key's Secret", CATCH_UP, || async {
+        let token = wait_for("the new key's Secret", CATCH_UP, || async {
             ns.secrets().get("after-apikey").await.ok().as_ref().and_then(support::token_in)
         })
         .await;
-        poll("the verifier accepts the new key", CATCH_UP, || async {
+        wait_for("the verifier accepts the new key", CATCH_UP, || async {
             (code_at(&addr, &token).await == "VALID").then_some(())
         })
         .await;
@@ -151,7 +133,7 @@ async fn catch_up_after(outage: Duration) {
         ready.elapsed()
     };
     let dropped = async {
-        poll("the verifier drops the deleted key", CATCH_UP, || async {
+        wait_for("the verifier drops the deleted key", CATCH_UP, || async {
             (code_at(&addr, &deleted_token).await == "NOT_FOUND").then_some(())
         })
         .await;
@@ -230,7 +212,7 @@ async fn an_api_server_killed_mid_burst_leaves_one_token_per_key_every_secret_an
             .await
         }
     });
-    poll("40 keys created", DEADLINE, || async { (created.load(Ordering::Relaxed) >= 40).then_some(()) }).await;
+    wait_for("40 keys created", DEADLINE, || async { (created.load(Ordering::Relaxed) >= 40).then_some(()) }).await;
     plane.kill_apiserver().await;
     let killed_at = created.load(Ordering::Relaxed);
     // The outage itself.
@@ -265,7 +247,7 @@ async fn an_api_server_killed_mid_burst_leaves_one_token_per_key_every_secret_an
     );
     // The verifier learns of each status from its own watch, a moment after the test's.
     for token in &tokens {
-        poll("the verifier accepts every key", CATCH_UP, || async {
+        wait_for("the verifier accepts every key", CATCH_UP, || async {
             (code_at(&addr, token).await == "VALID").then_some(())
         })
         .await;

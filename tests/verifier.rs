@@ -165,17 +165,9 @@ async fn a_deleted_key_is_not_found_within_a_second() {
     eprintln!("NOT_FOUND {took:?} after the delete returned");
 }
 
-/// The value of a verifier metric once it is `want`, or a failure at the deadline.
+/// Waits until a verifier metric is `want`, or fails at the deadline.
 async fn wait_metric(verifier: &Operator, series: &str, want: f64) {
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let (_, metrics) = verifier.http_get("/metrics").await;
-        if support::sample(&metrics, series) == Some(want) {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < until, "{series} never became {want}:\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    verifier.wait_metric(series, &format!("{want}"), |found| found == Some(want)).await;
 }
 
 #[tokio::test]

@@ -10,8 +10,9 @@ use keyward::api::{ApiKey, Credential};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use support::TestNamespace;
+use support::command::CommandLine;
 use support::webhook::{bind, grant, grant_refusal, register, user_client};
+use support::{TestNamespace, wait_for};
 
 /// The annotation the webhook keeps.
 const CREATED_BY: &str = "keyward.io/created-by";
@@ -268,15 +269,19 @@ async fn a_gitops_identity_bound_to_grant_all_creates_and_re_applies_100_keys() 
 
 /// `curl` over TLS to the webhook at `addr`, trusting `ca` (or nothing, with `None`: `-k`);
 /// the body, or `None` when the TLS handshake or the request failed.
-fn curl(addr: &str, path: &str, ca: Option<&std::path::Path>) -> Option<String> {
-    let mut command = std::process::Command::new("curl");
-    command.args(["-sS", "--fail", "--max-time", "5"]);
-    match ca {
-        Some(ca) => command.arg("--cacert").arg(ca),
-        None => command.arg("-k"),
+async fn curl(addr: &str, path: &str, ca: Option<&std::path::Path>) -> Option<String> {
+    let trust = match ca {
+        Some(ca) => vec!["--cacert".to_string(), ca.to_str().expect("UTF-8").to_string()],
+        None => vec!["-k".to_string()],
     };
-    let out = command.arg(format!("https://{addr}{path}")).output().expect("curl");
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = CommandLine::new("curl")
+        .args(&["-sS", "--fail", "--max-time", "5"])
+        .args(&trust)
+        .args(&[format!("https://{addr}{path}")])
+        .deadline(std::time::Duration::from_secs(10))
+        .run()
+        .await;
+    out.success().then_some(out.stdout)
 }
 
 #[tokio::test]
@@ -285,35 +290,31 @@ async fn the_webhook_counts_admissions_and_serves_a_renewed_certificate_without_
     let registered = register(&ns, &[]).await;
     let addr = registered.webhook.as_ref().expect("the webhook").listen_addr().await;
     // register() waited for a bad spec to be refused: it was counted.
-    let metrics = curl(&addr, "/metrics", None).expect("/metrics");
+    let metrics = curl(&addr, "/metrics", None).await.expect("/metrics");
     let denied = support::sample(
         &metrics,
         r#"keyward_webhook_admissions_total{kind="ApiKey",operation="CREATE",result="denied_spec"}"#,
     );
     assert!(denied.is_some_and(|n| n >= 1.0), "{metrics}");
-    assert!(curl(&addr, "/readyz", Some(&registered.certs().join("ca.crt"))).is_some(), "served by the first CA");
+    assert!(curl(&addr, "/readyz", Some(&registered.certs().join("ca.crt"))).await.is_some(), "served by the first CA");
 
     // A renewal replaces the files in place, as a mounted Secret's update does.
     let renewed = tempfile::tempdir().expect("temp dir");
-    let out =
-        std::process::Command::new(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/control-plane.sh"))
-            .args(["webhook-cert", renewed.path().to_str().expect("UTF-8")])
-            .output()
-            .expect("a new certificate");
-    assert!(out.status.success());
+    let out = CommandLine::new(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/control-plane.sh"))
+        .args(&["webhook-cert", renewed.path().to_str().expect("UTF-8")])
+        .run()
+        .await;
+    assert!(out.success(), "a new certificate:\n{out}");
     for file in ["tls.key", "tls.crt"] {
         let staged = registered.certs().join(format!("{file}.new"));
         std::fs::copy(renewed.path().join(file), &staged).expect("stage");
         std::fs::rename(&staged, registered.certs().join(file)).expect("replace");
     }
     let new_ca = renewed.path().join("ca.crt");
-    let until = tokio::time::Instant::now() + support::DEADLINE;
-    while curl(&addr, "/readyz", Some(&new_ca)).is_none() {
-        assert!(tokio::time::Instant::now() < until, "the renewed certificate is not served");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let renewed_served = || async { curl(&addr, "/readyz", Some(&new_ca)).await.is_some() };
+    wait_for("the renewed certificate served", support::DEADLINE, renewed_served).await;
     assert!(
-        curl(&addr, "/readyz", Some(&registered.certs().join("ca.crt"))).is_none(),
+        curl(&addr, "/readyz", Some(&registered.certs().join("ca.crt"))).await.is_none(),
         "the old certificate still served"
     );
 }

@@ -3,17 +3,16 @@
 //! plane's token-file users `keyward-user-1..3`, who write keys with their own identities.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
-use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::{DEADLINE, Operator, TestNamespace};
+use super::{DEADLINE, Operator, TestNamespace, wait_for};
 
 /// A running webhook registered for one test namespace.
 pub struct Registered {
@@ -100,27 +99,21 @@ pub async fn register(ns: &TestNamespace, extra: &[&str]) -> Registered {
     // created-by on a dry-run create shows /mutate.
     // The API server learns of new configurations from a watch: until a write is refused by
     // the webhook, it is not in the path yet.
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    let dry_run = PostParams { dry_run: true, ..Default::default() };
+    wait_for("the webhook refusing a bad spec and setting keyward.io/created-by", DEADLINE, || async {
         let probe = super::key("probe", json!({"expiresAfter": "not-a-duration"}));
-        match ns.keys().create(&PostParams { dry_run: true, ..Default::default() }, &probe).await {
+        match ns.keys().create(&dry_run, &probe).await {
             Err(kube::Error::Api(status)) if status.message.contains("spec.expiresAfter") => {
                 let good = super::key("probe", json!({}));
-                let mutated = ns.keys().create(&PostParams { dry_run: true, ..Default::default() }, &good).await;
-                if mutated
-                    .is_ok_and(|k| k.metadata.annotations.is_some_and(|a| a.contains_key("keyward.io/created-by")))
-                {
-                    break;
+                match ns.keys().create(&dry_run, &good).await {
+                    Ok(k) if k.annotations().contains_key("keyward.io/created-by") => Ok(()),
+                    other => Err(format!("a good spec, not mutated: {other:?}")),
                 }
-                assert!(tokio::time::Instant::now() < until, "the mutating webhook never set keyward.io/created-by");
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            other => {
-                assert!(tokio::time::Instant::now() < until, "the webhook never refused a bad spec: {other:?}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            other => Err(format!("a bad spec, not refused: {other:?}")),
         }
-    }
+    })
+    .await;
     registered
 }
 
@@ -156,8 +149,7 @@ pub async fn bind(ns: &TestNamespace, namespace: &str, user: u8, role: &str) {
         .await
         .expect("RoleBinding");
     // The authorizer reads bindings from a cache: wait until it allows the user to create keys.
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    wait_for(format!("keyward-user-{user} getting {role} in {namespace}"), DEADLINE, || async {
         let review: SubjectAccessReview = serde_json::from_value(json!({"spec": {
             "user": format!("keyward-user-{user}"),
             "resourceAttributes": {"group": "keyward.io", "resource": "apikeys", "verb": "create", "namespace": namespace},
@@ -167,12 +159,9 @@ pub async fn bind(ns: &TestNamespace, namespace: &str, user: u8, role: &str) {
             .create(&PostParams::default(), &review)
             .await
             .expect("SubjectAccessReview");
-        if answer.status.is_some_and(|s| s.allowed) {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < until, "keyward-user-{user} never got {role} in {namespace}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        answer.status.is_some_and(|s| s.allowed)
+    })
+    .await;
 }
 
 /// A client that acts as `keyward-user-<n>`.
