@@ -1,5 +1,4 @@
 //! Keyward: API keys as Kubernetes custom resources.
-#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
