@@ -11,9 +11,10 @@ use tokio::sync::watch;
 use ipnet::IpNet;
 
 use crate::api::validate::{self, ExpiryPolicy};
+use crate::controller::metrics::Metrics;
 use crate::controller::{self, Context, Settings, leader};
 use crate::error::{Error, Result};
-use crate::telemetry::{self, LogFormat, Metrics};
+use crate::logging::{self, LogFormat};
 use crate::{crd, duration, http, verifier, webhook};
 
 #[derive(Parser, Debug)]
@@ -160,7 +161,7 @@ impl Cli {
 }
 
 async fn run_controller(args: ControllerArgs) -> Result<()> {
-    telemetry::init_logging(args.log_format);
+    logging::init_logging(args.log_format);
     let expiry = expiry_policy(args.default_expiry, args.max_expiry)?;
     let client = crate::retry::client().await.map_err(Error::KubeConfig)?;
     let settings = Settings { namespaces: namespaces(args.namespaces), expiry, concurrency: args.concurrency };
@@ -183,7 +184,7 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
         done_tx.send_replace(true);
         worked
     };
-    let server = http::serve(listener, telemetry::health_routes(metrics.registry(), ready_rx), done_rx);
+    let server = http::serve(listener, crate::metrics::health_routes(metrics.registry(), ready_rx), done_rx);
     let (served, worked) = tokio::join!(server, work);
     worked.and(served)
 }
@@ -221,7 +222,7 @@ async fn reconcile_while_leading(
 }
 
 async fn run_verifier(args: VerifierArgs) -> Result<()> {
-    telemetry::init_logging(args.log_format);
+    logging::init_logging(args.log_format);
     let client = crate::retry::client().await.map_err(Error::KubeConfig)?;
     let settings =
         verifier::Settings { namespaces: namespaces(args.namespaces), trusted_proxies: args.trusted_proxies };
@@ -230,7 +231,7 @@ async fn run_verifier(args: VerifierArgs) -> Result<()> {
 }
 
 async fn run_webhook(args: WebhookArgs) -> Result<()> {
-    telemetry::init_logging(args.log_format);
+    logging::init_logging(args.log_format);
     let settings = webhook::Settings {
         expiry: expiry_policy(args.default_expiry, args.max_expiry)?,
         grants: args.grants,

@@ -4,6 +4,7 @@ pub mod apikey;
 pub mod credential;
 pub mod issuer;
 pub mod leader;
+pub mod metrics;
 pub mod secret;
 mod secret_watch;
 mod status;
@@ -28,8 +29,8 @@ use tracing::Instrument;
 
 use crate::api::validate::ExpiryPolicy;
 use crate::api::{ApiKey, CONDITION_READY, Credential, LABEL_MANAGED_BY, MANAGED_BY_VALUE, reason};
-use crate::telemetry::Metrics;
 use crate::token::TokenHash;
+use metrics::Metrics;
 
 /// Timestamps in status and annotations are whole seconds, as Kubernetes stores them: a finer
 /// one would never compare equal to what was stored, and every reconcile would write again.
