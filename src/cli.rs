@@ -2,7 +2,6 @@
 //! be set through a `KEYWARD_*` environment variable.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -11,11 +10,10 @@ use tokio::sync::watch;
 use ipnet::IpNet;
 
 use crate::api::validate::{self, ExpiryPolicy};
-use crate::controller::metrics::Metrics;
-use crate::controller::{self, Context, Settings, leader};
+use crate::controller::{self, Settings, leader};
 use crate::error::{Error, Result};
 use crate::logging::{self, LogFormat};
-use crate::{crd, duration, http, verifier, webhook};
+use crate::{crd, duration, verifier, webhook};
 
 #[derive(Parser, Debug)]
 #[command(name = "keyward", version, about = "API keys as Kubernetes custom resources")]
@@ -166,59 +164,8 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
     let client = crate::retry::client().await.map_err(Error::KubeConfig)?;
     let settings = Settings { namespaces: namespaces(args.namespaces), expiry, concurrency: args.concurrency };
     tracing::info!(namespaces = ?settings.namespaces, default_expiry = %duration::format(settings.expiry.default), "starting controller");
-    let metrics = Arc::new(Metrics::default());
-    let (ready_tx, ready_rx) = watch::channel(false);
-    let shutdown = shutdown_on_signal();
-    let ctx = Context::new(client.clone(), settings, metrics.clone());
-    let listener = http::bind(args.listen, "/healthz, /readyz and /metrics").await?;
-    let (done_tx, done_rx) = watch::channel(false);
-    let work = async {
-        let worked = if args.leader_election {
-            reconcile_while_leading(client, &args.lease_name, ctx, ready_tx, shutdown).await
-        } else {
-            metrics.set_leader(true);
-            controller::run(ctx, ready_tx, shutdown).await;
-            Ok(())
-        };
-        // The health endpoints stop with the work, whether it ended by signal or by a lost Lease.
-        done_tx.send_replace(true);
-        worked
-    };
-    let server = http::serve(listener, crate::metrics::health_routes(metrics.registry(), ready_rx), done_rx);
-    let (served, worked) = tokio::join!(server, work);
-    worked.and(served)
-}
-
-/// Campaigns for the leader Lease, reconciles while holding it, and lets go of it on shutdown.
-/// Losing it ends the process with an error: a fresh start rejoins as a standby, with no
-/// reconcile of the old term still running beside the new leader's.
-async fn reconcile_while_leading(
-    client: kube::Client,
-    lease: &str,
-    ctx: Arc<Context>,
-    ready: watch::Sender<bool>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<()> {
-    let namespace = std::env::var("POD_NAMESPACE")
-        .ok()
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or_else(|| client.default_namespace().to_string());
-    let mut campaign = leader::campaign(client, lease, namespace, leader::identity()).await?;
-    tracing::info!(identity = %campaign.identity, namespace = %campaign.namespace, lease, "standing by for the leader Lease");
-    // A standby is healthy and ready to take over.
-    ready.send_replace(true);
-    if !campaign.lead(&mut shutdown).await {
-        campaign.resign().await;
-        return Ok(());
-    }
-    tracing::info!(identity = %campaign.identity, "holding the leader Lease; reconciling");
-    ctx.metrics.set_leader(true);
-    let (stop, lost) = campaign.until_lost(shutdown);
-    controller::run(ctx.clone(), ready, stop).await;
-    ctx.metrics.set_leader(false);
-    let lost = *lost.borrow();
-    campaign.resign().await;
-    if lost { Err(Error::LostLeadership) } else { Ok(()) }
+    let lease = args.leader_election.then_some(args.lease_name);
+    controller::process::run(client, settings, args.listen, lease.as_deref(), shutdown_on_signal()).await
 }
 
 async fn run_verifier(args: VerifierArgs) -> Result<()> {
@@ -243,7 +190,8 @@ async fn run_webhook(args: WebhookArgs) -> Result<()> {
     webhook::run(client, settings, args.listen, shutdown_on_signal()).await
 }
 
-/// A flag that turns true on SIGTERM or Ctrl-C.
+/// A flag that turns true on SIGTERM or Ctrl-C. Signals belong to the process, so they are
+/// caught here, once for every subcommand; each component only reads the flag.
 fn shutdown_on_signal() -> watch::Receiver<bool> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {

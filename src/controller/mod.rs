@@ -5,6 +5,7 @@ pub mod credential;
 pub mod issuer;
 pub mod leader;
 pub mod metrics;
+pub mod process;
 pub mod secret;
 mod secret_watch;
 mod status;
