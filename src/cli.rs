@@ -9,7 +9,8 @@ use tokio::sync::watch;
 
 use ipnet::IpNet;
 
-use crate::api::validate::{self, ExpiryPolicy};
+use crate::api::expiry::ExpiryPolicy;
+use crate::api::{names, validate};
 use crate::controller::{self, Settings, leader};
 use crate::error::{Error, Result};
 use crate::logging::{self, LogFormat};
@@ -113,7 +114,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_lease_name(text: &str) -> Result<String, String> {
-    validate::dns_subdomain(text).map(|()| text.to_string())
+    names::dns_subdomain(text).map(|()| text.to_string())
 }
 
 /// The expiry policy the flags ask for: `--max-expiry` alone lowers the default to the cap when

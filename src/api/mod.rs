@@ -2,6 +2,8 @@
 
 pub mod apikey;
 pub mod credential;
+pub mod expiry;
+pub mod names;
 pub mod validate;
 
 pub use apikey::{ApiKey, ApiKeySpec, ApiKeyStatus};

@@ -28,7 +28,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::api::validate::ExpiryPolicy;
+use crate::api::expiry::ExpiryPolicy;
 use crate::api::{ApiKey, CONDITION_READY, Credential, LABEL_MANAGED_BY, MANAGED_BY_VALUE, reason};
 use crate::token::TokenHash;
 use metrics::Metrics;

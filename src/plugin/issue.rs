@@ -21,7 +21,9 @@ use super::error::{PluginError, Result};
 use super::keys::{self, FIELD_MANAGER, KeyResource};
 use super::render::{self, Format};
 use crate::api::credential::MAX_TOKENS;
-use crate::api::validate::{self, ExpiryPolicy, SpecError};
+use crate::api::expiry::ExpiryPolicy;
+use crate::api::names;
+use crate::api::validate::{self, SpecError};
 use crate::api::{
     ApiKey, ApiKeySpec, CONDITION_READY, Credential, CredentialSpec, CredentialToken, KeyPolicy, Phase,
     SECRET_TOKEN_KEY,
@@ -185,7 +187,7 @@ fn check_not_past(expiry: &ExpiryArgs, now: Timestamp) -> Result<()> {
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {
-    validate::dns_subdomain(name).map_err(|problem| PluginError::Invalid(format!("invalid {what} {name:?}: {problem}")))
+    names::dns_subdomain(name).map_err(|problem| PluginError::Invalid(format!("invalid {what} {name:?}: {problem}")))
 }
 
 /// The checks the controller would make, done before anything is sent. The operator's own

@@ -23,7 +23,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use tokio::sync::watch;
 
-use crate::api::validate::ExpiryPolicy;
+use crate::api::expiry::ExpiryPolicy;
 use crate::error::Result;
 use crate::tls::CertificateFiles;
 use metrics::WebhookMetrics;
