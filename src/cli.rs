@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use ipnet::IpNet;
 
-use crate::api::expiry::ExpiryPolicy;
+use crate::api::expiry::{DEFAULT_EXPIRY, ExpiryPolicy};
 use crate::api::{names, validate};
 use crate::controller::{self, Settings, leader};
 use crate::error::{Error, Result};
@@ -120,7 +120,6 @@ fn parse_lease_name(text: &str) -> Result<String, String> {
 /// The expiry policy the flags ask for: `--max-expiry` alone lowers the default to the cap when
 /// the cap is shorter; an explicit `--default-expiry` beyond the cap is a mistake worth refusing.
 pub fn expiry_policy(default: Option<Duration>, max: Option<Duration>) -> Result<ExpiryPolicy> {
-    let standard = ExpiryPolicy::default().default;
     let default = match (default, max) {
         (Some(default), Some(max)) if default > max => {
             return Err(Error::Usage(format!(
@@ -130,8 +129,8 @@ pub fn expiry_policy(default: Option<Duration>, max: Option<Duration>) -> Result
             )));
         }
         (Some(default), _) => default,
-        (None, Some(max)) => standard.min(max),
-        (None, None) => standard,
+        (None, Some(max)) => DEFAULT_EXPIRY.min(max),
+        (None, None) => DEFAULT_EXPIRY,
     };
     Ok(ExpiryPolicy { default, max })
 }
@@ -233,11 +232,11 @@ mod tests {
 
     #[test]
     fn max_expiry_alone_lowers_the_default_to_the_cap() {
-        assert_eq!(expiry_policy(None, None).unwrap(), ExpiryPolicy { default: 90 * DAY, max: None });
+        assert_eq!(expiry_policy(None, None).unwrap(), ExpiryPolicy { default: DEFAULT_EXPIRY, max: None });
         assert_eq!(expiry_policy(None, Some(7 * DAY)).unwrap(), ExpiryPolicy { default: 7 * DAY, max: Some(7 * DAY) });
         assert_eq!(
             expiry_policy(None, Some(365 * DAY)).unwrap(),
-            ExpiryPolicy { default: 90 * DAY, max: Some(365 * DAY) },
+            ExpiryPolicy { default: DEFAULT_EXPIRY, max: Some(365 * DAY) },
             "a longer cap leaves the default"
         );
         assert_eq!(expiry_policy(Some(DAY), Some(7 * DAY)).unwrap().default, DAY);

@@ -8,6 +8,10 @@ use jiff::{SignedDuration, Timestamp};
 use super::validate::SpecError;
 use crate::duration;
 
+/// Lifetime of a key or token that sets neither `expiresAfter` nor `expiresAt`, unless
+/// `--default-expiry` (or a shorter `--max-expiry`) says otherwise: 90 days.
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(90 * 86_400);
+
 /// The operator's expiry settings (`--default-expiry`, `--max-expiry`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExpiryPolicy {
@@ -17,7 +21,7 @@ pub struct ExpiryPolicy {
 
 impl Default for ExpiryPolicy {
     fn default() -> Self {
-        Self { default: Duration::from_secs(90 * 86_400), max: None }
+        Self { default: DEFAULT_EXPIRY, max: None }
     }
 }
 
@@ -78,4 +82,15 @@ pub fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
 pub fn add(from: Timestamp, lifetime: Duration) -> Timestamp {
     let lifetime = SignedDuration::try_from(lifetime).unwrap_or(SignedDuration::MAX);
     from.checked_add(lifetime).unwrap_or(Timestamp::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_expiry_is_90_days() {
+        assert_eq!(duration::format(DEFAULT_EXPIRY), "12w6d");
+        assert_eq!(ExpiryPolicy::default(), ExpiryPolicy { default: DEFAULT_EXPIRY, max: None });
+    }
 }

@@ -21,7 +21,7 @@ use super::error::{PluginError, Result};
 use super::keys::{self, FIELD_MANAGER, KeyResource};
 use super::render::{self, Format};
 use crate::api::credential::MAX_TOKENS;
-use crate::api::expiry::ExpiryPolicy;
+use crate::api::expiry::{DEFAULT_EXPIRY, ExpiryPolicy};
 use crate::api::names;
 use crate::api::validate::{self, SpecError};
 use crate::api::{
@@ -192,7 +192,7 @@ fn check_name(what: &str, name: &str) -> Result<()> {
 
 /// The checks the controller would make, done before anything is sent. The operator's own
 /// `--max-expiry` is not known here: a key beyond it is refused by the controller instead.
-const LOCAL_POLICY: ExpiryPolicy = ExpiryPolicy { default: Duration::from_secs(90 * 86_400), max: None };
+const LOCAL_POLICY: ExpiryPolicy = ExpiryPolicy { default: DEFAULT_EXPIRY, max: None };
 
 /// `kubectl apikey create`.
 pub async fn create_apikey(connect: &ConnectArgs, args: CreateArgs) -> Result<()> {
