@@ -361,8 +361,9 @@ async fn change_tokens(
     }
 }
 
-/// A token the controller has issued, as its status records it.
-struct Issued {
+/// A token the controller has issued, as the key's status records it: what the plugin waits
+/// for, then reveals.
+struct NewToken {
     kind: &'static str,
     namespace: String,
     name: String,
@@ -377,7 +378,7 @@ struct Issued {
 /// Where the controller is with the token being waited for.
 enum Progress {
     Waiting(String),
-    Issued(Issued),
+    Issued(NewToken),
     Refused(String),
 }
 
@@ -401,7 +402,7 @@ impl Issuable for ApiKey {
             return Progress::Waiting("the controller has not seen this generation yet".into());
         }
         match (status.phase, &status.token_hash, &status.key_id) {
-            (Some(Phase::Active | Phase::Inactive), Some(hash), Some(key_id)) => Progress::Issued(Issued {
+            (Some(Phase::Active | Phase::Inactive), Some(hash), Some(key_id)) => Progress::Issued(NewToken {
                 kind: "ApiKey",
                 namespace: self.namespace().unwrap_or_default(),
                 name: self.name_any(),
@@ -436,7 +437,7 @@ impl Issuable for Credential {
             return Progress::Waiting(format!("token {name:?} not issued yet"));
         };
         match (issued.phase, &issued.token_hash, &issued.key_id) {
-            (Some(Phase::Active | Phase::Inactive), Some(hash), Some(key_id)) => Progress::Issued(Issued {
+            (Some(Phase::Active | Phase::Inactive), Some(hash), Some(key_id)) => Progress::Issued(NewToken {
                 kind: "Credential",
                 namespace: self.namespace().unwrap_or_default(),
                 name: self.name_any(),
@@ -463,7 +464,7 @@ async fn await_token<K: Issuable>(
     created: &K,
     token: Option<&str>,
     timeout: Duration,
-) -> Result<Issued> {
+) -> Result<NewToken> {
     let name = created.name_any();
     let subject = keys::subject::<K>(cluster, Some(&name));
     let mut last = created.progress(token);
@@ -559,7 +560,7 @@ struct Revealed<'a> {
 }
 
 /// Reads the token from its Secret, checks it against the hash in status, and prints it once.
-async fn reveal(cluster: &Cluster, issued: &Issued, output: Option<Format>) -> Result<()> {
+async fn reveal(cluster: &Cluster, issued: &NewToken, output: Option<Format>) -> Result<()> {
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let owner = match &issued.token_name {
         Some(token) => format!("token {token:?} of {}/{}", issued.kind.to_lowercase(), issued.name),
