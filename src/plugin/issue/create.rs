@@ -16,10 +16,6 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde::Serialize;
 
-use super::cluster::{Cluster, ConnectArgs, Subject};
-use super::error::{PluginError, Result};
-use super::keys::{self, FIELD_MANAGER, KeyResource};
-use super::render::{self, Format};
 use crate::api::credential::MAX_TOKENS;
 use crate::api::expiry::{DEFAULT_EXPIRY, ExpiryPolicy};
 use crate::api::names;
@@ -28,6 +24,10 @@ use crate::api::{
     ApiKey, ApiKeySpec, CONDITION_READY, Credential, CredentialSpec, CredentialToken, KeyPolicy, Phase,
     SECRET_TOKEN_KEY,
 };
+use crate::plugin::cluster::{Cluster, ConnectArgs, Subject};
+use crate::plugin::error::{PluginError, Result};
+use crate::plugin::keys::{self, FIELD_MANAGER, KeyResource};
+use crate::plugin::render::{self, Format};
 use crate::token::{Token, TokenHash};
 
 /// What every key shares, as flags.
