@@ -102,7 +102,7 @@ fn main() -> ExitCode {
 /// of the first `ROLE_TOKENS_VAR` keys, then `ready`; stops when stdin closes.
 #[tokio::main]
 async fn serve(role: String) -> ExitCode {
-    keyward::telemetry::init_logging(keyward::telemetry::LogFormat::Text);
+    keyward::logging::init_logging(keyward::logging::LogFormat::Text);
     match serve_role(&role).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -116,18 +116,18 @@ async fn serve_role(role: &str) -> Result<()> {
     let (_ready_tx, ready) = watch::channel(true);
     let (router, tokens) = match role {
         "baseline" => {
-            let metrics = keyward::telemetry::VerifierMetrics::default();
+            let metrics = keyward::verifier::metrics::VerifierMetrics::default();
             let router = Router::new()
                 .route("/v1/auth", any(|| async { StatusCode::OK }))
-                .merge(keyward::telemetry::health_routes(metrics.registry(), ready));
+                .merge(keyward::metrics::health_routes(metrics.registry(), ready));
             (router, Vec::new())
         }
         "baseline-sized" => {
-            let metrics = keyward::telemetry::VerifierMetrics::default();
+            let metrics = keyward::verifier::metrics::VerifierMetrics::default();
             let answer = sized_answer()?;
             let router = Router::new()
                 .route("/v1/auth", any(move || std::future::ready(answer.clone())))
-                .merge(keyward::telemetry::health_routes(metrics.registry(), ready));
+                .merge(keyward::metrics::health_routes(metrics.registry(), ready));
             (router, Vec::new())
         }
         "verifier" => {
@@ -136,7 +136,7 @@ async fn serve_role(role: &str) -> Result<()> {
             let (verifier, tokens) = filled_verifier(keys, sample)?;
             let registry = verifier.metrics.registry();
             let router =
-                keyward::verifier::http::routes(verifier).merge(keyward::telemetry::health_routes(registry, ready));
+                keyward::verifier::http::routes(verifier).merge(keyward::metrics::health_routes(registry, ready));
             (router, tokens)
         }
         other => return Err(format!("{ROLE_VAR}={other:?}: baseline or verifier").into()),

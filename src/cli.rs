@@ -2,7 +2,6 @@
 //! be set through a `KEYWARD_*` environment variable.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -10,11 +9,12 @@ use tokio::sync::watch;
 
 use ipnet::IpNet;
 
-use crate::api::validate::{self, ExpiryPolicy};
-use crate::controller::{self, Context, Settings, leader};
+use crate::api::expiry::{DEFAULT_EXPIRY, ExpiryPolicy};
+use crate::api::{names, validate};
+use crate::controller::{self, Settings, leader};
 use crate::error::{Error, Result};
-use crate::telemetry::{self, LogFormat, Metrics};
-use crate::{crd, duration, http, verifier, webhook};
+use crate::logging::{self, LogFormat};
+use crate::{crd, duration, verifier, webhook};
 
 #[derive(Parser, Debug)]
 #[command(name = "keyward", version, about = "API keys as Kubernetes custom resources")]
@@ -114,13 +114,12 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_lease_name(text: &str) -> Result<String, String> {
-    validate::dns_subdomain(text).map(|()| text.to_string())
+    names::dns_subdomain(text).map(|()| text.to_string())
 }
 
 /// The expiry policy the flags ask for: `--max-expiry` alone lowers the default to the cap when
 /// the cap is shorter; an explicit `--default-expiry` beyond the cap is a mistake worth refusing.
 pub fn expiry_policy(default: Option<Duration>, max: Option<Duration>) -> Result<ExpiryPolicy> {
-    let standard = ExpiryPolicy::default().default;
     let default = match (default, max) {
         (Some(default), Some(max)) if default > max => {
             return Err(Error::Usage(format!(
@@ -130,8 +129,8 @@ pub fn expiry_policy(default: Option<Duration>, max: Option<Duration>) -> Result
             )));
         }
         (Some(default), _) => default,
-        (None, Some(max)) => standard.min(max),
-        (None, None) => standard,
+        (None, Some(max)) => DEFAULT_EXPIRY.min(max),
+        (None, None) => DEFAULT_EXPIRY,
     };
     Ok(ExpiryPolicy { default, max })
 }
@@ -160,68 +159,17 @@ impl Cli {
 }
 
 async fn run_controller(args: ControllerArgs) -> Result<()> {
-    telemetry::init_logging(args.log_format);
+    logging::init_logging(args.log_format);
     let expiry = expiry_policy(args.default_expiry, args.max_expiry)?;
     let client = crate::retry::client().await.map_err(Error::KubeConfig)?;
     let settings = Settings { namespaces: namespaces(args.namespaces), expiry, concurrency: args.concurrency };
     tracing::info!(namespaces = ?settings.namespaces, default_expiry = %duration::format(settings.expiry.default), "starting controller");
-    let metrics = Arc::new(Metrics::default());
-    let (ready_tx, ready_rx) = watch::channel(false);
-    let shutdown = shutdown_on_signal();
-    let ctx = Context::new(client.clone(), settings, metrics.clone());
-    let listener = http::bind(args.listen, "/healthz, /readyz and /metrics").await?;
-    let (done_tx, done_rx) = watch::channel(false);
-    let work = async {
-        let worked = if args.leader_election {
-            reconcile_while_leading(client, &args.lease_name, ctx, ready_tx, shutdown).await
-        } else {
-            metrics.set_leader(true);
-            controller::run(ctx, ready_tx, shutdown).await;
-            Ok(())
-        };
-        // The health endpoints stop with the work, whether it ended by signal or by a lost Lease.
-        done_tx.send_replace(true);
-        worked
-    };
-    let server = http::serve(listener, telemetry::health_routes(metrics.registry(), ready_rx), done_rx);
-    let (served, worked) = tokio::join!(server, work);
-    worked.and(served)
-}
-
-/// Campaigns for the leader Lease, reconciles while holding it, and lets go of it on shutdown.
-/// Losing it ends the process with an error: a fresh start rejoins as a standby, with no
-/// reconcile of the old term still running beside the new leader's.
-async fn reconcile_while_leading(
-    client: kube::Client,
-    lease: &str,
-    ctx: Arc<Context>,
-    ready: watch::Sender<bool>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<()> {
-    let namespace = std::env::var("POD_NAMESPACE")
-        .ok()
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or_else(|| client.default_namespace().to_string());
-    let mut campaign = leader::campaign(client, lease, namespace, leader::identity()).await?;
-    tracing::info!(identity = %campaign.identity, namespace = %campaign.namespace, lease, "standing by for the leader Lease");
-    // A standby is healthy and ready to take over.
-    ready.send_replace(true);
-    if !campaign.lead(&mut shutdown).await {
-        campaign.resign().await;
-        return Ok(());
-    }
-    tracing::info!(identity = %campaign.identity, "holding the leader Lease; reconciling");
-    ctx.metrics.set_leader(true);
-    let (stop, lost) = campaign.until_lost(shutdown);
-    controller::run(ctx.clone(), ready, stop).await;
-    ctx.metrics.set_leader(false);
-    let lost = *lost.borrow();
-    campaign.resign().await;
-    if lost { Err(Error::LostLeadership) } else { Ok(()) }
+    let lease = args.leader_election.then_some(args.lease_name);
+    controller::process::run(client, settings, args.listen, lease.as_deref(), shutdown_on_signal()).await
 }
 
 async fn run_verifier(args: VerifierArgs) -> Result<()> {
-    telemetry::init_logging(args.log_format);
+    logging::init_logging(args.log_format);
     let client = crate::retry::client().await.map_err(Error::KubeConfig)?;
     let settings =
         verifier::Settings { namespaces: namespaces(args.namespaces), trusted_proxies: args.trusted_proxies };
@@ -230,7 +178,7 @@ async fn run_verifier(args: VerifierArgs) -> Result<()> {
 }
 
 async fn run_webhook(args: WebhookArgs) -> Result<()> {
-    telemetry::init_logging(args.log_format);
+    logging::init_logging(args.log_format);
     let settings = webhook::Settings {
         expiry: expiry_policy(args.default_expiry, args.max_expiry)?,
         grants: args.grants,
@@ -242,7 +190,8 @@ async fn run_webhook(args: WebhookArgs) -> Result<()> {
     webhook::run(client, settings, args.listen, shutdown_on_signal()).await
 }
 
-/// A flag that turns true on SIGTERM or Ctrl-C.
+/// A flag that turns true on SIGTERM or Ctrl-C. Signals belong to the process, so they are
+/// caught here, once for every subcommand; each component only reads the flag.
 fn shutdown_on_signal() -> watch::Receiver<bool> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -283,11 +232,11 @@ mod tests {
 
     #[test]
     fn max_expiry_alone_lowers_the_default_to_the_cap() {
-        assert_eq!(expiry_policy(None, None).unwrap(), ExpiryPolicy { default: 90 * DAY, max: None });
+        assert_eq!(expiry_policy(None, None).unwrap(), ExpiryPolicy { default: DEFAULT_EXPIRY, max: None });
         assert_eq!(expiry_policy(None, Some(7 * DAY)).unwrap(), ExpiryPolicy { default: 7 * DAY, max: Some(7 * DAY) });
         assert_eq!(
             expiry_policy(None, Some(365 * DAY)).unwrap(),
-            ExpiryPolicy { default: 90 * DAY, max: Some(365 * DAY) },
+            ExpiryPolicy { default: DEFAULT_EXPIRY, max: Some(365 * DAY) },
             "a longer cap leaves the default"
         );
         assert_eq!(expiry_policy(Some(DAY), Some(7 * DAY)).unwrap().default, DAY);

@@ -41,7 +41,7 @@ pub enum Error {
     Random(#[source] rand::rngs::SysError),
 
     #[error("leader election failed: {0}")]
-    LeaderElection(String),
+    LeaderElection(#[source] kube_lease_manager::LeaseManagerError),
 
     #[error("lost the leader Lease to another replica")]
     LostLeadership,

@@ -1,5 +1,4 @@
 //! Keyward: API keys as Kubernetes custom resources.
-#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
@@ -9,10 +8,11 @@ pub mod duration;
 pub mod error;
 pub mod http;
 pub mod judge;
+pub mod logging;
+pub mod metrics;
 pub mod plugin;
 pub mod retry;
 pub mod scope;
-pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod verifier;

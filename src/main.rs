@@ -1,5 +1,4 @@
 //! The `keyward` binary: parses the command line and hands over to the library.
-#![forbid(unsafe_code)]
 
 use clap::Parser;
 

@@ -2,7 +2,9 @@
 
 pub mod apikey;
 pub mod credential;
+pub mod expiry;
 mod key;
+pub mod names;
 mod record;
 pub mod validate;
 

@@ -4,30 +4,21 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
 
 use ipnet::IpNet;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 use super::credential::{MAX_TOKEN_NAME, MAX_TOKENS};
+use super::names::{dns_label, label_value, qualified_name};
 use super::{
     ANNOTATION_TEMPLATE_KEYS, ApiKey, Credential, KeyPolicy, KeyState, LABEL_MANAGED_BY, MAX_KEY_SCOPES,
     MAX_SCOPE_LENGTH, SECRET_TOKEN_KEY, SecretTemplate,
 };
-use crate::{duration, scope, token};
+use crate::{scope, token};
 
-/// The operator's expiry settings (`--default-expiry`, `--max-expiry`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExpiryPolicy {
-    pub default: Duration,
-    pub max: Option<Duration>,
-}
-
-impl Default for ExpiryPolicy {
-    fn default() -> Self {
-        Self { default: Duration::from_secs(90 * 86_400), max: None }
-    }
-}
+// Moved to `expiry` and `names`; still named here too, for code that imports them from here.
+pub use super::expiry::{ExpiryPolicy, expiry};
+pub use super::names::dns_subdomain;
 
 /// A spec field the operator refuses, with the value it found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,7 +29,7 @@ pub struct SpecError {
 }
 
 impl SpecError {
-    fn new(field: impl Into<String>, value: &str, problem: impl Into<String>) -> Self {
+    pub(super) fn new(field: impl Into<String>, value: &str, problem: impl Into<String>) -> Self {
         Self { field: field.into(), value: shorten(value), problem: problem.into() }
     }
 }
@@ -156,20 +147,6 @@ pub fn credential(
     })
 }
 
-/// A DNS-1123 label of at most `max` characters.
-fn dns_label(name: &str, max: usize) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= max
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("must be a DNS label: lowercase letters, digits and '-', at most {max} characters"))
-    }
-}
-
 /// The checks every kind shares: description, scopes, CIDRs, prefix and Secret template.
 pub fn common(policy: &KeyPolicy) -> Result<(), SpecError> {
     let (description, scopes, cidrs) = (policy.description.as_deref(), &policy.scopes, &policy.allowed_cidrs);
@@ -218,65 +195,6 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
         .map_err(|_| "expected a CIDR such as 10.0.0.0/8 or 2001:db8::/32".to_string())
 }
 
-/// Computes expiry from `expiresAfter` or `expiresAt` (exclusive), counting from `from`.
-pub fn expiry(
-    path: &str,
-    expires_after: Option<&str>,
-    expires_at: Option<&str>,
-    from: Timestamp,
-    policy: &ExpiryPolicy,
-) -> Result<Timestamp, SpecError> {
-    let (field, lifetime_end) = match (expires_after, expires_at) {
-        (Some(_), Some(at)) => {
-            return Err(SpecError::new(
-                format!("{path}.expiresAt"),
-                at,
-                "expiresAt and expiresAfter are exclusive; set only one",
-            ));
-        }
-        (Some(after), None) => {
-            let field = format!("{path}.expiresAfter");
-            let lifetime = duration::parse(after).map_err(|p| SpecError::new(&field, after, p))?;
-            (field, add(from, lifetime))
-        }
-        (None, Some(at)) => {
-            let field = format!("{path}.expiresAt");
-            let ts = parse_timestamp(at).map_err(|problem| SpecError::new(&field, at, problem))?;
-            (field, ts)
-        }
-        (None, None) => return Ok(add(from, policy.default)),
-    };
-    if let Some(max) = policy.max
-        && lifetime_end > add(from, max)
-    {
-        let value = expires_after.or(expires_at).unwrap_or_default();
-        return Err(SpecError::new(
-            field,
-            value,
-            format!("exceeds the operator's maximum lifetime of {} (--max-expiry)", duration::format(max)),
-        ));
-    }
-    Ok(lifetime_end)
-}
-
-/// Parses an RFC 3339 timestamp, telling a well-formed one beyond the range this operator
-/// computes with (jiff's, which ends late on 9999-12-30) from one that is not a timestamp.
-pub fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
-    text.parse::<Timestamp>().map_err(|_| match jiff::fmt::temporal::Pieces::parse(text) {
-        Ok(pieces) if pieces.time().is_some() && pieces.offset().is_some() => format!(
-            "is later than the latest expiry this operator handles, {}; use an earlier time",
-            Timestamp::MAX.strftime("%Y-%m-%dT%H:%M:%SZ")
-        ),
-        _ => "expected an RFC 3339 timestamp such as 2027-01-01T00:00:00Z".to_string(),
-    })
-}
-
-/// `from + lifetime`, saturating: lifetimes are capped by `duration::parse` far below overflow.
-pub fn add(from: Timestamp, lifetime: Duration) -> Timestamp {
-    let lifetime = SignedDuration::try_from(lifetime).unwrap_or(SignedDuration::MAX);
-    from.checked_add(lifetime).unwrap_or(Timestamp::MAX)
-}
-
 fn secret_template(template: &SecretTemplate) -> Result<(), SpecError> {
     for (key, value) in &template.labels {
         let field = format!("spec.secretTemplate.labels[{key}]");
@@ -309,53 +227,6 @@ fn is_reserved(key: &str) -> bool {
     key.starts_with("keyward.io/")
 }
 
-/// A DNS-1123 subdomain, as Kubernetes requires of object names.
-pub fn dns_subdomain(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err("must be a DNS subdomain: lowercase letters, digits, '-' and '.', at most 253 characters".into())
-    }
-}
-
-/// A label or annotation key: an optional DNS-subdomain prefix and '/', then a name.
-fn qualified_name(key: &str) -> Result<(), String> {
-    let (prefix, name) = match key.split_once('/') {
-        Some((prefix, name)) => (Some(prefix), name),
-        None => (None, key),
-    };
-    if let Some(prefix) = prefix {
-        dns_subdomain(prefix).map_err(|p| format!("key prefix {p}"))?;
-    }
-    if name.is_empty() || name.len() > 63 || !label_chars(name) {
-        return Err("keys are an optional DNS prefix and '/', then at most 63 characters of A-Z, a-z, 0-9, '-', '_' and '.', starting and ending alphanumeric".into());
-    }
-    Ok(())
-}
-
-fn label_value(value: &str) -> Result<(), String> {
-    if value.is_empty() || (value.len() <= 63 && label_chars(value)) {
-        Ok(())
-    } else {
-        Err("label values are at most 63 characters of A-Z, a-z, 0-9, '-', '_' and '.', starting and ending alphanumeric".into())
-    }
-}
-
-fn label_chars(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
-        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
-}
-
 /// Template keys, recorded on the Secret so later template changes can remove what they dropped.
 pub fn template_keys(template: &SecretTemplate) -> String {
     fn keys<V>(map: &BTreeMap<String, V>) -> Vec<&str> {
@@ -371,6 +242,8 @@ pub fn template_keys(template: &SecretTemplate) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::api::ApiKeySpec;
 

@@ -54,7 +54,7 @@ pub async fn campaign(client: Client, lease: &str, namespace: String, identity: 
         .with_grace(LEASE_GRACE_SECS)
         .build()
         .await
-        .map_err(|e| Error::LeaderElection(e.to_string()))?;
+        .map_err(Error::LeaderElection)?;
     let (leading, task) = manager.watch().await;
     Ok(Campaign { identity, namespace, leading, task })
 }

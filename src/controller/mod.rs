@@ -4,6 +4,8 @@ pub mod apikey;
 pub mod credential;
 pub mod issuer;
 pub mod leader;
+pub mod metrics;
+pub mod process;
 pub mod secret;
 mod secret_watch;
 mod status;
@@ -27,11 +29,11 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::api::validate::ExpiryPolicy;
+use crate::api::expiry::ExpiryPolicy;
 use crate::api::{ApiKey, Credential, Key, LABEL_MANAGED_BY, MANAGED_BY_VALUE, reason};
-use crate::telemetry::Metrics;
 use crate::token::TokenHash;
 use crate::watch::{api_in, watch_scopes};
+use metrics::Metrics;
 
 /// Timestamps in status and annotations are whole seconds, as Kubernetes stores them: a finer
 /// one would never compare equal to what was stored, and every reconcile would write again.

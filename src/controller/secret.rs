@@ -14,6 +14,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::{Value, json};
 
+use super::metrics::Metrics;
 use super::{Context, OwnWrites};
 use crate::api::{
     ANNOTATION_EXPIRES_AT, ANNOTATION_ISSUED_AT, ANNOTATION_KEY_ID, ANNOTATION_OWNER, ANNOTATION_TEMPLATE_KEYS,
@@ -21,7 +22,6 @@ use crate::api::{
     SecretTemplate, validate::template_keys,
 };
 use crate::error::Result;
-use crate::telemetry::Metrics;
 use crate::token::{Token, TokenHash};
 
 /// Who owns a token Secret.

@@ -12,9 +12,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::FIELD_MANAGER;
+use super::metrics::Metrics;
 use crate::api::CONDITION_READY;
 use crate::error::Result;
-use crate::telemetry::Metrics;
 
 /// A status timestamp, in whole seconds (see [`super::whole_seconds`]).
 pub fn time(at: Timestamp) -> Time {

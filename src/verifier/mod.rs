@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod index;
+pub mod metrics;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -20,9 +21,9 @@ use crate::api::Kind;
 use crate::api::{ApiKey, Credential};
 use crate::error::Result;
 use crate::judge::{self, Judged, ObjectKey, Verdict};
-use crate::telemetry::{self, VerifierMetrics};
 use crate::watch::{api_in, watch_scopes};
 use index::Index;
+use metrics::VerifierMetrics;
 
 /// How the verifier was started (`keyward verifier` flags).
 #[derive(Clone, Debug, Default)]
@@ -72,7 +73,8 @@ pub async fn run(
     let verifier = Arc::new(Verifier::new(settings.trusted_proxies.clone()));
     let (ready_tx, ready_rx) = watch::channel(false);
     let listener = crate::http::bind(listen, "/healthz, /readyz, /metrics, /v1/verify and /v1/auth").await?;
-    let router = http::routes(verifier.clone()).merge(telemetry::health_routes(verifier.metrics.registry(), ready_rx));
+    let router =
+        http::routes(verifier.clone()).merge(crate::metrics::health_routes(verifier.metrics.registry(), ready_rx));
     let watches = follow_all(client, &settings.namespaces, verifier, ready_tx);
     tokio::select! {
         served = crate::http::serve(listener, router, shutdown) => served,

@@ -11,8 +11,8 @@ use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessRevie
 use kube::api::{Api, PostParams};
 
 use super::grant::covering_names;
+use super::metrics::WebhookMetrics;
 use crate::error::Result;
-use crate::telemetry::WebhookMetrics;
 
 /// How long an answer is believed: a revoked grant takes effect within this time.
 pub const CACHE_FOR: Duration = Duration::from_secs(10);

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use crate::api::validate::{self, ExpiryPolicy};
-use crate::api::{ApiKey, Credential, KeyPolicy, KeyState};
+use crate::api::expiry::ExpiryPolicy;
+use crate::api::{self, ApiKey, Credential, KeyPolicy, KeyState};
 
 /// The resource names a `grant` on `scopes.keyward.io` may carry to cover `scope`, narrowest
 /// first: the scope itself, then each shorter prefix with a final `>`, down to `>`. A scope's
@@ -61,7 +61,7 @@ impl InUse {
         let spec = &key.spec;
         let uncapped = ExpiryPolicy { max: None, ..expiry.clone() };
         let at =
-            validate::expiry("spec", spec.expires_after.as_deref(), spec.expires_at.as_deref(), created, &uncapped);
+            api::expiry::expiry("spec", spec.expires_after.as_deref(), spec.expires_at.as_deref(), created, &uncapped);
         Self::of(&spec.policy, [(String::new(), at.ok())].into())
     }
 
@@ -81,7 +81,8 @@ impl InUse {
             .iter()
             .map(|t| {
                 let from = first_issue(&t.name);
-                let at = validate::expiry("spec", t.expires_after.as_deref(), t.expires_at.as_deref(), from, &uncapped);
+                let at =
+                    api::expiry::expiry("spec", t.expires_after.as_deref(), t.expires_at.as_deref(), from, &uncapped);
                 (t.name.clone(), at.ok())
             })
             .collect();

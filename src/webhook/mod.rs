@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod grant;
+pub mod metrics;
 pub mod review;
 
 use std::net::SocketAddr;
@@ -22,10 +23,10 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use tokio::sync::watch;
 
-use crate::api::validate::ExpiryPolicy;
+use crate::api::expiry::ExpiryPolicy;
 use crate::error::Result;
-use crate::telemetry::{self, WebhookMetrics};
 use crate::tls::CertificateFiles;
+use metrics::WebhookMetrics;
 use review::{Key, Refusal};
 
 /// Largest AdmissionReview accepted: the API server's own limit on an object is about 3 MiB,
@@ -74,7 +75,7 @@ pub async fn run(
         .route("/mutate", post(mutate))
         .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
         .with_state(webhook.clone())
-        .merge(telemetry::health_routes(webhook.metrics.registry(), ready));
+        .merge(crate::metrics::health_routes(webhook.metrics.registry(), ready));
     let listener = crate::http::bind(listen, "/healthz, /readyz, /metrics, /validate and /mutate over TLS").await?;
     crate::http::serve_tls(listener, router, shutdown, tls).await
 }

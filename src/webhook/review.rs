@@ -8,7 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
 use super::grant::{InUse, scopes_to_grant};
-use crate::api::validate::{self, ExpiryPolicy};
+use crate::api::expiry::ExpiryPolicy;
+use crate::api::validate;
 use crate::api::{ANNOTATION_CREATED_BY, ApiKey, Credential};
 
 /// A key as admission sees it.

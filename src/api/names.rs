@@ -1,0 +1,64 @@
+//! Kubernetes name syntax: DNS labels and subdomains (object names), and label and annotation
+//! keys and values.
+
+/// A DNS-1123 label of at most `max` characters.
+pub fn dns_label(name: &str, max: usize) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("must be a DNS label: lowercase letters, digits and '-', at most {max} characters"))
+    }
+}
+
+/// A DNS-1123 subdomain, as Kubernetes requires of object names.
+pub fn dns_subdomain(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a DNS subdomain: lowercase letters, digits, '-' and '.', at most 253 characters".into())
+    }
+}
+
+/// A label or annotation key: an optional DNS-subdomain prefix and '/', then a name.
+pub fn qualified_name(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        dns_subdomain(prefix).map_err(|p| format!("key prefix {p}"))?;
+    }
+    if name.is_empty() || name.len() > 63 || !label_chars(name) {
+        return Err("keys are an optional DNS prefix and '/', then at most 63 characters of A-Z, a-z, 0-9, '-', '_' and '.', starting and ending alphanumeric".into());
+    }
+    Ok(())
+}
+
+/// A label value: empty, or at most 63 characters of the label alphabet.
+pub fn label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() || (value.len() <= 63 && label_chars(value)) {
+        Ok(())
+    } else {
+        Err("label values are at most 63 characters of A-Z, a-z, 0-9, '-', '_' and '.', starting and ending alphanumeric".into())
+    }
+}
+
+fn label_chars(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
