@@ -25,6 +25,8 @@ pub trait KeyResource: Key {
     const COMMANDS: &'static str;
     /// The other kind of key, which a name given to the wrong command may be.
     type Other: KeyResource;
+    /// The Secret of the token `token` names (a Credential's), when status names none.
+    fn default_secret_name(&self, token: Option<&str>) -> String;
     /// Columns of `list` after NAME (and before CREATED BY and AGE).
     fn columns() -> &'static [&'static str];
     fn cells(&self, now: Timestamp) -> Vec<String>;
@@ -36,6 +38,10 @@ impl KeyResource for ApiKey {
     const NOUN: &'static str = "apikey";
     const COMMANDS: &'static str = "";
     type Other = Credential;
+
+    fn default_secret_name(&self, _: Option<&str>) -> String {
+        self.secret_name()
+    }
 
     fn columns() -> &'static [&'static str] {
         &["PHASE", "KEY ID", "SCOPES", "EXPIRES IN"]
@@ -75,6 +81,10 @@ impl KeyResource for Credential {
     const NOUN: &'static str = "credential";
     const COMMANDS: &'static str = "credential ";
     type Other = ApiKey;
+
+    fn default_secret_name(&self, token: Option<&str>) -> String {
+        self.secret_name(token.unwrap_or_default())
+    }
 
     fn columns() -> &'static [&'static str] {
         &["PHASE", "TOKENS", "SCOPES", "NEXT EXPIRY"]

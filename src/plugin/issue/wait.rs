@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kube::runtime::watcher;
 
 use super::NewToken;
-use crate::api::{ApiKey, CONDITION_READY, Credential, Phase};
+use crate::api::{CONDITION_READY, Phase};
 use crate::plugin::cluster::Cluster;
 use crate::plugin::error::{PluginError, Result};
 use crate::plugin::keys::{self, KeyResource};
@@ -22,11 +22,6 @@ pub(super) enum Progress {
     Refused(String),
 }
 
-pub(super) trait Issuable: KeyResource {
-    /// The progress of the token (`token` names a Credential's) at the current generation.
-    fn progress(&self, token: Option<&str>) -> Progress;
-}
-
 fn ready_message(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> String {
     conditions
         .iter()
@@ -35,71 +30,44 @@ fn ready_message(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::C
         .unwrap_or_else(|| "no Ready condition".into())
 }
 
-impl Issuable for ApiKey {
-    fn progress(&self, _: Option<&str>) -> Progress {
-        let Some(status) = &self.status else { return Progress::Waiting("no status yet".into()) };
-        if status.observed_generation < self.metadata.generation {
-            return Progress::Waiting("the controller has not seen this generation yet".into());
-        }
-        match (status.record.phase, &status.record.token_hash, &status.record.key_id) {
-            (Some(Phase::Active | Phase::Inactive), Some(hash), Some(key_id)) => Progress::Issued(NewToken {
-                kind: "ApiKey",
-                namespace: self.namespace().unwrap_or_default(),
-                name: self.name_any(),
-                token_name: None,
-                key_id: key_id.clone(),
-                token_hash: hash.clone(),
-                secret_name: status.record.secret_name.clone().unwrap_or_else(|| self.secret_name()),
-                expires_at: status.record.expires_at.as_ref().map(|t| t.0),
-            }),
-            (Some(Phase::Failed), ..) => {
-                Progress::Refused(format!("the controller refused it: {}", ready_message(&status.conditions)))
-            }
-            (Some(Phase::Expired), ..) => {
-                Progress::Refused(format!("it expired: {}", ready_message(&status.conditions)))
-            }
-            (phase, ..) => Progress::Waiting(format!("phase {}", phase.map_or("-", Phase::as_str))),
-        }
+/// The progress of `key`'s token (`token` names a Credential's) at the current generation, from
+/// the key's status records, alike for both kinds.
+fn progress<K: KeyResource>(key: &K, token: Option<&str>) -> Progress {
+    let Some(phase) = key.phase() else { return Progress::Waiting("no status yet".into()) };
+    if key.observed_generation() < key.meta().generation {
+        return Progress::Waiting("the controller has not seen this generation yet".into());
     }
-}
-
-impl Issuable for Credential {
-    fn progress(&self, token: Option<&str>) -> Progress {
-        let Some(status) = &self.status else { return Progress::Waiting("no status yet".into()) };
-        if status.observed_generation < self.metadata.generation {
-            return Progress::Waiting("the controller has not seen this generation yet".into());
+    if phase == Phase::Failed {
+        return Progress::Refused(format!("the controller refused it: {}", ready_message(key.conditions())));
+    }
+    let what = token.map_or_else(|| "it".to_string(), |name| format!("token {name:?}"));
+    let Some((_, record)) = key.records().into_iter().find(|(name, _)| *name == token) else {
+        return Progress::Waiting(format!("{what} not issued yet"));
+    };
+    match (record.phase, &record.token_hash, &record.key_id) {
+        (Some(Phase::Active | Phase::Inactive), Some(hash), Some(key_id)) => Progress::Issued(NewToken {
+            kind: K::KIND.as_str(),
+            namespace: key.namespace().unwrap_or_default(),
+            name: key.name_any(),
+            token_name: token.map(str::to_string),
+            key_id: key_id.clone(),
+            token_hash: hash.clone(),
+            secret_name: record.secret_name.clone().unwrap_or_else(|| key.default_secret_name(token)),
+            expires_at: record.expires_at.as_ref().map(|t| t.0),
+        }),
+        (Some(phase @ (Phase::Failed | Phase::Expired)), ..) => {
+            Progress::Refused(format!("{what} is {}: {}", phase.as_str(), ready_message(key.conditions())))
         }
-        if status.phase == Some(Phase::Failed) {
-            return Progress::Refused(format!("the controller refused it: {}", ready_message(&status.conditions)));
-        }
-        let name = token.unwrap_or_default();
-        let Some(issued) = status.tokens.iter().find(|t| t.name == name) else {
-            return Progress::Waiting(format!("token {name:?} not issued yet"));
-        };
-        match (issued.record.phase, &issued.record.token_hash, &issued.record.key_id) {
-            (Some(Phase::Active | Phase::Inactive), Some(hash), Some(key_id)) => Progress::Issued(NewToken {
-                kind: "Credential",
-                namespace: self.namespace().unwrap_or_default(),
-                name: self.name_any(),
-                token_name: Some(name.to_string()),
-                key_id: key_id.clone(),
-                token_hash: hash.clone(),
-                secret_name: issued.record.secret_name.clone().unwrap_or_else(|| self.secret_name(name)),
-                expires_at: issued.record.expires_at.as_ref().map(|t| t.0),
-            }),
-            (Some(Phase::Failed | Phase::Expired), ..) => Progress::Refused(format!(
-                "token {name:?} is {}: {}",
-                issued.record.phase.map_or("-", Phase::as_str),
-                ready_message(&status.conditions)
-            )),
-            (phase, ..) => Progress::Waiting(format!("token {name:?} phase {}", phase.map_or("-", Phase::as_str))),
+        (phase, ..) => {
+            let whose = token.map(|name| format!("token {name:?} ")).unwrap_or_default();
+            Progress::Waiting(format!("{whose}phase {}", phase.map_or("-", Phase::as_str)))
         }
     }
 }
 
 /// Watches the key until the controller has issued the token, refused it, or `timeout` passed.
 /// On a terminal, a spinner on stderr says what it is waiting for.
-pub(super) async fn await_token<K: Issuable>(
+pub(super) async fn await_token<K: KeyResource>(
     cluster: &Cluster,
     created: &K,
     token: Option<&str>,
@@ -107,7 +75,7 @@ pub(super) async fn await_token<K: Issuable>(
 ) -> Result<NewToken> {
     let name = created.name_any();
     let subject = keys::subject::<K>(cluster, Some(&name));
-    let mut last = created.progress(token);
+    let mut last = progress(created, token);
     let spinner =
         Spinner::start(&format!("waiting for the controller to issue the token of {}/{name}", K::NOUN), "created");
     let deadline = tokio::time::Instant::now() + timeout;
@@ -134,7 +102,7 @@ pub(super) async fn await_token<K: Issuable>(
             Ok(Some(event)) => event,
         };
         last = match event {
-            Ok(watcher::Event::Apply(key) | watcher::Event::InitApply(key)) => key.progress(token),
+            Ok(watcher::Event::Apply(key) | watcher::Event::InitApply(key)) => progress(&key, token),
             Ok(watcher::Event::Delete(_)) => {
                 return Err(PluginError::NotFound(format!("{subject} was deleted while waiting for its token")));
             }
@@ -187,6 +155,7 @@ impl Drop for Spinner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{ApiKey, Credential};
 
     fn apikey(value: serde_json::Value) -> ApiKey {
         serde_json::from_value(value).unwrap()
@@ -197,15 +166,15 @@ mod tests {
         let meta = serde_json::json!({"name": "ci", "namespace": "team-a", "generation": 2});
         let stale = apikey(serde_json::json!({"metadata": meta, "spec": {},
             "status": {"phase": "Active", "observedGeneration": 1, "keyId": "kw_1", "tokenHash": "sha256:00"}}));
-        assert!(matches!(stale.progress(None), Progress::Waiting(_)));
+        assert!(matches!(progress(&stale, None), Progress::Waiting(_)));
         let active = apikey(serde_json::json!({"metadata": meta, "spec": {},
             "status": {"phase": "Active", "observedGeneration": 2, "keyId": "kw_1", "tokenHash": "sha256:00"}}));
-        let Progress::Issued(issued) = active.progress(None) else { panic!("not issued") };
+        let Progress::Issued(issued) = progress(&active, None) else { panic!("not issued") };
         assert_eq!((issued.secret_name.as_str(), issued.key_id.as_str()), ("ci-apikey", "kw_1"));
         let failed = apikey(serde_json::json!({"metadata": meta, "spec": {}, "status": {"phase": "Failed",
             "observedGeneration": 2, "conditions": [{"type": "Ready", "status": "False", "reason": "InvalidSpec",
             "message": "spec.expiresAfter: too long", "lastTransitionTime": "2026-11-23T00:00:00Z"}]}}));
-        let Progress::Refused(why) = failed.progress(None) else { panic!("not refused") };
+        let Progress::Refused(why) = progress(&failed, None) else { panic!("not refused") };
         assert_eq!(why, "the controller refused it: InvalidSpec: spec.expiresAfter: too long");
     }
 
@@ -219,7 +188,7 @@ mod tests {
             ]},
         }))
         .unwrap();
-        assert!(matches!(credential.progress(Some("primary")), Progress::Issued(_)));
-        assert!(matches!(credential.progress(Some("next")), Progress::Waiting(_)));
+        assert!(matches!(progress(&credential, Some("primary")), Progress::Issued(_)));
+        assert!(matches!(progress(&credential, Some("next")), Progress::Waiting(_)));
     }
 }
