@@ -55,6 +55,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use common::controller::Controller;

@@ -66,6 +66,7 @@ use tokio::sync::watch;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use common::{Error, MANAGER, Result, env_number, install_crds, median};

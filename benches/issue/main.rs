@@ -68,6 +68,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use common::controller::{Controller, parse_labels};

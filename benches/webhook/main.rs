@@ -76,6 +76,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use common::controller::parse_labels;
