@@ -71,8 +71,10 @@ use tokio::sync::{mpsc, oneshot};
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::controller::{Controller, parse_labels};
-use common::{Error, MANAGER, Result, env_number, install_crds, median};
+use common::metrics::{samples, scrape_apiserver};
+use common::process::Process;
+use common::report::{self, show};
+use common::{Error, MANAGER, Outcome, Progress, Result, Table, env_number, install_crds, median};
 
 /// The value of the label `common::BENCH_LABEL` on this bench's namespaces.
 const BENCH_LABEL_VALUE: &str = "issue";
@@ -177,10 +179,9 @@ struct Figures {
     controller_log_errors: u64,
     /// The first few of those lines.
     controller_log_samples: Vec<String>,
-    total_secs: Option<f64>,
-    /// Measure windows that someone else's requests polluted.
-    warnings: Vec<String>,
-    error: Option<String>,
+    /// With the warnings about measure windows that someone else's requests polluted.
+    #[serde(flatten)]
+    outcome: Outcome,
 }
 
 /// The Credential part (figure 6): the figures 1 to 3 for Credentials of several tokens.
@@ -232,7 +233,7 @@ struct Bench {
     suffix: String,
     namespaces: Vec<String>,
     figures: Figures,
-    started: Instant,
+    progress: Progress,
 }
 
 impl common::Bench for Bench {
@@ -309,7 +310,7 @@ impl common::Bench for Bench {
         if self.namespaces.is_empty() {
             return;
         }
-        if std::env::var_os("KEYWARD_BENCH_KEEP_NAMESPACES").is_some() {
+        if common::keep_namespaces() {
             self.progress(&format!("keeping {:?} for inspection; the next run deletes them first", self.namespaces));
             return;
         }
@@ -318,9 +319,8 @@ impl common::Bench for Bench {
         self.namespaces.clear();
     }
 
-    fn conclude(&mut self, error: Option<String>, total_secs: f64) {
-        self.figures.error = error;
-        self.figures.total_secs = Some(total_secs);
+    fn outcome(&mut self) -> &mut Outcome {
+        &mut self.figures.outcome
     }
 
     fn figures(&self) -> &Figures {
@@ -340,7 +340,7 @@ impl Bench {
         let settings = Settings::from_env()?;
         let client = Client::try_default().await.map_err(|e| format!("a client from KUBECONFIG: {e}"))?;
         std::fs::create_dir_all(&out_dir).map_err(|e| format!("create {}: {e}", out_dir.display()))?;
-        let suffix: String = (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
+        let suffix = common::random_suffix();
         Ok(Self {
             client,
             figures: Figures { settings: Some(settings.clone()), ..Figures::default() },
@@ -348,7 +348,7 @@ impl Bench {
             out_dir,
             suffix,
             namespaces: Vec::new(),
-            started: Instant::now(),
+            progress: Progress::start(),
         })
     }
 
@@ -357,7 +357,7 @@ impl Bench {
     }
 
     fn progress(&self, message: &str) {
-        eprintln!("[{:>7.1}s] {message}", self.started.elapsed().as_secs_f64());
+        self.progress.say(message);
     }
 
     /// Figure 1, the floor: per key, create the ApiKey, create a Secret like the operator's and
@@ -417,7 +417,7 @@ impl Bench {
         let rss = controller.peak_rss_mib()?;
         self.figures.peak_rss_mib = Some(self.figures.peak_rss_mib.map_or(rss, |peak| peak.max(rss)));
         self.figures.rss_idle_mib = Some(controller.rss_mib()?);
-        self.count_reconciles(&controller, burst);
+        self.count_reconciles(&controller, burst).await;
         Ok(controller)
     }
 
@@ -454,8 +454,8 @@ impl Bench {
     }
 
     /// Diagnostic only: the controller's own count says how often each object was looked at.
-    fn count_reconciles(&self, controller: &Controller, burst: &mut Burst) {
-        match controller.reconciles() {
+    async fn count_reconciles(&self, controller: &Controller, burst: &mut Burst) {
+        match controller.reconciles().await {
             Ok(count) => burst.reconciles = Some(burst.reconciles.unwrap_or(0) + count),
             Err(error) => self.progress(&format!("cannot read the controller's reconcile count: {error}")),
         }
@@ -503,8 +503,8 @@ impl Bench {
             let (secs, window, controller) = self.controller_burst(&run, n, make, active).await?;
             through.secs.push(secs);
             through.spent.add(&window);
-            self.count_reconciles(&controller, &mut through);
-            counted = counted.zip(controller.api_writes()).map(|(mut sum, writes)| {
+            self.count_reconciles(&controller, &mut through).await;
+            counted = counted.zip(controller.api_writes().await).map(|(mut sum, writes)| {
                 for (series, n) in writes {
                     *sum.entry(series).or_insert(0) += n;
                 }
@@ -518,10 +518,11 @@ impl Bench {
             }
         }
         let controller = kept.ok_or("KEYWARD_BENCH_ROUNDS must be at least 1")?;
-        let before_rest = controller.api_writes();
+        let before_rest = controller.api_writes().await;
         let rest = self.rest_window("credential-rest", &controller).await?;
         let total = |writes: BTreeMap<String, u64>| writes.values().sum::<u64>();
-        let rest_counted = controller.api_writes().zip(before_rest).map(|(after, before)| total(after) - total(before));
+        let rest_counted =
+            controller.api_writes().await.zip(before_rest).map(|(after, before)| total(after) - total(before));
         self.count_log_lines(&controller);
         controller.stop().await;
 
@@ -637,13 +638,12 @@ impl Bench {
 
     async fn start_controller(&self, namespace: &str, run: &str) -> Result<Controller> {
         let log = self.out_dir.join(format!("issue-{run}.log"));
-        let mut controller = Controller::start(
-            Path::new(env!("CARGO_BIN_EXE_keyward")),
-            namespace,
-            &["--concurrency".into(), self.settings.concurrency.to_string()],
-            &log,
-        )?;
-        controller.wait_ready(Duration::from_secs(60)).await?;
+        let args = ["controller", "--namespaces", namespace, "--listen", "127.0.0.1:0", "--concurrency"];
+        let args: Vec<String> =
+            args.map(String::from).into_iter().chain([self.settings.concurrency.to_string()]).collect();
+        let mut process = Process::keyward(Path::new(env!("CARGO_BIN_EXE_keyward")), &args, &log)?;
+        process.wait_ready(Duration::from_secs(60)).await?;
+        let controller = Controller { process, namespace: namespace.to_string() };
         self.progress(&format!("{run}: keyward controller ready (pid {}, log {})", controller.pid, log.display()));
         Ok(controller)
     }
@@ -669,16 +669,15 @@ impl Bench {
                  Credential creates, {deletes} deletes of ApiKeys, Credentials or Events); this window's figures \
                  include their requests"
             );
-            self.progress(&format!("warning: {warning}"));
-            self.figures.warnings.push(warning);
+            self.progress.warn(&mut self.figures.outcome, warning);
         }
     }
 
     fn count_log_lines(&mut self, controller: &Controller) {
-        let (warnings, errors, samples) = controller.log_levels();
-        self.figures.controller_log_warnings += warnings;
-        self.figures.controller_log_errors += errors;
-        for sample in samples {
+        let levels = controller.log_levels();
+        self.figures.controller_log_warnings += levels.warnings;
+        self.figures.controller_log_errors += levels.errors;
+        for sample in levels.samples {
             if self.figures.controller_log_samples.len() < 10 {
                 self.figures.controller_log_samples.push(sample);
             }
@@ -746,6 +745,26 @@ where
             return Ok(());
         }
         api.delete_collection(&DeleteParams::default(), &page).await?;
+    }
+}
+
+/// A `keyward controller` and the namespace it watches.
+struct Controller {
+    process: Process,
+    namespace: String,
+}
+
+impl std::ops::Deref for Controller {
+    type Target = Process;
+
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl Controller {
+    async fn stop(self) {
+        self.process.stop().await;
     }
 }
 
@@ -1195,29 +1214,13 @@ struct Requests(BTreeMap<Series, u64>);
 
 impl Requests {
     async fn scrape(client: &Client) -> Result<Self> {
-        // `Request::new("")` with the name `metrics` builds a plain `GET /metrics`.
-        let request = kube::core::Request::new("")
-            .get("metrics", &Default::default())
-            .map_err(|e| format!("build GET /metrics: {e}"))?;
-        let text = client.request_text(request).await.map_err(|e| format!("GET /metrics: {e}"))?;
-        Ok(Self::parse(&text))
+        Ok(Self::parse(&scrape_apiserver(client).await?))
     }
 
     fn parse(text: &str) -> Self {
         let mut counts = BTreeMap::new();
-        for line in text.lines() {
-            let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-                continue;
-            };
-            let Some((labels, value)) = rest.rsplit_once('}') else {
-                continue;
-            };
-            let labels = parse_labels(labels);
+        for (labels, value) in samples(text, "apiserver_request_total") {
             let label = |name: &str| labels.get(name).cloned().unwrap_or_default();
-            // Counters may be printed in exponent form ("1.2e+06").
-            let Ok(value) = value.trim().parse::<f64>() else {
-                continue;
-            };
             let series = Series {
                 resource: label("resource"),
                 subresource: label("subresource"),
@@ -1280,22 +1283,19 @@ fn print_table(f: &Figures) {
     };
     let n = settings.keys;
     let rounds = settings.rounds;
-    let each = |values: &[f64]| values.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(", ");
+    let each = |values: &[f64]| show::each(values, 2);
     let large = settings.large;
-    let secs = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} s"));
-    let num = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    let secs = |v: Option<f64>| show::secs(v, 2);
+    let num = |v: Option<f64>| show::num(v, 2);
     // Per-key counts get three decimals: 2.004 is not 2.
-    let per_key = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
-    let mib = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1} MiB"));
-    let verdict = |ok: Option<bool>| match ok {
-        Some(true) => "ok",
-        Some(false) => "MISSED",
-        None => "",
-    };
-    let mut rows: Vec<[String; 4]> = Vec::new();
-    let mut row = |figure: String, value: String, goal: &str, ok: Option<bool>| {
-        rows.push([figure, value, goal.to_string(), verdict(ok).to_string()]);
-    };
+    let per_key = |v: Option<f64>| show::num(v, 3);
+    let mib = show::mib;
+    let title = format!(
+        "keyward issue bench: {n} keys, {} credentials x {} tokens, --concurrency {}, rest {} s, large run {large} keys",
+        settings.credentials, settings.credential_tokens, settings.concurrency, settings.rest_secs
+    );
+    let mut table = Table::new(title);
+    let mut row = |figure: String, value: String, goal: &str, ok: Option<bool>| table.goal(figure, value, goal, ok);
     row(format!("time to Active, {n} keys, baseline (median of {rounds})"), secs(f.baseline_secs), "", None);
     row(format!("time to Active, {n} keys, controller (median of {rounds})"), secs(f.controller_secs), "", None);
     row("controller / baseline".into(), num(f.ratio), "<= 1.30", f.ratio.map(|r| r <= 1.3));
@@ -1349,7 +1349,7 @@ fn print_table(f: &Figures) {
         "2",
         f.large_writes_per_key.map(|w| w <= 2.0),
     );
-    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0} ms"));
+    let ms = |v: Option<f64>| show::ms(v, 0);
     row(
         format!("expiry latency, max of {}", f.expiry_latency_ms.len()),
         ms(f.expiry_latency_max_ms),
@@ -1367,7 +1367,7 @@ fn print_table(f: &Figures) {
         let tokens = m * t * rounds;
         // One Secret per token and one status per Credential.
         let floor = (t + 1) as f64 / t as f64;
-        let count = |v: Option<u64>| v.map_or("-".into(), |n| n.to_string());
+        let count = show::count;
         row(
             format!("time to Active, {m} credentials x {t} tokens, baseline (median)"),
             secs(c.baseline_secs),
@@ -1411,35 +1411,15 @@ fn print_table(f: &Figures) {
         "",
         None,
     );
-    row("whole run".into(), secs(f.total_secs), "", None);
-
-    let title = format!(
-        "keyward issue bench: {n} keys, {} credentials x {} tokens, --concurrency {}, rest {} s, large run {large} keys",
-        settings.credentials, settings.credential_tokens, settings.concurrency, settings.rest_secs
-    );
-    common::print_figures(&title, &rows);
+    row("whole run".into(), secs(f.outcome.total_secs), "", None);
+    table.print();
     if !f.baseline_rounds_secs.is_empty() {
         println!("\nrounds, seconds to Active: baseline {}", each(&f.baseline_rounds_secs));
         println!("                          controller {}", each(&f.controller_rounds_secs));
     }
-    if !f.controller_requests.is_empty() {
-        println!("\ncontroller runs, requests (all {} keys):", n * rounds);
-        for (what, count) in &f.controller_requests {
-            println!("  {what:<40} {count}");
-        }
-    }
-    if !f.rest_requests.is_empty() {
-        println!("\nrequests at rest:");
-        for (what, count) in &f.rest_requests {
-            println!("  {what:<40} {count}");
-        }
-    }
-    if !f.restart_requests.is_empty() {
-        println!("\nrequests after the restart:");
-        for (what, count) in &f.restart_requests {
-            println!("  {what:<40} {count}");
-        }
-    }
+    report::print_counts(&format!("controller runs, requests (all {} keys)", n * rounds), &f.controller_requests);
+    report::print_counts("requests at rest", &f.rest_requests);
+    report::print_counts("requests after the restart", &f.restart_requests);
     if let Some(c) = &f.credentials {
         if !c.baseline_rounds_secs.is_empty() {
             println!("\ncredential rounds, seconds to Active: baseline {}", each(&c.baseline_rounds_secs));
@@ -1450,17 +1430,14 @@ fn print_table(f: &Figures) {
             ("credential controller runs, writes by the controller's own counter", &c.controller_counted_breakdown),
             ("requests at rest with the credentials", &c.rest_requests),
         ];
-        for (title, list) in lists.into_iter().filter(|(_, list)| !list.is_empty()) {
-            println!("\n{title}:");
-            for (what, count) in list {
-                println!("  {what:<40} {count}");
-            }
+        for (title, list) in lists {
+            report::print_counts(title, list);
         }
     }
-    common::print_log_samples(&f.controller_log_samples);
+    report::print_log_samples("controller", &f.controller_log_samples);
     if !f.expiry_latency_ms.is_empty() {
         let each: Vec<String> = f.expiry_latency_ms.iter().map(|ms| format!("{ms:.0}")).collect();
         println!("\nexpiry latencies (ms): {}", each.join(", "));
     }
-    common::print_ending(&f.warnings, f.error.as_deref());
+    f.outcome.print();
 }

@@ -45,10 +45,10 @@ use std::process::{ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use keyward::api::{ApiKey, ApiKeySpec, Phase, SECRET_TOKEN_KEY};
 use keyward::token::Token;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
@@ -58,8 +58,11 @@ use tokio::process::Command;
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::controller::Controller;
-use common::{Error, MANAGER, Result, env_number, install_crds, median, target_dir};
+use common::process::Process;
+use common::report::{self, show};
+use common::{
+    Error, MANAGER, Outcome, Progress, Result, Table, env_number, install_crds, median, nearest_rank, release_binary,
+};
 
 /// The value of the label `common::BENCH_LABEL` on this bench's namespaces.
 const BENCH_LABEL_VALUE: &str = "plugin";
@@ -132,9 +135,8 @@ struct Figures {
     controller_log_warnings: u64,
     controller_log_errors: u64,
     controller_log_samples: Vec<String>,
-    total_secs: Option<f64>,
-    warnings: Vec<String>,
-    error: Option<String>,
+    #[serde(flatten)]
+    outcome: Outcome,
 }
 
 /// Part 1.
@@ -221,9 +223,9 @@ struct Bench {
     /// Where GNU time writes what it measured.
     scratch: tempfile::TempDir,
     namespace: Option<String>,
-    controller: Option<Controller>,
+    controller: Option<Process>,
     figures: Figures,
-    started: Instant,
+    progress: Progress,
 }
 
 impl common::Bench for Bench {
@@ -236,13 +238,13 @@ impl common::Bench for Bench {
         self.figures.gnu_time = Some(ensure_gnu_time().await?);
         install_crds(&self.client, MANAGER).await?;
         common::remove_leftovers(&self.client, BENCH_LABEL_VALUE, |m| self.progress(m)).await?;
-        let suffix: String = (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
-        let ns = format!("kwbench-plugin-{suffix}");
+        let ns = format!("kwbench-plugin-{}", common::random_suffix());
         common::create_namespace(&self.client, &ns, BENCH_LABEL_VALUE).await?;
         self.namespace = Some(ns.clone());
         let log = self.out_dir.join("plugin-controller.log");
         self.progress(&format!("starting keyward controller for {ns} (log {})", log.display()));
-        let mut controller = Controller::start(&self.keyward, &ns, &[], &log)?;
+        let args = ["controller", "--namespaces", &ns, "--listen", "127.0.0.1:0"].map(String::from);
+        let mut controller = Process::keyward(&self.keyward, &args, &log)?;
         controller.wait_ready(Duration::from_secs(120)).await?;
         self.controller = Some(controller);
         let plugin = Plugin { path: self.plugin.clone(), namespace: ns.clone() };
@@ -265,26 +267,18 @@ impl common::Bench for Bench {
     /// Stops the controller (counting its log's warnings) and deletes the namespace.
     async fn cleanup(&mut self) {
         if let Some(controller) = self.controller.take() {
-            let (warnings, errors, samples) = controller.log_levels();
-            self.figures.controller_log_warnings = warnings;
-            self.figures.controller_log_errors = errors;
-            self.figures.controller_log_samples = samples;
+            let levels = controller.log_levels();
+            self.figures.controller_log_warnings = levels.warnings;
+            self.figures.controller_log_errors = levels.errors;
+            self.figures.controller_log_samples = levels.samples;
             controller.stop().await;
         }
-        let Some(ns) = self.namespace.take() else { return };
-        if std::env::var_os("KEYWARD_BENCH_KEEP_NAMESPACES").is_some() {
-            self.progress(&format!("keeping {ns} for inspection; the next run deletes it first"));
-            return;
-        }
-        self.progress(&format!("cleanup: deleting namespace {ns} (not waiting for it to be gone)"));
-        if let Err(error) = Api::<Namespace>::all(self.client.clone()).delete(&ns, &DeleteParams::default()).await {
-            self.progress(&format!("cannot delete namespace {ns}: {error}"));
-        }
+        let namespaces: Vec<String> = self.namespace.take().into_iter().collect();
+        common::delete_namespaces_now(&self.client, &namespaces, &self.progress).await;
     }
 
-    fn conclude(&mut self, error: Option<String>, total_secs: f64) {
-        self.figures.error = error;
-        self.figures.total_secs = Some(total_secs);
+    fn outcome(&mut self) -> &mut Outcome {
+        &mut self.figures.outcome
     }
 
     fn figures(&self) -> &Figures {
@@ -316,20 +310,19 @@ impl Bench {
             scratch: tempfile::tempdir()?,
             namespace: None,
             controller: None,
-            started: Instant::now(),
+            progress: Progress::start(),
         })
     }
 
     fn progress(&self, message: &str) {
-        eprintln!("[{:>7.1}s] {message}", self.started.elapsed().as_secs_f64());
+        self.progress.say(message);
     }
 
     fn warn(&mut self, warning: String) {
-        self.progress(&format!("warning: {warning}"));
-        self.figures.warnings.push(warning);
+        self.progress.warn(&mut self.figures.outcome, warning);
     }
 
-    fn controller(&self) -> Result<&Controller> {
+    fn controller(&self) -> Result<&Process> {
         self.controller.as_ref().ok_or_else(|| "no controller running".into())
     }
 
@@ -525,26 +518,6 @@ impl Bench {
     // -- The namespace --------------------------------------------------------------------
 }
 
-/// A release binary of the package, which must have been built.
-fn release_binary(name: &str) -> Result<PathBuf> {
-    let path = target_dir().join("release").join(name);
-    if !path.is_file() {
-        return Err(format!(
-            "{} is missing: this bench runs the release binaries; build them first with \
-             `cargo build --release --bins` (`make bench` does)",
-            path.display()
-        )
-        .into());
-    }
-    Ok(path)
-}
-
-/// The `p`th percentile of sorted values, nearest rank.
-fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.saturating_sub(1)).copied().unwrap_or(f64::NAN)
-}
-
 /// Creates one ApiKey with the default spec. A failed request is tried again a few times, 1,
 /// 2, 4 and 8 s apart: one hiccup of the API server must not end a long run.
 async fn create_key(keys: &Api<ApiKey>, name: &str) -> Result<()> {
@@ -694,22 +667,7 @@ async fn ensure_gnu_time() -> Result<String> {
     if let Some(version) = gnu_time_version().await {
         return Ok(version);
     }
-    eprintln!("installing the Debian package time (GNU time)");
-    let root = Command::new("id").arg("-u").output().await?.stdout.starts_with(b"0\n");
-    let as_root = |args: &[&str]| {
-        let mut command = Command::new(if root { args[0] } else { "sudo" });
-        command.args(if root { &args[1..] } else { args }).stdin(Stdio::null()).stdout(Stdio::null());
-        command
-    };
-    for args in [
-        &["apt-get", "update", "-qq"][..],
-        &["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq", "time"][..],
-    ] {
-        let status = as_root(args).status().await.map_err(|e| format!("run {args:?}: {e}"))?;
-        if !status.success() {
-            return Err(format!("{args:?} failed ({status}); install the Debian package time by hand").into());
-        }
-    }
+    common::apt_install("time").await?;
     gnu_time_version()
         .await
         .ok_or_else(|| format!("{GNU_TIME} is still not GNU time after apt-get install time").into())
@@ -727,14 +685,14 @@ async fn gnu_time_version() -> Option<String> {
 
 /// Waits until the controller has run no reconcile and sent no write for 3 s; `false` when
 /// `limit` passes first.
-async fn wait_idle(controller: &Controller, limit: Duration) -> Result<bool> {
+async fn wait_idle(controller: &Process, limit: Duration) -> Result<bool> {
     const QUIET: Duration = Duration::from_secs(3);
     let deadline = Instant::now() + limit;
-    let mut last = activity(controller)?;
+    let mut last = activity(controller).await?;
     let mut quiet_since = Instant::now();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = activity(controller)?;
+        let now = activity(controller).await?;
         if now != last {
             (last, quiet_since) = (now, Instant::now());
         } else if quiet_since.elapsed() >= QUIET {
@@ -745,10 +703,10 @@ async fn wait_idle(controller: &Controller, limit: Duration) -> Result<bool> {
 }
 
 /// `keyward_reconciles_total` and `keyward_api_writes_total`, every series added up.
-fn activity(controller: &Controller) -> Result<u64> {
+async fn activity(controller: &Process) -> Result<u64> {
     controller.check_alive()?;
-    let writes: u64 = controller.counter("keyward_api_writes_total")?.values().sum();
-    Ok(controller.reconciles()? + writes)
+    let writes: u64 = controller.counter("keyward_api_writes_total").await?.values().sum();
+    Ok(controller.reconciles().await? + writes)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -758,50 +716,8 @@ fn activity(controller: &Controller) -> Result<u64> {
 fn print_table(f: &Figures) {
     let Some(settings) = &f.settings else { return };
     let ms = |v: f64| format!("{v:.0} ms");
-    let opt_ms = |v: Option<f64>| v.map_or("-".into(), ms);
-    let mib = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1} MiB"));
-    let secs = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1} s"));
-    let mut rows: Vec<[String; 2]> = Vec::new();
-    let mut row = |figure: String, value: String| rows.push([figure, value]);
-    if let Some(c) = &f.create {
-        let n = c.runs_ms.len();
-        row(format!("create, {n} runs one after another: p50"), ms(c.p50_ms));
-        if c.p95_is_max {
-            row(format!("create: p95 (the max: {n} runs < 20)"), ms(c.p95_ms));
-        } else {
-            row("create: p95".into(), ms(c.p95_ms));
-        }
-        row("create: max".into(), ms(c.max_ms));
-        row("create: tokens printed matching their status".into(), format!("{} of {n}", c.tokens_matching_status));
-        row(format!("describe {PROBE}: median of {}", c.describe_runs_ms.len()), ms(c.describe_median_ms));
-        row("create p50 - describe median (issue and wait)".into(), ms(c.create_over_describe_ms));
-    }
+    let opt_ms = |v: Option<f64>| show::ms(v, 0);
     let rounds = settings.rounds;
-    for s in &f.sizes {
-        let n = s.keys;
-        row(
-            format!("fill to {n} keys: {} created, all Active / controller idle", s.created),
-            format!("{:.1} s / +{:.1} s", s.fill_secs, s.settle_secs),
-        );
-        row(format!("list, {n} keys: median of {rounds}"), opt_ms(s.list_table.median_ms));
-        row(format!("list -o json, {n} keys: median of {rounds}"), opt_ms(s.list_json.median_ms));
-        row(format!("verify, {n} keys: median of {rounds}"), opt_ms(s.verify.median_ms));
-        row(
-            format!("list -o json, {n} keys: peak RSS (highest of {})", s.list_json_rss.runs_mib.len()),
-            mib(s.list_json_rss.peak_mib),
-        );
-        row(
-            format!("verify, {n} keys: peak RSS (highest of {})", s.verify_rss.runs_mib.len()),
-            mib(s.verify_rss.peak_mib),
-        );
-        row(format!("list -o json, {n} keys: output"), format!("{:.2} MiB", s.list_json_bytes as f64 / 1_048_576.0));
-    }
-    row(
-        "controller log lines at WARN / ERROR".into(),
-        format!("{} / {}", f.controller_log_warnings, f.controller_log_errors),
-    );
-    row("whole run".into(), secs(f.total_secs));
-
     let title = format!(
         "keyward plugin bench: {} creates, list and verify at {:?} keys x {rounds} rounds, release binaries; \
          peak RSS by {GNU_TIME} -f %M ({})",
@@ -809,21 +725,61 @@ fn print_table(f: &Figures) {
         settings.sizes(),
         f.gnu_time.as_deref().unwrap_or("-")
     );
-    common::print_figures(&title, &rows);
-    let each = |runs: &[f64]| runs.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ");
+    let mut table = Table::new(title);
     if let Some(c) = &f.create {
-        println!("\ncreate runs, ms: {}", each(&c.runs_ms));
-        println!("describe runs, ms: {}", each(&c.describe_runs_ms));
+        let n = c.runs_ms.len();
+        table.row(format!("create, {n} runs one after another: p50"), ms(c.p50_ms));
+        if c.p95_is_max {
+            table.row(format!("create: p95 (the max: {n} runs < 20)"), ms(c.p95_ms));
+        } else {
+            table.row("create: p95", ms(c.p95_ms));
+        }
+        table.row("create: max", ms(c.max_ms));
+        table.row("create: tokens printed matching their status", format!("{} of {n}", c.tokens_matching_status));
+        table.row(format!("describe {PROBE}: median of {}", c.describe_runs_ms.len()), ms(c.describe_median_ms));
+        table.row("create p50 - describe median (issue and wait)", ms(c.create_over_describe_ms));
+    }
+    for s in &f.sizes {
+        let n = s.keys;
+        table.row(
+            format!("fill to {n} keys: {} created, all Active / controller idle", s.created),
+            format!("{:.1} s / +{:.1} s", s.fill_secs, s.settle_secs),
+        );
+        table.row(format!("list, {n} keys: median of {rounds}"), opt_ms(s.list_table.median_ms));
+        table.row(format!("list -o json, {n} keys: median of {rounds}"), opt_ms(s.list_json.median_ms));
+        table.row(format!("verify, {n} keys: median of {rounds}"), opt_ms(s.verify.median_ms));
+        table.row(
+            format!("list -o json, {n} keys: peak RSS (highest of {})", s.list_json_rss.runs_mib.len()),
+            show::mib(s.list_json_rss.peak_mib),
+        );
+        table.row(
+            format!("verify, {n} keys: peak RSS (highest of {})", s.verify_rss.runs_mib.len()),
+            show::mib(s.verify_rss.peak_mib),
+        );
+        table.row(
+            format!("list -o json, {n} keys: output"),
+            format!("{:.2} MiB", s.list_json_bytes as f64 / 1_048_576.0),
+        );
+    }
+    table.row(
+        "controller log lines at WARN / ERROR",
+        format!("{} / {}", f.controller_log_warnings, f.controller_log_errors),
+    );
+    table.row("whole run", show::secs(f.outcome.total_secs, 1));
+    table.print();
+    if let Some(c) = &f.create {
+        println!("\ncreate runs, ms: {}", show::each(&c.runs_ms, 0));
+        println!("describe runs, ms: {}", show::each(&c.describe_runs_ms, 0));
     }
     for s in &f.sizes {
         println!(
             "\n{} keys, rounds in ms: list {}; list -o json {}; verify {}",
             s.keys,
-            each(&s.list_table.runs_ms),
-            each(&s.list_json.runs_ms),
-            each(&s.verify.runs_ms)
+            show::each(&s.list_table.runs_ms, 0),
+            show::each(&s.list_json.runs_ms, 0),
+            show::each(&s.verify.runs_ms, 0)
         );
     }
-    common::print_log_samples(&f.controller_log_samples);
-    common::print_ending(&f.warnings, f.error.as_deref());
+    report::print_log_samples("controller", &f.controller_log_samples);
+    f.outcome.print();
 }

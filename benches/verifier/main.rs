@@ -38,6 +38,7 @@
 //! waiting: `make bench` throws the control plane away afterwards).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
@@ -49,17 +50,16 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::routing::any;
 use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keyward::api::{ApiKey, ApiKeySpec, ApiKeyStatus, CONDITION_READY, Phase, reason};
 use keyward::token::Token;
 use keyward::verifier::Verifier;
 use keyward::verifier::index::{Kind, ObjectKey, apikey_entries};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::Command;
 use tokio::sync::watch;
 
 /// As in the `keyward` binary, so that the servers measured allocate as it does.
@@ -69,7 +69,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::{Error, MANAGER, Result, env_number, install_crds, median};
+use common::metrics::{samples, total};
+use common::process::{Process, cpu_secs};
+use common::report::show;
+use common::{Error, MANAGER, Outcome, Progress, Result, Table, env_number, install_crds, median};
 
 /// Set on the child processes this binary starts as servers: `baseline` or `verifier`.
 const ROLE_VAR: &str = "KEYWARD_BENCH_VERIFIER_ROLE";
@@ -85,8 +88,6 @@ const AUTH_PATH: &str = "/v1/auth?scope=orders.read";
 const EXPIRY: SignedDuration = SignedDuration::from_hours(90 * 24);
 /// A short `wrk` run before a server's first measure.
 const WARM_UP_SECS: u64 = 2;
-/// The verifier's log line that names the address it bound.
-const LISTEN_LINE: &str = "serving /healthz";
 
 fn main() -> ExitCode {
     match std::env::var(ROLE_VAR) {
@@ -100,7 +101,7 @@ fn main() -> ExitCode {
 
 /// Serves `/v1/auth` on a loopback port the kernel picks: the verifier with `ROLE_KEYS_VAR`
 /// keys indexed, or the baseline. Prints `listening <addr>`, a `token <token>` line for each
-/// of the first `ROLE_TOKENS_VAR` keys, then `ready`; stops when stdin closes.
+/// of the first `ROLE_TOKENS_VAR` keys, then `ready`; stops on SIGTERM, as `keyward` does.
 #[tokio::main]
 async fn serve(role: String) -> ExitCode {
     keyward::telemetry::init_logging(keyward::telemetry::LogFormat::Text);
@@ -154,10 +155,10 @@ async fn serve_role(role: &str) -> Result<()> {
         stdout.write_all(out.as_bytes())?;
         stdout.flush()?;
     }
-    // The bench closes stdin to stop the server (and so does its death).
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let (shutdown_tx, shutdown) = watch::channel(false);
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+    tokio::spawn(async move {
+        terminate.recv().await;
         shutdown_tx.send_replace(true);
     });
     keyward::http::serve(listener, router, shutdown).await?;
@@ -319,9 +320,8 @@ struct Figures {
     servers: Vec<ServerFigures>,
     /// Part 2, one entry per key count.
     api: Vec<ApiFigures>,
-    total_secs: Option<f64>,
-    warnings: Vec<String>,
-    error: Option<String>,
+    #[serde(flatten)]
+    outcome: Outcome,
 }
 
 /// One server at one load, over the rounds.
@@ -403,7 +403,7 @@ struct Bench {
     /// The namespace of part 2, deleted at the end.
     namespace: Option<(Client, String)>,
     figures: Figures,
-    started: Instant,
+    progress: Progress,
 }
 
 impl common::Bench for Bench {
@@ -432,19 +432,11 @@ impl common::Bench for Bench {
 
     async fn cleanup(&mut self) {
         let Some((client, ns)) = self.namespace.take() else { return };
-        if std::env::var_os("KEYWARD_BENCH_KEEP_NAMESPACES").is_some() {
-            self.progress(&format!("keeping {ns} for inspection; the next run deletes it first"));
-            return;
-        }
-        self.progress(&format!("cleanup: deleting namespace {ns} (not waiting for it to be gone)"));
-        if let Err(error) = Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await {
-            self.progress(&format!("cannot delete namespace {ns}: {error}"));
-        }
+        common::delete_namespaces_now(&client, &[ns], &self.progress).await;
     }
 
-    fn conclude(&mut self, error: Option<String>, total_secs: f64) {
-        self.figures.error = error;
-        self.figures.total_secs = Some(total_secs);
+    fn outcome(&mut self) -> &mut Outcome {
+        &mut self.figures.outcome
     }
 
     fn figures(&self) -> &Figures {
@@ -466,17 +458,16 @@ impl Bench {
             out_dir,
             scratch: tempfile::tempdir()?,
             namespace: None,
-            started: Instant::now(),
+            progress: Progress::start(),
         })
     }
 
     fn progress(&self, message: &str) {
-        eprintln!("[{:>7.1}s] {message}", self.started.elapsed().as_secs_f64());
+        self.progress.say(message);
     }
 
     fn warn(&mut self, warning: String) {
-        self.progress(&format!("warning: {warning}"));
-        self.figures.warnings.push(warning);
+        self.progress.warn(&mut self.figures.outcome, warning);
     }
 
     // -- Part 1 ---------------------------------------------------------------------------
@@ -495,7 +486,7 @@ impl Bench {
         };
         (servers[0].tokens, servers[1].tokens) = (tokens.clone(), tokens);
         for server in &mut servers {
-            server.answer_bytes = server.check_answers()?;
+            server.answer_bytes = server.check_answers().await?;
             server.script = Some(write_script(self.scratch.path(), &server.name, &server.tokens)?);
         }
         for server in &servers {
@@ -551,7 +542,7 @@ impl Bench {
             }
         }
         for server in servers {
-            let answers = if server.role == "verifier" { server.auth_answers()? } else { BTreeMap::new() };
+            let answers = if server.role == "verifier" { server.auth_answers().await? } else { BTreeMap::new() };
             // Every answer but one (the check's 401 for an unknown token) was VALID.
             let refused: u64 = answers.iter().filter(|(code, _)| *code != "VALID").map(|(_, n)| n).sum();
             if refused > 1 {
@@ -561,8 +552,8 @@ impl Bench {
                 role: server.role.clone(),
                 keys: server.keys,
                 answer_bytes: server.answer_bytes,
-                rss_mib: memory_mib(server.pid, "VmRSS").ok(),
-                peak_rss_mib: memory_mib(server.pid, "VmHWM").ok(),
+                rss_mib: server.process.rss_mib().ok(),
+                peak_rss_mib: server.process.peak_rss_mib().ok(),
                 auth_answers: answers,
             });
             server.stop().await;
@@ -575,7 +566,7 @@ impl Bench {
         let log = self.out_dir.join(format!("verifier-server-{name}.log"));
         self.progress(&format!("{name}: starting (log {})", log.display()));
         let server = Server::start(name, role, keys, self.settings.tokens, &log).await?;
-        self.progress(&format!("{}: listening on {} (pid {})", server.name, server.addr, server.pid));
+        self.progress(&format!("{}: listening on {} (pid {})", server.name, server.addr, server.process.pid));
         Ok(server)
     }
 
@@ -647,10 +638,12 @@ impl Bench {
         let (mut listening, mut cpu) = (Vec::new(), Vec::new());
         for round in 1..=rounds {
             let log = self.out_dir.join(format!("verifier-rebuild-{n}-{round}.log"));
-            let mut verifier = RealVerifier::start(ns, &log)?;
+            let args = ["verifier", "--namespaces", ns, "--listen", "127.0.0.1:0"].map(String::from);
+            let mut verifier = Process::keyward(Path::new(env!("CARGO_BIN_EXE_keyward")), &args, &log)?;
             let limit = Duration::from_secs(120) + Duration::from_millis(2) * u32::try_from(n).unwrap_or(u32::MAX);
-            let (listened, ready) = verifier.wait_ready(limit).await?;
-            let used = cpu_secs(verifier.pid)?;
+            let ready = verifier.wait_ready(limit).await?;
+            let (listened, ready) = (ready.listening_secs, ready.ready_secs);
+            let used = verifier.cpu_secs()?;
             listening.push(listened);
             cpu.push(used);
             figures.rebuild_rounds_secs.push(ready);
@@ -660,28 +653,29 @@ impl Bench {
                 verifier.pid,
                 log.display()
             ));
-            let indexed = verifier.indexed_tokens()?;
+            let indexed = indexed_tokens(&verifier).await?;
             figures.indexed_tokens = Some(indexed);
             if indexed != n as u64 {
                 return Err(format!("the verifier was ready with {indexed} tokens indexed, not {n}").into());
             }
-            let peak = memory_mib(verifier.pid, "VmHWM")?;
+            let peak = verifier.peak_rss_mib()?;
             figures.peak_rss_max_mib = Some(figures.peak_rss_max_mib.map_or(peak, |max| max.max(peak)));
             if round == rounds {
-                figures.rss_ready_mib = Some(memory_mib(verifier.pid, "VmRSS")?);
+                figures.rss_ready_mib = Some(verifier.rss_mib()?);
                 figures.peak_rss_ready_mib = Some(peak);
                 let script = write_script(self.scratch.path(), &format!("api-{n}"), tokens)?;
                 let (threads, connections) = (self.settings.threads, self.settings.connections);
                 self.progress(&format!("wrk on that verifier: {connections} connections, {} s", self.settings.secs));
-                let run = wrk(&verifier.addr, verifier.pid, &script, threads, connections, self.settings.secs).await?;
+                let addr = verifier.addr().ok_or("the verifier has not said where it listens")?;
+                let run = wrk(addr, verifier.pid, &script, threads, connections, self.settings.secs).await?;
                 self.progress(&format!("  {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms", run.rps, run.p50_ms, run.p99_ms));
                 figures.load = Some(run);
-                figures.rss_after_load_mib = Some(memory_mib(verifier.pid, "VmRSS")?);
-                let peak = memory_mib(verifier.pid, "VmHWM")?;
+                figures.rss_after_load_mib = Some(verifier.rss_mib()?);
+                let peak = verifier.peak_rss_mib()?;
                 figures.peak_rss_after_load_mib = Some(peak);
                 figures.peak_rss_max_mib = figures.peak_rss_max_mib.map(|max| max.max(peak));
             }
-            let warnings = verifier.log_warnings();
+            let warnings = verifier.log_levels().samples;
             verifier.stop().await;
             if !warnings.is_empty() {
                 self.warn(format!("the verifier over {n} keys logged warnings: {warnings:?}"));
@@ -726,11 +720,8 @@ struct Server {
     name: String,
     role: String,
     keys: usize,
-    child: Child,
-    /// Closed to stop the server.
-    stdin: Option<ChildStdin>,
-    pid: u32,
-    addr: String,
+    process: Process,
+    addr: SocketAddr,
     /// Valid tokens of this server's keys (for the baseline: those of a verifier).
     tokens: Vec<String>,
     script: Option<PathBuf>,
@@ -738,29 +729,20 @@ struct Server {
 }
 
 impl Server {
+    /// Starts the server and reads, from its stdout (never a file: it holds tokens), where it
+    /// listens and the tokens of its first keys.
     async fn start(name: String, role: &str, keys: usize, tokens: usize, log: &Path) -> Result<Self> {
-        let file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let mut child = Command::new(std::env::current_exe()?)
-            .env(ROLE_VAR, role)
-            .env(ROLE_KEYS_VAR, keys.to_string())
-            .env(ROLE_TOKENS_VAR, tokens.to_string())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("start the {name} server: {e}"))?;
-        let pid = child.id().ok_or("the server exited at once")?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().ok_or("no stdout of the server")?;
+        let mut command = Command::new(std::env::current_exe()?);
+        command.env(ROLE_VAR, role).env(ROLE_KEYS_VAR, keys.to_string()).env(ROLE_TOKENS_VAR, tokens.to_string());
+        let mut process = Process::spawn(&name, command, log, true)?;
+        let stdout = process.take_stdout().ok_or("no stdout of the server")?;
         let mut lines = BufReader::new(stdout).lines();
         let mut addr = None;
         let mut sample = Vec::new();
         let read = async {
             while let Some(line) = lines.next_line().await? {
                 if let Some(a) = line.strip_prefix("listening ") {
-                    addr = Some(a.to_string());
+                    addr = Some(a.parse::<SocketAddr>()?);
                 } else if let Some(token) = line.strip_prefix("token ") {
                     sample.push(token.to_string());
                 } else if line == "ready" {
@@ -774,206 +756,58 @@ impl Server {
             .map_err(|_| format!("the {name} server was not ready within 300 s; log {}", log.display()))??;
         let addr =
             addr.filter(|_| ready).ok_or_else(|| format!("the {name} server ended early; log {}", log.display()))?;
-        Ok(Self {
-            name,
-            role: role.to_string(),
-            keys,
-            child,
-            stdin,
-            pid,
-            addr,
-            tokens: sample,
-            script: None,
-            answer_bytes: 0,
-        })
+        process.set_addr(addr);
+        Ok(Self { name, role: role.to_string(), keys, process, addr, tokens: sample, script: None, answer_bytes: 0 })
     }
 
     /// One good token gets 200 (from the verifier with its key's headers), and, from the
     /// verifier, an unknown one 401: the server really judges. Returns the 200's length.
-    fn check_answers(&self) -> Result<usize> {
+    async fn check_answers(&self) -> Result<usize> {
         let token = self.tokens.first().ok_or("no token to present")?;
-        let answer = http_get(&self.addr, AUTH_PATH, Some(token))?;
-        let status = status_of(&answer);
-        if status != Some(200) {
-            return Err(format!("{}: a valid token got {status:?}: {answer}", self.name).into());
+        let answer = self.process.get(AUTH_PATH, Some(token)).await?;
+        if answer.status != 200 {
+            return Err(format!("{}: a valid token got {}: {}", self.name, answer.status, answer.text).into());
         }
         if self.role == "verifier" {
-            if !answer.to_ascii_lowercase().contains("x-keyward-key: bench/key-") {
-                return Err(format!("{}: a 200 without X-Keyward-Key: {answer}", self.name).into());
+            if !answer.text.to_ascii_lowercase().contains("x-keyward-key: bench/key-") {
+                return Err(format!("{}: a 200 without X-Keyward-Key: {}", self.name, answer.text).into());
             }
-            let unknown = http_get(&self.addr, AUTH_PATH, Some(Token::generate("kw").expose()))?;
-            if status_of(&unknown) != Some(401) {
-                return Err(format!("{}: an unknown token got {:?}", self.name, status_of(&unknown)).into());
+            let unknown = self.process.get(AUTH_PATH, Some(Token::generate("kw").expose())).await?;
+            if unknown.status != 401 {
+                return Err(format!("{}: an unknown token got {}", self.name, unknown.status).into());
             }
         }
-        Ok(answer.len())
+        Ok(answer.text.len())
     }
 
     async fn load(&self, threads: usize, connections: usize, secs: u64) -> Result<WrkRun> {
         let script = self.script.as_deref().ok_or("no wrk script")?;
-        wrk(&self.addr, self.pid, script, threads, connections, secs).await
+        wrk(self.addr, self.process.pid, script, threads, connections, secs).await
     }
 
     /// The verifier's `/v1/auth` answers by code, from its `/metrics`.
-    fn auth_answers(&self) -> Result<BTreeMap<String, u64>> {
-        let text = http_get(&self.addr, "/metrics", None)?;
+    async fn auth_answers(&self) -> Result<BTreeMap<String, u64>> {
+        let text = self.process.metrics().await?;
         let mut answers = BTreeMap::new();
-        for line in text.lines().filter(|l| l.starts_with("keyward_verifier_requests_total{")) {
-            let Some((labels, value)) = line.rsplit_once(' ') else { continue };
-            if !labels.contains("endpoint=\"auth\"") {
-                continue;
+        for (labels, value) in samples(&text, "keyward_verifier_requests_total") {
+            if labels.get("endpoint").map(String::as_str) == Some("auth") {
+                let code = labels.get("code").cloned().unwrap_or_default();
+                *answers.entry(code).or_insert(0) += value.round() as u64;
             }
-            let code = labels.split("code=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default();
-            let value: f64 = value.parse().map_err(|_| format!("a counter that is not a number: {line}"))?;
-            *answers.entry(code.to_string()).or_insert(0) += value.round() as u64;
         }
         Ok(answers)
     }
 
-    /// Closes stdin (the server drains and exits), killing it if it does not within 15 s.
-    async fn stop(mut self) {
-        drop(self.stdin.take());
-        if tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await.is_err() {
-            let _ = self.child.kill().await;
-        }
+    async fn stop(self) {
+        self.process.stop().await;
     }
 }
 
-/// `keyward verifier` over one namespace, as a child process killed when dropped.
-struct RealVerifier {
-    child: Child,
-    pid: u32,
-    started: Instant,
-    log: PathBuf,
-    addr: String,
-}
-
-impl RealVerifier {
-    fn start(namespace: &str, log: &Path) -> Result<Self> {
-        let file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let started = Instant::now();
-        // Cargo builds the package's binaries (bench profile, i.e. release) before a bench.
-        let child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-            .args(["verifier", "--namespaces", namespace, "--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", std::env::var("KEYWARD_BENCH_LOG").unwrap_or_else(|_| "info".into()))
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("start keyward verifier: {e}"))?;
-        let pid = child.id().ok_or("the verifier exited at once")?;
-        Ok(Self { child, pid, started, log: log.to_path_buf(), addr: String::new() })
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Polls every 10 ms: first the log for the listen address, then `/readyz` until 200.
-    /// Returns the seconds from start until each.
-    async fn wait_ready(&mut self, limit: Duration) -> Result<(f64, f64)> {
-        let mut listening = None;
-        loop {
-            if listening.is_none()
-                && let Some(addr) = listen_addr(&self.log_text())
-            {
-                self.addr = addr;
-                listening = Some(self.started.elapsed().as_secs_f64());
-            }
-            if let Some(listening) = listening
-                && let Ok(answer) = http_get(&self.addr, "/readyz", None)
-                && status_of(&answer) == Some(200)
-            {
-                return Ok((listening, self.started.elapsed().as_secs_f64()));
-            }
-            if let Some(status) = self.child.try_wait()? {
-                return Err(
-                    format!("the verifier exited ({status}) before it was ready; log {}", self.log.display()).into()
-                );
-            }
-            if self.started.elapsed() >= limit {
-                return Err(format!("the verifier was not ready within {limit:?}; log {}", self.log.display()).into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// The `keyward_verifier_indexed_tokens` gauge.
-    fn indexed_tokens(&self) -> Result<u64> {
-        let text = http_get(&self.addr, "/metrics", None)?;
-        text.lines()
-            .find_map(|line| line.strip_prefix("keyward_verifier_indexed_tokens "))
-            .and_then(|value| value.trim().parse().ok())
-            .ok_or_else(|| "no keyward_verifier_indexed_tokens in the verifier's /metrics".into())
-    }
-
-    /// Lines logged at WARN or ERROR, but the kube client's note that the local control
-    /// plane's kubeconfig skips TLS verification.
-    fn log_warnings(&self) -> Vec<String> {
-        self.log_text()
-            .lines()
-            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-            .filter(|l| !l.contains("Server cert bypassed"))
-            .take(5)
-            .map(str::to_string)
-            .collect()
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
-}
-
-fn listen_addr(log: &str) -> Option<String> {
-    log.lines()
-        .find(|l| l.contains(LISTEN_LINE))
-        .and_then(|l| l.split("addr=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(str::to_string)
-}
-
-/// CPU time (user and system) a process has used, in seconds.
-fn cpu_secs(pid: u32) -> Result<f64> {
-    let stat =
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("read /proc/{pid}/stat: {e}"))?;
-    // After "pid (comm) ", fields from the third on: utime and stime are the 14th and 15th.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).ok_or("a short /proc/<pid>/stat");
-    // Clock ticks are USER_HZ, 100 a second on Linux.
-    Ok((ticks(11)? + ticks(12)?) as f64 / 100.0)
-}
-
-/// VmRSS, VmHWM... of a process, in MiB.
-fn memory_mib(pid: u32, field: &str) -> Result<f64> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("read /proc/{pid}/status: {e}"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))?;
-    Ok(kib as f64 / 1024.0)
-}
-
-/// A plain HTTP/1.1 GET on the loopback interface, connection closed after it. Blocking, but
-/// local and small: the bench's own requests are checks, never load.
-fn http_get(addr: &str, path: &str, token: Option<&str>) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n")?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text)
-}
-
-fn status_of(answer: &str) -> Option<u16> {
-    answer.split_whitespace().nth(1)?.parse().ok()
+/// A verifier's `keyward_verifier_indexed_tokens` gauge.
+async fn indexed_tokens(verifier: &Process) -> Result<u64> {
+    let text = verifier.metrics().await?;
+    let indexed = total(&text, "keyward_verifier_indexed_tokens");
+    Ok(indexed.ok_or("no keyward_verifier_indexed_tokens in the verifier's /metrics")?.round() as u64)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -984,22 +818,7 @@ async fn ensure_wrk() -> Result<String> {
     if let Some(version) = wrk_version().await {
         return Ok(version);
     }
-    eprintln!("installing the Debian package wrk");
-    let root = Command::new("id").arg("-u").output().await?.stdout.starts_with(b"0\n");
-    let as_root = |args: &[&str]| {
-        let mut command = Command::new(if root { args[0] } else { "sudo" });
-        command.args(if root { &args[1..] } else { args }).stdin(Stdio::null()).stdout(Stdio::null());
-        command
-    };
-    for args in [
-        &["apt-get", "update", "-qq"][..],
-        &["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq", "wrk"][..],
-    ] {
-        let status = as_root(args).status().await.map_err(|e| format!("run {args:?}: {e}"))?;
-        if !status.success() {
-            return Err(format!("{args:?} failed ({status}); install wrk by hand").into());
-        }
-    }
+    common::apt_install("wrk").await?;
     wrk_version().await.ok_or_else(|| "wrk is still not on the PATH after apt-get install wrk".into())
 }
 
@@ -1061,7 +880,14 @@ struct WrkRun {
 
 /// Runs `wrk` against `addr`, served by the process `pid`; fails when any answer was not 2xx
 /// or 3xx.
-async fn wrk(addr: &str, pid: u32, script: &Path, threads: usize, connections: usize, secs: u64) -> Result<WrkRun> {
+async fn wrk(
+    addr: SocketAddr,
+    pid: u32,
+    script: &Path,
+    threads: usize,
+    connections: usize,
+    secs: u64,
+) -> Result<WrkRun> {
     let cpu_before = cpu_secs(pid);
     let output = Command::new("wrk")
         .arg(format!("-t{threads}"))
@@ -1079,10 +905,10 @@ async fn wrk(addr: &str, pid: u32, script: &Path, threads: usize, connections: u
     if !output.status.success() {
         return Err(format!("wrk failed ({}): {text}{}", output.status, String::from_utf8_lossy(&output.stderr)).into());
     }
-    let cpu = cpu_secs(pid).and_then(|after| Ok(after - cpu_before?));
+    let cpu = cpu_secs(pid).zip(cpu_before).map(|(after, before)| after - before);
     let mut run = parse_wrk(&text).map_err(|e| format!("{e} in wrk's output:\n{text}"))?;
     // wrk counts the answers it got in time; the server also answered the few in flight then.
-    run.server_cpu_us_per_request = cpu.ok().filter(|_| run.requests > 0).map(|s| s * 1e6 / run.requests as f64);
+    run.server_cpu_us_per_request = cpu.filter(|_| run.requests > 0).map(|s| s * 1e6 / run.requests as f64);
     let non_2xx = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
@@ -1236,20 +1062,22 @@ where
 /// The figures as tables with the goals, on stdout.
 fn print_table(f: &Figures) {
     let Some(settings) = &f.settings else { return };
-    let verdict = |ok: Option<bool>| match ok {
-        Some(true) => "ok",
-        Some(false) => "MISSED",
-        None => "",
-    };
-    let ms = |v: f64| format!("{v:.3} ms");
-    let mib = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1} MiB"));
-    let secs = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} s"));
-    let ratio = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
-    let mut rows: Vec<[String; 4]> = Vec::new();
-    let mut row = |figure: String, value: String, goal: &str, ok: Option<bool>| {
-        rows.push([figure, value, goal.to_string(), verdict(ok).to_string()]);
-    };
     let rounds = settings.rounds;
+    let title = format!(
+        "keyward verifier bench: /v1/auth with {:?} keys, wrk {} s x {rounds} rounds, {} and 1 connection(s), \
+         {} tokens presented; {}",
+        settings.sizes(),
+        settings.secs,
+        settings.connections,
+        settings.tokens,
+        f.wrk.as_deref().unwrap_or("wrk")
+    );
+    let mut table = Table::new(title);
+    let ms = |v: f64| format!("{v:.3} ms");
+    let mib = show::mib;
+    let secs = |v: Option<f64>| show::secs(v, 2);
+    let ratio = |v: Option<f64>| show::num(v, 2);
+    let mut row = |figure: String, value: String, goal: &str, ok: Option<bool>| table.goal(figure, value, goal, ok);
     let cpu = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1} us"));
     for baseline in &f.baseline {
         let c = baseline.connections;
@@ -1373,18 +1201,8 @@ fn print_table(f: &Figures) {
             );
         }
     }
-    row("whole run".into(), secs(f.total_secs), "", None);
-
-    let title = format!(
-        "keyward verifier bench: /v1/auth with {:?} keys, wrk {} s x {rounds} rounds, {} and 1 connection(s), \
-         {} tokens presented; {}",
-        settings.sizes(),
-        settings.secs,
-        settings.connections,
-        settings.tokens,
-        f.wrk.as_deref().unwrap_or("wrk")
-    );
-    common::print_figures(&title, &rows);
+    row("whole run".into(), secs(f.outcome.total_secs), "", None);
+    table.print();
     let each = |runs: &[WrkRun]| {
         runs.iter().map(|r| format!("{:.0} ({:.3}/{:.3})", r.rps, r.p50_ms, r.p99_ms)).collect::<Vec<_>>().join(", ")
     };
@@ -1401,5 +1219,5 @@ fn print_table(f: &Figures) {
         let each: Vec<String> = api.rebuild_rounds_secs.iter().map(|s| format!("{s:.2}")).collect();
         println!("\nrebuilds over {} keys, seconds: {}", api.keys, each.join(", "));
     }
-    common::print_ending(&f.warnings, f.error.as_deref());
+    f.outcome.print();
 }

@@ -56,7 +56,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -68,19 +67,20 @@ use keyward::api::{ANNOTATION_CREATED_BY, ApiKey, ApiKeySpec, KeyPolicy};
 use keyward::webhook::grant::covering_names;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 #[path = "../common/mod.rs"]
 mod common;
+mod figures;
+mod metrics;
 
-use common::controller::parse_labels;
-use common::{Error, MANAGER, Result, env_number, install_crds, median, target_dir};
+use common::process::{Process, cpu_secs};
+use common::{Error, MANAGER, Outcome, Progress, Result, env_number, install_crds, median, release_binary};
+use figures::{Figures, Latency, RoundFigures};
+use metrics::{ApiServerMetrics, Histogram, WebhookMetrics};
 
 /// The value of the label `common::BENCH_LABEL` on this bench's namespaces.
 const BENCH_LABEL_VALUE: &str = "webhook";
@@ -96,13 +96,6 @@ const USER_KUBECONFIG: &str = "user-1.kubeconfig";
 /// The scope every key gets, and the one name the user may grant.
 const SCOPE: &str = "orders.read";
 const GRANTED: &str = "orders.>";
-/// The webhook's SubjectAccessReview histogram and admissions counter.
-const SAR_HISTOGRAM: &str = "keyward_webhook_subject_access_review_duration_seconds";
-const ADMISSIONS: &str = "keyward_webhook_admissions_total";
-/// The API server's histogram of its calls to admission webhooks.
-const APISERVER_WEBHOOK_HISTOGRAM: &str = "apiserver_admission_webhook_admission_duration_seconds";
-/// The webhook's log line that names the address it bound.
-const LISTEN_LINE: &str = "serving /healthz";
 /// Keys created in each warm-up namespace.
 const WARM_UP_KEYS: usize = 100;
 /// How long the API server, its authorizer and the webhook may take to catch up with a change.
@@ -146,109 +139,6 @@ impl Route {
     }
 }
 
-/// Every figure the bench measures; empty or `None` for what it did not get to.
-#[derive(Debug, Default, Serialize)]
-struct Figures {
-    settings: Option<Settings>,
-    /// The rounds in the order they ran.
-    rounds: Vec<RoundFigures>,
-    /// Medians of the rounds' times, and webhook / direct.
-    webhook_secs: Option<f64>,
-    direct_secs: Option<f64>,
-    ratio: Option<f64>,
-    /// Per-create latency, all rounds of a route pooled (nearest rank).
-    webhook_latency: Option<Latency>,
-    direct_latency: Option<Latency>,
-    /// Webhook minus direct.
-    added_p50_ms: Option<f64>,
-    added_p99_ms: Option<f64>,
-    /// The API server's timing of its calls to each webhook during the rounds through it.
-    apiserver_webhook_calls: Vec<WebhookCalls>,
-    /// Sum of the API server's webhook call times over the creates through the webhook.
-    apiserver_webhook_ms_per_create: Option<f64>,
-    /// The webhook's SubjectAccessReviews during the rounds through it, per create.
-    sars: Option<u64>,
-    sars_per_create: Option<f64>,
-    /// The API server's count of subjectaccessreviews POSTs in the same windows.
-    apiserver_sar_posts: Option<u64>,
-    /// Mean SubjectAccessReview latency seen by the webhook during the rounds.
-    sar_mean_ms: Option<f64>,
-    /// SubjectAccessReviews of one create without the cache: the covering names of `orders.read`
-    /// asked until `orders.>` (computed), and those of a single create in a fresh namespace.
-    uncached_sars_computed: Option<usize>,
-    uncached_sars_measured: Option<u64>,
-    /// CPU time per create (medians of the rounds) of the local control plane's kube-apiserver
-    /// and etcd together, without the webhook and through it, and of the webhook; `None` when
-    /// the control plane's processes are not known (another API server than the local one).
-    control_plane_cpu_ms_direct: Option<f64>,
-    control_plane_cpu_ms_webhook: Option<f64>,
-    webhook_cpu_ms: Option<f64>,
-    /// Peak RSS (VmHWM) of the webhook at the end.
-    webhook_peak_rss_mib: Option<f64>,
-    /// Lines the webhook logged at WARN and ERROR (the kube client's note that the local
-    /// control plane's kubeconfig skips TLS verification left out), and the first few.
-    webhook_log_warnings: u64,
-    webhook_log_errors: u64,
-    webhook_log_samples: Vec<String>,
-    total_secs: Option<f64>,
-    warnings: Vec<String>,
-    error: Option<String>,
-}
-
-/// One round of one route.
-#[derive(Debug, Serialize)]
-struct RoundFigures {
-    round: usize,
-    route: Route,
-    namespace: String,
-    /// First create sent to last answer.
-    secs: f64,
-    latency: Latency,
-    /// Creates that had to be tried again, and the first error of one.
-    retried: usize,
-    first_retry_error: Option<String>,
-    /// Admissions the webhook answered and SubjectAccessReviews it asked during the round.
-    admissions: u64,
-    sars: u64,
-    /// subjectaccessreviews POSTs the API server counted during the round.
-    apiserver_sar_posts: u64,
-    /// CPU time (user + system) per create of each process measured, by name.
-    cpu_ms_per_create: BTreeMap<String, f64>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-struct Latency {
-    creates: usize,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-}
-
-impl Latency {
-    fn of(ms: &[f64]) -> Self {
-        let mut sorted = ms.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        Self {
-            creates: sorted.len(),
-            p50_ms: nearest_rank(&sorted, 0.50),
-            p99_ms: nearest_rank(&sorted, 0.99),
-            max_ms: sorted.last().copied().unwrap_or(f64::NAN),
-        }
-    }
-}
-
-/// The API server's calls to one webhook (`mutate.keyward.io`, `validate.keyward.io`).
-#[derive(Debug, Serialize)]
-struct WebhookCalls {
-    name: String,
-    calls: u64,
-    mean_ms: f64,
-    /// The upper bound (le) of the bucket the 50th and 99th percentile call fall in; `None` past
-    /// the last finite bucket.
-    p50_at_most_ms: Option<f64>,
-    p99_at_most_ms: Option<f64>,
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     common::main(Bench::new(common::out_dir())).await
@@ -263,7 +153,7 @@ struct Bench {
     keyward: PathBuf,
     /// Holds the webhook's certificate, key and CA.
     certs: tempfile::TempDir,
-    webhook: Option<WebhookServer>,
+    webhook: Option<Process>,
     /// The local control plane's processes whose CPU time is measured, by name.
     control_plane: BTreeMap<String, u32>,
     /// What the bench made, to remove at the end.
@@ -277,7 +167,7 @@ struct Bench {
     sar_secs: f64,
     webhook_calls: BTreeMap<String, Histogram>,
     figures: Figures,
-    started: Instant,
+    progress: Progress,
 }
 
 impl common::Bench for Bench {
@@ -325,10 +215,10 @@ impl common::Bench for Bench {
         }
         if let Some(webhook) = self.webhook.take() {
             self.figures.webhook_peak_rss_mib = webhook.peak_rss_mib().ok();
-            let (warnings, errors, samples) = webhook.log_levels();
-            self.figures.webhook_log_warnings = warnings;
-            self.figures.webhook_log_errors = errors;
-            self.figures.webhook_log_samples = samples;
+            let levels = webhook.log_levels();
+            self.figures.webhook_log_warnings = levels.warnings;
+            self.figures.webhook_log_errors = levels.errors;
+            self.figures.webhook_log_samples = levels.samples;
             webhook.stop().await;
         }
         if self.role {
@@ -336,25 +226,11 @@ impl common::Bench for Bench {
             self.role = false;
         }
         let namespaces = std::mem::take(&mut self.namespaces);
-        if namespaces.is_empty() {
-            return;
-        }
-        if std::env::var_os("KEYWARD_BENCH_KEEP_NAMESPACES").is_some() {
-            self.progress(&format!("keeping {namespaces:?} for inspection; the next run deletes them first"));
-            return;
-        }
-        self.progress(&format!("cleanup: deleting {} namespaces (not waiting for them to be gone)", namespaces.len()));
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        for ns in &namespaces {
-            if let Err(error) = api.delete(ns, &DeleteParams::default()).await {
-                self.progress(&format!("cannot delete namespace {ns}: {error}"));
-            }
-        }
+        common::delete_namespaces_now(&self.client, &namespaces, &self.progress).await;
     }
 
-    fn conclude(&mut self, error: Option<String>, total_secs: f64) {
-        self.figures.error = error;
-        self.figures.total_secs = Some(total_secs);
+    fn outcome(&mut self) -> &mut Outcome {
+        &mut self.figures.outcome
     }
 
     fn figures(&self) -> &Figures {
@@ -362,7 +238,7 @@ impl common::Bench for Bench {
     }
 
     fn print_table(figures: &Figures) {
-        print_table(figures)
+        figures::print_table(figures)
     }
 }
 
@@ -398,21 +274,31 @@ impl Bench {
             latencies: BTreeMap::new(),
             sar_secs: 0.0,
             webhook_calls: BTreeMap::new(),
-            started: Instant::now(),
+            progress: Progress::start(),
         })
     }
 
     fn progress(&self, message: &str) {
-        eprintln!("[{:>7.1}s] {message}", self.started.elapsed().as_secs_f64());
+        self.progress.say(message);
     }
 
     fn warn(&mut self, warning: String) {
-        self.progress(&format!("warning: {warning}"));
-        self.figures.warnings.push(warning);
+        self.progress.warn(&mut self.figures.outcome, warning);
     }
 
-    fn webhook(&self) -> Result<&WebhookServer> {
+    fn webhook(&self) -> Result<&Process> {
         self.webhook.as_ref().ok_or_else(|| "no webhook running".into())
+    }
+
+    /// Where the webhook listens.
+    fn webhook_addr(&self) -> Result<SocketAddr> {
+        self.webhook()?.addr().ok_or_else(|| "the webhook has not said where it listens".into())
+    }
+
+    /// The webhook's own counters, from its `/metrics`.
+    async fn webhook_metrics(&self) -> Result<WebhookMetrics> {
+        let webhook = self.webhook()?;
+        WebhookMetrics::parse(&webhook.metrics().await?).map_err(|e| webhook.explain(e))
     }
 
     // -- Set-up ---------------------------------------------------------------------------
@@ -446,10 +332,22 @@ impl Bench {
         }
         let log = self.out_dir.join("webhook.log");
         self.progress(&format!("starting keyward webhook (log {})", log.display()));
-        let mut webhook = WebhookServer::start(&self.keyward, self.certs.path(), &log)?;
+        let certs = self.certs.path();
+        let file = |name: &str| certs.join(name).display().to_string();
+        let args = [
+            "webhook",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert-file",
+            &file("tls.crt"),
+            "--tls-key-file",
+            &file("tls.key"),
+        ];
+        let mut webhook =
+            Process::keyward(&self.keyward, &args.map(String::from), &log)?.with_tls(&certs.join("ca.crt"))?;
         webhook.wait_ready(Duration::from_secs(30)).await?;
-        self.progress(&format!("keyward webhook serves on {}", webhook.addr));
         self.webhook = Some(webhook);
+        self.progress(&format!("keyward webhook serves on {}", self.webhook_addr()?));
         Ok(())
     }
 
@@ -472,7 +370,7 @@ impl Bench {
 
     /// Registers `/validate` and `/mutate` by URL for the namespaces labelled as admitted.
     async fn register(&mut self) -> Result<()> {
-        let addr = self.webhook()?.addr;
+        let addr = self.webhook_addr()?;
         let ca = std::fs::read(self.certs.path().join("ca.crt"))?;
         let hook = |path: &str| {
             json!({
@@ -596,9 +494,9 @@ impl Bench {
             .ok_or_else(|| format!("{GRANTED} does not cover {SCOPE}"))?;
         self.figures.uncached_sars_computed = Some(computed);
         self.prepare(ns, Route::Webhook).await?;
-        let before = self.webhook()?.metrics().await?;
+        let before = self.webhook_metrics().await?;
         self.burst(ns, 1).await?;
-        let after = self.webhook()?.metrics().await?;
+        let after = self.webhook_metrics().await?;
         let sars = after.sars - before.sars;
         self.progress(&format!(
             "one create with nothing cached: {sars} SubjectAccessReviews (covering names until {GRANTED}: {computed})"
@@ -611,7 +509,7 @@ impl Bench {
     async fn round(&mut self, round: usize, ns: &str, route: Route) -> Result<()> {
         let n = self.settings.keys;
         self.prepare(ns, route).await?;
-        let webhook_before = self.webhook()?.metrics().await?;
+        let webhook_before = self.webhook_metrics().await?;
         let apiserver_before = ApiServerMetrics::scrape(&self.client).await?;
         let cpu_before = self.cpu_secs();
         let started = Instant::now();
@@ -622,7 +520,7 @@ impl Bench {
             .iter()
             .filter_map(|(name, after)| Some((name.clone(), (after - cpu_before.get(name)?) * 1000.0 / n as f64)))
             .collect();
-        let webhook_after = self.webhook()?.metrics().await?;
+        let webhook_after = self.webhook_metrics().await?;
         let apiserver_after = ApiServerMetrics::scrape(&self.client).await?;
 
         let admissions = webhook_after.admissions - webhook_before.admissions;
@@ -840,20 +738,6 @@ async fn client_of(path: &Path) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// A release binary of the package, which must have been built.
-fn release_binary(name: &str) -> Result<PathBuf> {
-    let path = target_dir().join("release").join(name);
-    if !path.is_file() {
-        return Err(format!(
-            "{} is missing: this bench runs the release binaries; build them first with \
-             `cargo build --release --bins` (`make bench` does)",
-            path.display()
-        )
-        .into());
-    }
-    Ok(path)
-}
-
 /// The pids of the local control plane's kube-apiserver and etcd, from the `pids` file that
 /// `scripts/control-plane.sh` keeps beside the kubeconfig (each checked against
 /// `/proc/<pid>/comm`); empty for another API server.
@@ -869,480 +753,4 @@ fn control_plane_pids(kubeconfig: &Path) -> BTreeMap<String, u32> {
             (["kube-apiserver", "etcd"].contains(&name) && comm.trim() == name).then(|| (name.to_string(), pid))
         })
         .collect()
-}
-
-/// CPU seconds (user + system) the process `pid` has used, from `/proc/<pid>/stat`; `None`
-/// when it is gone.
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name, in parentheses, may hold spaces: count the fields after it. utime and
-    // stime are fields 14 and 15 of the line; the state, field 3, comes first after the name.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // In USER_HZ, which Linux fixes at 100 for what it reports to user space.
-    Some(ticks as f64 / 100.0)
-}
-
-/// The `p`th percentile of sorted values, nearest rank.
-fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.saturating_sub(1)).copied().unwrap_or(f64::NAN)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Metrics
-
-/// The samples of the metric `name` (exactly that name, any labels) in Prometheus text.
-fn samples<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (BTreeMap<String, String>, f64)> + 'a {
-    text.lines().filter(|line| !line.starts_with('#')).filter_map(move |line| {
-        let rest = line.strip_prefix(name)?;
-        let (labels, value) = match rest.strip_prefix('{') {
-            Some(rest) => rest.rsplit_once('}').map(|(labels, value)| (parse_labels(labels), value))?,
-            // A longer name that starts with this one has neither `{` nor a space here.
-            None if rest.starts_with(' ') => (BTreeMap::new(), rest),
-            None => return None,
-        };
-        // Values may be printed in exponent form ("1.2e+06").
-        Some((labels, value.split_whitespace().next()?.parse().ok()?))
-    })
-}
-
-/// One histogram: cumulative counts by upper bound (ascending), the count and the sum.
-#[derive(Clone, Debug, Default)]
-struct Histogram {
-    buckets: Vec<(f64, u64)>,
-    count: u64,
-    sum: f64,
-}
-
-impl Histogram {
-    fn observe_bucket(&mut self, le: f64, n: u64) {
-        match self.buckets.iter_mut().find(|(bound, _)| *bound == le) {
-            Some((_, count)) => *count += n,
-            None => {
-                self.buckets.push((le, n));
-                self.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-            }
-        }
-    }
-
-    fn add(&mut self, other: &Histogram) {
-        for &(le, n) in &other.buckets {
-            self.observe_bucket(le, n);
-        }
-        self.count += other.count;
-        self.sum += other.sum;
-    }
-
-    /// What was observed between `before` and this snapshot.
-    fn since(&self, before: &Histogram) -> Histogram {
-        let earlier = |le: f64| before.buckets.iter().find(|(bound, _)| *bound == le).map_or(0, |(_, n)| *n);
-        Histogram {
-            buckets: self.buckets.iter().map(|&(le, n)| (le, n.saturating_sub(earlier(le)))).collect(),
-            count: self.count.saturating_sub(before.count),
-            sum: self.sum - before.sum,
-        }
-    }
-
-    /// The upper bound of the bucket the `p`th quantile falls in, in ms; `None` past the last
-    /// finite bound or with nothing observed.
-    fn at_most_ms(&self, p: f64) -> Option<f64> {
-        let rank = (p * self.count as f64).ceil() as u64;
-        let (le, _) = self.buckets.iter().find(|(_, n)| *n >= rank.max(1))?;
-        le.is_finite().then_some(le * 1000.0)
-    }
-
-    fn calls(&self, name: &str) -> WebhookCalls {
-        WebhookCalls {
-            name: name.to_string(),
-            calls: self.count,
-            mean_ms: if self.count > 0 { self.sum * 1000.0 / self.count as f64 } else { f64::NAN },
-            p50_at_most_ms: self.at_most_ms(0.50),
-            p99_at_most_ms: self.at_most_ms(0.99),
-        }
-    }
-}
-
-/// A snapshot of the API server's counters the bench reads.
-#[derive(Debug, Default)]
-struct ApiServerMetrics {
-    /// `apiserver_request_total` of POSTs on subjectaccessreviews.
-    sar_posts: u64,
-    /// Its calls to each admission webhook (every operation and answer added up), by name.
-    webhook_calls: BTreeMap<String, Histogram>,
-}
-
-impl ApiServerMetrics {
-    async fn scrape(client: &Client) -> Result<Self> {
-        // `Request::new("")` with the name `metrics` builds a plain `GET /metrics`.
-        let request = kube::core::Request::new("")
-            .get("metrics", &Default::default())
-            .map_err(|e| format!("build GET /metrics: {e}"))?;
-        let text = client.request_text(request).await.map_err(|e| format!("the API server's /metrics: {e}"))?;
-        Ok(Self::parse(&text))
-    }
-
-    fn parse(text: &str) -> Self {
-        let mut metrics = Self::default();
-        for (labels, value) in samples(text, "apiserver_request_total") {
-            let label = |name: &str| labels.get(name).map(String::as_str);
-            if label("resource") == Some("subjectaccessreviews") && label("verb") == Some("POST") {
-                metrics.sar_posts += value.round() as u64;
-            }
-        }
-        let bucket = format!("{APISERVER_WEBHOOK_HISTOGRAM}_bucket");
-        let (count, sum) =
-            (format!("{APISERVER_WEBHOOK_HISTOGRAM}_count"), format!("{APISERVER_WEBHOOK_HISTOGRAM}_sum"));
-        for (labels, value) in samples(text, &bucket) {
-            let Some(le) = labels.get("le").and_then(|le| le.parse::<f64>().ok()) else { continue };
-            let name = labels.get("name").cloned().unwrap_or_default();
-            metrics.webhook_calls.entry(name).or_default().observe_bucket(le, value.round() as u64);
-        }
-        for (labels, value) in samples(text, &count) {
-            let name = labels.get("name").cloned().unwrap_or_default();
-            metrics.webhook_calls.entry(name).or_default().count += value.round() as u64;
-        }
-        for (labels, value) in samples(text, &sum) {
-            let name = labels.get("name").cloned().unwrap_or_default();
-            metrics.webhook_calls.entry(name).or_default().sum += value;
-        }
-        metrics
-    }
-}
-
-/// A snapshot of the webhook's own counters.
-#[derive(Debug, Default)]
-struct WebhookMetrics {
-    /// Admissions answered, every kind, operation and result added up.
-    admissions: u64,
-    /// SubjectAccessReviews asked (answers from the cache are not counted), and their seconds.
-    sars: u64,
-    sar_sum_secs: f64,
-}
-
-impl WebhookMetrics {
-    fn parse(text: &str) -> Result<Self> {
-        let total = |name: &str| samples(text, name).map(|(_, v)| v).reduce(|a, b| a + b);
-        let count = format!("{SAR_HISTOGRAM}_count");
-        Ok(Self {
-            admissions: total(ADMISSIONS).unwrap_or(0.0).round() as u64,
-            sars: total(&count).ok_or_else(|| format!("no {count} in the webhook's /metrics"))?.round() as u64,
-            sar_sum_secs: total(&format!("{SAR_HISTOGRAM}_sum")).unwrap_or(0.0),
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The webhook
-
-/// `keyward webhook` as a child process, killed when dropped.
-struct WebhookServer {
-    child: Child,
-    pid: u32,
-    log: PathBuf,
-    /// Where it listens (it binds port 0), once known.
-    addr: SocketAddr,
-    /// Trusts the CA that signed its certificate, and nothing else.
-    tls: tokio_rustls::TlsConnector,
-}
-
-impl WebhookServer {
-    /// Starts `program webhook --listen 127.0.0.1:0` with the certificate in `certs`, its output
-    /// in `log`.
-    fn start(program: &Path, certs: &Path, log: &Path) -> Result<Self> {
-        let file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let child = Command::new(program)
-            .args(["webhook", "--listen", "127.0.0.1:0", "--tls-cert-file"])
-            .arg(certs.join("tls.crt"))
-            .arg("--tls-key-file")
-            .arg(certs.join("tls.key"))
-            .env("RUST_LOG", std::env::var("KEYWARD_BENCH_LOG").unwrap_or_else(|_| "info".into()))
-            // Plain text logs, which the bench reads.
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("start keyward webhook: {e}"))?;
-        let pid = child.id().ok_or("the webhook exited at once")?;
-        Ok(Self {
-            child,
-            pid,
-            log: log.to_path_buf(),
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            tls: tls_connector(&certs.join("ca.crt"))?,
-        })
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the address in the log, then for `/readyz` to answer 200.
-    async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.addr.port() == 0 {
-                let text = self.log_text();
-                let bound = text
-                    .lines()
-                    .find(|l| l.contains(LISTEN_LINE))
-                    .and_then(|l| l.split("addr=").nth(1))
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .and_then(|addr| addr.parse().ok());
-                if let Some(addr) = bound {
-                    self.addr = addr;
-                }
-            }
-            if self.addr.port() != 0 && matches!(self.get("/readyz").await, Ok((200, _))) {
-                return Ok(());
-            }
-            if let Some(status) = self.child.try_wait()? {
-                return Err(self.explain(format!("the webhook exited ({status}) before it was ready").into()));
-            }
-            if Instant::now() >= deadline {
-                return Err(self.explain(format!("the webhook was not ready within {timeout:?}").into()));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn check_alive(&self) -> Result<()> {
-        match std::fs::metadata(format!("/proc/{}", self.pid)) {
-            Ok(_) => Ok(()),
-            Err(_) => Err(self.explain("the webhook died".into())),
-        }
-    }
-
-    /// Its counters from `/metrics`.
-    async fn metrics(&self) -> Result<WebhookMetrics> {
-        match self.get("/metrics").await {
-            Ok((200, body)) => WebhookMetrics::parse(&body),
-            Ok((status, _)) => Err(self.explain(format!("the webhook's /metrics answered {status}").into())),
-            Err(error) => Err(self.explain(format!("the webhook's /metrics: {error}").into())),
-        }
-    }
-
-    /// A GET over TLS, HTTP/1.0 (the server closes the connection after its answer): the
-    /// status code and the body.
-    async fn get(&self, path: &str) -> Result<(u16, String)> {
-        let addr = self.addr;
-        let exchange = async {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            let mut tls = self.tls.connect(ServerName::IpAddress(addr.ip().into()), tcp).await?;
-            tls.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
-            let mut bytes = Vec::new();
-            match tls.read_to_end(&mut bytes).await {
-                Ok(_) => {}
-                // A close without TLS close_notify, after the whole answer.
-                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof && !bytes.is_empty() => {}
-                Err(error) => return Err(error),
-            }
-            Ok::<_, std::io::Error>(bytes)
-        };
-        let bytes = tokio::time::timeout(Duration::from_secs(10), exchange)
-            .await
-            .map_err(|_| format!("GET https://{addr}{path}: no answer within 10 s"))?
-            .map_err(|e| format!("GET https://{addr}{path}: {e}"))?;
-        let text = String::from_utf8_lossy(&bytes);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .ok_or_else(|| format!("GET https://{addr}{path}: no status line in {:?}", head.lines().next()))?;
-        Ok((status, body.to_string()))
-    }
-
-    /// Peak resident set size (VmHWM), in MiB.
-    fn peak_rss_mib(&self) -> Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .ok_or("no VmHWM in /proc/<pid>/status")?;
-        Ok(kib as f64 / 1024.0)
-    }
-
-    /// Lines logged at WARN and at ERROR, and the first few of them, without the kube client's
-    /// warning that the local control plane's kubeconfig skips TLS verification.
-    fn log_levels(&self) -> (u64, u64, Vec<String>) {
-        let text = self.log_text();
-        let lines: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-            .filter(|l| !l.contains("Server cert bypassed"))
-            .collect();
-        let errors = lines.iter().filter(|l| l.contains(" ERROR ")).count() as u64;
-        let samples = lines.iter().take(5).map(|l| l.to_string()).collect();
-        (lines.len() as u64 - errors, errors, samples)
-    }
-
-    /// Adds the webhook's last log lines to an error, to say what it was doing.
-    fn explain(&self, error: Error) -> Error {
-        let text = self.log_text();
-        let tail: Vec<&str> = text.lines().rev().take(15).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        format!("{error}\nlast webhook log lines ({}):\n{}", self.log.display(), tail.join("\n")).into()
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
-}
-
-/// A TLS client that trusts only the CA in `ca` (the one `webhook-cert` made).
-fn tls_connector(ca: &Path) -> Result<tokio_rustls::TlsConnector> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
-        roots.add(cert.map_err(|e| format!("{}: {e}", ca.display()))?)?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
-}
-
-// ---------------------------------------------------------------------------------------------
-// The table
-
-/// The figures as a table with the goals, on stdout.
-fn print_table(f: &Figures) {
-    let Some(settings) = &f.settings else { return };
-    let (n, rounds, concurrency) = (settings.keys, settings.rounds, settings.concurrency);
-    let secs = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} s"));
-    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1} ms"));
-    let num = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
-    let verdict = |ok: Option<bool>| match ok {
-        Some(true) => "ok",
-        Some(false) => "MISSED",
-        None => "",
-    };
-    let mut rows: Vec<[String; 4]> = Vec::new();
-    let mut row = |figure: String, value: String, goal: &str, ok: Option<bool>| {
-        rows.push([figure, value, goal.to_string(), verdict(ok).to_string()]);
-    };
-    row(
-        format!("{n} creates, {concurrency} in flight, without the webhook (median of {rounds})"),
-        secs(f.direct_secs),
-        "",
-        None,
-    );
-    row(
-        format!("{n} creates, {concurrency} in flight, through the webhook (median of {rounds})"),
-        secs(f.webhook_secs),
-        "",
-        None,
-    );
-    row("through the webhook / without".into(), num(f.ratio), "<= 1.30", f.ratio.map(|r| r <= 1.3));
-    let latency = |l: &Option<Latency>, p99: bool| ms(l.as_ref().map(|l| if p99 { l.p99_ms } else { l.p50_ms }));
-    row(
-        "create latency without the webhook: p50 / p99".into(),
-        format!("{} / {}", latency(&f.direct_latency, false), latency(&f.direct_latency, true)),
-        "",
-        None,
-    );
-    row(
-        "create latency through the webhook: p50 / p99".into(),
-        format!("{} / {}", latency(&f.webhook_latency, false), latency(&f.webhook_latency, true)),
-        "",
-        None,
-    );
-    row("admission time added per create: p50".into(), ms(f.added_p50_ms), "", None);
-    row("admission time added per create: p99".into(), ms(f.added_p99_ms), "< 10 ms", f.added_p99_ms.map(|v| v < 10.0));
-    row(
-        "API server's calls to the webhooks, per create (mean, mutate + validate)".into(),
-        ms(f.apiserver_webhook_ms_per_create),
-        "",
-        None,
-    );
-    for calls in &f.apiserver_webhook_calls {
-        let bound = |v: Option<f64>| v.map_or("-".into(), |v| format!("<= {v:.0} ms"));
-        row(
-            format!("  {}: {} calls, mean; p50 / p99 bucket", calls.name, calls.calls),
-            format!("{:.1} ms; {} / {}", calls.mean_ms, bound(calls.p50_at_most_ms), bound(calls.p99_at_most_ms)),
-            "",
-            None,
-        );
-    }
-    let per_create = f.sars_per_create.map_or("-".into(), |v| format!("{v:.3}"));
-    row(
-        format!(
-            "SubjectAccessReviews per create, with the cache ({} in {rounds} x {n})",
-            f.sars.map_or("-".into(), |s| s.to_string())
-        ),
-        per_create,
-        "",
-        None,
-    );
-    row(
-        "  the API server's count of subjectaccessreviews POSTs, same windows".into(),
-        f.apiserver_sar_posts.map_or("-".into(), |s| s.to_string()),
-        "",
-        None,
-    );
-    row(
-        format!("SubjectAccessReviews per create, without the cache ({SCOPE} until {GRANTED}: computed / one create)"),
-        format!(
-            "{} / {}",
-            f.uncached_sars_computed.map_or("-".into(), |v| v.to_string()),
-            f.uncached_sars_measured.map_or("-".into(), |v| v.to_string())
-        ),
-        "",
-        None,
-    );
-    row("SubjectAccessReview latency, mean".into(), ms(f.sar_mean_ms), "", None);
-    row(
-        "CPU per create, kube-apiserver + etcd: without / through the webhook (medians)".into(),
-        format!("{} / {}", ms(f.control_plane_cpu_ms_direct), ms(f.control_plane_cpu_ms_webhook)),
-        "",
-        None,
-    );
-    row("CPU per create, the webhook (median)".into(), ms(f.webhook_cpu_ms), "", None);
-    row("webhook peak RSS".into(), f.webhook_peak_rss_mib.map_or("-".into(), |v| format!("{v:.1} MiB")), "", None);
-    row(
-        "webhook log lines at WARN / ERROR".into(),
-        format!("{} / {}", f.webhook_log_warnings, f.webhook_log_errors),
-        "",
-        None,
-    );
-    row("whole run".into(), secs(f.total_secs), "", None);
-
-    let title = format!(
-        "keyward webhook bench: {n} ApiKeys with scopes [{SCOPE}] by {USER} (grant {GRANTED}), {concurrency} in \
-         flight, {rounds} rounds through the webhook and {rounds} without, taking turns; release binary"
-    );
-    common::print_figures(&title, &rows);
-    if !f.rounds.is_empty() {
-        println!("\nrounds, in order:");
-        for r in &f.rounds {
-            println!(
-                "  {} {:<7} {:>6.2} s  p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>7.1} ms  {} SubjectAccessReviews  \
-                 CPU per create {}",
-                r.round,
-                r.route.name(),
-                r.secs,
-                r.latency.p50_ms,
-                r.latency.p99_ms,
-                r.latency.max_ms,
-                r.sars,
-                r.cpu_ms_per_create
-                    .iter()
-                    .map(|(name, ms)| format!("{name} {ms:.2} ms"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-    }
-    if !f.webhook_log_samples.is_empty() {
-        println!("\nwebhook warnings and errors (first {}):", f.webhook_log_samples.len());
-        for line in &f.webhook_log_samples {
-            println!("  {line}");
-        }
-    }
-    common::print_ending(&f.warnings, f.error.as_deref());
 }
