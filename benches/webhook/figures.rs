@@ -18,16 +18,30 @@ pub struct Figures {
     pub webhook_secs: Option<f64>,
     pub direct_secs: Option<f64>,
     pub ratio: Option<f64>,
+    /// The floor: the median round through the no-op webhook, noop / direct, and webhook /
+    /// noop (the part of the cost that is keyward's own).
+    pub noop_secs: Option<f64>,
+    pub noop_ratio: Option<f64>,
+    pub webhook_over_noop_ratio: Option<f64>,
     /// Per-create latency, all rounds of a route pooled (nearest rank).
     pub webhook_latency: Option<Latency>,
+    pub noop_latency: Option<Latency>,
     pub direct_latency: Option<Latency>,
     /// Webhook minus direct.
     pub added_p50_ms: Option<f64>,
     pub added_p99_ms: Option<f64>,
-    /// The API server's timing of its calls to each webhook during the rounds through it.
+    /// No-op webhook minus direct, and webhook minus no-op webhook.
+    pub noop_added_p50_ms: Option<f64>,
+    pub noop_added_p99_ms: Option<f64>,
+    pub webhook_over_noop_p50_ms: Option<f64>,
+    pub webhook_over_noop_p99_ms: Option<f64>,
+    /// The API server's timing of its calls to each webhook (keyward's and the no-op's) during
+    /// the rounds through it.
     pub apiserver_webhook_calls: Vec<WebhookCalls>,
-    /// Sum of the API server's webhook call times over the creates through the webhook.
+    /// Sum of the API server's webhook call times over the creates through the webhook, and
+    /// through the no-op webhook.
     pub apiserver_webhook_ms_per_create: Option<f64>,
+    pub apiserver_noop_webhook_ms_per_create: Option<f64>,
     /// The webhook's SubjectAccessReviews during the rounds through it, per create.
     pub sars: Option<u64>,
     pub sars_per_create: Option<f64>,
@@ -40,11 +54,14 @@ pub struct Figures {
     pub uncached_sars_computed: Option<usize>,
     pub uncached_sars_measured: Option<u64>,
     /// CPU time per create (medians of the rounds) of the local control plane's kube-apiserver
-    /// and etcd together, without the webhook and through it, and of the webhook; `None` when
-    /// the control plane's processes are not known (another API server than the local one).
+    /// and etcd together, without a webhook, through the no-op one and through keyward's; and
+    /// of keyward's webhook and the no-op one; `None` when the control plane's processes are
+    /// not known (another API server than the local one).
     pub control_plane_cpu_ms_direct: Option<f64>,
+    pub control_plane_cpu_ms_noop: Option<f64>,
     pub control_plane_cpu_ms_webhook: Option<f64>,
     pub webhook_cpu_ms: Option<f64>,
+    pub noop_webhook_cpu_ms: Option<f64>,
     /// Peak RSS (VmHWM) of the webhook at the end.
     pub webhook_peak_rss_mib: Option<f64>,
     /// Lines the webhook logged at WARN and ERROR (the kube client's note that the local
@@ -71,6 +88,8 @@ pub struct RoundFigures {
     /// Admissions the webhook answered and SubjectAccessReviews it asked during the round.
     pub admissions: u64,
     pub sars: u64,
+    /// Reviews the no-op webhook answered during the round.
+    pub noop_reviews: u64,
     /// subjectaccessreviews POSTs the API server counted during the round.
     pub apiserver_sar_posts: u64,
     /// CPU time (user + system) per create of each process measured, by name.
@@ -98,7 +117,7 @@ impl Latency {
     }
 }
 
-/// The API server's calls to one webhook (`mutate.keyward.io`, `validate.keyward.io`).
+/// The API server's calls to one webhook (`mutate.keyward.io`, `validate.noop.keyward.io`...).
 #[derive(Debug, Serialize)]
 pub struct WebhookCalls {
     pub name: String,
@@ -121,20 +140,34 @@ pub fn print_table(f: &Figures) {
     let latency = |l: &Option<Latency>| pair(l.as_ref().map(|l| l.p50_ms), l.as_ref().map(|l| l.p99_ms));
     let title = format!(
         "keyward webhook bench: {n} ApiKeys with scopes [{SCOPE}] by {USER} (grant {GRANTED}), {concurrency} in \
-         flight, {rounds} rounds through the webhook and {rounds} without, taking turns; release binary"
+         flight, {rounds} rounds through the webhook, {rounds} through a no-op webhook and {rounds} without, \
+         taking turns; release binary"
     );
     let mut table = Table::new(title);
     let burst = format!("{n} creates, {concurrency} in flight");
     table.row(format!("{burst}, without the webhook (median of {rounds})"), secs(f.direct_secs));
+    table.row(format!("{burst}, through the no-op webhook (median of {rounds})"), secs(f.noop_secs));
     table.row(format!("{burst}, through the webhook (median of {rounds})"), secs(f.webhook_secs));
     table.goal("through the webhook / without", num(f.ratio), "<= 1.30", f.ratio.map(|r| r <= 1.3));
+    table.row("  no-op webhook / without (the floor of any webhook)", num(f.noop_ratio));
+    table.row("  through the webhook / no-op webhook (the part that is ours)", num(f.webhook_over_noop_ratio));
     table.row("create latency without the webhook: p50 / p99", latency(&f.direct_latency));
+    table.row("create latency through the no-op webhook: p50 / p99", latency(&f.noop_latency));
     table.row("create latency through the webhook: p50 / p99", latency(&f.webhook_latency));
     table.row("admission time added per create: p50", ms(f.added_p50_ms));
     table.goal("admission time added per create: p99", ms(f.added_p99_ms), "< 10 ms", f.added_p99_ms.map(|v| v < 10.0));
+    table.row("  of which the no-op webhook's (the floor): p50 / p99", pair(f.noop_added_p50_ms, f.noop_added_p99_ms));
+    table.row(
+        "  of which ours (webhook minus no-op webhook): p50 / p99",
+        pair(f.webhook_over_noop_p50_ms, f.webhook_over_noop_p99_ms),
+    );
     table.row(
         "API server's calls to the webhooks, per create (mean, mutate + validate)",
         ms(f.apiserver_webhook_ms_per_create),
+    );
+    table.row(
+        "API server's calls to the no-op webhooks, per create (mean, mutate + validate)",
+        ms(f.apiserver_noop_webhook_ms_per_create),
     );
     for calls in &f.apiserver_webhook_calls {
         let bound = |v: Option<f64>| v.map_or("-".into(), |v| format!("<= {v:.0} ms"));
@@ -161,10 +194,18 @@ pub fn print_table(f: &Figures) {
     );
     table.row("SubjectAccessReview latency, mean", ms(f.sar_mean_ms));
     table.row(
-        "CPU per create, kube-apiserver + etcd: without / through the webhook (medians)",
-        pair(f.control_plane_cpu_ms_direct, f.control_plane_cpu_ms_webhook),
+        "CPU per create, kube-apiserver + etcd: without / no-op webhook / through the webhook (medians)",
+        format!(
+            "{} / {} / {}",
+            ms(f.control_plane_cpu_ms_direct),
+            ms(f.control_plane_cpu_ms_noop),
+            ms(f.control_plane_cpu_ms_webhook)
+        ),
     );
-    table.row("CPU per create, the webhook (median)", ms(f.webhook_cpu_ms));
+    table.row(
+        "CPU per create, the webhook / the no-op webhook (medians)",
+        pair(f.webhook_cpu_ms, f.noop_webhook_cpu_ms),
+    );
     table.row("webhook peak RSS", show::mib(f.webhook_peak_rss_mib));
     table.row("webhook log lines at WARN / ERROR", format!("{} / {}", f.webhook_log_warnings, f.webhook_log_errors));
     table.row("whole run", secs(f.outcome.total_secs));

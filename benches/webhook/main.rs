@@ -14,15 +14,20 @@
 //! A round creates `KEYWARD_BENCH_WEBHOOK_KEYS` (1,000) ApiKeys with the scopes
 //! `["orders.read"]`, `KEYWARD_BENCH_WEBHOOK_CONCURRENCY` (32) in flight, in a fresh namespace,
 //! timed from the first create until the last answer, each create timed on its own too. There
-//! are `KEYWARD_BENCH_WEBHOOK_ROUNDS` (3) rounds through the webhook and as many in namespaces it
-//! does not select, taking turns (through it first in odd rounds, directly first in even ones),
-//! after an unmeasured warm-up of each. Figures, printed as a table at the end and written to
+//! are `KEYWARD_BENCH_WEBHOOK_ROUNDS` (3) rounds through the webhook, as many through a no-op
+//! webhook and as many in namespaces neither selects, taking turns (each round starts with the
+//! next route), after an unmeasured warm-up of each. The no-op webhook is the floor: a minimal
+//! AdmissionReview server run by the bench itself (on `keyward::http::serve_tls`, threads of its
+//! own), registered the same way (`keyward.io/bench-webhook=noop`), that allows every review
+//! with its uid and nothing else. Figures, printed as a table at the end and written to
 //! `target/bench/webhook.json`:
 //!
 //! 1. The time of a round through the webhook against one without it, medians of the rounds,
-//!    and their ratio (goal at most 1.3).
+//!    and their ratio (goal at most 1.3); beside it, no-op webhook / without (what any webhook
+//!    costs the API server) and webhook / no-op webhook (the part of the cost that is ours).
 //! 2. The admission time added per create: p50 and p99 of the creates through the webhook minus
-//!    those of the creates without it (all rounds pooled; goal p99 under 10 ms). The webhook has
+//!    those of the creates without it (all rounds pooled; goal p99 under 10 ms), and how much of
+//!    it the no-op webhook adds already. The webhook has
 //!    no histogram of its own handling time; for comparison, the API server's own timing of its
 //!    calls to the two webhooks (`apiserver_admission_webhook_admission_duration_seconds`): the
 //!    mean per create, and the bucket each call's p99 falls in (the API server's buckets are
@@ -40,15 +45,15 @@
 //! (and nothing without it), and that a key through it carries `keyward.io/created-by`. Also:
 //! the mean SubjectAccessReview latency; the CPU time per create of the local control plane's
 //! kube-apiserver and etcd (pids from the `pids` file of `scripts/control-plane.sh` beside
-//! `KUBECONFIG`; left out against another API server) without the webhook and through it, and
-//! of the webhook and of the bench's own client (every round, in the JSON), to tell where the
-//! time goes on a small machine; the webhook's peak RSS, WARN and ERROR lines in its log.
+//! `KUBECONFIG`; left out against another API server) on each route, and of the webhook, of the
+//! no-op webhook's threads and of the bench's own client (every round, in the JSON), to tell
+//! where the time goes on a small machine; the webhook's peak RSS, WARN and ERROR lines in its log.
 //! `KEYWARD_BENCH_LOG` (`info`) is the webhook's `RUST_LOG`; `KEYWARD_BENCH_KEEP_NAMESPACES=1`
 //! leaves the namespaces for inspection.
 //!
 //! The API server's counters are global: nothing else may write on it during a run. The
 //! namespaces carry the label `keyward.io/bench=webhook`; leftovers of an interrupted run (and
-//! its webhook configurations and ClusterRole) are deleted at the start, and the bench's own at
+//! its webhook configurations, the no-op's too, and ClusterRole) are deleted at the start, and the bench's own at
 //! the end, the configurations first (without waiting for the namespaces: `make bench` throws
 //! the control plane away afterwards).
 
@@ -76,19 +81,27 @@ use tokio::process::Command;
 mod common;
 mod figures;
 mod metrics;
+mod noop;
 
 use common::process::{Process, cpu_secs};
 use common::{Error, MANAGER, Outcome, Progress, Result, env_number, install_crds, median, release_binary};
 use figures::{Figures, Latency, RoundFigures};
 use metrics::{ApiServerMetrics, Histogram, WebhookMetrics};
+use noop::NoopWebhook;
 
 /// The value of the label `common::BENCH_LABEL` on this bench's namespaces.
 const BENCH_LABEL_VALUE: &str = "webhook";
-/// The label (and its value) the webhook configurations select namespaces by.
+/// The label the webhook configurations select namespaces by, and its value for keyward's
+/// webhook and for the no-op one.
 const ADMITTED_LABEL: &str = "keyward.io/bench-webhook";
 const ADMITTED_VALUE: &str = "admitted";
-/// Name of the Validating and Mutating configurations and of the ClusterRole.
+const NOOP_VALUE: &str = "noop";
+/// Name of the Validating and Mutating configurations and of the ClusterRole; and of the no-op
+/// webhook's configurations.
 const CONFIGURATION: &str = "keyward-bench-webhook";
+const NOOP_CONFIGURATION: &str = "keyward-bench-noop-webhook";
+/// The no-op webhook's hooks are `mutate.noop.keyward.io` and `validate.noop.keyward.io`.
+const NOOP_HOOKS: &str = "noop.keyward.io";
 /// The control plane's token-file user who writes the keys, and its kubeconfig beside
 /// `KUBECONFIG`.
 const USER: &str = "keyward-user-1";
@@ -108,7 +121,7 @@ struct Settings {
     keys: usize,
     /// Creates in flight.
     concurrency: usize,
-    /// Rounds through the webhook, and as many without it.
+    /// Rounds through the webhook, and as many through the no-op webhook and without.
     rounds: usize,
 }
 
@@ -122,19 +135,32 @@ impl Settings {
     }
 }
 
-/// Through the webhook, or in a namespace it does not select.
+/// Through the webhook, through the no-op webhook, or in a namespace neither selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 enum Route {
     Webhook,
+    Noop,
     Direct,
 }
 
 impl Route {
+    const ALL: [Route; 3] = [Route::Webhook, Route::Noop, Route::Direct];
+
     fn name(self) -> &'static str {
         match self {
             Route::Webhook => "webhook",
+            Route::Noop => "noop",
             Route::Direct => "direct",
+        }
+    }
+
+    /// The value of `ADMITTED_LABEL` that sends a namespace's writes this way.
+    fn admitted(self) -> Option<&'static str> {
+        match self {
+            Route::Webhook => Some(ADMITTED_VALUE),
+            Route::Noop => Some(NOOP_VALUE),
+            Route::Direct => None,
         }
     }
 }
@@ -154,15 +180,17 @@ struct Bench {
     /// Holds the webhook's certificate, key and CA.
     certs: tempfile::TempDir,
     webhook: Option<Process>,
+    noop: Option<NoopWebhook>,
     /// The local control plane's processes whose CPU time is measured, by name.
     control_plane: BTreeMap<String, u32>,
     /// What the bench made, to remove at the end.
     namespaces: Vec<String>,
     registered: bool,
+    noop_registered: bool,
     role: bool,
-    /// Collected over the rounds through the webhook, and without it: the creates' times by
-    /// route, the seconds the webhook's SubjectAccessReviews took, the API server's calls to each
-    /// webhook.
+    /// Collected over the rounds: the creates' times by route, the seconds the webhook's
+    /// SubjectAccessReviews took, the API server's calls to each webhook (keyward's and the
+    /// no-op's).
     latencies: BTreeMap<Route, Vec<f64>>,
     sar_secs: f64,
     webhook_calls: BTreeMap<String, Histogram>,
@@ -182,10 +210,24 @@ impl common::Bench for Bench {
         self.start_webhook().await?;
         self.create_role().await?;
         self.register().await?;
+        let noop = NoopWebhook::start(self.certs.path())?;
+        self.progress(&format!("the no-op webhook serves on {}", noop.addr));
+        let noop_addr = noop.addr;
+        self.noop = Some(noop);
+        self.noop_registered = true;
+        register(
+            &self.client,
+            NOOP_CONFIGURATION,
+            NOOP_HOOKS,
+            noop_addr,
+            &self.certs.path().join("ca.crt"),
+            NOOP_VALUE,
+        )
+        .await?;
 
-        let suffix: String = (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
+        let suffix = common::random_suffix();
         self.uncached_create(&format!("kwbench-webhook-{suffix}-cold")).await?;
-        for route in [Route::Webhook, Route::Direct] {
+        for route in Route::ALL {
             let ns = format!("kwbench-webhook-{suffix}-warm-{}", route.name());
             self.prepare(&ns, route).await?;
             self.progress(&format!("warm-up: {WARM_UP_KEYS} creates in {ns}"));
@@ -193,7 +235,8 @@ impl common::Bench for Bench {
         }
 
         for round in 1..=self.settings.rounds {
-            let order = if round % 2 == 1 { [Route::Webhook, Route::Direct] } else { [Route::Direct, Route::Webhook] };
+            // Each round starts with the next route, so that none always follows the same.
+            let order = (0..Route::ALL.len()).map(|i| Route::ALL[(i + round - 1) % Route::ALL.len()]);
             for route in order {
                 let ns = format!("kwbench-webhook-{suffix}-{round}-{}", route.name());
                 self.round(round, &ns, route).await?;
@@ -204,14 +247,21 @@ impl common::Bench for Bench {
         Ok(())
     }
 
-    /// Removes the configurations first (they fail closed once the webhook is gone), stops the
-    /// webhook (counting its log's warnings), then removes the ClusterRole and the namespaces.
+    /// Removes the configurations first (they fail closed once a webhook is gone), stops the
+    /// webhooks (counting the log's warnings of keyward's), then removes the ClusterRole and the
+    /// namespaces.
     async fn cleanup(&mut self) {
-        if self.registered {
-            self.progress("cleanup: removing the webhook configurations");
-            delete_if_there::<ValidatingWebhookConfiguration>(&self.client, CONFIGURATION).await;
-            delete_if_there::<MutatingWebhookConfiguration>(&self.client, CONFIGURATION).await;
-            self.registered = false;
+        for (registered, name) in
+            [(&mut self.registered, CONFIGURATION), (&mut self.noop_registered, NOOP_CONFIGURATION)]
+        {
+            if std::mem::take(registered) {
+                self.progress.say(&format!("cleanup: removing the webhook configurations {name}"));
+                delete_if_there::<ValidatingWebhookConfiguration>(&self.client, name).await;
+                delete_if_there::<MutatingWebhookConfiguration>(&self.client, name).await;
+            }
+        }
+        if let Some(noop) = self.noop.take() {
+            noop.stop();
         }
         if let Some(webhook) = self.webhook.take() {
             self.figures.webhook_peak_rss_mib = webhook.peak_rss_mib().ok();
@@ -267,9 +317,11 @@ impl Bench {
             keyward,
             certs: tempfile::tempdir()?,
             webhook: None,
+            noop: None,
             control_plane: control_plane_pids(&kubeconfig),
             namespaces: Vec::new(),
             registered: false,
+            noop_registered: false,
             role: false,
             latencies: BTreeMap::new(),
             sar_secs: 0.0,
@@ -290,6 +342,10 @@ impl Bench {
         self.webhook.as_ref().ok_or_else(|| "no webhook running".into())
     }
 
+    fn noop(&self) -> Result<&NoopWebhook> {
+        self.noop.as_ref().ok_or_else(|| "no no-op webhook running".into())
+    }
+
     /// Where the webhook listens.
     fn webhook_addr(&self) -> Result<SocketAddr> {
         self.webhook()?.addr().ok_or_else(|| "the webhook has not said where it listens".into())
@@ -306,8 +362,10 @@ impl Bench {
     /// What an interrupted run left: its configurations first (they fail closed on a webhook
     /// that is gone), its ClusterRole, its namespaces.
     async fn remove_leftovers(&self) -> Result<()> {
-        delete_if_there::<ValidatingWebhookConfiguration>(&self.client, CONFIGURATION).await;
-        delete_if_there::<MutatingWebhookConfiguration>(&self.client, CONFIGURATION).await;
+        for name in [CONFIGURATION, NOOP_CONFIGURATION] {
+            delete_if_there::<ValidatingWebhookConfiguration>(&self.client, name).await;
+            delete_if_there::<MutatingWebhookConfiguration>(&self.client, name).await;
+        }
         delete_if_there::<ClusterRole>(&self.client, CONFIGURATION).await;
         common::remove_leftovers(&self.client, BENCH_LABEL_VALUE, |m| self.progress(m)).await
     }
@@ -368,46 +426,20 @@ impl Bench {
         Ok(())
     }
 
-    /// Registers `/validate` and `/mutate` by URL for the namespaces labelled as admitted.
+    /// Registers keyward's `/validate` and `/mutate` for the namespaces labelled as admitted.
     async fn register(&mut self) -> Result<()> {
         let addr = self.webhook_addr()?;
-        let ca = std::fs::read(self.certs.path().join("ca.crt"))?;
-        let hook = |path: &str| {
-            json!({
-                "name": format!("{path}.keyward.io"),
-                "clientConfig": {"url": format!("https://{addr}/{path}"), "caBundle": k8s_openapi::ByteString(ca.clone())},
-                "rules": [{"apiGroups": ["keyward.io"], "apiVersions": ["v1alpha1"], "operations": ["CREATE", "UPDATE"],
-                           "resources": ["apikeys", "credentials"], "scope": "Namespaced"}],
-                "namespaceSelector": {"matchLabels": {ADMITTED_LABEL: ADMITTED_VALUE}},
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "timeoutSeconds": 5,
-                "admissionReviewVersions": ["v1"],
-            })
-        };
-        let metadata = json!({"name": CONFIGURATION, "labels": {common::BENCH_LABEL: BENCH_LABEL_VALUE}});
-        let validating: ValidatingWebhookConfiguration =
-            serde_json::from_value(json!({"metadata": metadata, "webhooks": [hook("validate")]}))?;
-        let mutating: MutatingWebhookConfiguration =
-            serde_json::from_value(json!({"metadata": metadata, "webhooks": [hook("mutate")]}))?;
         self.registered = true;
-        Api::<ValidatingWebhookConfiguration>::all(self.client.clone())
-            .create(&PostParams::default(), &validating)
+        register(&self.client, CONFIGURATION, "keyward.io", addr, &self.certs.path().join("ca.crt"), ADMITTED_VALUE)
             .await
-            .map_err(|e| format!("register /validate: {e}"))?;
-        Api::<MutatingWebhookConfiguration>::all(self.client.clone())
-            .create(&PostParams::default(), &mutating)
-            .await
-            .map_err(|e| format!("register /mutate: {e}"))?;
-        Ok(())
     }
 
     /// A fresh namespace for `path`, the user bound in it, and (through the webhook) the webhook
     /// in the path of its writes: every step waited for, so that the round measures none of it.
     async fn prepare(&mut self, ns: &str, route: Route) -> Result<()> {
         let mut labels = BTreeMap::from([(common::BENCH_LABEL.to_string(), BENCH_LABEL_VALUE.to_string())]);
-        if route == Route::Webhook {
-            labels.insert(ADMITTED_LABEL.into(), ADMITTED_VALUE.into());
+        if let Some(value) = route.admitted() {
+            labels.insert(ADMITTED_LABEL.into(), value.into());
         }
         let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns, "labels": labels}}))?;
         Api::<Namespace>::all(self.client.clone())
@@ -425,8 +457,10 @@ impl Bench {
             .await
             .map_err(|e| format!("create RoleBinding in {ns}: {e}"))?;
         self.wait_authorized(ns).await?;
-        if route == Route::Webhook {
-            self.wait_admitted(ns).await?;
+        match route {
+            Route::Webhook => self.wait_admitted(ns).await?,
+            Route::Noop => self.wait_noop_admitted(ns).await?,
+            Route::Direct => {}
         }
         Ok(())
     }
@@ -482,6 +516,28 @@ impl Bench {
         }
     }
 
+    /// Waits until a write in `ns` goes through the no-op webhook: a dry-run create it reviews
+    /// twice (mutate, validate).
+    async fn wait_noop_admitted(&self, ns: &str) -> Result<()> {
+        let deadline = Instant::now() + CATCH_UP;
+        let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), ns);
+        let probe = ApiKey::new("probe", ApiKeySpec::default());
+        loop {
+            let before = self.noop()?.reviews();
+            let answer = keys.create(&PostParams { dry_run: true, ..PostParams::default() }, &probe).await;
+            if answer.is_ok() && self.noop()?.reviews() >= before + 2 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the no-op webhook did not review a create in {ns} within {CATCH_UP:?}; the last answer: {answer:?}"
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     // -- Measures -------------------------------------------------------------------------
 
     /// SubjectAccessReviews of one create with nothing cached: a single create, alone, in a
@@ -510,6 +566,7 @@ impl Bench {
         let n = self.settings.keys;
         self.prepare(ns, route).await?;
         let webhook_before = self.webhook_metrics().await?;
+        let noop_before = self.noop()?.reviews();
         let apiserver_before = ApiServerMetrics::scrape(&self.client).await?;
         let cpu_before = self.cpu_secs();
         let started = Instant::now();
@@ -521,26 +578,31 @@ impl Bench {
             .filter_map(|(name, after)| Some((name.clone(), (after - cpu_before.get(name)?) * 1000.0 / n as f64)))
             .collect();
         let webhook_after = self.webhook_metrics().await?;
+        let noop_reviews = self.noop()?.reviews() - noop_before;
         let apiserver_after = ApiServerMetrics::scrape(&self.client).await?;
 
         let admissions = webhook_after.admissions - webhook_before.admissions;
         let sars = webhook_after.sars - webhook_before.sars;
         let sar_posts = apiserver_after.sar_posts - apiserver_before.sar_posts;
-        let expected = match route {
-            Route::Webhook => 2 * n as u64,
-            Route::Direct => 0,
-        };
-        // Retries that reached the webhook are answered again: at least the expected number.
-        if admissions < expected || (route == Route::Direct && admissions > 0) {
-            return Err(format!(
-                "round {round} {}: the webhook answered {admissions} admissions for {n} creates, not {expected}",
-                route.name()
-            )
-            .into());
+        // Each webhook answers a mutate and a validate per create on its route, and nothing on
+        // the others; retries that reached it are answered again: at least the expected number.
+        for (webhook, answered, on) in
+            [("the webhook", admissions, Route::Webhook), ("the no-op webhook", noop_reviews, Route::Noop)]
+        {
+            let expected = if route == on { 2 * n as u64 } else { 0 };
+            if answered < expected || (expected == 0 && answered > 0) {
+                return Err(format!(
+                    "round {round} {}: {webhook} answered {answered} admissions for {n} creates, not {expected}",
+                    route.name()
+                )
+                .into());
+            }
         }
         if route == Route::Webhook {
             self.check_created_by(ns, n - 1).await?;
             self.sar_secs += webhook_after.sar_sum_secs - webhook_before.sar_sum_secs;
+        }
+        if route != Route::Direct {
             for (name, after) in &apiserver_after.webhook_calls {
                 let round = match apiserver_before.webhook_calls.get(name) {
                     Some(before) => after.since(before),
@@ -576,6 +638,7 @@ impl Bench {
             first_retry_error: burst.first_error,
             admissions,
             sars,
+            noop_reviews,
             apiserver_sar_posts: sar_posts,
             cpu_ms_per_create,
         });
@@ -619,19 +682,24 @@ impl Bench {
         Ok(burst)
     }
 
-    /// CPU seconds used so far by the control plane's processes, the webhook and the bench, by
-    /// name.
+    /// CPU seconds used so far by the control plane's processes, the webhook, the no-op
+    /// webhook's threads and the rest of the bench, by name.
     fn cpu_secs(&self) -> BTreeMap<String, f64> {
         let webhook = self.webhook.as_ref().map(|w| ("keyward-webhook".to_string(), w.pid));
-        // The bench's own client too: with it, the processes that share the machine's cores.
-        let bench = ("bench-client".to_string(), std::process::id());
-        self.control_plane
+        let mut secs: BTreeMap<String, f64> = self
+            .control_plane
             .iter()
             .map(|(name, pid)| (name.clone(), *pid))
             .chain(webhook)
-            .chain([bench])
             .filter_map(|(name, pid)| Some((name, cpu_secs(pid)?)))
-            .collect()
+            .collect();
+        // The bench's own client too: with it, the processes that share the machine's cores.
+        let noop = self.noop.as_ref().map_or(0.0, NoopWebhook::cpu_secs);
+        if let Some(bench) = cpu_secs(std::process::id()) {
+            secs.insert("bench-client".into(), bench - noop);
+        }
+        secs.insert("noop-webhook".into(), noop);
+        secs
     }
 
     fn summarize(&mut self) {
@@ -639,7 +707,8 @@ impl Bench {
             let secs: Vec<f64> = self.figures.rounds.iter().filter(|r| r.route == route).map(|r| r.secs).collect();
             median(&secs)
         };
-        let (webhook_secs, direct_secs) = (secs_of(Route::Webhook), secs_of(Route::Direct));
+        let (webhook_secs, noop_secs, direct_secs) =
+            (secs_of(Route::Webhook), secs_of(Route::Noop), secs_of(Route::Direct));
         // The API server and etcd together: a write costs both, and the webhook's calls too.
         let cpu_of = |route: Route, names: &[&str]| {
             let per_round: Vec<f64> = self
@@ -652,33 +721,60 @@ impl Bench {
             median(&per_round)
         };
         let control_plane = ["kube-apiserver", "etcd"];
-        let cpu = (
+        let cpu = [
             cpu_of(Route::Direct, &control_plane),
+            cpu_of(Route::Noop, &control_plane),
             cpu_of(Route::Webhook, &control_plane),
             cpu_of(Route::Webhook, &["keyward-webhook"]),
-        );
+            cpu_of(Route::Noop, &["noop-webhook"]),
+        ];
         let f = &mut self.figures;
-        (f.webhook_secs, f.direct_secs) = (webhook_secs, direct_secs);
-        (f.control_plane_cpu_ms_direct, f.control_plane_cpu_ms_webhook, f.webhook_cpu_ms) = cpu;
-        f.ratio = f.webhook_secs.zip(f.direct_secs).map(|(w, d)| w / d);
-        f.webhook_latency = self.latencies.get(&Route::Webhook).map(|ms| Latency::of(ms));
-        f.direct_latency = self.latencies.get(&Route::Direct).map(|ms| Latency::of(ms));
-        if let (Some(w), Some(d)) = (&f.webhook_latency, &f.direct_latency) {
-            f.added_p50_ms = Some(w.p50_ms - d.p50_ms);
-            f.added_p99_ms = Some(w.p99_ms - d.p99_ms);
-        }
-        let through: Vec<&RoundFigures> = f.rounds.iter().filter(|r| r.route == Route::Webhook).collect();
-        let creates: usize = through.iter().map(|r| r.latency.creates).sum();
-        let sars: u64 = through.iter().map(|r| r.sars).sum();
+        [
+            f.control_plane_cpu_ms_direct,
+            f.control_plane_cpu_ms_noop,
+            f.control_plane_cpu_ms_webhook,
+            f.webhook_cpu_ms,
+            f.noop_webhook_cpu_ms,
+        ] = cpu;
+        (f.webhook_secs, f.noop_secs, f.direct_secs) = (webhook_secs, noop_secs, direct_secs);
+        let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+        f.ratio = ratio(webhook_secs, direct_secs);
+        f.noop_ratio = ratio(noop_secs, direct_secs);
+        f.webhook_over_noop_ratio = ratio(webhook_secs, noop_secs);
+        let latency = |route| self.latencies.get(&route).map(|ms| Latency::of(ms));
+        (f.webhook_latency, f.noop_latency, f.direct_latency) =
+            (latency(Route::Webhook), latency(Route::Noop), latency(Route::Direct));
+        let added = |a: &Option<Latency>, b: &Option<Latency>| match (a, b) {
+            (Some(a), Some(b)) => (Some(a.p50_ms - b.p50_ms), Some(a.p99_ms - b.p99_ms)),
+            _ => (None, None),
+        };
+        (f.added_p50_ms, f.added_p99_ms) = added(&f.webhook_latency, &f.direct_latency);
+        (f.noop_added_p50_ms, f.noop_added_p99_ms) = added(&f.noop_latency, &f.direct_latency);
+        (f.webhook_over_noop_p50_ms, f.webhook_over_noop_p99_ms) = added(&f.webhook_latency, &f.noop_latency);
+        let creates =
+            |route: Route| -> usize { f.rounds.iter().filter(|r| r.route == route).map(|r| r.latency.creates).sum() };
+        let (through, through_noop) = (creates(Route::Webhook), creates(Route::Noop));
+        let through_webhook: Vec<&RoundFigures> = f.rounds.iter().filter(|r| r.route == Route::Webhook).collect();
+        let sars: u64 = through_webhook.iter().map(|r| r.sars).sum();
         f.sars = Some(sars);
-        f.apiserver_sar_posts = Some(through.iter().map(|r| r.apiserver_sar_posts).sum());
-        f.apiserver_webhook_calls = self.webhook_calls.iter().map(|(name, h)| h.calls(name)).collect();
-        if creates > 0 {
-            f.sars_per_create = Some(sars as f64 / creates as f64);
-            if !self.webhook_calls.is_empty() {
-                let secs: f64 = self.webhook_calls.values().map(|h| h.sum).sum();
-                f.apiserver_webhook_ms_per_create = Some(secs * 1000.0 / creates as f64);
-            }
+        f.apiserver_sar_posts = Some(through_webhook.iter().map(|r| r.apiserver_sar_posts).sum());
+        f.apiserver_webhook_calls =
+            self.webhook_calls.iter().filter(|(_, h)| h.count() > 0).map(|(name, h)| h.calls(name)).collect();
+        // The API server's time in each webhook's calls, per create through that webhook.
+        let call_ms = |noop: bool, creates: usize| {
+            let calls: Vec<&Histogram> = self
+                .webhook_calls
+                .iter()
+                .filter(|(name, _)| name.ends_with(NOOP_HOOKS) == noop)
+                .map(|(_, h)| h)
+                .collect();
+            (creates > 0 && !calls.is_empty())
+                .then(|| calls.iter().map(|h| h.sum).sum::<f64>() * 1000.0 / creates as f64)
+        };
+        f.apiserver_webhook_ms_per_create = call_ms(false, through);
+        f.apiserver_noop_webhook_ms_per_create = call_ms(true, through_noop);
+        if through > 0 {
+            f.sars_per_create = Some(sars as f64 / through as f64);
         }
         f.sar_mean_ms = (sars > 0).then(|| self.sar_secs * 1000.0 / sars as f64);
     }
@@ -716,6 +812,41 @@ async fn create_key(keys: &Api<ApiKey>, name: &str) -> Result<Option<String>> {
             Err(error) => return Err(format!("create ApiKey {name}: {error}").into()),
         }
     }
+}
+
+/// Registers the `/validate` and `/mutate` of the webhook at `addr` (its certificate signed by
+/// the CA in `ca`), as the Validating and Mutating configurations `name` with the hooks
+/// `validate.<hooks>` and `mutate.<hooks>`, for the namespaces whose `ADMITTED_LABEL` is
+/// `admitted`.
+async fn register(client: &Client, name: &str, hooks: &str, addr: SocketAddr, ca: &Path, admitted: &str) -> Result<()> {
+    let ca = std::fs::read(ca)?;
+    let hook = |path: &str| {
+        json!({
+            "name": format!("{path}.{hooks}"),
+            "clientConfig": {"url": format!("https://{addr}/{path}"), "caBundle": k8s_openapi::ByteString(ca.clone())},
+            "rules": [{"apiGroups": ["keyward.io"], "apiVersions": ["v1alpha1"], "operations": ["CREATE", "UPDATE"],
+                       "resources": ["apikeys", "credentials"], "scope": "Namespaced"}],
+            "namespaceSelector": {"matchLabels": {ADMITTED_LABEL: admitted}},
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "timeoutSeconds": 5,
+            "admissionReviewVersions": ["v1"],
+        })
+    };
+    let metadata = json!({"name": name, "labels": {common::BENCH_LABEL: BENCH_LABEL_VALUE}});
+    let validating: ValidatingWebhookConfiguration =
+        serde_json::from_value(json!({"metadata": metadata, "webhooks": [hook("validate")]}))?;
+    let mutating: MutatingWebhookConfiguration =
+        serde_json::from_value(json!({"metadata": metadata, "webhooks": [hook("mutate")]}))?;
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &validating)
+        .await
+        .map_err(|e| format!("register {name} /validate: {e}"))?;
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &mutating)
+        .await
+        .map_err(|e| format!("register {name} /mutate: {e}"))?;
+    Ok(())
 }
 
 /// Deletes the cluster-scoped object `name` of kind `K`, when it is there (best effort).

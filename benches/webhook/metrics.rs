@@ -34,6 +34,10 @@ impl Histogram {
         }
     }
 
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
     pub fn add(&mut self, other: &Histogram) {
         for &(le, n) in &other.buckets {
             self.observe_bucket(le, n);
