@@ -50,14 +50,14 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keyward::api::{
-    ANNOTATION_EXPIRES_AT, ANNOTATION_ISSUED_AT, ANNOTATION_KEY_ID, ANNOTATION_OWNER, ANNOTATION_TOKEN_HASH, ApiKey,
-    ApiKeySpec, CONDITION_READY, Credential, CredentialSpec, CredentialToken, LABEL_MANAGED_BY, LABEL_OWNER_UID,
-    MANAGED_BY_VALUE, Phase, SECRET_TOKEN_KEY, SECRET_TYPE, credential::MAX_TOKENS, reason,
+    ApiKey, ApiKeySpec, CONDITION_READY, Credential, CredentialSpec, CredentialToken, Phase, SecretTemplate,
+    credential::MAX_TOKENS, reason,
 };
+use keyward::controller::Reconciled;
+use keyward::controller::secret::{Identity, TokenSecret};
 use keyward::token::Token;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::NamespaceResourceScope;
@@ -843,20 +843,20 @@ async fn create_all<K: Issued>(api: &Api<K>, objects: impl Iterator<Item = K>, c
         .await
 }
 
-/// What a minimal client does for one key: the ApiKey, then a Secret like the operator's
+/// What a minimal client does for one key: the ApiKey, then the operator's Secret
 /// (create-only), then a status like the controller's (server-side apply, forced).
 async fn issue_directly(keys: Api<ApiKey>, secrets: Api<Secret>, name: String) -> Result<()> {
     let key = keys
         .create(&PostParams::default(), &ApiKey::new(&name, ApiKeySpec::default()))
         .await
         .map_err(|e| format!("create ApiKey {name}: {e}"))?;
-    let owner = owner_reference(&key)?;
     let created = key.creation_timestamp().ok_or("a created ApiKey without creationTimestamp")?.0;
     let expires_at = created.checked_add(DEFAULT_EXPIRY).map_err(|e| format!("expiry of {name}: {e}"))?;
     let now = Timestamp::now();
     let token = Token::generate("kw");
     let secret_name = format!("{name}-apikey");
-    create_token_secret(&secrets, &owner, &secret_name, &token, now, expires_at).await?;
+    let template = key.spec.policy.secret_template.clone().unwrap_or_default();
+    create_token_secret(&secrets, &key, &template, &secret_name, &token, now, expires_at).await?;
     let generation = key.meta().generation;
     let status = serde_json::json!({
         "phase": "Active",
@@ -871,8 +871,8 @@ async fn issue_directly(keys: Api<ApiKey>, secrets: Api<Secret>, name: String) -
     apply_status(&keys, &name, status).await
 }
 
-/// What a minimal client does for one Credential: the Credential, then one Secret like the
-/// operator's per token (create-only, one after the other as the controller's reconcile
+/// What a minimal client does for one Credential: the Credential, then the operator's Secret
+/// for each token (create-only, one after the other as the controller's reconcile
 /// writes them), then one status like the controller's with every token.
 async fn issue_credential_directly(
     credentials: Api<Credential>,
@@ -885,7 +885,7 @@ async fn issue_credential_directly(
         .create(&PostParams::default(), &new_credential(&name, tokens))
         .await
         .map_err(|e| format!("create Credential {name}: {e}"))?;
-    let owner = owner_reference(&credential)?;
+    let template = credential.spec.policy.secret_template.clone().unwrap_or_default();
     // A token's expiresAfter (here the operator's default) counts from its first issue.
     let now = Timestamp::now();
     let expires_at = now.checked_add(DEFAULT_EXPIRY).map_err(|e| format!("expiry of {name}: {e}"))?;
@@ -893,7 +893,7 @@ async fn issue_credential_directly(
     for token_spec in &credential.spec.tokens {
         let token = Token::generate("kw");
         let secret_name = credential.secret_name(&token_spec.name);
-        create_token_secret(&secrets, &owner, &secret_name, &token, now, expires_at).await?;
+        create_token_secret(&secrets, &credential, &template, &secret_name, &token, now, expires_at).await?;
         entries.push(serde_json::json!({
             "name": token_spec.name,
             "keyId": token.key_id(),
@@ -916,45 +916,20 @@ async fn issue_credential_directly(
     apply_status(&credentials, &name, status).await
 }
 
-/// The ownerReference the operator puts on the Secrets of `object`.
-fn owner_reference<K: Resource<DynamicType = ()>>(object: &K) -> Result<OwnerReference> {
-    let owner = object.controller_owner_ref(&()).ok_or_else(|| format!("a created {} without uid", K::kind(&())))?;
-    Ok(OwnerReference { block_owner_deletion: Some(true), ..owner })
-}
-
-/// Creates a Secret like the operator's for one token of `owner` (its controller reference).
-async fn create_token_secret(
+/// Creates the Secret the controller would for one token of `object`, built by the
+/// controller's own builder (`TokenSecret::build`) so that the baseline cannot drift from it.
+async fn create_token_secret<K: Reconciled>(
     secrets: &Api<Secret>,
-    owner: &OwnerReference,
+    object: &K,
+    template: &SecretTemplate,
     secret_name: &str,
     token: &Token,
     issued_at: Timestamp,
     expires_at: Timestamp,
 ) -> Result<()> {
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(secret_name.to_string()),
-            labels: Some(
-                [(LABEL_MANAGED_BY.into(), MANAGED_BY_VALUE.into()), (LABEL_OWNER_UID.into(), owner.uid.clone())]
-                    .into(),
-            ),
-            annotations: Some(
-                [
-                    (ANNOTATION_TOKEN_HASH.into(), token.hash().to_string()),
-                    (ANNOTATION_KEY_ID.into(), token.key_id()),
-                    (ANNOTATION_ISSUED_AT.into(), issued_at.to_string()),
-                    (ANNOTATION_EXPIRES_AT.into(), expires_at.to_string()),
-                    (ANNOTATION_OWNER.into(), format!("{}/{}", owner.kind, owner.name)),
-                ]
-                .into(),
-            ),
-            owner_references: Some(vec![owner.clone()]),
-            ..ObjectMeta::default()
-        },
-        type_: Some(SECRET_TYPE.into()),
-        data: Some([(SECRET_TOKEN_KEY.into(), ByteString(token.expose().as_bytes().to_vec()))].into()),
-        ..Secret::default()
-    };
+    let identity = Identity::of(object)?;
+    let secret =
+        TokenSecret { name: secret_name, owner: &identity.owner, expires_at, template }.build(token, issued_at);
     secrets.create(&PostParams::default(), &secret).await.map_err(|e| format!("create Secret {secret_name}: {e}"))?;
     Ok(())
 }
