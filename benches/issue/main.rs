@@ -374,7 +374,7 @@ impl Bench {
     /// A baseline burst: `n` objects issued by `issue` (the object, its Secrets, its status),
     /// `concurrency` of them in flight, in a fresh namespace no controller watches. Returns the
     /// seconds from the first create until `active` held for all, and the requests meanwhile.
-    async fn baseline_burst<K: Issued, Fut>(
+    async fn baseline_burst<K: BenchKey, Fut>(
         &mut self,
         run: &str,
         n: usize,
@@ -425,7 +425,7 @@ impl Bench {
     /// a fresh namespace watched by a fresh controller. Returns the seconds from the first
     /// create until `active` held for all, the requests from then until the controller went
     /// idle, and the controller, still running.
-    async fn controller_burst<K: Issued>(
+    async fn controller_burst<K: BenchKey>(
         &mut self,
         run: &str,
         n: usize,
@@ -779,7 +779,7 @@ fn active_deadline(n: usize) -> Duration {
 }
 
 /// What the bench creates in bulk and waits to see issued: ApiKeys and Credentials.
-trait Issued:
+trait BenchKey:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
     + Clone
     + Serialize
@@ -791,7 +791,7 @@ trait Issued:
 {
 }
 
-impl<K> Issued for K where
+impl<K> BenchKey for K where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + Serialize
@@ -830,7 +830,7 @@ fn credential_active(credential: &Credential, tokens: usize) -> bool {
 }
 
 /// Creates `objects`, `concurrency` creates in flight.
-async fn create_all<K: Issued>(api: &Api<K>, objects: impl Iterator<Item = K>, concurrency: usize) -> Result<()> {
+async fn create_all<K: BenchKey>(api: &Api<K>, objects: impl Iterator<Item = K>, concurrency: usize) -> Result<()> {
     futures::stream::iter(objects)
         .map(|object| async move {
             api.create(&PostParams::default(), &object)
@@ -947,7 +947,7 @@ fn issued_condition(message: String, generation: Option<i64>, now: Timestamp) ->
 }
 
 /// Writes a status the way the controller does: server-side apply, forced.
-async fn apply_status<K: Issued>(api: &Api<K>, name: &str, status: serde_json::Value) -> Result<()> {
+async fn apply_status<K: BenchKey>(api: &Api<K>, name: &str, status: serde_json::Value) -> Result<()> {
     let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
     api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
         .await
@@ -980,7 +980,7 @@ struct ActiveWatch {
 }
 
 impl ActiveWatch {
-    async fn start<K: Issued>(
+    async fn start<K: BenchKey>(
         api: Api<K>,
         expected: usize,
         is_active: impl Fn(&K) -> bool + Send + 'static,
