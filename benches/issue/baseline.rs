@@ -90,7 +90,7 @@ pub async fn issue_credential_directly(
 
 /// Creates the Secret the controller would for one token of `object`, built by the
 /// controller's own builder (`TokenSecret::build`) so that the baseline cannot drift from it.
-pub async fn create_token_secret<K: Reconciled>(
+async fn create_token_secret<K: Reconciled>(
     secrets: &Api<Secret>,
     object: &K,
     template: &SecretTemplate,
@@ -107,7 +107,7 @@ pub async fn create_token_secret<K: Reconciled>(
 }
 
 /// The Ready condition of an issued object, as the controller writes it.
-pub fn issued_condition(message: String, generation: Option<i64>, now: Timestamp) -> serde_json::Value {
+fn issued_condition(message: String, generation: Option<i64>, now: Timestamp) -> serde_json::Value {
     serde_json::json!({
         "type": CONDITION_READY,
         "status": "True",
@@ -119,7 +119,7 @@ pub fn issued_condition(message: String, generation: Option<i64>, now: Timestamp
 }
 
 /// Writes a status the way the controller does: server-side apply, forced.
-pub async fn apply_status<K: BenchKey>(api: &Api<K>, name: &str, status: serde_json::Value) -> Result<()> {
+async fn apply_status<K: BenchKey>(api: &Api<K>, name: &str, status: serde_json::Value) -> Result<()> {
     let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
     api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
         .await

@@ -12,7 +12,7 @@ use crate::common::metrics::{samples, scrape_apiserver};
 
 /// Verbs of `apiserver_request_total` that change something. `APPLY` is a server-side apply
 /// PATCH, which the API server counts under its own verb.
-pub const MUTATING: [&str; 6] = ["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"];
+const MUTATING: [&str; 6] = ["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"];
 
 /// Waits until the controller has gone idle, and returns the counter as it then stands.
 pub async fn wait_idle(client: &Client, controller: &Controller) -> Result<Requests> {
@@ -54,7 +54,7 @@ pub struct Series {
 }
 
 impl Series {
-    pub fn is_mutating(&self) -> bool {
+    fn is_mutating(&self) -> bool {
         MUTATING.contains(&self.verb.as_str())
     }
 
@@ -90,14 +90,14 @@ pub fn is_operator_write(series: &Series) -> bool {
 
 /// A snapshot of the API server's `apiserver_request_total` counter.
 #[derive(Clone, Debug, Default)]
-pub struct Requests(pub BTreeMap<Series, u64>);
+pub struct Requests(BTreeMap<Series, u64>);
 
 impl Requests {
     pub async fn scrape(client: &Client) -> Result<Self> {
         Ok(Self::parse(&scrape_apiserver(client).await?))
     }
 
-    pub fn parse(text: &str) -> Self {
+    fn parse(text: &str) -> Self {
         let mut counts = BTreeMap::new();
         for (labels, value) in samples(text, "apiserver_request_total") {
             let label = |name: &str| labels.get(name).cloned().unwrap_or_default();
