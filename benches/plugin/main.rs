@@ -40,8 +40,8 @@
 //! waiting: `make bench` throws the control plane away afterwards).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{ExitCode, ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -52,17 +52,16 @@ use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
 #[path = "../common/mod.rs"]
 mod common;
+mod figures;
+mod kubectl;
 
 use common::process::Process;
-use common::report::{self, show};
-use common::{
-    Error, MANAGER, Outcome, Progress, Result, Table, env_number, install_crds, median, nearest_rank, release_binary,
-};
+use common::{MANAGER, Outcome, Progress, Result, env_number, install_crds, median, nearest_rank, release_binary};
+use figures::{CreateFigures, Figures, SizeFigures, print_table};
+use kubectl::{Plugin, check_json, check_table, check_verify, ensure_gnu_time};
 
 /// The value of the label `common::BENCH_LABEL` on this bench's namespaces.
 const BENCH_LABEL_VALUE: &str = "plugin";
@@ -118,93 +117,6 @@ impl Settings {
         sizes.sort_unstable();
         sizes.dedup();
         sizes
-    }
-}
-
-/// Every figure the bench measures; empty or `None` for what it did not get to.
-#[derive(Debug, Default, Serialize)]
-struct Figures {
-    settings: Option<Settings>,
-    /// The first line of `/usr/bin/time --version`.
-    gnu_time: Option<String>,
-    create: Option<CreateFigures>,
-    /// Part 2, one entry per namespace size.
-    sizes: Vec<SizeFigures>,
-    /// Lines the controller logged at WARN and ERROR (the kube client's note that the local
-    /// control plane's kubeconfig skips TLS verification left out), and the first few.
-    controller_log_warnings: u64,
-    controller_log_errors: u64,
-    controller_log_samples: Vec<String>,
-    #[serde(flatten)]
-    outcome: Outcome,
-}
-
-/// Part 1.
-#[derive(Debug, Default, Serialize)]
-struct CreateFigures {
-    /// Wall time of each `create`, spawn to exit, in run order.
-    runs_ms: Vec<f64>,
-    p50_ms: f64,
-    /// The 95th percentile (nearest rank); the max when fewer than 20 runs (`p95_is_max`).
-    p95_ms: f64,
-    p95_is_max: bool,
-    max_ms: f64,
-    /// Tokens printed whose hash is the one their key's status records.
-    tokens_matching_status: usize,
-    /// Wall time of each `describe bench-0`, and the median.
-    describe_runs_ms: Vec<f64>,
-    describe_median_ms: f64,
-    /// p50 of `create` minus the median of `describe`.
-    create_over_describe_ms: f64,
-}
-
-/// Part 2 at one namespace size.
-#[derive(Debug, Default, Serialize)]
-struct SizeFigures {
-    /// ApiKeys in the namespace.
-    keys: usize,
-    /// ApiKeys the bench created to get there, and the seconds from the first create until the
-    /// watch saw every key Active.
-    created: usize,
-    fill_secs: f64,
-    /// Seconds more until the controller had gone idle (no reconcile, no write for 3 s).
-    settle_secs: f64,
-    list_table: Timings,
-    list_json: Timings,
-    verify: Timings,
-    /// Bytes `list -o json` printed.
-    list_json_bytes: usize,
-    /// Peak RSS of the plugin process, one GNU time run per round.
-    list_json_rss: Memory,
-    verify_rss: Memory,
-}
-
-/// Wall times of one command over the rounds, spawn to exit.
-#[derive(Debug, Default, Serialize)]
-struct Timings {
-    median_ms: Option<f64>,
-    runs_ms: Vec<f64>,
-}
-
-impl Timings {
-    fn push(&mut self, ms: f64) {
-        self.runs_ms.push(ms);
-        self.median_ms = median(&self.runs_ms);
-    }
-}
-
-/// Peak RSS of one command over the rounds.
-#[derive(Debug, Default, Serialize)]
-struct Memory {
-    /// The highest of the rounds.
-    peak_mib: Option<f64>,
-    runs_mib: Vec<f64>,
-}
-
-impl Memory {
-    fn push(&mut self, mib: f64) {
-        self.runs_mib.push(mib);
-        self.peak_mib = Some(self.peak_mib.map_or(mib, |peak| peak.max(mib)));
     }
 }
 
@@ -541,146 +453,6 @@ async fn create_key(keys: &Api<ApiKey>, name: &str) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The plugin
-
-/// `kubectl-apikey -n <namespace> ...`, run as a child process with the bench's KUBECONFIG.
-struct Plugin {
-    path: PathBuf,
-    namespace: String,
-}
-
-/// How one plugin process ended. `stdout` may hold a token: it is checked, never shown.
-struct Exited {
-    /// Wall time from spawn to exit.
-    ms: f64,
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Exited {
-    /// A failed run as an error: the exit status and the end of stderr (which never holds a
-    /// token; stdout might, and is left out).
-    fn failure(&self, what: &str) -> Error {
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        let tail = lines[lines.len().saturating_sub(5)..].join("\n  ");
-        format!("kubectl-apikey {what}: {} after {:.0} ms; stderr:\n  {tail}", self.status, self.ms).into()
-    }
-}
-
-impl Plugin {
-    fn command(&self, program: &Path) -> Command {
-        let mut command = Command::new(program);
-        command.env("NO_COLOR", "1");
-        command
-    }
-
-    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<Exited> {
-        let mut command = self.command(&self.path);
-        command.arg("-n").arg(&self.namespace).args(args);
-        exec(command, stdin, args).await
-    }
-
-    /// The same command under GNU time; returns how it ended and its peak RSS in MiB.
-    async fn peak_rss(&self, args: &[&str], stdin: Option<&str>, out: &Path) -> Result<(Exited, f64)> {
-        let _ = std::fs::remove_file(out);
-        let mut command = self.command(Path::new(GNU_TIME));
-        command.args(["-f", "%M", "-o"]).arg(out).arg(&self.path).arg("-n").arg(&self.namespace).args(args);
-        let exited = exec(command, stdin, args).await?;
-        let text = std::fs::read_to_string(out).map_err(|e| format!("read GNU time's {}: {e}", out.display()))?;
-        // After "Command exited with non-zero status N", when it did.
-        let kib: f64 = text
-            .lines()
-            .last()
-            .and_then(|line| line.trim().parse().ok())
-            .ok_or_else(|| format!("GNU time wrote no peak RSS for {args:?}: {text:?}"))?;
-        Ok((exited, kib / 1024.0))
-    }
-}
-
-/// Runs `command` to its end, `stdin` written to it, stdout and stderr collected.
-async fn exec(mut command: Command, stdin: Option<&str>, args: &[&str]) -> Result<Exited> {
-    command
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let started = Instant::now();
-    let mut child = command.spawn().map_err(|e| format!("start kubectl-apikey {args:?}: {e}"))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // A process that fails before reading says so by its exit status.
-        let _ = pipe.write_all(text.as_bytes()).await;
-    }
-    let output = tokio::time::timeout(PROCESS_LIMIT, child.wait_with_output())
-        .await
-        .map_err(|_| format!("kubectl-apikey {args:?} did not exit within {PROCESS_LIMIT:?}"))?
-        .map_err(|e| format!("wait for kubectl-apikey {args:?}: {e}"))?;
-    Ok(Exited {
-        ms: started.elapsed().as_secs_f64() * 1000.0,
-        status: output.status,
-        stdout: output.stdout,
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    })
-}
-
-/// `list`: a header and a row per key.
-fn check_table(run: &Exited, n: usize) -> Result<()> {
-    if !run.status.success() {
-        return Err(run.failure("list"));
-    }
-    let rows = String::from_utf8_lossy(&run.stdout).lines().count();
-    if rows != n + 1 {
-        return Err(format!("list printed {rows} lines, not a header and {n} rows").into());
-    }
-    Ok(())
-}
-
-/// `list -o json`: a List of every key.
-fn check_json(run: &Exited, n: usize) -> Result<()> {
-    if !run.status.success() {
-        return Err(run.failure("list -o json"));
-    }
-    let document: serde_json::Value =
-        serde_json::from_slice(&run.stdout).map_err(|e| format!("list -o json printed no JSON: {e}"))?;
-    let items = document.get("items").and_then(|items| items.as_array()).map_or(0, Vec::len);
-    if items != n {
-        return Err(format!("list -o json listed {items} items, not {n}").into());
-    }
-    Ok(())
-}
-
-/// `verify`: the probe's token is valid.
-fn check_verify(run: &Exited) -> Result<()> {
-    if !run.status.success() {
-        return Err(run.failure("verify"));
-    }
-    let text = String::from_utf8_lossy(&run.stdout);
-    if !text.starts_with("VALID:") || !text.contains(PROBE) {
-        return Err(format!("verify did not find {PROBE}'s token valid: {}", text.trim()).into());
-    }
-    Ok(())
-}
-
-/// Installs the Debian package `time` when `/usr/bin/time` is not GNU time; returns its
-/// version line.
-async fn ensure_gnu_time() -> Result<String> {
-    if let Some(version) = gnu_time_version().await {
-        return Ok(version);
-    }
-    common::apt_install("time").await?;
-    gnu_time_version()
-        .await
-        .ok_or_else(|| format!("{GNU_TIME} is still not GNU time after apt-get install time").into())
-}
-
-async fn gnu_time_version() -> Option<String> {
-    let output = Command::new(GNU_TIME).arg("--version").output().await.ok()?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    let line = text.lines().next()?.trim();
-    line.contains("GNU").then(|| line.to_string())
-}
-
-// ---------------------------------------------------------------------------------------------
 // The controller
 
 /// Waits until the controller has run no reconcile and sent no write for 3 s; `false` when
@@ -707,79 +479,4 @@ async fn activity(controller: &Process) -> Result<u64> {
     controller.check_alive()?;
     let writes: u64 = controller.counter("keyward_api_writes_total").await?.values().sum();
     Ok(controller.reconciles().await? + writes)
-}
-
-// ---------------------------------------------------------------------------------------------
-// The table
-
-/// The figures as a table, on stdout.
-fn print_table(f: &Figures) {
-    let Some(settings) = &f.settings else { return };
-    let ms = |v: f64| format!("{v:.0} ms");
-    let opt_ms = |v: Option<f64>| show::ms(v, 0);
-    let rounds = settings.rounds;
-    let title = format!(
-        "keyward plugin bench: {} creates, list and verify at {:?} keys x {rounds} rounds, release binaries; \
-         peak RSS by {GNU_TIME} -f %M ({})",
-        settings.creates,
-        settings.sizes(),
-        f.gnu_time.as_deref().unwrap_or("-")
-    );
-    let mut table = Table::new(title);
-    if let Some(c) = &f.create {
-        let n = c.runs_ms.len();
-        table.row(format!("create, {n} runs one after another: p50"), ms(c.p50_ms));
-        if c.p95_is_max {
-            table.row(format!("create: p95 (the max: {n} runs < 20)"), ms(c.p95_ms));
-        } else {
-            table.row("create: p95", ms(c.p95_ms));
-        }
-        table.row("create: max", ms(c.max_ms));
-        table.row("create: tokens printed matching their status", format!("{} of {n}", c.tokens_matching_status));
-        table.row(format!("describe {PROBE}: median of {}", c.describe_runs_ms.len()), ms(c.describe_median_ms));
-        table.row("create p50 - describe median (issue and wait)", ms(c.create_over_describe_ms));
-    }
-    for s in &f.sizes {
-        let n = s.keys;
-        table.row(
-            format!("fill to {n} keys: {} created, all Active / controller idle", s.created),
-            format!("{:.1} s / +{:.1} s", s.fill_secs, s.settle_secs),
-        );
-        table.row(format!("list, {n} keys: median of {rounds}"), opt_ms(s.list_table.median_ms));
-        table.row(format!("list -o json, {n} keys: median of {rounds}"), opt_ms(s.list_json.median_ms));
-        table.row(format!("verify, {n} keys: median of {rounds}"), opt_ms(s.verify.median_ms));
-        table.row(
-            format!("list -o json, {n} keys: peak RSS (highest of {})", s.list_json_rss.runs_mib.len()),
-            show::mib(s.list_json_rss.peak_mib),
-        );
-        table.row(
-            format!("verify, {n} keys: peak RSS (highest of {})", s.verify_rss.runs_mib.len()),
-            show::mib(s.verify_rss.peak_mib),
-        );
-        table.row(
-            format!("list -o json, {n} keys: output"),
-            format!("{:.2} MiB", s.list_json_bytes as f64 / 1_048_576.0),
-        );
-    }
-    table.row(
-        "controller log lines at WARN / ERROR",
-        format!("{} / {}", f.controller_log_warnings, f.controller_log_errors),
-    );
-    table.row("whole run", show::secs(f.outcome.total_secs, 1));
-    table.print();
-    if let Some(c) = &f.create {
-        println!("\ncreate runs, ms: {}", show::each(&c.runs_ms, 0));
-        println!("describe runs, ms: {}", show::each(&c.describe_runs_ms, 0));
-    }
-    for s in &f.sizes {
-        println!(
-            "\n{} keys, rounds in ms: list {}; list -o json {}; verify {}",
-            s.keys,
-            show::each(&s.list_table.runs_ms, 0),
-            show::each(&s.list_json.runs_ms, 0),
-            show::each(&s.verify.runs_ms, 0)
-        );
-    }
-    report::print_log_samples("controller", &f.controller_log_samples);
-    f.outcome.print();
 }
