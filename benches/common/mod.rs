@@ -1,12 +1,14 @@
 //! What every bench needs: the shell of its `main`, settings from the environment, the output
 //! file, the release binaries, the CRDs and the namespaces; the report (`report`), the
-//! processes measured (`process`) and Prometheus text (`metrics`).
+//! processes measured (`process`), Prometheus text (`metrics`) and the statuses a bench writes
+//! as the controller would (`status`).
 // Each bench uses only part of what is here.
 #![allow(dead_code)]
 
 pub mod metrics;
 pub mod process;
 pub mod report;
+pub mod status;
 
 #[allow(unused_imports)]
 pub use report::{Outcome, Progress, Table, median, nearest_rank};

@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use keyward::api::{ApiKey, ApiKeySpec, CONDITION_READY, Credential, SecretTemplate, reason};
+use keyward::api::{ApiKey, ApiKeySpec, Credential, SecretTemplate};
 use keyward::controller::Reconciled;
 use keyward::controller::secret::{Identity, TokenSecret};
 use keyward::token::Token;
@@ -13,7 +13,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
 use super::{BenchKey, DEFAULT_EXPIRY, credential_name, new_credential};
-use crate::common::{MANAGER, Result};
+use crate::common::{MANAGER, Result, status};
 
 /// What a minimal client does for one key: the ApiKey, then the operator's Secret
 /// (create-only), then a status like the controller's (server-side apply, forced).
@@ -29,17 +29,7 @@ pub async fn issue_directly(keys: Api<ApiKey>, secrets: Api<Secret>, name: Strin
     let secret_name = format!("{name}-apikey");
     let template = key.spec.policy.secret_template.clone().unwrap_or_default();
     create_token_secret(&secrets, &key, &template, &secret_name, &token, now, expires_at).await?;
-    let generation = key.meta().generation;
-    let status = serde_json::json!({
-        "phase": "Active",
-        "observedGeneration": generation,
-        "keyId": token.key_id(),
-        "tokenHash": token.hash().to_string(),
-        "secretName": secret_name,
-        "issuedAt": Time(now),
-        "expiresAt": Time(expires_at),
-        "conditions": [issued_condition(format!("token issued to Secret {secret_name}"), generation, now)],
-    });
+    let status = status::issued_apikey(&token, &secret_name, key.meta().generation, now, expires_at);
     apply_status(&keys, &name, status).await
 }
 
@@ -83,7 +73,7 @@ pub async fn issue_credential_directly(
         "observedGeneration": generation,
         "activeTokens": entries.len(),
         "tokens": entries,
-        "conditions": [issued_condition(format!("{tokens} token(s) issued: {}", names.join(", ")), generation, now)],
+        "conditions": [status::issued_condition(format!("{tokens} token(s) issued: {}", names.join(", ")), generation, now)],
     });
     apply_status(&credentials, &name, status).await
 }
@@ -106,21 +96,9 @@ async fn create_token_secret<K: Reconciled>(
     Ok(())
 }
 
-/// The Ready condition of an issued object, as the controller writes it.
-fn issued_condition(message: String, generation: Option<i64>, now: Timestamp) -> serde_json::Value {
-    serde_json::json!({
-        "type": CONDITION_READY,
-        "status": "True",
-        "reason": reason::ISSUED,
-        "message": message,
-        "observedGeneration": generation,
-        "lastTransitionTime": Time(now),
-    })
-}
-
 /// Writes a status the way the controller does: server-side apply, forced.
 async fn apply_status<K: BenchKey>(api: &Api<K>, name: &str, status: serde_json::Value) -> Result<()> {
-    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    let patch = status::apply_patch::<K>(status);
     api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(|e| format!("apply the status of {} {name}: {e}", K::kind(&())))?;

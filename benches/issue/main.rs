@@ -135,20 +135,20 @@ impl common::Bench for Bench {
     const NAME: &'static str = "issue";
 
     async fn run(&mut self) -> Result<()> {
-        self.progress(&format!("settings: {:?}", self.settings));
+        self.progress.say(&format!("settings: {:?}", self.settings));
         let crd_age = install_crds(&self.client, MANAGER).await?;
         // On a fresh control plane, apikeys were once LISTed from outside the bench at ~20 a
         // second (kube-controller-manager's client rate) for two minutes; most likely its garbage
         // collector taking up the new resource, which it finds by discovery every 30 s. Let it
         // find the CRD before waiting for quiet.
         if let Some(wait) = CRD_DISCOVERY.checked_sub(crd_age) {
-            self.progress(&format!("a CRD is new: giving the garbage collector {wait:.0?} to discover it"));
+            self.progress.say(&format!("a CRD is new: giving the garbage collector {wait:.0?} to discover it"));
             tokio::time::sleep(wait).await;
         }
         self.remove_leftovers().await?;
         // The counter is global: wait out whatever else is still at work on these resources
         // (tests, the garbage collector after an earlier run) before measuring anything.
-        self.progress("waiting until nothing else uses secrets, apikeys or events");
+        self.progress.say("waiting until nothing else uses secrets, apikeys or events");
         if wait_quiet(&self.client, Duration::from_secs(900)).await?.is_none() {
             return Err("secrets, apikeys or events kept being used for 15 minutes: this bench needs \
                         the API server to itself"
@@ -205,10 +205,11 @@ impl common::Bench for Bench {
             return;
         }
         if common::keep_namespaces() {
-            self.progress(&format!("keeping {:?} for inspection; the next run deletes them first", self.namespaces));
+            self.progress
+                .say(&format!("keeping {:?} for inspection; the next run deletes them first", self.namespaces));
             return;
         }
-        self.progress(&format!("cleanup: deleting {:?} (waiting for them to be gone)", self.namespaces));
+        self.progress.say(&format!("cleanup: deleting {:?} (waiting for them to be gone)", self.namespaces));
         delete_namespaces(&self.client, &self.namespaces).await;
         self.namespaces.clear();
     }
@@ -247,11 +248,7 @@ impl Bench {
     }
 
     fn active_progress(&self, run: &str, plural: &str, seen: usize, of: usize) {
-        self.progress(&format!("{run}: {seen} of {of} {plural} Active"));
-    }
-
-    fn progress(&self, message: &str) {
-        self.progress.say(message);
+        self.progress.say(&format!("{run}: {seen} of {of} {plural} Active"));
     }
 
     /// Figure 1, the floor: per key, create the ApiKey, create a Secret like the operator's and
@@ -284,7 +281,7 @@ impl Bench {
         let plural = K::plural(&()).into_owned();
         let watch = ActiveWatch::start(objects.clone(), n, active).await?;
         let before = Requests::scrape(&self.client).await?;
-        self.progress(&format!("{run}: issuing {n} {plural} directly in {ns}"));
+        self.progress.say(&format!("{run}: issuing {n} {plural} directly in {ns}"));
         let started = Instant::now();
         futures::stream::iter(0..n)
             .map(|i| issue(objects.clone(), secrets.clone(), i))
@@ -297,7 +294,7 @@ impl Bench {
         let after = Requests::scrape(&self.client).await?;
         let window = after.since(&before);
         self.check_foreign(run, &window, &[(&plural, n)]);
-        self.progress(&format!("{run}: {n} {plural} Active in {secs:.2} s"));
+        self.progress.say(&format!("{run}: {n} {plural} Active in {secs:.2} s"));
         Ok((secs, window))
     }
 
@@ -332,7 +329,7 @@ impl Bench {
         let plural = K::plural(&()).into_owned();
         let watch = ActiveWatch::start(objects.clone(), n, active).await?;
         let before = Requests::scrape(&self.client).await?;
-        self.progress(&format!("{run}: creating {n} {plural} in {ns}"));
+        self.progress.say(&format!("{run}: creating {n} {plural} in {ns}"));
         let started = Instant::now();
         create_all(&objects, (0..n).map(make), self.settings.concurrency).await?;
         let done = match watch.wait(active_deadline(n), |seen, of| self.active_progress(run, &plural, seen, of)).await {
@@ -340,7 +337,7 @@ impl Bench {
             Err(error) => return Err(controller.explain(error)),
         };
         let secs = done.duration_since(started).as_secs_f64();
-        self.progress(&format!("{run}: {n} {plural} Active in {secs:.2} s; waiting for it to go idle"));
+        self.progress.say(&format!("{run}: {n} {plural} Active in {secs:.2} s; waiting for it to go idle"));
         let after = wait_idle(&self.client, &controller).await?;
         let window = after.since(&before);
         self.check_foreign(run, &window, &[(&plural, n)]);
@@ -351,7 +348,7 @@ impl Bench {
     async fn count_reconciles(&self, controller: &Controller, burst: &mut Burst) {
         match controller.reconciles().await {
             Ok(count) => burst.reconciles = Some(burst.reconciles.unwrap_or(0) + count),
-            Err(error) => self.progress(&format!("cannot read the controller's reconcile count: {error}")),
+            Err(error) => self.progress.say(&format!("cannot read the controller's reconcile count: {error}")),
         }
     }
 
@@ -367,7 +364,7 @@ impl Bench {
     /// The requests of `KEYWARD_BENCH_REST_SECS` in which nothing changes, `controller` running.
     async fn rest_window(&mut self, window: &str, controller: &Controller) -> Result<Requests> {
         let secs = self.settings.rest_secs;
-        self.progress(&format!("{window}: counting requests for {secs} s"));
+        self.progress.say(&format!("{window}: counting requests for {secs} s"));
         let before = Requests::scrape(&self.client).await?;
         tokio::time::sleep(Duration::from_secs(secs)).await;
         let after = Requests::scrape(&self.client).await?;
@@ -452,7 +449,7 @@ impl Bench {
             return Ok(());
         }
         let ns = controller.namespace.clone();
-        self.progress(&format!("expiry: {count} keys with expiresAfter {EXPIRING_AFTER} in {ns}"));
+        self.progress.say(&format!("expiry: {count} keys with expiresAfter {EXPIRING_AFTER} in {ns}"));
         let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &ns);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
         let mut deletions = DeletionWatch::start(secrets).await?;
@@ -538,7 +535,7 @@ impl Bench {
         let mut process = Process::keyward(Path::new(env!("CARGO_BIN_EXE_keyward")), &args, &log)?;
         process.wait_ready(Duration::from_secs(60)).await?;
         let controller = Controller { process, namespace: namespace.to_string() };
-        self.progress(&format!("{run}: keyward controller ready (pid {}, log {})", controller.pid, log.display()));
+        self.progress.say(&format!("{run}: keyward controller ready (pid {}, log {})", controller.pid, log.display()));
         Ok(controller)
     }
 
@@ -590,7 +587,7 @@ impl Bench {
     async fn remove_leftovers(&mut self) -> Result<()> {
         let leftovers = common::leftover_namespaces(&self.client, BENCH_LABEL_VALUE).await?;
         if !leftovers.is_empty() {
-            self.progress(&format!("removing namespaces left by an earlier run: {leftovers:?}"));
+            self.progress.say(&format!("removing namespaces left by an earlier run: {leftovers:?}"));
             delete_namespaces(&self.client, &leftovers).await;
         }
         Ok(())

@@ -145,16 +145,16 @@ impl common::Bench for Bench {
     const NAME: &'static str = "plugin";
 
     async fn run(&mut self) -> Result<()> {
-        self.progress(&format!("settings: {:?}", self.settings));
-        self.progress(&format!("binaries: {} and {}", self.plugin.display(), self.keyward.display()));
+        self.progress.say(&format!("settings: {:?}", self.settings));
+        self.progress.say(&format!("binaries: {} and {}", self.plugin.display(), self.keyward.display()));
         self.figures.gnu_time = Some(ensure_gnu_time().await?);
         install_crds(&self.client, MANAGER).await?;
-        common::remove_leftovers(&self.client, BENCH_LABEL_VALUE, |m| self.progress(m)).await?;
+        common::remove_leftovers(&self.client, BENCH_LABEL_VALUE, |m| self.progress.say(m)).await?;
         let ns = format!("kwbench-plugin-{}", common::random_suffix());
         common::create_namespace(&self.client, &ns, BENCH_LABEL_VALUE).await?;
         self.namespace = Some(ns.clone());
         let log = self.out_dir.join("plugin-controller.log");
-        self.progress(&format!("starting keyward controller for {ns} (log {})", log.display()));
+        self.progress.say(&format!("starting keyward controller for {ns} (log {})", log.display()));
         let args = ["controller", "--namespaces", &ns, "--listen", "127.0.0.1:0"].map(String::from);
         let mut controller = Process::keyward(&self.keyward, &args, &log)?;
         controller.wait_ready(Duration::from_secs(120)).await?;
@@ -226,14 +226,6 @@ impl Bench {
         })
     }
 
-    fn progress(&self, message: &str) {
-        self.progress.say(message);
-    }
-
-    fn warn(&mut self, warning: String) {
-        self.progress.warn(&mut self.figures.outcome, warning);
-    }
-
     fn controller(&self) -> Result<&Process> {
         self.controller.as_ref().ok_or_else(|| "no controller running".into())
     }
@@ -243,7 +235,7 @@ impl Bench {
     /// `create bench-<i>` one after another, then `describe bench-0` as many times.
     async fn creates(&mut self, plugin: &Plugin) -> Result<()> {
         let n = self.settings.creates;
-        self.progress(&format!("create: {n} runs of `kubectl-apikey -n {} create bench-<i>`", plugin.namespace));
+        self.progress.say(&format!("create: {n} runs of `kubectl-apikey -n {} create bench-<i>`", plugin.namespace));
         let mut figures = CreateFigures::default();
         // Only the hashes of the tokens printed are kept, to be checked against the statuses.
         let mut hashes = Vec::with_capacity(n);
@@ -265,7 +257,7 @@ impl Bench {
             hashes.push((name, token.hash().to_string()));
             figures.runs_ms.push(run.ms);
             if (i + 1) % 5 == 0 || i + 1 == n {
-                self.progress(&format!("  {} of {n} created, the last in {:.0} ms", i + 1, run.ms));
+                self.progress.say(&format!("  {} of {n} created, the last in {:.0} ms", i + 1, run.ms));
             }
         }
         let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &plugin.namespace);
@@ -283,7 +275,7 @@ impl Bench {
         figures.max_ms = sorted.last().copied().unwrap_or(f64::NAN);
         figures.p95_is_max = n < 20;
         figures.p95_ms = if figures.p95_is_max { figures.max_ms } else { nearest_rank(&sorted, 0.95) };
-        self.progress(&format!(
+        self.progress.say(&format!(
             "create: p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms; describe {PROBE}: {n} runs",
             figures.p50_ms, figures.p95_ms, figures.max_ms
         ));
@@ -299,7 +291,7 @@ impl Bench {
         }
         figures.describe_median_ms = median(&figures.describe_runs_ms).unwrap_or(f64::NAN);
         figures.create_over_describe_ms = figures.p50_ms - figures.describe_median_ms;
-        self.progress(&format!("describe {PROBE}: median {:.0} ms", figures.describe_median_ms));
+        self.progress.say(&format!("describe {PROBE}: median {:.0} ms", figures.describe_median_ms));
         self.figures.create = Some(figures);
         Ok(())
     }
@@ -324,14 +316,14 @@ impl Bench {
     /// the controller has issued every one and gone idle.
     async fn fill(&mut self, keys: &Api<ApiKey>, from: usize, n: usize, figures: &mut SizeFigures) -> Result<()> {
         let names: Vec<String> = (from..n).map(|i| format!("key-{i:05}")).collect();
-        self.progress(&format!("fill: creating {} ApiKeys to reach {n}", names.len()));
+        self.progress.say(&format!("fill: creating {} ApiKeys to reach {n}", names.len()));
         let started = Instant::now();
         futures::stream::iter(&names)
             .map(|name| create_key(keys, name))
             .buffer_unordered(self.settings.concurrency)
             .try_collect::<()>()
             .await?;
-        self.progress(&format!(
+        self.progress.say(&format!(
             "fill: {} created in {:.1} s; waiting until all are Active",
             names.len(),
             started.elapsed().as_secs_f64()
@@ -341,13 +333,16 @@ impl Bench {
             return Err(self.controller()?.explain(error));
         }
         figures.fill_secs = started.elapsed().as_secs_f64();
-        self.progress(&format!("fill: all {n} ApiKeys Active after {:.1} s", figures.fill_secs));
+        self.progress.say(&format!("fill: all {n} ApiKeys Active after {:.1} s", figures.fill_secs));
         let settled = Instant::now();
         if !wait_idle(self.controller()?, Duration::from_secs(300)).await? {
-            self.warn(format!("the controller was still busy 5 minutes after {n} keys were Active"));
+            self.progress.warn(
+                &mut self.figures.outcome,
+                format!("the controller was still busy 5 minutes after {n} keys were Active"),
+            );
         }
         figures.settle_secs = settled.elapsed().as_secs_f64();
-        self.progress(&format!("fill: the controller idle {:.1} s later", figures.settle_secs));
+        self.progress.say(&format!("fill: the controller idle {:.1} s later", figures.settle_secs));
         Ok(())
     }
 
@@ -374,10 +369,10 @@ impl Bench {
                     }
                     Some(Ok(_)) => {}
                     // The backoff tries again; a re-list applies everything anew.
-                    Some(Err(error)) => self.progress(&format!("the ApiKey watch failed ({error}); trying again")),
+                    Some(Err(error)) => self.progress.say(&format!("the ApiKey watch failed ({error}); trying again")),
                     None => return Err("the ApiKey watch ended".into()),
                 },
-                _ = tick.tick() => self.progress(&format!("  {} of {total} Active", total - pending.len())),
+                _ = tick.tick() => self.progress.say(&format!("  {} of {total} Active", total - pending.len())),
                 () = tokio::time::sleep_until(until) => {
                     let some: Vec<&String> = pending.iter().take(5).collect();
                     return Err(format!(
@@ -419,7 +414,7 @@ impl Bench {
             let (run, verify_mib) = plugin.peak_rss(&["verify"], Some(token), &rss_file).await?;
             check_verify(&run)?;
             figures.verify_rss.push(verify_mib);
-            self.progress(&format!(
+            self.progress.say(&format!(
                 "{n} keys, round {round} of {rounds}: list {table_ms:.0} ms, list -o json {json_ms:.0} ms \
                  ({json_mib:.1} MiB peak RSS), verify {verify_ms:.0} ms ({verify_mib:.1} MiB)"
             ));

@@ -3,14 +3,13 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use keyward::api::{ApiKey, CONDITION_READY, reason};
+use keyward::api::ApiKey;
 use keyward::token::Token;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use super::{EXPIRY, key_spec};
-use crate::common::{MANAGER, Result};
+use crate::common::{MANAGER, Result, status};
 
 /// Creates one ApiKey granting [`SCOPE`] and writes the status the controller would (the
 /// Secret it names is not made: the verifier never reads one). Returns its token. A failed
@@ -29,29 +28,9 @@ pub async fn create_active_key(keys: &Api<ApiKey>, name: &str) -> Result<Token> 
     let created_at = created.creation_timestamp().map_or(now, |t| t.0);
     let expires_at = created_at.checked_add(EXPIRY)?;
     let token = Token::generate("kw");
-    let generation = created.metadata.generation;
     let secret_name = format!("{name}-apikey");
-    let patch = serde_json::json!({
-        "apiVersion": "keyward.io/v1alpha1",
-        "kind": "ApiKey",
-        "status": {
-            "phase": "Active",
-            "observedGeneration": generation,
-            "keyId": token.key_id(),
-            "tokenHash": token.hash().to_string(),
-            "secretName": secret_name,
-            "issuedAt": Time(now),
-            "expiresAt": Time(expires_at),
-            "conditions": [{
-                "type": CONDITION_READY,
-                "status": "True",
-                "reason": reason::ISSUED,
-                "message": format!("token issued to Secret {secret_name}"),
-                "observedGeneration": generation,
-                "lastTransitionTime": Time(now),
-            }],
-        },
-    });
+    let issued = status::issued_apikey(&token, &secret_name, created.metadata.generation, now, expires_at);
+    let patch = status::apply_patch::<ApiKey>(issued);
     let (apply, patch) = (&PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch));
     retry(&format!("apply the status of ApiKey {name}"), move || keys.patch_status(name, apply, patch)).await?;
     Ok(token)

@@ -179,7 +179,7 @@ impl common::Bench for Bench {
     const NAME: &'static str = "verifier";
 
     async fn run(&mut self) -> Result<()> {
-        self.progress(&format!("settings: {:?}", self.settings));
+        self.progress.say(&format!("settings: {:?}", self.settings));
         let client = if self.settings.api {
             if std::env::var_os("KUBECONFIG").is_none() {
                 return Err("KUBECONFIG must name the API server to measure (see `make bench`), \
@@ -230,14 +230,6 @@ impl Bench {
         })
     }
 
-    fn progress(&self, message: &str) {
-        self.progress.say(message);
-    }
-
-    fn warn(&mut self, warning: String) {
-        self.progress.warn(&mut self.figures.outcome, warning);
-    }
-
     // -- Part 1 ---------------------------------------------------------------------------
 
     /// Part 1: the baseline, the sized baseline and a verifier per key count, measured in turn
@@ -258,7 +250,7 @@ impl Bench {
             server.script = Some(write_script(self.scratch.path(), &server.name, &server.tokens)?);
         }
         for server in &servers {
-            self.progress(&format!(
+            self.progress.say(&format!(
                 "{}: a 200 on /v1/auth is {} bytes; warming up for {WARM_UP_SECS} s",
                 server.name, server.answer_bytes
             ));
@@ -273,7 +265,7 @@ impl Bench {
                 for s in (0..servers.len()).map(|s| (s + round) % servers.len()) {
                     let server = &servers[s];
                     let run = server.load(threads, connections, self.settings.secs).await?;
-                    self.progress(&format!(
+                    self.progress.say(&format!(
                         "round {}, {connections} connection(s), {}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, \
                          server CPU {:.1} us/request",
                         round + 1,
@@ -284,10 +276,13 @@ impl Bench {
                         run.server_cpu_us_per_request.unwrap_or(f64::NAN),
                     ));
                     if run.socket_errors > 0 {
-                        self.warn(format!(
-                            "{} at {connections} connection(s): {} socket errors",
-                            server.name, run.socket_errors
-                        ));
+                        self.progress.warn(
+                            &mut self.figures.outcome,
+                            format!(
+                                "{} at {connections} connection(s): {} socket errors",
+                                server.name, run.socket_errors
+                            ),
+                        );
                     }
                     runs[s][l].push(run);
                 }
@@ -314,7 +309,10 @@ impl Bench {
             // Every answer but one (the check's 401 for an unknown token) was VALID.
             let refused: u64 = answers.iter().filter(|(code, _)| *code != "VALID").map(|(_, n)| n).sum();
             if refused > 1 {
-                self.warn(format!("{}: {refused} /v1/auth answers were not VALID: {answers:?}", server.name));
+                self.progress.warn(
+                    &mut self.figures.outcome,
+                    format!("{}: {refused} /v1/auth answers were not VALID: {answers:?}", server.name),
+                );
             }
             self.figures.servers.push(ServerFigures {
                 role: server.role.clone(),
@@ -332,9 +330,9 @@ impl Bench {
     async fn start_server(&self, role: &str, keys: usize) -> Result<Server> {
         let name = if keys == 0 { role.to_string() } else { format!("{role}-{keys}") };
         let log = self.out_dir.join(format!("verifier-server-{name}.log"));
-        self.progress(&format!("{name}: starting (log {})", log.display()));
+        self.progress.say(&format!("{name}: starting (log {})", log.display()));
         let server = Server::start(name, role, keys, self.settings.tokens, &log).await?;
-        self.progress(&format!("{}: listening on {} (pid {})", server.name, server.addr, server.process.pid));
+        self.progress.say(&format!("{}: listening on {} (pid {})", server.name, server.addr, server.process.pid));
         Ok(server)
     }
 
@@ -343,7 +341,7 @@ impl Bench {
     /// Part 2: the keys on the API server, and the real verifier rebuilding its index from them.
     async fn api(&mut self, client: Client) -> Result<()> {
         install_crds(&client, MANAGER).await?;
-        common::remove_leftovers(&client, BENCH_LABEL_VALUE, |m| self.progress(m)).await?;
+        common::remove_leftovers(&client, BENCH_LABEL_VALUE, |m| self.progress.say(m)).await?;
         let suffix: String = (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
         let ns = format!("kwbench-verifier-{suffix}");
         common::create_namespace(&client, &ns, BENCH_LABEL_VALUE).await?;
@@ -353,13 +351,13 @@ impl Bench {
         let mut created = 0;
         for n in self.settings.sizes() {
             let mut figures = ApiFigures { keys: n, created: n - created, ..ApiFigures::default() };
-            self.progress(&format!("creating ApiKeys {created} to {n} with their status in {ns}"));
+            self.progress.say(&format!("creating ApiKeys {created} to {n} with their status in {ns}"));
             let started = Instant::now();
             self.create_keys(&keys, created..n, &mut tokens).await?;
             figures.create_secs = started.elapsed().as_secs_f64();
             figures.created_per_sec = figures.created as f64 / figures.create_secs;
             created = n;
-            self.progress(&format!(
+            self.progress.say(&format!(
                 "{} ApiKeys created in {:.1} s ({:.0} a second)",
                 figures.created, figures.create_secs, figures.created_per_sec
             ));
@@ -392,7 +390,7 @@ impl Bench {
             tokens.extend(token);
             count += 1;
             if said.elapsed() >= Duration::from_secs(10) {
-                self.progress(&format!("  {count} of {total} ApiKeys (from key {first}) created and Active"));
+                self.progress.say(&format!("  {count} of {total} ApiKeys (from key {first}) created and Active"));
                 said = Instant::now();
             }
         }
@@ -415,7 +413,7 @@ impl Bench {
             listening.push(listened);
             cpu.push(used);
             figures.rebuild_rounds_secs.push(ready);
-            self.progress(&format!(
+            self.progress.say(&format!(
                 "rebuild {round} of {rounds}, {n} keys: listening after {listened:.3} s, ready after {ready:.3} s, \
                  {used:.2} s of CPU (pid {}, log {})",
                 verifier.pid,
@@ -433,10 +431,12 @@ impl Bench {
                 figures.peak_rss_ready_mib = Some(peak);
                 let script = write_script(self.scratch.path(), &format!("api-{n}"), tokens)?;
                 let (threads, connections) = (self.settings.threads, self.settings.connections);
-                self.progress(&format!("wrk on that verifier: {connections} connections, {} s", self.settings.secs));
+                self.progress
+                    .say(&format!("wrk on that verifier: {connections} connections, {} s", self.settings.secs));
                 let addr = verifier.addr().ok_or("the verifier has not said where it listens")?;
                 let run = wrk::run(addr, verifier.pid, &script, threads, connections, self.settings.secs).await?;
-                self.progress(&format!("  {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms", run.rps, run.p50_ms, run.p99_ms));
+                self.progress
+                    .say(&format!("  {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms", run.rps, run.p50_ms, run.p99_ms));
                 figures.load = Some(run);
                 figures.rss_after_load_mib = Some(verifier.rss_mib()?);
                 let peak = verifier.peak_rss_mib()?;
@@ -446,7 +446,10 @@ impl Bench {
             let warnings = verifier.log_levels().samples;
             verifier.stop().await;
             if !warnings.is_empty() {
-                self.warn(format!("the verifier over {n} keys logged warnings: {warnings:?}"));
+                self.progress.warn(
+                    &mut self.figures.outcome,
+                    format!("the verifier over {n} keys logged warnings: {warnings:?}"),
+                );
             }
         }
         figures.rebuild_secs = median(&figures.rebuild_rounds_secs);
@@ -475,7 +478,7 @@ impl Bench {
         if listed != n || cached != n {
             return Err(format!("the LISTs found {listed} and {cached} ApiKeys, not {n}").into());
         }
-        self.progress(&format!(
+        self.progress.say(&format!(
             "LIST of {n} ApiKeys: {paged:.2} s in pages of 500, {cached_secs:.2} s from the watch cache"
         ));
         (figures.list_paged_secs, figures.list_cached_secs) = (Some(paged), Some(cached_secs));

@@ -200,15 +200,15 @@ impl common::Bench for Bench {
     const NAME: &'static str = "webhook";
 
     async fn run(&mut self) -> Result<()> {
-        self.progress(&format!("settings: {:?}", self.settings));
-        self.progress(&format!("binary: {}", self.keyward.display()));
+        self.progress.say(&format!("settings: {:?}", self.settings));
+        self.progress.say(&format!("binary: {}", self.keyward.display()));
         install_crds(&self.client, MANAGER).await?;
         self.remove_leftovers().await?;
         self.start_webhook().await?;
         self.create_role().await?;
         self.register().await?;
         let noop = NoopWebhook::start(self.certs.path())?;
-        self.progress(&format!("the no-op webhook serves on {}", noop.addr));
+        self.progress.say(&format!("the no-op webhook serves on {}", noop.addr));
         let noop_addr = noop.addr;
         self.noop = Some(noop);
         self.noop_registered = true;
@@ -227,7 +227,7 @@ impl common::Bench for Bench {
         for route in Route::ALL {
             let ns = format!("kwbench-webhook-{suffix}-warm-{}", route.name());
             self.prepare(&ns, route).await?;
-            self.progress(&format!("warm-up: {WARM_UP_KEYS} creates in {ns}"));
+            self.progress.say(&format!("warm-up: {WARM_UP_KEYS} creates in {ns}"));
             self.burst(&ns, WARM_UP_KEYS).await?;
         }
 
@@ -327,14 +327,6 @@ impl Bench {
         })
     }
 
-    fn progress(&self, message: &str) {
-        self.progress.say(message);
-    }
-
-    fn warn(&mut self, warning: String) {
-        self.progress.warn(&mut self.figures.outcome, warning);
-    }
-
     fn webhook(&self) -> Result<&Process> {
         self.webhook.as_ref().ok_or_else(|| "no webhook running".into())
     }
@@ -370,7 +362,7 @@ impl Bench {
         self.burst(ns, 1).await?;
         let after = self.webhook_metrics().await?;
         let sars = after.sars - before.sars;
-        self.progress(&format!(
+        self.progress.say(&format!(
             "one create with nothing cached: {sars} SubjectAccessReviews (covering names until {GRANTED}: {computed})"
         ));
         self.figures.uncached_sars_measured = Some(sars);
@@ -428,7 +420,7 @@ impl Bench {
             }
         }
         let latency = Latency::of(&burst.ms);
-        self.progress(&format!(
+        self.progress.say(&format!(
             "round {round} {}: {n} creates in {secs:.2} s, p50 {:.1} ms, p99 {:.1} ms, {sars} SubjectAccessReviews \
              ({sar_posts} POSTs counted by the API server), {admissions} admissions",
             route.name(),
@@ -436,12 +428,15 @@ impl Bench {
             latency.p99_ms,
         ));
         if burst.retried > 0 {
-            self.warn(format!(
-                "round {round} {}: {} creates were tried again (the first error: {})",
-                route.name(),
-                burst.retried,
-                burst.first_error.as_deref().unwrap_or("-")
-            ));
+            self.progress.warn(
+                &mut self.figures.outcome,
+                format!(
+                    "round {round} {}: {} creates were tried again (the first error: {})",
+                    route.name(),
+                    burst.retried,
+                    burst.first_error.as_deref().unwrap_or("-")
+                ),
+            );
         }
         self.latencies.entry(route).or_default().extend(&burst.ms);
         self.figures.rounds.push(RoundFigures {

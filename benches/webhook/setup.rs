@@ -35,7 +35,7 @@ impl Bench {
             delete_if_there::<MutatingWebhookConfiguration>(&self.client, name).await;
         }
         delete_if_there::<ClusterRole>(&self.client, CONFIGURATION).await;
-        crate::common::remove_leftovers(&self.client, BENCH_LABEL_VALUE, |m| self.progress(m)).await
+        crate::common::remove_leftovers(&self.client, BENCH_LABEL_VALUE, |m| self.progress.say(m)).await
     }
 
     /// Makes the certificate and starts `keyward webhook`; returns once `/readyz` answers.
@@ -57,7 +57,7 @@ impl Bench {
             .into());
         }
         let log = self.out_dir.join("webhook.log");
-        self.progress(&format!("starting keyward webhook (log {})", log.display()));
+        self.progress.say(&format!("starting keyward webhook (log {})", log.display()));
         let certs = self.certs.path();
         let file = |name: &str| certs.join(name).display().to_string();
         let args = [
@@ -73,7 +73,7 @@ impl Bench {
             Process::keyward(&self.keyward, &args.map(String::from), &log)?.with_tls(&certs.join("ca.crt"))?;
         webhook.wait_ready(Duration::from_secs(30)).await?;
         self.webhook = Some(webhook);
-        self.progress(&format!("keyward webhook serves on {}", self.webhook_addr()?));
+        self.progress.say(&format!("keyward webhook serves on {}", self.webhook_addr()?));
         Ok(())
     }
 
