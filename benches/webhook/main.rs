@@ -422,7 +422,7 @@ impl Bench {
         let latency = Latency::of(&burst.ms);
         self.progress.say(&format!(
             "round {round} {}: {n} creates in {secs:.2} s, p50 {:.1} ms, p99 {:.1} ms, {sars} SubjectAccessReviews \
-             ({sar_posts} POSTs counted by the API server), {admissions} admissions",
+             ({sar_posts} POSTs counted by the API server), {admissions} admissions, {noop_reviews} no-op reviews",
             route.name(),
             latency.p50_ms,
             latency.p99_ms,
