@@ -1,13 +1,21 @@
-//! What every bench needs: the shell of its `main`, settings from the environment, medians,
-//! the output file, the CRDs, and the controller as a child process.
+//! What every bench needs: the shell of its `main`, settings from the environment, the output
+//! file, the release binaries, the CRDs and the namespaces; the report (`report`), the
+//! processes measured (`process`), Prometheus text (`metrics`) and the statuses a bench writes
+//! as the controller would (`status`).
 // Each bench uses only part of what is here.
 #![allow(dead_code)]
 
-pub mod controller;
+pub mod metrics;
+pub mod process;
+pub mod report;
+pub mod status;
+
+#[allow(unused_imports)]
+pub use report::{Outcome, Progress, Table, median, nearest_rank};
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -37,8 +45,8 @@ pub trait Bench {
     fn run(&mut self) -> impl Future<Output = Result<()>>;
     /// Removes what the bench made (best effort), whether the run succeeded or not.
     fn cleanup(&mut self) -> impl Future<Output = ()>;
-    /// Records how the run ended, its error and its duration, in the figures.
-    fn conclude(&mut self, error: Option<String>, total_secs: f64);
+    /// How the run ended, part of the figures: the main fills in the error and the duration.
+    fn outcome(&mut self) -> &mut Outcome;
     fn figures(&self) -> &Self::Figures;
     fn print_table(figures: &Self::Figures);
 }
@@ -59,7 +67,9 @@ pub async fn main<B: Bench>(set_up: impl Future<Output = Result<B>>) -> ExitCode
         eprintln!("{} bench failed: {error}", B::NAME);
     }
     bench.cleanup().await;
-    bench.conclude(outcome.as_ref().err().map(ToString::to_string), started.elapsed().as_secs_f64());
+    let ended = bench.outcome();
+    ended.error = outcome.as_ref().err().map(ToString::to_string);
+    ended.total_secs = Some(started.elapsed().as_secs_f64());
     B::print_table(bench.figures());
     let json = out_dir().join(format!("{}.json", B::NAME));
     match write_json(&json, bench.figures()) {
@@ -69,58 +79,74 @@ pub async fn main<B: Bench>(set_up: impl Future<Output = Result<B>>) -> ExitCode
     if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
-/// Prints `title` and the figures table: a row a figure, the value right-aligned, then (with
-/// four columns) the goal and whether it was met.
-pub fn print_figures<const N: usize>(title: &str, rows: &[[String; N]]) {
-    let header = &["figure", "measured", "goal", ""][..N];
-    let widths: Vec<usize> =
-        (0..N).map(|col| rows.iter().map(|r| r[col].len()).chain([header[col].len()]).max().unwrap_or(0)).collect();
-    let line = |cells: [&str; N]| {
-        let mut text = String::new();
-        for (col, cell) in cells.iter().enumerate() {
-            let width = widths[col];
-            let cell = match col {
-                0 if col + 1 < N => format!("{cell:<width$}  "),
-                1 => format!("{cell:>width$}  "),
-                _ if col + 1 < N => format!("{cell:<width$}  "),
-                _ => cell.to_string(),
-            };
-            text.push_str(&cell);
-        }
-        println!("{}", text.trim_end());
-    };
-    println!();
-    println!("{title}");
-    line(std::array::from_fn(|col| header[col]));
-    println!("{}", "-".repeat(widths.iter().sum::<usize>() + 2 * (N - 1)));
-    for row in rows {
-        line(std::array::from_fn(|col| row[col].as_str()));
-    }
-}
-
-/// Prints the first of the controller's WARN and ERROR lines, when there are any.
-pub fn print_log_samples(samples: &[String]) {
-    if !samples.is_empty() {
-        println!("\ncontroller warnings and errors (first {}):", samples.len());
-        for line in samples {
-            println!("  {line}");
-        }
-    }
-}
-
-/// Prints the run's warnings and the error that stopped it, last under the figures.
-pub fn print_ending(warnings: &[String], error: Option<&str>) {
-    for warning in warnings {
-        println!("\nWARNING {warning}");
-    }
-    if let Some(error) = error {
-        println!("\nthe run stopped early: {error}");
-    }
-}
-
 /// Where the benches write their figures and logs: `target/bench`.
 pub fn out_dir() -> PathBuf {
     target_dir().join("bench")
+}
+
+/// A release binary of the package, which must have been built.
+pub fn release_binary(name: &str) -> Result<PathBuf> {
+    let path = target_dir().join("release").join(name);
+    if !path.is_file() {
+        return Err(format!(
+            "{} is missing: this bench runs the release binaries; build them first with \
+             `cargo build --release --bins` (`make bench` does)",
+            path.display()
+        )
+        .into());
+    }
+    Ok(path)
+}
+
+/// Five random letters, shared by the names of one run's namespaces.
+pub fn random_suffix() -> String {
+    (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect()
+}
+
+/// Whether `KEYWARD_BENCH_KEEP_NAMESPACES` asks to leave the namespaces for inspection.
+pub fn keep_namespaces() -> bool {
+    std::env::var_os("KEYWARD_BENCH_KEEP_NAMESPACES").is_some()
+}
+
+/// Deletes the namespaces `names` without waiting for them to be gone (`make bench` throws the
+/// control plane away afterwards), or keeps them when asked to; `progress` hears what happens.
+pub async fn delete_namespaces_now(client: &Client, names: &[String], progress: &Progress) {
+    if names.is_empty() {
+        return;
+    }
+    if keep_namespaces() {
+        progress.say(&format!("keeping {names:?} for inspection; the next run deletes them first"));
+        return;
+    }
+    progress.say(&format!("cleanup: deleting {names:?} (not waiting for them to be gone)"));
+    let api: Api<Namespace> = Api::all(client.clone());
+    for name in names {
+        if let Err(error) = api.delete(name, &DeleteParams::default()).await {
+            progress.say(&format!("cannot delete namespace {name}: {error}"));
+        }
+    }
+}
+
+/// Installs the Debian package `package` with apt-get (through sudo unless root), for a tool
+/// a bench runs.
+pub async fn apt_install(package: &str) -> Result<()> {
+    eprintln!("installing the Debian package {package}");
+    let root = tokio::process::Command::new("id").arg("-u").output().await?.stdout.starts_with(b"0\n");
+    let as_root = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(if root { args[0] } else { "sudo" });
+        command.args(if root { &args[1..] } else { args }).stdin(Stdio::null()).stdout(Stdio::null());
+        command
+    };
+    for args in [
+        &["apt-get", "update", "-qq"][..],
+        &["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq", package][..],
+    ] {
+        let status = as_root(args).status().await.map_err(|e| format!("run {args:?}: {e}"))?;
+        if !status.success() {
+            return Err(format!("{args:?} failed ({status}); install the Debian package {package} by hand").into());
+        }
+    }
+    Ok(())
 }
 
 /// A number from the environment variable `name`, else `default`.
@@ -128,18 +154,6 @@ pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
     match std::env::var(name) {
         Ok(text) => text.trim().parse().map_err(|_| format!("{name}={text:?} is not a number").into()),
         Err(_) => Ok(default),
-    }
-}
-
-/// The median, `None` for no values.
-pub fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    match sorted.len() {
-        0 => None,
-        len if len % 2 == 1 => Some(sorted[mid]),
-        _ => Some((sorted[mid - 1] + sorted[mid]) / 2.0),
     }
 }
 

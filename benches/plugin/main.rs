@@ -40,25 +40,28 @@
 //! waiting: `make bench` throws the control plane away afterwards).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{ExitCode, ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use keyward::api::{ApiKey, ApiKeySpec, Phase, SECRET_TOKEN_KEY};
 use keyward::token::Token;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
+#[path = "../common/mod.rs"]
 mod common;
+mod figures;
+mod kubectl;
 
-use common::controller::Controller;
-use common::{Error, MANAGER, Result, env_number, install_crds, median, target_dir};
+use common::process::Process;
+use common::{MANAGER, Outcome, Progress, Result, env_number, install_crds, median, nearest_rank, release_binary};
+use figures::{CreateFigures, Figures, SizeFigures, print_table};
+use kubectl::{Plugin, check_json, check_table, check_verify, ensure_gnu_time};
 
 /// The value of the label `common::BENCH_LABEL` on this bench's namespaces.
 const BENCH_LABEL_VALUE: &str = "plugin";
@@ -117,94 +120,6 @@ impl Settings {
     }
 }
 
-/// Every figure the bench measures; empty or `None` for what it did not get to.
-#[derive(Debug, Default, Serialize)]
-struct Figures {
-    settings: Option<Settings>,
-    /// The first line of `/usr/bin/time --version`.
-    gnu_time: Option<String>,
-    create: Option<CreateFigures>,
-    /// Part 2, one entry per namespace size.
-    sizes: Vec<SizeFigures>,
-    /// Lines the controller logged at WARN and ERROR (the kube client's note that the local
-    /// control plane's kubeconfig skips TLS verification left out), and the first few.
-    controller_log_warnings: u64,
-    controller_log_errors: u64,
-    controller_log_samples: Vec<String>,
-    total_secs: Option<f64>,
-    warnings: Vec<String>,
-    error: Option<String>,
-}
-
-/// Part 1.
-#[derive(Debug, Default, Serialize)]
-struct CreateFigures {
-    /// Wall time of each `create`, spawn to exit, in run order.
-    runs_ms: Vec<f64>,
-    p50_ms: f64,
-    /// The 95th percentile (nearest rank); the max when fewer than 20 runs (`p95_is_max`).
-    p95_ms: f64,
-    p95_is_max: bool,
-    max_ms: f64,
-    /// Tokens printed whose hash is the one their key's status records.
-    tokens_matching_status: usize,
-    /// Wall time of each `describe bench-0`, and the median.
-    describe_runs_ms: Vec<f64>,
-    describe_median_ms: f64,
-    /// p50 of `create` minus the median of `describe`.
-    create_over_describe_ms: f64,
-}
-
-/// Part 2 at one namespace size.
-#[derive(Debug, Default, Serialize)]
-struct SizeFigures {
-    /// ApiKeys in the namespace.
-    keys: usize,
-    /// ApiKeys the bench created to get there, and the seconds from the first create until the
-    /// watch saw every key Active.
-    created: usize,
-    fill_secs: f64,
-    /// Seconds more until the controller had gone idle (no reconcile, no write for 3 s).
-    settle_secs: f64,
-    list_table: Timings,
-    list_json: Timings,
-    verify: Timings,
-    /// Bytes `list -o json` printed.
-    list_json_bytes: usize,
-    /// Peak RSS of the plugin process, one GNU time run per round.
-    list_json_rss: Memory,
-    verify_rss: Memory,
-}
-
-/// Wall times of one command over the rounds, spawn to exit.
-#[derive(Debug, Default, Serialize)]
-struct Timings {
-    median_ms: Option<f64>,
-    runs_ms: Vec<f64>,
-}
-
-impl Timings {
-    fn push(&mut self, ms: f64) {
-        self.runs_ms.push(ms);
-        self.median_ms = median(&self.runs_ms);
-    }
-}
-
-/// Peak RSS of one command over the rounds.
-#[derive(Debug, Default, Serialize)]
-struct Memory {
-    /// The highest of the rounds.
-    peak_mib: Option<f64>,
-    runs_mib: Vec<f64>,
-}
-
-impl Memory {
-    fn push(&mut self, mib: f64) {
-        self.runs_mib.push(mib);
-        self.peak_mib = Some(self.peak_mib.map_or(mib, |peak| peak.max(mib)));
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     common::main(Bench::new(common::out_dir())).await
@@ -220,9 +135,9 @@ struct Bench {
     /// Where GNU time writes what it measured.
     scratch: tempfile::TempDir,
     namespace: Option<String>,
-    controller: Option<Controller>,
+    controller: Option<Process>,
     figures: Figures,
-    started: Instant,
+    progress: Progress,
 }
 
 impl common::Bench for Bench {
@@ -230,18 +145,18 @@ impl common::Bench for Bench {
     const NAME: &'static str = "plugin";
 
     async fn run(&mut self) -> Result<()> {
-        self.progress(&format!("settings: {:?}", self.settings));
-        self.progress(&format!("binaries: {} and {}", self.plugin.display(), self.keyward.display()));
+        self.progress.say(&format!("settings: {:?}", self.settings));
+        self.progress.say(&format!("binaries: {} and {}", self.plugin.display(), self.keyward.display()));
         self.figures.gnu_time = Some(ensure_gnu_time().await?);
         install_crds(&self.client, MANAGER).await?;
-        common::remove_leftovers(&self.client, BENCH_LABEL_VALUE, |m| self.progress(m)).await?;
-        let suffix: String = (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
-        let ns = format!("kwbench-plugin-{suffix}");
+        common::remove_leftovers(&self.client, BENCH_LABEL_VALUE, |m| self.progress.say(m)).await?;
+        let ns = format!("kwbench-plugin-{}", common::random_suffix());
         common::create_namespace(&self.client, &ns, BENCH_LABEL_VALUE).await?;
         self.namespace = Some(ns.clone());
         let log = self.out_dir.join("plugin-controller.log");
-        self.progress(&format!("starting keyward controller for {ns} (log {})", log.display()));
-        let mut controller = Controller::start(&self.keyward, &ns, &[], &log)?;
+        self.progress.say(&format!("starting keyward controller for {ns} (log {})", log.display()));
+        let args = ["controller", "--namespaces", &ns, "--listen", "127.0.0.1:0"].map(String::from);
+        let mut controller = Process::keyward(&self.keyward, &args, &log)?;
         controller.wait_ready(Duration::from_secs(120)).await?;
         self.controller = Some(controller);
         let plugin = Plugin { path: self.plugin.clone(), namespace: ns.clone() };
@@ -264,26 +179,18 @@ impl common::Bench for Bench {
     /// Stops the controller (counting its log's warnings) and deletes the namespace.
     async fn cleanup(&mut self) {
         if let Some(controller) = self.controller.take() {
-            let (warnings, errors, samples) = controller.log_levels();
-            self.figures.controller_log_warnings = warnings;
-            self.figures.controller_log_errors = errors;
-            self.figures.controller_log_samples = samples;
+            let levels = controller.log_levels();
+            self.figures.controller_log_warnings = levels.warnings;
+            self.figures.controller_log_errors = levels.errors;
+            self.figures.controller_log_samples = levels.samples;
             controller.stop().await;
         }
-        let Some(ns) = self.namespace.take() else { return };
-        if std::env::var_os("KEYWARD_BENCH_KEEP_NAMESPACES").is_some() {
-            self.progress(&format!("keeping {ns} for inspection; the next run deletes it first"));
-            return;
-        }
-        self.progress(&format!("cleanup: deleting namespace {ns} (not waiting for it to be gone)"));
-        if let Err(error) = Api::<Namespace>::all(self.client.clone()).delete(&ns, &DeleteParams::default()).await {
-            self.progress(&format!("cannot delete namespace {ns}: {error}"));
-        }
+        let namespaces: Vec<String> = self.namespace.take().into_iter().collect();
+        common::delete_namespaces_now(&self.client, &namespaces, &self.progress).await;
     }
 
-    fn conclude(&mut self, error: Option<String>, total_secs: f64) {
-        self.figures.error = error;
-        self.figures.total_secs = Some(total_secs);
+    fn outcome(&mut self) -> &mut Outcome {
+        &mut self.figures.outcome
     }
 
     fn figures(&self) -> &Figures {
@@ -315,20 +222,11 @@ impl Bench {
             scratch: tempfile::tempdir()?,
             namespace: None,
             controller: None,
-            started: Instant::now(),
+            progress: Progress::start(),
         })
     }
 
-    fn progress(&self, message: &str) {
-        eprintln!("[{:>7.1}s] {message}", self.started.elapsed().as_secs_f64());
-    }
-
-    fn warn(&mut self, warning: String) {
-        self.progress(&format!("warning: {warning}"));
-        self.figures.warnings.push(warning);
-    }
-
-    fn controller(&self) -> Result<&Controller> {
+    fn controller(&self) -> Result<&Process> {
         self.controller.as_ref().ok_or_else(|| "no controller running".into())
     }
 
@@ -337,7 +235,7 @@ impl Bench {
     /// `create bench-<i>` one after another, then `describe bench-0` as many times.
     async fn creates(&mut self, plugin: &Plugin) -> Result<()> {
         let n = self.settings.creates;
-        self.progress(&format!("create: {n} runs of `kubectl-apikey -n {} create bench-<i>`", plugin.namespace));
+        self.progress.say(&format!("create: {n} runs of `kubectl-apikey -n {} create bench-<i>`", plugin.namespace));
         let mut figures = CreateFigures::default();
         // Only the hashes of the tokens printed are kept, to be checked against the statuses.
         let mut hashes = Vec::with_capacity(n);
@@ -359,7 +257,7 @@ impl Bench {
             hashes.push((name, token.hash().to_string()));
             figures.runs_ms.push(run.ms);
             if (i + 1) % 5 == 0 || i + 1 == n {
-                self.progress(&format!("  {} of {n} created, the last in {:.0} ms", i + 1, run.ms));
+                self.progress.say(&format!("  {} of {n} created, the last in {:.0} ms", i + 1, run.ms));
             }
         }
         let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &plugin.namespace);
@@ -377,7 +275,7 @@ impl Bench {
         figures.max_ms = sorted.last().copied().unwrap_or(f64::NAN);
         figures.p95_is_max = n < 20;
         figures.p95_ms = if figures.p95_is_max { figures.max_ms } else { nearest_rank(&sorted, 0.95) };
-        self.progress(&format!(
+        self.progress.say(&format!(
             "create: p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms; describe {PROBE}: {n} runs",
             figures.p50_ms, figures.p95_ms, figures.max_ms
         ));
@@ -393,7 +291,7 @@ impl Bench {
         }
         figures.describe_median_ms = median(&figures.describe_runs_ms).unwrap_or(f64::NAN);
         figures.create_over_describe_ms = figures.p50_ms - figures.describe_median_ms;
-        self.progress(&format!("describe {PROBE}: median {:.0} ms", figures.describe_median_ms));
+        self.progress.say(&format!("describe {PROBE}: median {:.0} ms", figures.describe_median_ms));
         self.figures.create = Some(figures);
         Ok(())
     }
@@ -418,14 +316,14 @@ impl Bench {
     /// the controller has issued every one and gone idle.
     async fn fill(&mut self, keys: &Api<ApiKey>, from: usize, n: usize, figures: &mut SizeFigures) -> Result<()> {
         let names: Vec<String> = (from..n).map(|i| format!("key-{i:05}")).collect();
-        self.progress(&format!("fill: creating {} ApiKeys to reach {n}", names.len()));
+        self.progress.say(&format!("fill: creating {} ApiKeys to reach {n}", names.len()));
         let started = Instant::now();
         futures::stream::iter(&names)
             .map(|name| create_key(keys, name))
             .buffer_unordered(self.settings.concurrency)
             .try_collect::<()>()
             .await?;
-        self.progress(&format!(
+        self.progress.say(&format!(
             "fill: {} created in {:.1} s; waiting until all are Active",
             names.len(),
             started.elapsed().as_secs_f64()
@@ -435,13 +333,16 @@ impl Bench {
             return Err(self.controller()?.explain(error));
         }
         figures.fill_secs = started.elapsed().as_secs_f64();
-        self.progress(&format!("fill: all {n} ApiKeys Active after {:.1} s", figures.fill_secs));
+        self.progress.say(&format!("fill: all {n} ApiKeys Active after {:.1} s", figures.fill_secs));
         let settled = Instant::now();
         if !wait_idle(self.controller()?, Duration::from_secs(300)).await? {
-            self.warn(format!("the controller was still busy 5 minutes after {n} keys were Active"));
+            self.progress.warn(
+                &mut self.figures.outcome,
+                format!("the controller was still busy 5 minutes after {n} keys were Active"),
+            );
         }
         figures.settle_secs = settled.elapsed().as_secs_f64();
-        self.progress(&format!("fill: the controller idle {:.1} s later", figures.settle_secs));
+        self.progress.say(&format!("fill: the controller idle {:.1} s later", figures.settle_secs));
         Ok(())
     }
 
@@ -468,10 +369,10 @@ impl Bench {
                     }
                     Some(Ok(_)) => {}
                     // The backoff tries again; a re-list applies everything anew.
-                    Some(Err(error)) => self.progress(&format!("the ApiKey watch failed ({error}); trying again")),
+                    Some(Err(error)) => self.progress.say(&format!("the ApiKey watch failed ({error}); trying again")),
                     None => return Err("the ApiKey watch ended".into()),
                 },
-                _ = tick.tick() => self.progress(&format!("  {} of {total} Active", total - pending.len())),
+                _ = tick.tick() => self.progress.say(&format!("  {} of {total} Active", total - pending.len())),
                 () = tokio::time::sleep_until(until) => {
                     let some: Vec<&String> = pending.iter().take(5).collect();
                     return Err(format!(
@@ -513,7 +414,7 @@ impl Bench {
             let (run, verify_mib) = plugin.peak_rss(&["verify"], Some(token), &rss_file).await?;
             check_verify(&run)?;
             figures.verify_rss.push(verify_mib);
-            self.progress(&format!(
+            self.progress.say(&format!(
                 "{n} keys, round {round} of {rounds}: list {table_ms:.0} ms, list -o json {json_ms:.0} ms \
                  ({json_mib:.1} MiB peak RSS), verify {verify_ms:.0} ms ({verify_mib:.1} MiB)"
             ));
@@ -522,26 +423,6 @@ impl Bench {
     }
 
     // -- The namespace --------------------------------------------------------------------
-}
-
-/// A release binary of the package, which must have been built.
-fn release_binary(name: &str) -> Result<PathBuf> {
-    let path = target_dir().join("release").join(name);
-    if !path.is_file() {
-        return Err(format!(
-            "{} is missing: this bench runs the release binaries; build them first with \
-             `cargo build --release --bins` (`make bench` does)",
-            path.display()
-        )
-        .into());
-    }
-    Ok(path)
-}
-
-/// The `p`th percentile of sorted values, nearest rank.
-fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.saturating_sub(1)).copied().unwrap_or(f64::NAN)
 }
 
 /// Creates one ApiKey with the default spec. A failed request is tried again a few times, 1,
@@ -567,173 +448,18 @@ async fn create_key(keys: &Api<ApiKey>, name: &str) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The plugin
-
-/// `kubectl-apikey -n <namespace> ...`, run as a child process with the bench's KUBECONFIG.
-struct Plugin {
-    path: PathBuf,
-    namespace: String,
-}
-
-/// How one plugin process ended. `stdout` may hold a token: it is checked, never shown.
-struct Exited {
-    /// Wall time from spawn to exit.
-    ms: f64,
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Exited {
-    /// A failed run as an error: the exit status and the end of stderr (which never holds a
-    /// token; stdout might, and is left out).
-    fn failure(&self, what: &str) -> Error {
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        let tail = lines[lines.len().saturating_sub(5)..].join("\n  ");
-        format!("kubectl-apikey {what}: {} after {:.0} ms; stderr:\n  {tail}", self.status, self.ms).into()
-    }
-}
-
-impl Plugin {
-    fn command(&self, program: &Path) -> Command {
-        let mut command = Command::new(program);
-        command.env("NO_COLOR", "1");
-        command
-    }
-
-    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<Exited> {
-        let mut command = self.command(&self.path);
-        command.arg("-n").arg(&self.namespace).args(args);
-        exec(command, stdin, args).await
-    }
-
-    /// The same command under GNU time; returns how it ended and its peak RSS in MiB.
-    async fn peak_rss(&self, args: &[&str], stdin: Option<&str>, out: &Path) -> Result<(Exited, f64)> {
-        let _ = std::fs::remove_file(out);
-        let mut command = self.command(Path::new(GNU_TIME));
-        command.args(["-f", "%M", "-o"]).arg(out).arg(&self.path).arg("-n").arg(&self.namespace).args(args);
-        let exited = exec(command, stdin, args).await?;
-        let text = std::fs::read_to_string(out).map_err(|e| format!("read GNU time's {}: {e}", out.display()))?;
-        // After "Command exited with non-zero status N", when it did.
-        let kib: f64 = text
-            .lines()
-            .last()
-            .and_then(|line| line.trim().parse().ok())
-            .ok_or_else(|| format!("GNU time wrote no peak RSS for {args:?}: {text:?}"))?;
-        Ok((exited, kib / 1024.0))
-    }
-}
-
-/// Runs `command` to its end, `stdin` written to it, stdout and stderr collected.
-async fn exec(mut command: Command, stdin: Option<&str>, args: &[&str]) -> Result<Exited> {
-    command
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let started = Instant::now();
-    let mut child = command.spawn().map_err(|e| format!("start kubectl-apikey {args:?}: {e}"))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // A process that fails before reading says so by its exit status.
-        let _ = pipe.write_all(text.as_bytes()).await;
-    }
-    let output = tokio::time::timeout(PROCESS_LIMIT, child.wait_with_output())
-        .await
-        .map_err(|_| format!("kubectl-apikey {args:?} did not exit within {PROCESS_LIMIT:?}"))?
-        .map_err(|e| format!("wait for kubectl-apikey {args:?}: {e}"))?;
-    Ok(Exited {
-        ms: started.elapsed().as_secs_f64() * 1000.0,
-        status: output.status,
-        stdout: output.stdout,
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    })
-}
-
-/// `list`: a header and a row per key.
-fn check_table(run: &Exited, n: usize) -> Result<()> {
-    if !run.status.success() {
-        return Err(run.failure("list"));
-    }
-    let rows = String::from_utf8_lossy(&run.stdout).lines().count();
-    if rows != n + 1 {
-        return Err(format!("list printed {rows} lines, not a header and {n} rows").into());
-    }
-    Ok(())
-}
-
-/// `list -o json`: a List of every key.
-fn check_json(run: &Exited, n: usize) -> Result<()> {
-    if !run.status.success() {
-        return Err(run.failure("list -o json"));
-    }
-    let document: serde_json::Value =
-        serde_json::from_slice(&run.stdout).map_err(|e| format!("list -o json printed no JSON: {e}"))?;
-    let items = document.get("items").and_then(|items| items.as_array()).map_or(0, Vec::len);
-    if items != n {
-        return Err(format!("list -o json listed {items} items, not {n}").into());
-    }
-    Ok(())
-}
-
-/// `verify`: the probe's token is valid.
-fn check_verify(run: &Exited) -> Result<()> {
-    if !run.status.success() {
-        return Err(run.failure("verify"));
-    }
-    let text = String::from_utf8_lossy(&run.stdout);
-    if !text.starts_with("VALID:") || !text.contains(PROBE) {
-        return Err(format!("verify did not find {PROBE}'s token valid: {}", text.trim()).into());
-    }
-    Ok(())
-}
-
-/// Installs the Debian package `time` when `/usr/bin/time` is not GNU time; returns its
-/// version line.
-async fn ensure_gnu_time() -> Result<String> {
-    if let Some(version) = gnu_time_version().await {
-        return Ok(version);
-    }
-    eprintln!("installing the Debian package time (GNU time)");
-    let root = Command::new("id").arg("-u").output().await?.stdout.starts_with(b"0\n");
-    let as_root = |args: &[&str]| {
-        let mut command = Command::new(if root { args[0] } else { "sudo" });
-        command.args(if root { &args[1..] } else { args }).stdin(Stdio::null()).stdout(Stdio::null());
-        command
-    };
-    for args in [
-        &["apt-get", "update", "-qq"][..],
-        &["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq", "time"][..],
-    ] {
-        let status = as_root(args).status().await.map_err(|e| format!("run {args:?}: {e}"))?;
-        if !status.success() {
-            return Err(format!("{args:?} failed ({status}); install the Debian package time by hand").into());
-        }
-    }
-    gnu_time_version()
-        .await
-        .ok_or_else(|| format!("{GNU_TIME} is still not GNU time after apt-get install time").into())
-}
-
-async fn gnu_time_version() -> Option<String> {
-    let output = Command::new(GNU_TIME).arg("--version").output().await.ok()?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    let line = text.lines().next()?.trim();
-    line.contains("GNU").then(|| line.to_string())
-}
-
-// ---------------------------------------------------------------------------------------------
 // The controller
 
 /// Waits until the controller has run no reconcile and sent no write for 3 s; `false` when
 /// `limit` passes first.
-async fn wait_idle(controller: &Controller, limit: Duration) -> Result<bool> {
+async fn wait_idle(controller: &Process, limit: Duration) -> Result<bool> {
     const QUIET: Duration = Duration::from_secs(3);
     let deadline = Instant::now() + limit;
-    let mut last = activity(controller)?;
+    let mut last = activity(controller).await?;
     let mut quiet_since = Instant::now();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = activity(controller)?;
+        let now = activity(controller).await?;
         if now != last {
             (last, quiet_since) = (now, Instant::now());
         } else if quiet_since.elapsed() >= QUIET {
@@ -744,85 +470,8 @@ async fn wait_idle(controller: &Controller, limit: Duration) -> Result<bool> {
 }
 
 /// `keyward_reconciles_total` and `keyward_api_writes_total`, every series added up.
-fn activity(controller: &Controller) -> Result<u64> {
+async fn activity(controller: &Process) -> Result<u64> {
     controller.check_alive()?;
-    let writes: u64 = controller.counter("keyward_api_writes_total")?.values().sum();
-    Ok(controller.reconciles()? + writes)
-}
-
-// ---------------------------------------------------------------------------------------------
-// The table
-
-/// The figures as a table, on stdout.
-fn print_table(f: &Figures) {
-    let Some(settings) = &f.settings else { return };
-    let ms = |v: f64| format!("{v:.0} ms");
-    let opt_ms = |v: Option<f64>| v.map_or("-".into(), ms);
-    let mib = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1} MiB"));
-    let secs = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1} s"));
-    let mut rows: Vec<[String; 2]> = Vec::new();
-    let mut row = |figure: String, value: String| rows.push([figure, value]);
-    if let Some(c) = &f.create {
-        let n = c.runs_ms.len();
-        row(format!("create, {n} runs one after another: p50"), ms(c.p50_ms));
-        if c.p95_is_max {
-            row(format!("create: p95 (the max: {n} runs < 20)"), ms(c.p95_ms));
-        } else {
-            row("create: p95".into(), ms(c.p95_ms));
-        }
-        row("create: max".into(), ms(c.max_ms));
-        row("create: tokens printed matching their status".into(), format!("{} of {n}", c.tokens_matching_status));
-        row(format!("describe {PROBE}: median of {}", c.describe_runs_ms.len()), ms(c.describe_median_ms));
-        row("create p50 - describe median (issue and wait)".into(), ms(c.create_over_describe_ms));
-    }
-    let rounds = settings.rounds;
-    for s in &f.sizes {
-        let n = s.keys;
-        row(
-            format!("fill to {n} keys: {} created, all Active / controller idle", s.created),
-            format!("{:.1} s / +{:.1} s", s.fill_secs, s.settle_secs),
-        );
-        row(format!("list, {n} keys: median of {rounds}"), opt_ms(s.list_table.median_ms));
-        row(format!("list -o json, {n} keys: median of {rounds}"), opt_ms(s.list_json.median_ms));
-        row(format!("verify, {n} keys: median of {rounds}"), opt_ms(s.verify.median_ms));
-        row(
-            format!("list -o json, {n} keys: peak RSS (highest of {})", s.list_json_rss.runs_mib.len()),
-            mib(s.list_json_rss.peak_mib),
-        );
-        row(
-            format!("verify, {n} keys: peak RSS (highest of {})", s.verify_rss.runs_mib.len()),
-            mib(s.verify_rss.peak_mib),
-        );
-        row(format!("list -o json, {n} keys: output"), format!("{:.2} MiB", s.list_json_bytes as f64 / 1_048_576.0));
-    }
-    row(
-        "controller log lines at WARN / ERROR".into(),
-        format!("{} / {}", f.controller_log_warnings, f.controller_log_errors),
-    );
-    row("whole run".into(), secs(f.total_secs));
-
-    let title = format!(
-        "keyward plugin bench: {} creates, list and verify at {:?} keys x {rounds} rounds, release binaries; \
-         peak RSS by {GNU_TIME} -f %M ({})",
-        settings.creates,
-        settings.sizes(),
-        f.gnu_time.as_deref().unwrap_or("-")
-    );
-    common::print_figures(&title, &rows);
-    let each = |runs: &[f64]| runs.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ");
-    if let Some(c) = &f.create {
-        println!("\ncreate runs, ms: {}", each(&c.runs_ms));
-        println!("describe runs, ms: {}", each(&c.describe_runs_ms));
-    }
-    for s in &f.sizes {
-        println!(
-            "\n{} keys, rounds in ms: list {}; list -o json {}; verify {}",
-            s.keys,
-            each(&s.list_table.runs_ms),
-            each(&s.list_json.runs_ms),
-            each(&s.verify.runs_ms)
-        );
-    }
-    common::print_log_samples(&f.controller_log_samples);
-    common::print_ending(&f.warnings, f.error.as_deref());
+    let writes: u64 = controller.counter("keyward_api_writes_total").await?.values().sum();
+    Ok(controller.reconciles().await? + writes)
 }

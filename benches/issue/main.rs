@@ -1,0 +1,724 @@
+//! `cargo bench --bench issue`: how `keyward controller` does when many ApiKeys arrive at once,
+//! measured on the real API server named by `KUBECONFIG`.
+//!
+//! Figures, printed as a table at the end and written to `target/bench/issue.json`:
+//!
+//! 1. Time to Active for `KEYWARD_BENCH_KEYS` (1,000) ApiKeys applied at once, against a
+//!    baseline from the same run: a minimal client that creates each key, its Secret and its
+//!    status itself, with as many requests in flight as the controller's `--concurrency`. Both
+//!    runs are timed the same way, from the first ApiKey create until a watch has seen every key
+//!    Active, so the ratio says how far the controller is from the floor the API server sets.
+//! 2. API writes per key, from the API server's own `apiserver_request_total` counter.
+//! 3. Writes during `KEYWARD_BENCH_REST_SECS` (60) seconds at rest.
+//! 4. The controller's peak RSS (VmHWM) with 1,000 keys and with `KEYWARD_BENCH_LARGE` (10,000)
+//!    keys, the latter in a fresh namespace with a fresh controller, and the time to Active there.
+//! 5. Expiry latency: how long after `status.expiresAt` the Secrets of `KEYWARD_BENCH_EXPIRING`
+//!    (5) keys with `expiresAfter: 5s` are seen deleted.
+//! 6. Figures 1 to 3 for `KEYWARD_BENCH_CREDENTIALS` (200) Credentials of
+//!    `KEYWARD_BENCH_CREDENTIAL_TOKENS` (5) tokens each: time until a watch sees every one Active
+//!    with all its tokens (for its current generation), against a baseline that creates the
+//!    Credential, its Secrets and one status itself; API writes per token; writes at rest with
+//!    the Credentials present. The controller's own `keyward_api_writes_total` is read beside the
+//!    API server's counter, as a check of both.
+//!
+//! And, to explain them: reads and reconciles per key, the breakdown of the writes by request,
+//! and the requests of a fresh controller restarted over the settled keys (the at-rest rule
+//! says it has nothing to write either).
+//!
+//! Figure 1 is measured `KEYWARD_BENCH_ROUNDS` (3) times, baseline and controller taking turns,
+//! each in a fresh namespace (and with a fresh controller); the medians are compared.
+//!
+//! Other settings: `KEYWARD_BENCH_CONCURRENCY` (32) is the controller's `--concurrency` and the
+//! bench's own requests in flight; `KEYWARD_BENCH_LOG` (`info`) is the controller's `RUST_LOG`
+//! (its logs go to `target/bench/issue-*.log`); `KEYWARD_BENCH_KEEP_NAMESPACES=1` leaves the
+//! namespaces for inspection. `KEYWARD_BENCH_LARGE=0`, `KEYWARD_BENCH_EXPIRING=0` or
+//! `KEYWARD_BENCH_CREDENTIALS=0` skip those parts.
+//!
+//! The request counter is global to the API server: nothing else may use it during a run.
+//! Every namespace the bench makes carries the label `keyward.io/bench=issue`; they are deleted
+//! (and waited for) at the end, and leftovers of an interrupted run are removed at the start, so
+//! that their garbage collection never lands inside a measure.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use keyward::api::{
+    ApiKey, ApiKeySpec, Credential, CredentialSpec, CredentialToken, Key, Phase, credential::MAX_TOKENS,
+};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::wait::await_condition;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+
+mod baseline;
+#[path = "../common/mod.rs"]
+mod common;
+mod figures;
+mod requests;
+mod watch;
+
+use baseline::{issue_credential_directly, issue_directly};
+use common::process::Process;
+use common::{Error, MANAGER, Outcome, Progress, Result, env_number, install_crds, median};
+use figures::{CredentialFigures, Figures, print_table};
+use requests::{Requests, is_event, is_key_write, is_operator_write, is_watched, wait_idle, wait_quiet};
+use watch::{ActiveWatch, DeletionWatch};
+
+/// The value of the label `common::BENCH_LABEL` on this bench's namespaces.
+const BENCH_LABEL_VALUE: &str = "issue";
+/// Lifetime of the keys of the expiry probe, and the label their Secrets get (through
+/// `secretTemplate`) so that one watch sees only them.
+const EXPIRING_AFTER: &str = "5s";
+const EXPIRING_LABEL: &str = "keyward-bench";
+const EXPIRING_LABEL_VALUE: &str = "expiry";
+/// Default expiry of the operator (`--default-expiry`), mirrored by the baseline's status.
+const DEFAULT_EXPIRY: SignedDuration = SignedDuration::from_secs(keyward::api::expiry::DEFAULT_EXPIRY.as_secs() as i64);
+/// How long after a CRD is created its discovery by the garbage collector can still come.
+const CRD_DISCOVERY: Duration = Duration::from_secs(40);
+
+/// What to run, from `KEYWARD_BENCH_*` variables.
+#[derive(Clone, Debug, Serialize)]
+struct Settings {
+    keys: usize,
+    rounds: usize,
+    large: usize,
+    concurrency: usize,
+    rest_secs: u64,
+    expiring: usize,
+    credentials: usize,
+    credential_tokens: usize,
+}
+
+impl Settings {
+    fn from_env() -> Result<Self> {
+        Ok(Self {
+            keys: env_number("KEYWARD_BENCH_KEYS", 1000)?,
+            rounds: env_number("KEYWARD_BENCH_ROUNDS", 3)?.max(1),
+            large: env_number("KEYWARD_BENCH_LARGE", 10_000)?,
+            concurrency: env_number("KEYWARD_BENCH_CONCURRENCY", 32)?.max(1),
+            rest_secs: env_number("KEYWARD_BENCH_REST_SECS", 60)?,
+            expiring: env_number("KEYWARD_BENCH_EXPIRING", 5)?,
+            credentials: env_number("KEYWARD_BENCH_CREDENTIALS", 200)?,
+            credential_tokens: match env_number("KEYWARD_BENCH_CREDENTIAL_TOKENS", 5)? {
+                tokens @ 1..=MAX_TOKENS => tokens,
+                tokens => return Err(format!("KEYWARD_BENCH_CREDENTIAL_TOKENS={tokens}: 1 to {MAX_TOKENS}").into()),
+            },
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    common::main(Bench::new(common::out_dir())).await
+}
+
+struct Bench {
+    client: Client,
+    settings: Settings,
+    out_dir: PathBuf,
+    /// Random suffix shared by this run's namespaces.
+    suffix: String,
+    namespaces: Vec<String>,
+    figures: Figures,
+    progress: Progress,
+}
+
+impl common::Bench for Bench {
+    type Figures = Figures;
+    const NAME: &'static str = "issue";
+
+    async fn run(&mut self) -> Result<()> {
+        self.progress.say(&format!("settings: {:?}", self.settings));
+        let crd_age = install_crds(&self.client, MANAGER).await?;
+        // On a fresh control plane, apikeys were once LISTed from outside the bench at ~20 a
+        // second (kube-controller-manager's client rate) for two minutes; most likely its garbage
+        // collector taking up the new resource, which it finds by discovery every 30 s. Let it
+        // find the CRD before waiting for quiet.
+        if let Some(wait) = CRD_DISCOVERY.checked_sub(crd_age) {
+            self.progress.say(&format!("a CRD is new: giving the garbage collector {wait:.0?} to discover it"));
+            tokio::time::sleep(wait).await;
+        }
+        self.remove_leftovers().await?;
+        // The counter is global: wait out whatever else is still at work on these resources
+        // (tests, the garbage collector after an earlier run) before measuring anything.
+        self.progress.say("waiting until nothing else uses secrets, apikeys or events");
+        if wait_quiet(&self.client, Duration::from_secs(900)).await?.is_none() {
+            return Err("secrets, apikeys or events kept being used for 15 minutes: this bench needs \
+                        the API server to itself"
+                .into());
+        }
+        let rounds = self.settings.rounds;
+        let n = self.settings.keys;
+        let mut baseline = Burst::default();
+        let mut through = Burst::default();
+        let mut kept = None;
+        // Baseline and controller take turns, so that a slow spell of the machine (or of etcd's
+        // disk) hits both alike; their medians are compared.
+        for round in 1..=rounds {
+            baseline.secs.push(self.baseline(round, &mut baseline.spent).await?);
+            let controller = self.controller_run(round, &mut through).await?;
+            if round < rounds {
+                self.count_log_lines(&controller);
+                controller.stop().await;
+            } else {
+                kept = Some(controller);
+            }
+        }
+        let keys = (n * rounds) as f64;
+        let f = &mut self.figures;
+        (f.baseline_secs, f.controller_secs, f.ratio) = compare(&baseline.secs, &through.secs);
+        f.baseline_rounds_secs = baseline.secs;
+        f.controller_rounds_secs = through.secs;
+        f.baseline_writes_per_key = Some(baseline.spent.writes(is_key_write) as f64 / keys);
+        f.controller_writes_per_key = Some(through.spent.writes(is_key_write) as f64 / keys);
+        f.controller_event_writes = Some(through.spent.writes(is_event));
+        f.controller_gets_per_key = Some(through.spent.count(|r| is_watched(r) && r.verb == "GET") as f64 / keys);
+        f.controller_requests = through.spent.breakdown(|r| is_watched(r) && r.verb != "WATCH");
+        f.controller_reconciles_per_key = through.reconciles.map(|r| r as f64 / keys);
+        let Some(controller) = kept else {
+            return Err("KEYWARD_BENCH_ROUNDS must be at least 1".into());
+        };
+        self.rest(&controller).await?;
+        self.expiry(&controller).await?;
+        self.count_log_lines(&controller);
+        let namespace = controller.namespace.clone();
+        controller.stop().await;
+        self.restart(&namespace).await?;
+        if self.settings.credentials > 0 {
+            self.credentials().await?;
+        }
+        if self.settings.large > 0 {
+            self.large_run().await?;
+        }
+        Ok(())
+    }
+
+    async fn cleanup(&mut self) {
+        if self.namespaces.is_empty() {
+            return;
+        }
+        if common::keep_namespaces() {
+            self.progress
+                .say(&format!("keeping {:?} for inspection; the next run deletes them first", self.namespaces));
+            return;
+        }
+        self.progress.say(&format!("cleanup: deleting {:?} (waiting for them to be gone)", self.namespaces));
+        delete_namespaces(&self.client, &self.namespaces).await;
+        self.namespaces.clear();
+    }
+
+    fn outcome(&mut self) -> &mut Outcome {
+        &mut self.figures.outcome
+    }
+
+    fn figures(&self) -> &Figures {
+        &self.figures
+    }
+
+    fn print_table(figures: &Figures) {
+        print_table(figures)
+    }
+}
+
+impl Bench {
+    async fn new(out_dir: PathBuf) -> Result<Self> {
+        if std::env::var_os("KUBECONFIG").is_none() {
+            return Err("KUBECONFIG must name the API server to measure (see `make bench`)".into());
+        }
+        let settings = Settings::from_env()?;
+        let client = Client::try_default().await.map_err(|e| format!("a client from KUBECONFIG: {e}"))?;
+        std::fs::create_dir_all(&out_dir).map_err(|e| format!("create {}: {e}", out_dir.display()))?;
+        let suffix = common::random_suffix();
+        Ok(Self {
+            client,
+            figures: Figures { settings: Some(settings.clone()), ..Figures::default() },
+            settings,
+            out_dir,
+            suffix,
+            namespaces: Vec::new(),
+            progress: Progress::start(),
+        })
+    }
+
+    fn active_progress(&self, run: &str, plural: &str, seen: usize, of: usize) {
+        self.progress.say(&format!("{run}: {seen} of {of} {plural} Active"));
+    }
+
+    /// Figure 1, the floor: per key, create the ApiKey, create a Secret like the operator's and
+    /// apply a status like the controller's, with `concurrency` keys in flight. No controller
+    /// watches this namespace. Returns the seconds until every key was seen Active.
+    async fn baseline(&mut self, round: usize, spent: &mut Requests) -> Result<f64> {
+        let issue = |keys, secrets, i| issue_directly(keys, secrets, key_name(i));
+        let (secs, window) =
+            self.baseline_burst(&format!("baseline-{round}"), self.settings.keys, issue, key_active).await?;
+        spent.add(&window);
+        Ok(secs)
+    }
+
+    /// A baseline burst: `n` objects issued by `issue` (the object, its Secrets, its status),
+    /// `concurrency` of them in flight, in a fresh namespace no controller watches. Returns the
+    /// seconds from the first create until `active` held for all, and the requests meanwhile.
+    async fn baseline_burst<K: Key, Fut>(
+        &mut self,
+        run: &str,
+        n: usize,
+        issue: impl Fn(Api<K>, Api<Secret>, usize) -> Fut,
+        active: impl Fn(&K) -> bool + Send + 'static,
+    ) -> Result<(f64, Requests)>
+    where
+        Fut: Future<Output = Result<()>>,
+    {
+        let ns = self.namespace(run).await?;
+        let objects: Api<K> = Api::namespaced(self.client.clone(), &ns);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        let plural = K::plural(&()).into_owned();
+        let watch = ActiveWatch::start(objects.clone(), n, active).await?;
+        let before = Requests::scrape(&self.client).await?;
+        self.progress.say(&format!("{run}: issuing {n} {plural} directly in {ns}"));
+        let started = Instant::now();
+        futures::stream::iter(0..n)
+            .map(|i| issue(objects.clone(), secrets.clone(), i))
+            .buffer_unordered(self.settings.concurrency)
+            .try_collect::<()>()
+            .await?;
+        let done = watch.wait(active_deadline(n), |seen, of| self.active_progress(run, &plural, seen, of)).await?;
+        let secs = done.duration_since(started).as_secs_f64();
+        // Nothing runs after the last status write: the counter can be read at once.
+        let after = Requests::scrape(&self.client).await?;
+        let window = after.since(&before);
+        self.check_foreign(run, &window, &[(&plural, n)]);
+        self.progress.say(&format!("{run}: {n} {plural} Active in {secs:.2} s"));
+        Ok((secs, window))
+    }
+
+    /// Figures 1, 2 and 4 (at 1,000 keys): the same keys through a fresh controller.
+    async fn controller_run(&mut self, round: usize, burst: &mut Burst) -> Result<Controller> {
+        let new_key = |i| ApiKey::new(&key_name(i), ApiKeySpec::default());
+        let (secs, window, controller) =
+            self.controller_burst(&format!("controller-{round}"), self.settings.keys, new_key, key_active).await?;
+        burst.secs.push(secs);
+        burst.spent.add(&window);
+        let rss = controller.peak_rss_mib()?;
+        self.figures.peak_rss_mib = Some(self.figures.peak_rss_mib.map_or(rss, |peak| peak.max(rss)));
+        self.figures.rss_idle_mib = Some(controller.rss_mib()?);
+        self.count_reconciles(&controller, burst).await;
+        Ok(controller)
+    }
+
+    /// A controller burst: `n` objects (`make(i)`) created at once, `concurrency` in flight, in
+    /// a fresh namespace watched by a fresh controller. Returns the seconds from the first
+    /// create until `active` held for all, the requests from then until the controller went
+    /// idle, and the controller, still running.
+    async fn controller_burst<K: Key>(
+        &mut self,
+        run: &str,
+        n: usize,
+        make: impl Fn(usize) -> K,
+        active: impl Fn(&K) -> bool + Send + 'static,
+    ) -> Result<(f64, Requests, Controller)> {
+        let ns = self.namespace(run).await?;
+        let controller = self.start_controller(&ns, run).await?;
+        let objects: Api<K> = Api::namespaced(self.client.clone(), &ns);
+        let plural = K::plural(&()).into_owned();
+        let watch = ActiveWatch::start(objects.clone(), n, active).await?;
+        let before = Requests::scrape(&self.client).await?;
+        self.progress.say(&format!("{run}: creating {n} {plural} in {ns}"));
+        let started = Instant::now();
+        create_all(&objects, (0..n).map(make), self.settings.concurrency).await?;
+        let done = match watch.wait(active_deadline(n), |seen, of| self.active_progress(run, &plural, seen, of)).await {
+            Ok(done) => done,
+            Err(error) => return Err(controller.explain(error)),
+        };
+        let secs = done.duration_since(started).as_secs_f64();
+        self.progress.say(&format!("{run}: {n} {plural} Active in {secs:.2} s; waiting for it to go idle"));
+        let after = wait_idle(&self.client, &controller).await?;
+        let window = after.since(&before);
+        self.check_foreign(run, &window, &[(&plural, n)]);
+        Ok((secs, window, controller))
+    }
+
+    /// Diagnostic only: the controller's own count says how often each object was looked at.
+    async fn count_reconciles(&self, controller: &Controller, burst: &mut Burst) {
+        match controller.reconciles().await {
+            Ok(count) => burst.reconciles = Some(burst.reconciles.unwrap_or(0) + count),
+            Err(error) => self.progress.say(&format!("cannot read the controller's reconcile count: {error}")),
+        }
+    }
+
+    /// Figure 3: requests made while nothing changes.
+    async fn rest(&mut self, controller: &Controller) -> Result<()> {
+        let spent = self.rest_window("rest", controller).await?;
+        self.figures.rest_writes = Some(spent.writes(is_watched));
+        self.figures.rest_reads = Some(spent.count(|r| is_watched(r) && r.is_read()));
+        self.figures.rest_requests = spent.breakdown(|r| is_watched(r) && r.verb != "WATCH");
+        Ok(())
+    }
+
+    /// The requests of `KEYWARD_BENCH_REST_SECS` in which nothing changes, `controller` running.
+    async fn rest_window(&mut self, window: &str, controller: &Controller) -> Result<Requests> {
+        let secs = self.settings.rest_secs;
+        self.progress.say(&format!("{window}: counting requests for {secs} s"));
+        let before = Requests::scrape(&self.client).await?;
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let after = Requests::scrape(&self.client).await?;
+        controller.check_alive()?;
+        let spent = after.since(&before);
+        self.check_foreign(window, &spent, &[]);
+        Ok(spent)
+    }
+
+    /// Figure 6: figures 1 to 3 for Credentials of several tokens, baseline and controller
+    /// taking turns over the rounds as for the keys, then the rest window with the last
+    /// controller running over its settled Credentials.
+    async fn credentials(&mut self) -> Result<()> {
+        let (n, tokens, rounds) = (self.settings.credentials, self.settings.credential_tokens, self.settings.rounds);
+        let active = move |credential: &Credential| credential_active(credential, tokens);
+        let issue = move |credentials, secrets, i| issue_credential_directly(credentials, secrets, i, tokens);
+        let make = move |i| new_credential(&credential_name(i), tokens);
+        let (mut baseline, mut through) = (Burst::default(), Burst::default());
+        // The controllers' own write counts, summed; `None` once one could not be read.
+        let mut counted = Some(BTreeMap::new());
+        let mut kept = None;
+        for round in 1..=rounds {
+            let (secs, window) = self.baseline_burst(&format!("credential-baseline-{round}"), n, issue, active).await?;
+            baseline.secs.push(secs);
+            baseline.spent.add(&window);
+            let run = format!("credential-controller-{round}");
+            let (secs, window, controller) = self.controller_burst(&run, n, make, active).await?;
+            through.secs.push(secs);
+            through.spent.add(&window);
+            self.count_reconciles(&controller, &mut through).await;
+            counted = counted.zip(controller.api_writes().await).map(|(mut sum, writes)| {
+                for (series, n) in writes {
+                    *sum.entry(series).or_insert(0) += n;
+                }
+                sum
+            });
+            if round < rounds {
+                self.count_log_lines(&controller);
+                controller.stop().await;
+            } else {
+                kept = Some(controller);
+            }
+        }
+        let controller = kept.ok_or("KEYWARD_BENCH_ROUNDS must be at least 1")?;
+        let before_rest = controller.api_writes().await;
+        let rest = self.rest_window("credential-rest", &controller).await?;
+        let total = |writes: BTreeMap<String, u64>| writes.values().sum::<u64>();
+        let rest_counted =
+            controller.api_writes().await.zip(before_rest).map(|(after, before)| total(after) - total(before));
+        self.count_log_lines(&controller);
+        controller.stop().await;
+
+        let issued = (n * tokens * rounds) as f64;
+        let (baseline_secs, controller_secs, ratio) = compare(&baseline.secs, &through.secs);
+        self.figures.credentials = Some(CredentialFigures {
+            baseline_secs,
+            controller_secs,
+            ratio,
+            controller_writes_per_token: Some(through.spent.writes(is_key_write) as f64 / issued),
+            baseline_writes_per_token: Some(baseline.spent.writes(is_key_write) as f64 / issued),
+            controller_event_writes: Some(through.spent.writes(is_event)),
+            apiserver_writes: Some(through.spent.writes(is_operator_write)),
+            controller_counted_writes: counted.clone().map(total),
+            controller_counted_breakdown: counted.unwrap_or_default(),
+            controller_gets_per_token: Some(through.spent.count(|r| is_watched(r) && r.verb == "GET") as f64 / issued),
+            controller_reconciles_per_credential: through.reconciles.map(|r| r as f64 / (n * rounds) as f64),
+            controller_requests: through.spent.breakdown(|r| is_watched(r) && r.verb != "WATCH"),
+            rest_writes: Some(rest.writes(is_watched)),
+            rest_counted_writes: rest_counted,
+            rest_reads: Some(rest.count(|r| is_watched(r) && r.is_read())),
+            rest_requests: rest.breakdown(|r| is_watched(r) && r.verb != "WATCH"),
+            baseline_rounds_secs: baseline.secs,
+            controller_rounds_secs: through.secs,
+        });
+        Ok(())
+    }
+
+    /// Figure 5: how long after its expiry a key's Secret is seen gone.
+    async fn expiry(&mut self, controller: &Controller) -> Result<()> {
+        let count = self.settings.expiring;
+        if count == 0 {
+            return Ok(());
+        }
+        let ns = controller.namespace.clone();
+        self.progress.say(&format!("expiry: {count} keys with expiresAfter {EXPIRING_AFTER} in {ns}"));
+        let keys: Api<ApiKey> = Api::namespaced(self.client.clone(), &ns);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        let mut deletions = DeletionWatch::start(secrets).await?;
+        let names: Vec<String> = (0..count).map(|i| format!("expiring-{i}")).collect();
+        for name in &names {
+            let spec = serde_json::json!({
+                "expiresAfter": EXPIRING_AFTER,
+                "secretTemplate": {"labels": {EXPIRING_LABEL: EXPIRING_LABEL_VALUE}},
+            });
+            let key = ApiKey::new(name, serde_json::from_value::<ApiKeySpec>(spec)?);
+            keys.create(&PostParams::default(), &key).await.map_err(|e| format!("create ApiKey {name}: {e}"))?;
+        }
+        // Creation is second-precise, so expiry is at most 5 s away: 30 s is ample.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut deleted: BTreeMap<String, Timestamp> = BTreeMap::new();
+        while deleted.len() < count {
+            match tokio::time::timeout_at(deadline, deletions.next()).await {
+                Ok(Some((owner, at))) => {
+                    deleted.entry(owner).or_insert(at);
+                }
+                Ok(None) => return Err("the Secret watch ended".into()),
+                Err(_) => {
+                    return Err(controller.explain(
+                        format!("only {} of {count} expiring Secrets were deleted within 30 s", deleted.len()).into(),
+                    ));
+                }
+            }
+        }
+        let mut latencies = Vec::new();
+        for name in &names {
+            let key = keys.get(name).await?;
+            let expires_at = key
+                .status
+                .as_ref()
+                .and_then(|s| s.record.expires_at.as_ref())
+                .map(|t| t.0)
+                .ok_or_else(|| format!("ApiKey {name} has no status.expiresAt"))?;
+            let at = deleted.get(name).ok_or_else(|| format!("no deletion seen for the Secret of {name}"))?;
+            latencies.push(at.duration_since(expires_at).as_secs_f64() * 1000.0);
+        }
+        self.figures.expiry_latency_max_ms = latencies.iter().copied().reduce(f64::max);
+        self.figures.expiry_latency_mean_ms = Some(latencies.iter().sum::<f64>() / latencies.len() as f64);
+        self.figures.expiry_latency_ms = latencies;
+        Ok(())
+    }
+
+    /// Not one of the goals' figures but the same rule as at rest: a controller that restarts
+    /// over keys that are all settled (Active or Expired) has nothing to write.
+    async fn restart(&mut self, namespace: &str) -> Result<()> {
+        let before = Requests::scrape(&self.client).await?;
+        let controller = self.start_controller(namespace, "restart").await?;
+        let after = wait_idle(&self.client, &controller).await?;
+        let spent = after.since(&before);
+        self.check_foreign("restart", &spent, &[]);
+        self.figures.restart_writes = Some(spent.writes(is_operator_write));
+        self.figures.restart_reads = Some(spent.count(|r| is_watched(r) && r.is_read()));
+        self.figures.restart_requests = spent.breakdown(|r| is_watched(r) && r.verb != "WATCH");
+        self.count_log_lines(&controller);
+        controller.stop().await;
+        Ok(())
+    }
+
+    /// Figure 4 at 10,000 keys: a fresh controller in a fresh namespace, so its peak RSS and
+    /// time to Active belong to this many keys alone.
+    async fn large_run(&mut self) -> Result<()> {
+        let n = self.settings.large;
+        let new_key = |i| ApiKey::new(&key_name(i), ApiKeySpec::default());
+        let (secs, spent, controller) = self.controller_burst("large", n, new_key, key_active).await?;
+        self.figures.large_secs = Some(secs);
+        self.figures.large_writes_per_key = Some(spent.writes(is_key_write) as f64 / n as f64);
+        self.figures.large_peak_rss_mib = Some(controller.peak_rss_mib()?);
+        self.figures.large_rss_idle_mib = Some(controller.rss_mib()?);
+        self.count_log_lines(&controller);
+        controller.stop().await;
+        Ok(())
+    }
+
+    async fn start_controller(&self, namespace: &str, run: &str) -> Result<Controller> {
+        let log = self.out_dir.join(format!("issue-{run}.log"));
+        let args = ["controller", "--namespaces", namespace, "--listen", "127.0.0.1:0", "--concurrency"];
+        let args: Vec<String> =
+            args.map(String::from).into_iter().chain([self.settings.concurrency.to_string()]).collect();
+        let mut process = Process::keyward(Path::new(env!("CARGO_BIN_EXE_keyward")), &args, &log)?;
+        process.wait_ready(Duration::from_secs(60)).await?;
+        let controller = Controller { process, namespace: namespace.to_string() };
+        self.progress.say(&format!("{run}: keyward controller ready (pid {}, log {})", controller.pid, log.display()));
+        Ok(controller)
+    }
+
+    /// Notes a measure window in which someone else used the API server: it saw ApiKey or
+    /// Credential creates beyond the bench's own (`bench_creates`, by plural), or ApiKey,
+    /// Credential or Event deletes, which neither the bench nor the controller ever makes. Its
+    /// figures then count the intruder's requests too.
+    fn check_foreign(&mut self, window: &str, spent: &Requests, bench_creates: &[(&str, usize)]) {
+        let others = |resource: &str| {
+            let creates = spent.count(|r| r.resource == resource && r.subresource.is_empty() && r.verb == "POST");
+            let own = bench_creates.iter().filter(|(plural, _)| *plural == resource).map(|(_, n)| *n as u64).sum();
+            creates.saturating_sub(own)
+        };
+        let (creates, credentials) = (others("apikeys"), others("credentials"));
+        let deletes = spent.count(|r| {
+            matches!(r.resource.as_str(), "apikeys" | "credentials" | "events")
+                && matches!(r.verb.as_str(), "DELETE" | "DELETECOLLECTION")
+        });
+        if creates + credentials + deletes > 0 {
+            let warning = format!(
+                "{window}: someone else used the API server ({creates} other ApiKey creates, {credentials} other \
+                 Credential creates, {deletes} deletes of ApiKeys, Credentials or Events); this window's figures \
+                 include their requests"
+            );
+            self.progress.warn(&mut self.figures.outcome, warning);
+        }
+    }
+
+    fn count_log_lines(&mut self, controller: &Controller) {
+        let levels = controller.log_levels();
+        self.figures.controller_log_warnings += levels.warnings;
+        self.figures.controller_log_errors += levels.errors;
+        for sample in levels.samples {
+            if self.figures.controller_log_samples.len() < 10 {
+                self.figures.controller_log_samples.push(sample);
+            }
+        }
+    }
+
+    /// A fresh namespace for one part of the run.
+    async fn namespace(&mut self, part: &str) -> Result<String> {
+        let name = format!("kwbench-{part}-{}", self.suffix);
+        common::create_namespace(&self.client, &name, BENCH_LABEL_VALUE).await?;
+        self.namespaces.push(name.clone());
+        Ok(name)
+    }
+
+    /// Deletes the namespaces of an earlier, interrupted run and waits until they are gone.
+    async fn remove_leftovers(&mut self) -> Result<()> {
+        let leftovers = common::leftover_namespaces(&self.client, BENCH_LABEL_VALUE).await?;
+        if !leftovers.is_empty() {
+            self.progress.say(&format!("removing namespaces left by an earlier run: {leftovers:?}"));
+            delete_namespaces(&self.client, &leftovers).await;
+        }
+        Ok(())
+    }
+}
+
+/// Deletes namespaces and waits (up to 10 minutes) until they are gone.
+///
+/// The Secrets go first, then the ApiKeys and Credentials, then the namespace. Left to the namespace
+/// controller, owners and dependents vanish together and the garbage collector then checks
+/// every orphaned Secret with a GET, at kube-controller-manager's 20 requests a second: some
+/// ten minutes of traffic after a full run, which would land in the next run's measures.
+async fn delete_namespaces(client: &Client, names: &[String]) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    for name in names {
+        if let Err(error) = empty(&Api::<Secret>::namespaced(client.clone(), name)).await {
+            eprintln!("cannot delete the Secrets of {name}: {error}");
+        }
+        if let Err(error) = empty(&Api::<ApiKey>::namespaced(client.clone(), name)).await {
+            eprintln!("cannot delete the ApiKeys of {name}: {error}");
+        }
+        if let Err(error) = empty(&Api::<Credential>::namespaced(client.clone(), name)).await {
+            eprintln!("cannot delete the Credentials of {name}: {error}");
+        }
+        if let Err(error) = api.delete(name, &DeleteParams::default()).await {
+            eprintln!("cannot delete namespace {name}: {error}");
+        }
+    }
+    let gone = futures::future::join_all(
+        names.iter().map(|name| await_condition(api.clone(), name, |ns: Option<&Namespace>| ns.is_none())),
+    );
+    if tokio::time::timeout(Duration::from_secs(600), gone).await.is_err() {
+        eprintln!("namespaces {names:?} were still terminating after 10 minutes");
+    }
+}
+
+/// Deletes every object of one kind in a namespace, a page at a time (a DELETECOLLECTION of
+/// ten thousand objects could outlast the API server's request timeout).
+async fn empty<K>(api: &Api<K>) -> Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let page = ListParams::default().limit(500);
+    loop {
+        if api.list_metadata(&ListParams::default().limit(1)).await?.items.is_empty() {
+            return Ok(());
+        }
+        api.delete_collection(&DeleteParams::default(), &page).await?;
+    }
+}
+
+/// A `keyward controller` and the namespace it watches.
+struct Controller {
+    process: Process,
+    namespace: String,
+}
+
+impl std::ops::Deref for Controller {
+    type Target = Process;
+
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl Controller {
+    async fn stop(self) {
+        self.process.stop().await;
+    }
+}
+
+fn key_name(i: usize) -> String {
+    format!("key-{i:05}")
+}
+
+/// How long to wait for `n` keys to become Active before calling it a failure: generous, as
+/// the API server of a small machine manages a few hundred writes a second.
+fn active_deadline(n: usize) -> Duration {
+    Duration::from_secs(120) + Duration::from_millis(50) * u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The bench's test that an ApiKey is issued.
+fn key_active(key: &ApiKey) -> bool {
+    key.status.as_ref().and_then(|s| s.record.phase) == Some(Phase::Active)
+}
+
+fn credential_name(i: usize) -> String {
+    format!("cred-{i:05}")
+}
+
+/// A Credential of `tokens` tokens with the default expiry, named `t0`, `t1`...
+fn new_credential(name: &str, tokens: usize) -> Credential {
+    let tokens = (0..tokens).map(|t| CredentialToken { name: format!("t{t}"), ..CredentialToken::default() }).collect();
+    Credential::new(name, CredentialSpec { tokens, ..CredentialSpec::default() })
+}
+
+/// The bench's test that a Credential is issued: its status describes its current spec and
+/// holds every one of its `tokens` Active.
+fn credential_active(credential: &Credential, tokens: usize) -> bool {
+    credential.status.as_ref().is_some_and(|s| {
+        s.phase == Some(Phase::Active)
+            && s.active_tokens.and_then(|n| usize::try_from(n).ok()) == Some(tokens)
+            && s.observed_generation.is_some()
+            && s.observed_generation == credential.metadata.generation
+    })
+}
+
+/// Creates `objects`, `concurrency` creates in flight.
+async fn create_all<K: Key>(api: &Api<K>, objects: impl Iterator<Item = K>, concurrency: usize) -> Result<()> {
+    futures::stream::iter(objects)
+        .map(|object| async move {
+            api.create(&PostParams::default(), &object)
+                .await
+                .map(drop)
+                .map_err(|e| Error::from(format!("create {} {}: {e}", K::kind(&()), object.name_any())))
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await
+}
+
+/// What the bursts of one kind (baseline or controller) measured over the rounds.
+#[derive(Default)]
+struct Burst {
+    secs: Vec<f64>,
+    spent: Requests,
+    reconciles: Option<u64>,
+}
+
+/// The medians of the baseline's and the controller's rounds, and their ratio.
+fn compare(baseline: &[f64], controller: &[f64]) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let (baseline, controller) = (median(baseline), median(controller));
+    (baseline, controller, controller.zip(baseline).map(|(c, b)| c / b))
+}
