@@ -76,6 +76,28 @@ async fn removing_a_token_deletes_its_secret_and_status_entry() {
     assert_eq!(ns.token_of("svc-a").await, kept, "the kept token changed");
 }
 
+/// Issue 14: a Credential reconciles from the Secret watch's names, not a LIST per reconcile.
+#[tokio::test]
+async fn credentials_reconcile_from_the_secret_watch_without_listing_secrets() {
+    let ns = TestNamespace::new("cred-no-list").await;
+    let controller = ns.controller(&[]);
+    // Ready only once the Secret watch has listed too: from here no reconcile needs a LIST.
+    controller.wait_ready().await;
+    let reads = |verb: &str| format!("keyward_api_reads_total{{resource=\"secrets\",verb=\"{verb}\"}}");
+    ns.create_credential("fresh", json!({"tokens": [{"name": "a"}, {"name": "b"}, {"name": "c"}]})).await;
+    ns.wait_credential("fresh", "three active tokens", all_active(3)).await;
+    let metrics = controller.metrics().await;
+    assert_eq!(support::sample(&metrics, &reads("list")), None, "a LIST of Secrets:\n{metrics}");
+    assert_eq!(support::sample(&metrics, &reads("get")), None, "a new Credential has no Secret to read");
+    // A change reads each Secret the watch saw (the tamper check needs its data), and still
+    // lists nothing; the removed token's Secret, found the same way, is deleted.
+    ns.set_tokens("fresh", json!([{"name": "a"}, {"name": "b"}])).await;
+    ns.wait_secret_gone("fresh-c").await;
+    ns.wait_credential("fresh", "two active tokens", all_active(2)).await;
+    let metrics = controller.wait_metric(&reads("get"), "the Secrets read", |gets| gets >= Some(2.0)).await;
+    assert_eq!(support::sample(&metrics, &reads("list")), None, "a LIST of Secrets:\n{metrics}");
+}
+
 #[tokio::test]
 async fn removing_the_last_token_leaves_a_pending_credential_whose_status_still_writes() {
     let ns = TestNamespace::new("cred-remove-last").await;

@@ -43,8 +43,7 @@ async fn reconcile_credential(credential: &Credential, ctx: &Context) -> Result<
         Err(error) => return ctx.refuse(credential, &error, now).await,
     };
     let secrets = SecretStore::new(ctx, &namespace);
-    let owned: BTreeMap<String, Secret> =
-        secrets.list_owned(&owner.uid).await?.into_iter().map(|s| (s.name_any(), s)).collect();
+    let owned = owned_secrets(ctx, &secrets, &namespace, &owner, &previous).await?;
     let previous_tokens: BTreeMap<&str, &TokenStatus> = previous.tokens.iter().map(|t| (t.name.as_str(), t)).collect();
 
     // Expiries first: a token whose lifetime exceeds the cap refuses the whole spec.
@@ -104,6 +103,29 @@ async fn converge_token<'a>(
         None => TokenOutcome::Pending("is being written by someone else"),
     };
     Ok((token, expires_at, outcome))
+}
+
+/// The Secrets the Credential has, by name. Once the Secret watch has listed, only those it saw
+/// (and those status names, which it may not have seen yet) are read, each with a fresh GET;
+/// a new Credential reads none. Before that, one LIST of the owner's Secrets.
+async fn owned_secrets(
+    ctx: &Context,
+    secrets: &SecretStore,
+    namespace: &str,
+    owner: &Owner,
+    previous: &CredentialStatus,
+) -> Result<BTreeMap<String, Secret>> {
+    let Some(mut names) = ctx.secret_names.of(namespace, &owner.uid) else {
+        return Ok(secrets.list_owned(&owner.uid).await?.into_iter().map(|s| (s.name_any(), s)).collect());
+    };
+    names.extend(previous.tokens.iter().filter_map(|t| t.record.secret_name.clone()));
+    let read = futures::future::try_join_all(
+        names
+            .into_iter()
+            .map(|name| async move { Ok::<_, crate::Error>(secrets.read(&name).await?.map(|secret| (name, secret))) }),
+    )
+    .await?;
+    Ok(read.into_iter().flatten().collect())
 }
 
 /// A token's first issue, from which its expiresAfter counts: the status records it; else its

@@ -41,6 +41,7 @@ pub struct Metrics {
     leader: Gauge,
     events_dropped: Counter,
     writes: Family<WriteLabels, Counter>,
+    reads: Family<WriteLabels, Counter>,
     reconciles: Family<KindLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     duration: Family<KindLabels, Histogram>,
@@ -59,6 +60,12 @@ impl Default for Metrics {
         registry.register("reconcile_duration_seconds", "Time a reconcile took, by kind", duration.clone());
         let writes = Family::<WriteLabels, Counter>::default();
         registry.register("api_writes", "Writes sent to the API server, by resource and verb", writes.clone());
+        let reads = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "api_reads",
+            "Reads a reconcile sends to the API server (not the watches), by resource and verb",
+            reads.clone(),
+        );
         let census = Arc::<Mutex<Vec<CensusSource>>>::default();
         registry.register_collector(Box::new(KeyCollector { sources: census.clone() }));
         let leader = Gauge::default();
@@ -73,7 +80,17 @@ impl Default for Metrics {
             "Events not written because too many were waiting (the API server fell behind)",
             events_dropped.clone(),
         );
-        Self { registry: Arc::new(registry), census, leader, events_dropped, writes, reconciles, errors, duration }
+        Self {
+            registry: Arc::new(registry),
+            census,
+            leader,
+            events_dropped,
+            writes,
+            reads,
+            reconciles,
+            errors,
+            duration,
+        }
     }
 }
 
@@ -89,6 +106,11 @@ impl Metrics {
     /// Counts one write to the API server (`resource` like `secrets` or `apikeys/status`).
     pub fn count_write(&self, resource: &'static str, verb: &'static str) {
         self.writes.get_or_create(&WriteLabels { resource, verb }).inc();
+    }
+
+    /// Counts one read a reconcile made (`verb` `get` or `list`).
+    pub fn count_read(&self, resource: &'static str, verb: &'static str) {
+        self.reads.get_or_create(&WriteLabels { resource, verb }).inc();
     }
 
     pub fn registry(&self) -> Arc<Registry> {

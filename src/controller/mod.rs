@@ -94,6 +94,9 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Secret versions we wrote, whose watch events need not wake anyone.
     pub(crate) own_writes: Arc<OwnWrites>,
+    /// Which of our Secrets each owner has, for the Credential reconciler (see
+    /// [`secret_watch::SecretNames`]).
+    pub(crate) secret_names: Arc<secret_watch::SecretNames>,
     /// Status writes whose watch event may not have reached the cache yet.
     pub(crate) status_writes: status::RecentWrites,
     /// The cached objects of every kind and namespace scope, asked whether they record a hash.
@@ -118,6 +121,7 @@ impl Context {
             metrics,
             failures: Mutex::default(),
             own_writes: Arc::default(),
+            secret_names: Arc::default(),
             status_writes: status::RecentWrites::default(),
             hash_holders: Default::default(),
             caches_synced: Default::default(),
@@ -249,13 +253,18 @@ impl OwnWrites {
 
 /// Metadata-only watch of the Secrets the operator wrote: enough to wake their owners, including
 /// the owners of Secrets that vanished while the watch was down (see [`secret_watch::SecretLedger`]).
+/// With `names`, it also keeps that index of which Secrets each owner has.
 fn owned_secrets(
     client: &Client,
     namespace: Option<&str>,
     own_writes: Arc<OwnWrites>,
+    names: Option<Arc<secret_watch::SecretNames>>,
 ) -> impl futures::Stream<Item = Result<kube::core::PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
     let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
-    let mut ledger = secret_watch::SecretLedger::default();
+    let mut ledger = match names {
+        Some(names) => secret_watch::SecretLedger::keeping(names, namespace.map(str::to_string)),
+        None => secret_watch::SecretLedger::default(),
+    };
     watcher(
         api_in::<kube::core::PartialObjectMeta<Secret>>(client, namespace),
         // Paged lists from etcd: an any-version list is served whole from the watch cache,
@@ -352,9 +361,13 @@ fn controller<K: Reconciled>(
         .applied_objects()
         // Our own status writes do not change the generation, so they wake nothing.
         .predicate_filter(predicates::generation, Default::default());
-    let secrets = owned_secrets(&ctx.client, namespace.as_deref(), ctx.own_writes.clone());
+    // Only Credentials reconcile from the names index: an ApiKey has one Secret, read by name.
+    let names = (K::KIND == crate::api::Kind::Credential).then(|| ctx.secret_names.clone());
+    let secrets = owned_secrets(&ctx.client, namespace.as_deref(), ctx.own_writes.clone(), names);
     let config = ControllerConfig::default().concurrency(ctx.settings.concurrency);
     let store = reader.clone();
+    let (names, scope) = (ctx.secret_names.clone(), namespace.clone());
+    let reads_names = K::KIND == crate::api::Kind::Credential;
     let future = Controller::for_stream(events, reader)
         .owns_stream(secrets)
         // Errors of any watch also pause the merged stream of triggers: kube's default pause
@@ -369,7 +382,14 @@ fn controller<K: Reconciled>(
                 tracing::debug!(%error, "reconcile did not complete");
             }
         });
-    (Box::pin(future), Box::pin(async move { store.wait_until_ready().await.is_ok() }))
+    let synced = async move {
+        let ready = store.wait_until_ready().await.is_ok();
+        if ready && reads_names {
+            names.listed(scope).await;
+        }
+        ready
+    };
+    (Box::pin(future), Box::pin(synced))
 }
 
 /// Runs one reconcile in a span naming the object, and records its duration and outcome.

@@ -293,6 +293,7 @@ impl SecretStore {
 
     /// Reads a Secret with a fresh GET: the token check must never trust a cache.
     pub async fn read(&self, name: &str) -> Result<Option<Secret>> {
+        self.metrics.count_read("secrets", "get");
         Ok(self.api.get_opt(name).await?)
     }
 
@@ -304,6 +305,7 @@ impl SecretStore {
     /// Every Secret written for the owner with this UID (by its owner-uid label).
     pub async fn list_owned(&self, owner_uid: &str) -> Result<Vec<Secret>> {
         let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE},{LABEL_OWNER_UID}={owner_uid}");
+        self.metrics.count_read("secrets", "list");
         Ok(self.api.list(&kube::api::ListParams::default().labels(&selector)).await?.items)
     }
 
