@@ -17,8 +17,8 @@ use kube::runtime::watcher::Event;
 
 type SecretMeta = PartialObjectMeta<Secret>;
 
-/// The names of our Secrets by the UID of the owner that controls them, as the watch last saw
-/// them, for the scopes (every namespace, or one) whose first list is in. Names only: what a
+/// The names of the Secrets Credentials control (an ApiKey's one Secret is read by name), by
+/// the UID of the Credential, as the watch last saw them, for the scopes (every namespace, or one) whose first list is in. Names only: what a
 /// Secret holds is always read fresh (see [`super::secret::SecretStore::read`]).
 #[derive(Default)]
 pub struct SecretNames {
@@ -27,10 +27,11 @@ pub struct SecretNames {
     listed: tokio::sync::watch::Sender<HashSet<Option<String>>>,
 }
 
-/// The UID of the object that controls a Secret.
+/// The UID of the Credential that controls a Secret.
 fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
     let owners = meta.owner_references.as_deref().unwrap_or_default();
-    owners.iter().find(|r| r.controller == Some(true)).map(|r| r.uid.as_str())
+    let controller = owners.iter().find(|r| r.controller == Some(true))?;
+    (controller.kind == crate::api::Kind::Credential.as_str()).then_some(controller.uid.as_str())
 }
 
 impl SecretNames {
@@ -230,23 +231,30 @@ mod tests {
 
     #[test]
     fn the_names_index_answers_once_its_scope_has_listed_and_follows_every_change() {
+        let cred = |name: &str, owner: &str| {
+            let mut secret = secret(name, owner);
+            secret.metadata.owner_references.as_mut().expect("owners")[0].kind = "Credential".into();
+            secret
+        };
         let names = Arc::new(SecretNames::default());
         let mut ledger = SecretLedger::keeping(names.clone(), Some("team-a".into()));
         ledger.wake(Event::Init, |_| false);
-        ledger.wake(Event::InitApply(secret("billing-primary", "billing")), |_| true);
+        ledger.wake(Event::InitApply(cred("billing-primary", "billing")), |_| true);
         assert_eq!(names.of("team-a", "uid-billing"), None, "not listed yet: the caller lists instead");
-        ledger.wake(Event::InitApply(secret("billing-next", "billing")), |_| true);
+        ledger.wake(Event::InitApply(cred("billing-next", "billing")), |_| true);
+        ledger.wake(Event::InitApply(secret("ci-apikey", "ci")), |_| true);
         ledger.wake(Event::InitDone, |_| false);
         let of = |owner: &str| names.of("team-a", owner).map(|n| n.into_iter().collect::<Vec<_>>());
         assert_eq!(of("uid-billing"), Some(vec!["billing-next".to_string(), "billing-primary".to_string()]));
         assert_eq!(of("uid-other"), Some(vec![]), "an owner without Secrets has none");
+        assert_eq!(of("uid-ci"), Some(vec![]), "an ApiKey's Secret is read by name, not indexed");
         assert_eq!(names.of("team-b", "uid-billing"), None, "another namespace's watch has not listed");
-        ledger.wake(Event::Delete(secret("billing-next", "billing")), |_| true);
+        ledger.wake(Event::Delete(cred("billing-next", "billing")), |_| true);
         // Our own writes are not woken but are indexed.
-        assert!(ledger.wake(Event::Apply(secret("billing-third", "billing")), |_| true).is_empty());
+        assert!(ledger.wake(Event::Apply(cred("billing-third", "billing")), |_| true).is_empty());
         assert_eq!(of("uid-billing"), Some(vec!["billing-primary".to_string(), "billing-third".to_string()]));
         // A relist that no longer holds one drops it from the index too.
-        list(&mut ledger, &[secret("billing-third", "billing")]);
+        list(&mut ledger, &[cred("billing-third", "billing")]);
         assert_eq!(of("uid-billing"), Some(vec!["billing-third".to_string()]));
     }
 }
