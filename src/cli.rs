@@ -77,6 +77,10 @@ pub struct VerifierArgs {
     /// Peers whose X-Forwarded-For is believed (the proxies in front), as CIDRs, comma-separated.
     #[arg(long, env = "KEYWARD_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
     pub trusted_proxies: Vec<IpNet>,
+    /// Make the first list of each watch a streaming list (Kubernetes 1.27 and later, with the
+    /// WatchList feature) instead of paged LISTs.
+    #[arg(long, env = "KEYWARD_STREAMING_LISTS")]
+    pub streaming_lists: bool,
     /// Log format.
     #[arg(long, env = "KEYWARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -171,8 +175,11 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
 async fn run_verifier(args: VerifierArgs) -> Result<()> {
     logging::init_logging(args.log_format);
     let client = crate::retry::client().await.map_err(Error::KubeConfig)?;
-    let settings =
-        verifier::Settings { namespaces: namespaces(args.namespaces), trusted_proxies: args.trusted_proxies };
+    let settings = verifier::Settings {
+        namespaces: namespaces(args.namespaces),
+        trusted_proxies: args.trusted_proxies,
+        streaming_lists: args.streaming_lists,
+    };
     tracing::info!(namespaces = ?settings.namespaces, trusted_proxies = ?settings.trusted_proxies, "starting verifier");
     verifier::run(client, settings, args.listen, shutdown_on_signal()).await
 }

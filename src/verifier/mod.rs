@@ -13,7 +13,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use futures::{FutureExt, StreamExt};
 use ipnet::IpNet;
 use kube::Client;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher::Event;
 use kube::runtime::{WatchStreamExt, watcher as watch_objects};
 use tokio::sync::watch;
 
@@ -32,6 +32,8 @@ pub struct Settings {
     pub namespaces: Vec<String>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Whether watches start with a streaming list (see [`crate::watch::initial_list`]).
+    pub streaming_lists: bool,
 }
 
 /// The index and what every request needs beside it.
@@ -75,7 +77,7 @@ pub async fn run(
     let listener = crate::http::bind(listen, "/healthz, /readyz, /metrics, /v1/verify and /v1/auth").await?;
     let router =
         http::routes(verifier.clone()).merge(crate::metrics::health_routes(verifier.metrics.registry(), ready_rx));
-    let watches = follow_all(client, &settings.namespaces, verifier, ready_tx);
+    let watches = follow_all(client, &settings, verifier, ready_tx);
     tokio::select! {
         served = crate::http::serve(listener, router, shutdown) => served,
         () = watches => Ok(()),
@@ -84,16 +86,18 @@ pub async fn run(
 
 /// Feeds the index from a watch of each kind in each namespace; `ready` turns true once every
 /// initial list is in.
-pub async fn follow_all(client: Client, namespaces: &[String], verifier: Arc<Verifier>, ready: watch::Sender<bool>) {
+pub async fn follow_all(client: Client, settings: &Settings, verifier: Arc<Verifier>, ready: watch::Sender<bool>) {
+    let config = crate::watch::initial_list(settings.streaming_lists);
     let mut watches = Vec::new();
     let mut synced = Vec::new();
-    for namespace in watch_scopes(namespaces) {
+    for namespace in watch_scopes(&settings.namespaces) {
         for kind in [Kind::ApiKey, Kind::Credential] {
             let (listed_tx, listed_rx) = tokio::sync::oneshot::channel();
-            let (client, namespace, verifier) = (client.clone(), namespace.clone(), verifier.clone());
+            let (client, namespace, verifier, config) =
+                (client.clone(), namespace.clone(), verifier.clone(), config.clone());
             watches.push(match kind {
-                Kind::ApiKey => follow::<ApiKey>(client, namespace, verifier, listed_tx).boxed(),
-                Kind::Credential => follow::<Credential>(client, namespace, verifier, listed_tx).boxed(),
+                Kind::ApiKey => follow::<ApiKey>(client, namespace, config, verifier, listed_tx).boxed(),
+                Kind::Credential => follow::<Credential>(client, namespace, config, verifier, listed_tx).boxed(),
             });
             synced.push(listed_rx);
         }
@@ -111,11 +115,12 @@ pub async fn follow_all(client: Client, namespaces: &[String], verifier: Arc<Ver
 async fn follow<K: Judged>(
     client: Client,
     namespace: Option<String>,
+    config: kube::runtime::watcher::Config,
     verifier: Arc<Verifier>,
     listed: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut listed = Some(listed);
-    let mut events = watch_objects(api_in::<K>(&client, namespace.as_deref()), watcher::Config::default())
+    let mut events = watch_objects(api_in::<K>(&client, namespace.as_deref()), config)
         .backoff(crate::retry::WatchBackoff::default())
         .boxed();
     // Objects seen in the list under way: after it, the rest were deleted while unwatched.
