@@ -1,12 +1,14 @@
 //! The floor the controller is measured against: a minimal client that issues each key itself,
 //! writing what the controller would (the Secret by the controller's own builder, the status by
-//! server-side apply).
+//! server-side apply), for ApiKeys that already exist as they do when the controller starts;
+//! and the raw status writes of the profile.
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::events::v1 as events;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use keyward::api::Key;
-use keyward::api::{ApiKey, ApiKeySpec, Credential, SecretTemplate};
+use keyward::api::{ApiKey, Credential, SecretTemplate};
 use keyward::controller::Reconciled;
 use keyward::controller::secret::{Identity, TokenSecret};
 use keyward::token::Token;
@@ -16,14 +18,12 @@ use kube::{Resource, ResourceExt};
 use super::{DEFAULT_EXPIRY, credential_name, new_credential};
 use crate::common::{MANAGER, Result, status};
 
-/// What a minimal client does for one key: the ApiKey, then the operator's Secret
-/// (create-only), then a status like the controller's (server-side apply, forced).
-pub async fn issue_directly(keys: Api<ApiKey>, secrets: Api<Secret>, name: String) -> Result<()> {
-    let key = keys
-        .create(&PostParams::default(), &ApiKey::new(&name, ApiKeySpec::default()))
-        .await
-        .map_err(|e| format!("create ApiKey {name}: {e}"))?;
-    let created = key.creation_timestamp().ok_or("a created ApiKey without creationTimestamp")?.0;
+/// The floor's work for one key that already exists, as the controller does it: the
+/// operator's Secret (create-only), then a status like the controller's (server-side apply,
+/// forced); with `event`, also an `Issued` Event like the controller's.
+pub async fn issue_directly(keys: Api<ApiKey>, secrets: Api<Secret>, key: ApiKey, event: bool) -> Result<()> {
+    let name = key.name_any();
+    let created = key.creation_timestamp().ok_or("an ApiKey without creationTimestamp")?.0;
     let expires_at = created.checked_add(DEFAULT_EXPIRY).map_err(|e| format!("expiry of {name}: {e}"))?;
     let now = Timestamp::now();
     let token = Token::generate("kw");
@@ -31,7 +31,65 @@ pub async fn issue_directly(keys: Api<ApiKey>, secrets: Api<Secret>, name: Strin
     let template = key.spec.policy.secret_template.clone().unwrap_or_default();
     create_token_secret(&secrets, &key, &template, &secret_name, &token, now, expires_at).await?;
     let status = status::issued_apikey(&token, &secret_name, key.meta().generation, now, expires_at);
-    apply_status(&keys, &name, status).await
+    apply_status(&keys, &name, status).await?;
+    if event {
+        let events: Api<events::Event> = Api::namespaced(keys.into_client(), &key.namespace().unwrap_or_default());
+        events
+            .create(&PostParams::default(), &issued_event(&key, &token, &secret_name))
+            .await
+            .map_err(|e| format!("create the Event of {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// How a status is written, for the profile's comparison of the two.
+#[derive(Clone, Copy, Debug)]
+pub enum StatusWrite {
+    /// Server-side apply, forced: what the controller does.
+    Apply,
+    /// A JSON merge patch of the whole status.
+    Merge,
+}
+
+/// Only the status write of an issued key (the Secret left out), `how` it is sent.
+pub async fn write_status(keys: Api<ApiKey>, key: ApiKey, how: StatusWrite) -> Result<()> {
+    let name = key.name_any();
+    let now = Timestamp::now();
+    let expires_at = now.checked_add(DEFAULT_EXPIRY).map_err(|e| format!("expiry of {name}: {e}"))?;
+    let token = Token::generate("kw");
+    let status = status::issued_apikey(&token, &format!("{name}-apikey"), key.meta().generation, now, expires_at);
+    match how {
+        StatusWrite::Apply => apply_status(&keys, &name, status).await,
+        StatusWrite::Merge => {
+            let params = PatchParams { field_manager: Some(MANAGER.into()), ..PatchParams::default() };
+            keys.patch_status(&name, &params, &Patch::Merge(&serde_json::json!({ "status": status })))
+                .await
+                .map_err(|e| format!("merge-patch the status of ApiKey {name}: {e}"))?;
+            Ok(())
+        }
+    }
+}
+
+/// An `Issued` Event like the controller's (`Context::publish`).
+fn issued_event(key: &ApiKey, token: &Token, secret_name: &str) -> events::Event {
+    let regarding = key.object_ref(&());
+    let now = Timestamp::now();
+    events::Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{}.{:x}", key.name_any(), now.as_nanosecond())),
+            namespace: regarding.namespace.clone(),
+            ..ObjectMeta::default()
+        },
+        event_time: Some(MicroTime(now)),
+        type_: Some("Normal".into()),
+        reason: Some("Issued".into()),
+        note: Some(format!("issued token {} into Secret {secret_name}", token.key_id())),
+        action: Some("Reconcile".into()),
+        regarding: Some(regarding),
+        reporting_controller: Some("keyward-controller".into()),
+        reporting_instance: Some("keyward-controller".into()),
+        ..events::Event::default()
+    }
 }
 
 /// What a minimal client does for one Credential: the Credential, then the operator's Secret

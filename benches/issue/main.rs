@@ -3,11 +3,14 @@
 //!
 //! Figures, printed as a table at the end and written to `target/bench/issue.json`:
 //!
-//! 1. Time to Active for `KEYWARD_BENCH_KEYS` (1,000) ApiKeys applied at once, against a
-//!    baseline from the same run: a minimal client that creates each key, its Secret and its
-//!    status itself, with as many requests in flight as the controller's `--concurrency`. Both
-//!    runs are timed the same way, from the first ApiKey create until a watch has seen every key
-//!    Active, so the ratio says how far the controller is from the floor the API server sets.
+//! 1. Time to Active for `KEYWARD_BENCH_KEYS` (1,000) ApiKeys applied before the controller
+//!    starts, from its start (spawn) and from its readiness until a watch has seen every key
+//!    Active, against a floor measured just before and just after in the same round: a minimal
+//!    client, fresh like the controller's, that makes the controller's own writes for keys that
+//!    already exist (a Secret create and a status apply per key, the ApiKeys created untimed
+//!    beforehand), with as many in flight as the controller's `--concurrency`, timed from its
+//!    first write until the same watch sees every key Active. So the ratio says how far the
+//!    controller is from the floor the API server sets for its own writes.
 //! 2. API writes per key, from the API server's own `apiserver_request_total` counter.
 //! 3. Writes during `KEYWARD_BENCH_REST_SECS` (60) seconds at rest.
 //! 4. The controller's peak RSS (VmHWM) with 1,000 keys and with `KEYWARD_BENCH_LARGE` (10,000)
@@ -23,9 +26,13 @@
 //!
 //! And, to explain them: reads and reconciles per key, the breakdown of the writes by request,
 //! and the requests of a fresh controller restarted over the settled keys (the at-rest rule
-//! says it has nothing to write either).
+//! says it has nothing to write either). With `KEYWARD_BENCH_PROFILE` (1), a profile of the
+//! bursts of figure 1: the API server's mean time per request and its CPU time against the
+//! floor's, the connections (TLS handshakes) controller and floor open, when the controller's
+//! Events arrive against the keys going Active, 1,000 raw status writes by server-side apply
+//! against as many merge patches, and the floor with an Event per key.
 //!
-//! Figure 1 is measured `KEYWARD_BENCH_ROUNDS` (3) times, baseline and controller taking turns,
+//! Figure 1 is measured `KEYWARD_BENCH_ROUNDS` (3) times, floor, controller and floor again,
 //! each in a fresh namespace (and with a fresh controller); the medians are compared.
 //!
 //! Other settings: `KEYWARD_BENCH_CONCURRENCY` (32) is the controller's `--concurrency` and the
@@ -61,13 +68,15 @@ mod baseline;
 #[path = "../common/mod.rs"]
 mod common;
 mod figures;
+mod profile;
 mod requests;
 mod watch;
 
-use baseline::{issue_credential_directly, issue_directly};
+use baseline::{StatusWrite, issue_credential_directly, issue_directly, write_status};
 use common::process::Process;
 use common::{Error, MANAGER, Outcome, Progress, Result, env_number, install_crds, median};
-use figures::{CredentialFigures, Figures, print_table};
+use figures::{CredentialFigures, Figures, Profile, print_table};
+use profile::{ConnectionSampler, EventTimes};
 use requests::{Requests, is_event, is_key_write, is_operator_write, is_watched, wait_idle, wait_quiet};
 use watch::{ActiveWatch, DeletionWatch};
 
@@ -94,6 +103,7 @@ struct Settings {
     expiring: usize,
     credentials: usize,
     credential_tokens: usize,
+    profile: bool,
 }
 
 impl Settings {
@@ -110,6 +120,7 @@ impl Settings {
                 tokens @ 1..=MAX_TOKENS => tokens,
                 tokens => return Err(format!("KEYWARD_BENCH_CREDENTIAL_TOKENS={tokens}: 1 to {MAX_TOKENS}").into()),
             },
+            profile: env_number("KEYWARD_BENCH_PROFILE", 1)? != 0,
         })
     }
 }
@@ -128,6 +139,8 @@ struct Bench {
     namespaces: Vec<String>,
     figures: Figures,
     progress: Progress,
+    /// The API server's port, whose connections the profile counts.
+    apiserver_port: Option<u16>,
 }
 
 impl common::Bench for Bench {
@@ -156,13 +169,13 @@ impl common::Bench for Bench {
         }
         let rounds = self.settings.rounds;
         let n = self.settings.keys;
-        let mut baseline = Burst::default();
+        let (mut before, mut after) = (Burst::default(), Burst::default());
         let mut through = Burst::default();
         let mut kept = None;
-        // Baseline and controller take turns, so that a slow spell of the machine (or of etcd's
-        // disk) hits both alike; their medians are compared.
+        // The floor before and after each controller run, so that a slow spell of the machine
+        // (or of etcd's disk, or a namespace growing) hits both alike; medians are compared.
         for round in 1..=rounds {
-            baseline.secs.push(self.baseline(round, &mut baseline.spent).await?);
+            self.floor(&format!("floor-{round}-before"), false, &mut before).await?;
             let controller = self.controller_run(round, &mut through).await?;
             if round < rounds {
                 self.count_log_lines(&controller);
@@ -170,13 +183,32 @@ impl common::Bench for Bench {
             } else {
                 kept = Some(controller);
             }
+            self.floor(&format!("floor-{round}-after"), false, &mut after).await?;
         }
         let keys = (n * rounds) as f64;
         let f = &mut self.figures;
-        (f.baseline_secs, f.controller_secs, f.ratio) = compare(&baseline.secs, &through.secs);
-        f.baseline_rounds_secs = baseline.secs;
-        f.controller_rounds_secs = through.secs;
-        f.baseline_writes_per_key = Some(baseline.spent.writes(is_key_write) as f64 / keys);
+        f.floor_before_secs = median(&before.secs);
+        f.floor_after_secs = median(&after.secs);
+        f.controller_start_secs = median(&through.secs);
+        f.controller_ready_secs = median(&through.ready_secs);
+        let ratio = |c: Option<f64>, b: Option<f64>| c.zip(b).map(|(c, b)| c / b);
+        f.ratio_start_before = ratio(f.controller_start_secs, f.floor_before_secs);
+        f.ratio_start_after = ratio(f.controller_start_secs, f.floor_after_secs);
+        f.ratio_ready_before = ratio(f.controller_ready_secs, f.floor_before_secs);
+        f.ratio_ready_after = ratio(f.controller_ready_secs, f.floor_after_secs);
+        f.floor_before_rounds_secs = before.secs.clone();
+        f.floor_after_rounds_secs = after.secs.clone();
+        f.controller_start_rounds_secs = through.secs.clone();
+        f.controller_ready_rounds_secs = through.ready_secs.clone();
+        let mut floor = before;
+        floor.spent.add(&after.spent);
+        f.baseline_writes_per_key = Some(floor.spent.writes(is_key_write) as f64 / (2.0 * keys));
+        let profile = f.profile.get_or_insert_with(Profile::default);
+        profile.floor_apiserver_ms = floor.spent.mean_ms();
+        profile.controller_apiserver_ms = through.spent.mean_ms();
+        profile.floor_apiserver_cpu_secs_per_run = floor.spent.cpu_secs / (2 * rounds) as f64;
+        profile.controller_apiserver_cpu_secs_per_run = through.spent.cpu_secs / rounds as f64;
+        profile.floor_requests = floor.spent.breakdown(|r| is_watched(r) && r.verb != "WATCH");
         f.controller_writes_per_key = Some(through.spent.writes(is_key_write) as f64 / keys);
         f.controller_event_writes = Some(through.spent.writes(is_event));
         f.controller_gets_per_key = Some(through.spent.count(|r| is_watched(r) && r.verb == "GET") as f64 / keys);
@@ -191,6 +223,14 @@ impl common::Bench for Bench {
         let namespace = controller.namespace.clone();
         controller.stop().await;
         self.restart(&namespace).await?;
+        if self.settings.profile {
+            self.status_writes().await?;
+            let mut with_events = Burst::default();
+            self.floor("floor-events", true, &mut with_events).await?;
+            let profile = self.figures.profile.get_or_insert_with(Profile::default);
+            profile.floor_with_events_secs = with_events.secs.first().copied();
+            profile.floor_with_events_requests = with_events.spent.breakdown(|r| is_watched(r) && r.verb != "WATCH");
+        }
         if self.settings.credentials > 0 {
             self.credentials().await?;
         }
@@ -236,7 +276,9 @@ impl Bench {
         let client = Client::try_default().await.map_err(|e| format!("a client from KUBECONFIG: {e}"))?;
         std::fs::create_dir_all(&out_dir).map_err(|e| format!("create {}: {e}", out_dir.display()))?;
         let suffix = common::random_suffix();
+        let apiserver_port = kube::Config::infer().await.ok().and_then(|c| c.cluster_url.port_u16());
         Ok(Self {
+            apiserver_port,
             client,
             figures: Figures { settings: Some(settings.clone()), ..Figures::default() },
             settings,
@@ -251,15 +293,92 @@ impl Bench {
         self.progress.say(&format!("{run}: {seen} of {of} {plural} Active"));
     }
 
-    /// Figure 1, the floor: per key, create the ApiKey, create a Secret like the operator's and
-    /// apply a status like the controller's, with `concurrency` keys in flight. No controller
-    /// watches this namespace. Returns the seconds until every key was seen Active.
-    async fn baseline(&mut self, round: usize, spent: &mut Requests) -> Result<f64> {
-        let issue = |keys, secrets, i| issue_directly(keys, secrets, key_name(i));
-        let (secs, window) =
-            self.baseline_burst(&format!("baseline-{round}"), self.settings.keys, issue, key_active).await?;
-        spent.add(&window);
-        Ok(secs)
+    /// Figure 1, the floor: for `keys` ApiKeys created untimed beforehand, the controller's
+    /// own writes (a Secret create and a status apply per key; with `event`, an Event too) by a
+    /// fresh client, `concurrency` keys in flight, in a namespace no controller watches. Adds
+    /// the seconds from the first write until every key was seen Active, and the requests
+    /// meanwhile, to `burst`.
+    async fn floor(&mut self, run: &str, event: bool, burst: &mut Burst) -> Result<()> {
+        let n = self.settings.keys;
+        let ns = self.namespace(run).await?;
+        let keys = self.pre_apply(run, &ns, n).await?;
+        let objects: Api<ApiKey> = Api::namespaced(self.client.clone(), &ns);
+        let watch = ActiveWatch::start(objects, n, key_active).await?;
+        // A fresh client, as the controller starts with one: its connections are the floor's.
+        let client = keyward::retry::client().await.map_err(|e| format!("a client from KUBECONFIG: {e}"))?;
+        let (keys_api, secrets) = (Api::<ApiKey>::namespaced(client.clone(), &ns), Api::namespaced(client, &ns));
+        let sampler = self.apiserver_port.map(|port| ConnectionSampler::start(std::process::id(), port));
+        let before = Requests::scrape(&self.client).await?;
+        self.progress.say(&format!("{run}: the controller's writes for {n} keys, directly, in {ns}"));
+        let cpu_before = common::process::cpu_secs(std::process::id());
+        let started = Instant::now();
+        futures::stream::iter(keys)
+            .map(|key| issue_directly(keys_api.clone(), secrets.clone(), key, event))
+            .buffer_unordered(self.settings.concurrency)
+            .try_collect::<()>()
+            .await?;
+        let done = watch.wait(active_deadline(n), |seen, of| self.active_progress(run, "apikeys", seen, of)).await?;
+        let secs = done.duration_since(started).as_secs_f64();
+        let cpu = common::process::cpu_secs(std::process::id()).zip(cpu_before).map(|(after, before)| after - before);
+        let after = Requests::scrape(&self.client).await?;
+        self.figures.profile.get_or_insert_with(Profile::default).floor_cpu_secs.extend(cpu);
+        if let Some(sampler) = sampler {
+            let connections = sampler.stop().await;
+            self.figures.profile.get_or_insert_with(Profile::default).floor_connections.push(connections);
+        }
+        let window = after.since(&before);
+        self.check_foreign(run, &window, &[]);
+        self.progress.say(&format!("{run}: {n} apikeys Active in {secs:.2} s"));
+        burst.secs.push(secs);
+        burst.spent.add(&window);
+        Ok(())
+    }
+
+    /// Creates `n` ApiKeys in `ns`, untimed; returns them as created.
+    async fn pre_apply(&self, run: &str, ns: &str, n: usize) -> Result<Vec<ApiKey>> {
+        self.progress.say(&format!("{run}: creating {n} apikeys in {ns} (not timed)"));
+        let api: Api<ApiKey> = Api::namespaced(self.client.clone(), ns);
+        let keys = create_all(
+            &api,
+            (0..n).map(|i| ApiKey::new(&key_name(i), ApiKeySpec::default())),
+            self.settings.concurrency,
+        )
+        .await?;
+        Ok(keys)
+    }
+
+    /// The profile's status writes: 1,000 raw status writes by server-side apply against as
+    /// many by merge patch, each over keys created untimed beforehand, in the order apply,
+    /// merge, merge, apply.
+    async fn status_writes(&mut self) -> Result<()> {
+        let n = self.settings.keys;
+        for (i, how) in
+            [StatusWrite::Apply, StatusWrite::Merge, StatusWrite::Merge, StatusWrite::Apply].into_iter().enumerate()
+        {
+            let run = format!("status-{}-{i}", format!("{how:?}").to_lowercase());
+            let ns = self.namespace(&run).await?;
+            let keys = self.pre_apply(&run, &ns, n).await?;
+            let client = keyward::retry::client().await.map_err(|e| format!("a client from KUBECONFIG: {e}"))?;
+            let api: Api<ApiKey> = Api::namespaced(client, &ns);
+            let before = Requests::scrape(&self.client).await?;
+            let started = Instant::now();
+            futures::stream::iter(keys)
+                .map(|key| write_status(api.clone(), key, how))
+                .buffer_unordered(self.settings.concurrency)
+                .try_collect::<()>()
+                .await?;
+            let secs = started.elapsed().as_secs_f64();
+            let after = Requests::scrape(&self.client).await?;
+            let window = after.since(&before);
+            self.progress.say(&format!("{run}: {n} status writes in {secs:.2} s"));
+            let profile = self.figures.profile.get_or_insert_with(Profile::default);
+            match how {
+                StatusWrite::Apply => profile.status_apply_secs.push(secs),
+                StatusWrite::Merge => profile.status_merge_secs.push(secs),
+            }
+            profile.status_apiserver_ms.extend(window.mean_ms().into_iter().map(|(k, v)| (format!("{run}: {k}"), v)));
+        }
+        Ok(())
     }
 
     /// A baseline burst: `n` objects issued by `issue` (the object, its Secrets, its status),
@@ -298,17 +417,53 @@ impl Bench {
         Ok((secs, window))
     }
 
-    /// Figures 1, 2 and 4 (at 1,000 keys): the same keys through a fresh controller.
+    /// Figures 1, 2 and 4 (at 1,000 keys): keys created first, untimed, then a fresh
+    /// controller started over them; timed from its spawn and from its readiness until every
+    /// key was seen Active.
     async fn controller_run(&mut self, round: usize, burst: &mut Burst) -> Result<Controller> {
-        let new_key = |i| ApiKey::new(&key_name(i), ApiKeySpec::default());
-        let (secs, window, controller) =
-            self.controller_burst(&format!("controller-{round}"), self.settings.keys, new_key, key_active).await?;
-        burst.secs.push(secs);
+        let (run, n) = (format!("controller-{round}"), self.settings.keys);
+        let ns = self.namespace(&run).await?;
+        self.pre_apply(&run, &ns, n).await?;
+        let objects: Api<ApiKey> = Api::namespaced(self.client.clone(), &ns);
+        let watch = ActiveWatch::start(objects, n, key_active).await?;
+        let events = EventTimes::start(Api::namespaced(self.client.clone(), &ns)).await?;
+        let before = Requests::scrape(&self.client).await?;
+        let mut process = self.spawn_controller(&ns, &run)?;
+        let sampler = self.apiserver_port.map(|port| ConnectionSampler::start(process.pid, port));
+        let ready = process.wait_ready(Duration::from_secs(60)).await?;
+        let controller = Controller { process, namespace: ns.clone() };
+        self.progress
+            .say(&format!("{run}: keyward controller ready after {:.2} s (pid {})", ready.ready_secs, controller.pid));
+        let done =
+            match watch.wait(active_deadline(n), |seen, of| self.active_progress(&run, "apikeys", seen, of)).await {
+                Ok(done) => done,
+                Err(error) => return Err(controller.explain(error)),
+            };
+        let from_start = done.duration_since(controller.started).as_secs_f64();
+        let from_ready = from_start - ready.ready_secs;
+        self.progress.say(&format!(
+            "{run}: {n} apikeys Active {from_start:.2} s after the controller's start, {from_ready:.2} s after it was \
+             ready; waiting for it to go idle"
+        ));
+        let cpu = controller.cpu_secs().ok();
+        let after = wait_idle(&self.client, &controller).await?;
+        let connections = match sampler {
+            Some(sampler) => Some(sampler.stop().await),
+            None => None,
+        };
+        let window = after.since(&before);
+        self.check_foreign(&run, &window, &[]);
+        burst.secs.push(from_start);
+        burst.ready_secs.push(from_ready);
         burst.spent.add(&window);
         let rss = controller.peak_rss_mib()?;
         self.figures.peak_rss_mib = Some(self.figures.peak_rss_mib.map_or(rss, |peak| peak.max(rss)));
         self.figures.rss_idle_mib = Some(controller.rss_mib()?);
         self.count_reconciles(&controller, burst).await;
+        let profile = self.figures.profile.get_or_insert_with(Profile::default);
+        profile.controller_connections.extend(connections);
+        profile.controller_cpu_secs.extend(cpu);
+        profile.controller_events.push(events.timing(controller.started, done));
         Ok(controller)
     }
 
@@ -528,15 +683,24 @@ impl Bench {
     }
 
     async fn start_controller(&self, namespace: &str, run: &str) -> Result<Controller> {
+        let mut process = self.spawn_controller(namespace, run)?;
+        process.wait_ready(Duration::from_secs(60)).await?;
+        let controller = Controller { process, namespace: namespace.to_string() };
+        self.progress.say(&format!(
+            "{run}: keyward controller ready (pid {}, log {})",
+            controller.pid,
+            controller.log.display()
+        ));
+        Ok(controller)
+    }
+
+    /// A `keyward controller` over `namespace`, just spawned, its log named after `run`.
+    fn spawn_controller(&self, namespace: &str, run: &str) -> Result<Process> {
         let log = self.out_dir.join(format!("issue-{run}.log"));
         let args = ["controller", "--namespaces", namespace, "--listen", "127.0.0.1:0", "--concurrency"];
         let args: Vec<String> =
             args.map(String::from).into_iter().chain([self.settings.concurrency.to_string()]).collect();
-        let mut process = Process::keyward(Path::new(env!("CARGO_BIN_EXE_keyward")), &args, &log)?;
-        process.wait_ready(Duration::from_secs(60)).await?;
-        let controller = Controller { process, namespace: namespace.to_string() };
-        self.progress.say(&format!("{run}: keyward controller ready (pid {}, log {})", controller.pid, log.display()));
-        Ok(controller)
+        Process::keyward(Path::new(env!("CARGO_BIN_EXE_keyward")), &args, &log)
     }
 
     /// Notes a measure window in which someone else used the API server: it saw ApiKey or
@@ -695,13 +859,12 @@ fn credential_active(credential: &Credential, tokens: usize) -> bool {
     })
 }
 
-/// Creates `objects`, `concurrency` creates in flight.
-async fn create_all<K: Key>(api: &Api<K>, objects: impl Iterator<Item = K>, concurrency: usize) -> Result<()> {
+/// Creates `objects`, `concurrency` creates in flight; returns them as created.
+async fn create_all<K: Key>(api: &Api<K>, objects: impl Iterator<Item = K>, concurrency: usize) -> Result<Vec<K>> {
     futures::stream::iter(objects)
         .map(|object| async move {
             api.create(&PostParams::default(), &object)
                 .await
-                .map(drop)
                 .map_err(|e| Error::from(format!("create {} {}: {e}", K::kind(&()), object.name_any())))
         })
         .buffer_unordered(concurrency)
@@ -712,7 +875,10 @@ async fn create_all<K: Key>(api: &Api<K>, objects: impl Iterator<Item = K>, conc
 /// What the bursts of one kind (baseline or controller) measured over the rounds.
 #[derive(Default)]
 struct Burst {
+    /// For a controller, from its start.
     secs: Vec<f64>,
+    /// For a controller, from its readiness.
+    ready_secs: Vec<f64>,
     spent: Requests,
     reconciles: Option<u64>,
 }

@@ -8,7 +8,7 @@ use kube::Client;
 
 use super::Controller;
 use crate::common::Result;
-use crate::common::metrics::{samples, scrape_apiserver};
+use crate::common::metrics::{samples, scrape_apiserver, total};
 
 /// Verbs of `apiserver_request_total` that change something. `APPLY` is a server-side apply
 /// PATCH, which the API server counts under its own verb.
@@ -88,9 +88,16 @@ pub fn is_operator_write(series: &Series) -> bool {
     is_key_write(series) || is_event(series)
 }
 
-/// A snapshot of the API server's `apiserver_request_total` counter.
+/// A snapshot of the API server's `apiserver_request_total` counter, with its CPU time
+/// (`process_cpu_seconds_total`) and the summed durations of its requests
+/// (`apiserver_request_duration_seconds`, by `resource[/subresource] VERB`) for the profile.
 #[derive(Clone, Debug, Default)]
-pub struct Requests(BTreeMap<Series, u64>);
+pub struct Requests {
+    counts: BTreeMap<Series, u64>,
+    pub cpu_secs: f64,
+    /// `resource[/subresource] VERB` -> (seconds, requests).
+    durations: BTreeMap<String, (f64, u64)>,
+}
 
 impl Requests {
     pub async fn scrape(client: &Client) -> Result<Self> {
@@ -110,30 +117,71 @@ impl Requests {
             // Series differing only in labels left out (group, version, scope...) add up.
             *counts.entry(series).or_insert(0) += value.round() as u64;
         }
-        Self(counts)
+        let mut durations: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+        for (suffix, seconds) in [("_sum", true), ("_count", false)] {
+            for (labels, value) in samples(text, &format!("apiserver_request_duration_seconds{suffix}")) {
+                let label = |name: &str| labels.get(name).cloned().unwrap_or_default();
+                let entry = durations.entry(request_name(&label("resource"), &label("subresource"), &label("verb")));
+                let (sum, count) = entry.or_insert((0.0, 0));
+                if seconds {
+                    *sum += value;
+                } else {
+                    *count += value.round() as u64;
+                }
+            }
+        }
+        Self { counts, cpu_secs: total(text, "process_cpu_seconds_total").unwrap_or(0.0), durations }
     }
 
     pub fn add(&mut self, other: &Requests) {
-        for (series, n) in &other.0 {
-            *self.0.entry(series.clone()).or_insert(0) += n;
+        for (series, n) in &other.counts {
+            *self.counts.entry(series.clone()).or_insert(0) += n;
         }
+        for (name, (sum, count)) in &other.durations {
+            let entry = self.durations.entry(name.clone()).or_insert((0.0, 0));
+            entry.0 += sum;
+            entry.1 += count;
+        }
+        self.cpu_secs += other.cpu_secs;
     }
 
     /// Requests made between `before` and this snapshot.
     pub fn since(&self, before: &Requests) -> Requests {
-        Requests(
-            self.0
-                .iter()
-                .filter_map(|(series, &after)| {
-                    let spent = after.saturating_sub(before.0.get(series).copied().unwrap_or(0));
-                    (spent > 0).then(|| (series.clone(), spent))
-                })
-                .collect(),
-        )
+        let counts = self
+            .counts
+            .iter()
+            .filter_map(|(series, &after)| {
+                let spent = after.saturating_sub(before.counts.get(series).copied().unwrap_or(0));
+                (spent > 0).then(|| (series.clone(), spent))
+            })
+            .collect();
+        let durations = self
+            .durations
+            .iter()
+            .filter_map(|(name, &(sum, count))| {
+                let (sum_before, count_before) = before.durations.get(name).copied().unwrap_or_default();
+                let count = count.saturating_sub(count_before);
+                (count > 0).then(|| (name.clone(), (sum - sum_before, count)))
+            })
+            .collect();
+        Requests { counts, cpu_secs: self.cpu_secs - before.cpu_secs, durations }
     }
 
     pub fn count(&self, keep: impl Fn(&Series) -> bool) -> u64 {
-        self.0.iter().filter(|(s, _)| keep(s)).map(|(_, n)| n).sum()
+        self.counts.iter().filter(|(s, _)| keep(s)).map(|(_, n)| n).sum()
+    }
+
+    /// Mean milliseconds the API server took per request, by `resource[/subresource] VERB`, for
+    /// the resources the controller uses (watches aside).
+    pub fn mean_ms(&self) -> BTreeMap<String, f64> {
+        self.durations
+            .iter()
+            .filter(|(name, _)| {
+                ["secrets", "apikeys", "credentials", "events"].iter().any(|r| name.starts_with(r))
+                    && !name.ends_with(" WATCH")
+            })
+            .map(|(name, &(sum, count))| (format!("{name} ({count})"), sum * 1000.0 / count as f64))
+            .collect()
     }
 
     /// Mutating requests of the series `keep` accepts.
@@ -144,14 +192,15 @@ impl Requests {
     /// `resource[/subresource] VERB code` -> requests.
     pub fn breakdown(&self, keep: impl Fn(&Series) -> bool) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
-        for (series, n) in self.0.iter().filter(|(s, _)| keep(s)) {
-            let resource = if series.subresource.is_empty() {
-                series.resource.clone()
-            } else {
-                format!("{}/{}", series.resource, series.subresource)
-            };
-            *out.entry(format!("{resource} {} {}", series.verb, series.code)).or_insert(0) += n;
+        for (series, n) in self.counts.iter().filter(|(s, _)| keep(s)) {
+            let name = request_name(&series.resource, &series.subresource, &series.verb);
+            *out.entry(format!("{name} {}", series.code)).or_insert(0) += n;
         }
         out
     }
+}
+
+/// `resource[/subresource] VERB`.
+fn request_name(resource: &str, subresource: &str, verb: &str) -> String {
+    if subresource.is_empty() { format!("{resource} {verb}") } else { format!("{resource}/{subresource} {verb}") }
 }
