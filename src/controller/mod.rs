@@ -44,15 +44,26 @@ pub fn whole_seconds(at: jiff::Timestamp) -> jiff::Timestamp {
 /// Events waiting to be written, at most; and written at once.
 const EVENTS_QUEUED: usize = 1024;
 const EVENTS_IN_FLIGHT: usize = 8;
+/// How long an event waits for the reconciles under way to finish: in a burst, events share the
+/// API server with the writes that issue tokens, and the tokens come first.
+const EVENTS_HOLD: Duration = Duration::from_secs(1);
 
-/// Writes queued events, a few at a time, until every sender is gone.
-async fn write_events(client: Client, metrics: Arc<Metrics>, queued: tokio::sync::mpsc::Receiver<events::Event>) {
+/// Writes queued events, a few at a time, until every sender is gone. Each waits until no
+/// reconcile is running, or at most [`EVENTS_HOLD`].
+async fn write_events(
+    client: Client,
+    metrics: Arc<Metrics>,
+    queued: tokio::sync::mpsc::Receiver<events::Event>,
+    reconciling: watch::Receiver<usize>,
+) {
     futures::stream::unfold(queued, |mut queued| async move { queued.recv().await.map(|event| (event, queued)) })
         .for_each_concurrent(EVENTS_IN_FLIGHT, |event| {
             let api: Api<events::Event> =
                 Api::namespaced(client.clone(), event.metadata.namespace.as_deref().unwrap_or("default"));
             let metrics = metrics.clone();
+            let mut reconciling = reconciling.clone();
             async move {
+                let _ = tokio::time::timeout(EVENTS_HOLD, reconciling.wait_for(|running| *running == 0)).await;
                 match api.create(&PostParams::default(), &event).await {
                     Ok(_) => metrics.count_write("events", "create"),
                     Err(error) => tracing::warn!(%error, reason = event.reason, "cannot publish event"),
@@ -101,6 +112,8 @@ pub struct Context {
     pub(crate) status_writes: status::RecentWrites,
     /// The cached objects of every kind and namespace scope, asked whether they record a hash.
     hash_holders: std::sync::RwLock<Vec<HashHolders>>,
+    /// Reconciles running now (events wait for none, see [`write_events`]).
+    reconciling: watch::Sender<usize>,
     /// Set once every cache has listed.
     caches_synced: std::sync::atomic::AtomicBool,
 }
@@ -112,8 +125,10 @@ impl Context {
     /// Must be called within the tokio runtime: it starts the event writer.
     pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
         let (events, queued) = tokio::sync::mpsc::channel(EVENTS_QUEUED);
-        tokio::spawn(write_events(client.clone(), metrics.clone(), queued));
+        let reconciling = watch::Sender::new(0);
+        tokio::spawn(write_events(client.clone(), metrics.clone(), queued, reconciling.subscribe()));
         Arc::new(Self {
+            reconciling,
             events,
             instance: std::env::var("POD_NAME").ok().filter(|pod| !pod.is_empty()).unwrap_or_else(|| REPORTER.into()),
             client,
@@ -403,12 +418,29 @@ async fn timed_reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> cr
     );
     let started = std::time::Instant::now();
     let key = object_key(object.as_ref());
+    let _running = Running::start(&ctx.reconciling);
     let result = K::reconcile(object, ctx.clone()).instrument(span).await;
     ctx.metrics.observe_reconcile(K::KIND.as_str(), started.elapsed(), result.as_ref().err());
     if result.is_ok() {
         ctx.reset_backoff(&key);
     }
     result
+}
+
+/// Counts a reconcile as running while it lives.
+struct Running<'a>(&'a watch::Sender<usize>);
+
+impl<'a> Running<'a> {
+    fn start(count: &'a watch::Sender<usize>) -> Self {
+        count.send_modify(|running| *running += 1);
+        Running(count)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|running| *running = running.saturating_sub(1));
+    }
 }
 
 /// A failed reconcile is retried with a per-object exponential backoff.
@@ -456,5 +488,25 @@ impl Context {
         tracing::info!(%error, "refusing invalid spec");
         let desired = transition::refused(object.status_of(), error, object.meta().generation, now);
         self.finish(object, &desired, now).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn events_wait_for_running_reconciles_and_go_once_none_is() {
+        let count = watch::Sender::new(0);
+        let mut quiet = count.subscribe();
+        let (first, second) = (Running::start(&count), Running::start(&count));
+        assert_eq!(*count.borrow(), 2);
+        drop(first);
+        assert_eq!(*count.borrow(), 1);
+        let went = tokio::time::timeout(Duration::from_millis(50), quiet.wait_for(|n| *n == 0)).await.is_ok();
+        assert!(!went, "an event went out while a reconcile ran");
+        drop(second);
+        let went = tokio::time::timeout(Duration::from_secs(5), quiet.wait_for(|n| *n == 0)).await.is_ok();
+        assert!(went, "an event still waited once no reconcile ran");
     }
 }
