@@ -220,14 +220,18 @@ pub fn print_table(f: &Figures) {
         }
     }
     for server in &f.servers {
-        let name = if server.keys == 0 { server.role.clone() } else { format!("{} {} keys", server.role, server.keys) };
+        let name = match (server.role.as_str(), server.keys) {
+            ("nginx", _) => "NGINX (its own process)".to_string(),
+            (role, 0) => format!("in-process {role}"),
+            (role, keys) => format!("in-process {role} {keys} keys"),
+        };
         row(
-            format!("in-process {name}: RSS / peak after its loads"),
+            format!("{name}: RSS / peak after its loads"),
             format!("{} / {}", mib(server.rss_mib), mib(server.peak_rss_mib)),
             "",
             None,
         );
-        row(format!("in-process {name}: bytes of a 200 on /v1/auth"), server.answer_bytes.to_string(), "", None);
+        row(format!("{name}: bytes of a 200 on /v1/auth"), server.answer_bytes.to_string(), "", None);
     }
     let largest = settings.sizes().last().copied().unwrap_or(0);
     for api in &f.api {
