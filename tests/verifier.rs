@@ -258,6 +258,10 @@ async fn hostile_requests_get_clean_answers_and_the_verifier_stays_up() {
     let many_headers: String = (0..200).map(|i| format!("X-Filler-{i}: {i}\r\n")).collect();
     let many_headers = format!("GET /v1/auth HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n");
     assert_eq!(support::http(&addr, many_headers.as_bytes()).await.status, 431);
+    // Above the verifier's limit of 64 but below hyper's own of 100.
+    let some_too_many: String = (0..70).map(|i| format!("X-Filler-{i}: {i}\r\n")).collect();
+    let some_too_many = format!("GET /v1/auth HTTP/1.1\r\nHost: x\r\n{some_too_many}\r\n");
+    assert_eq!(support::http(&addr, some_too_many.as_bytes()).await.status, 431);
     let huge_body = format!(r#"{{"token": "{token}", "scopes": ["{}"]}}"#, "a".repeat(1024 * 1024));
     assert_eq!(support::http(&addr, &post(huge_body.as_bytes())).await.status, 413);
     let chunked = format!(

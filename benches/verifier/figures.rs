@@ -15,12 +15,18 @@ pub struct Figures {
     pub settings: Option<Settings>,
     /// `wrk --version`'s first line.
     pub wrk: Option<String>,
+    /// `nginx -v`'s line.
+    pub nginx_version: Option<String>,
     /// Part 1: the baseline at each load.
     pub baseline: Vec<LoadFigures>,
     /// Part 1, to explain the others: a baseline that answers, without looking at anything,
     /// the very headers and body of a verifier's 200. Its ratios are to the baseline.
     pub sized_baseline: Vec<LoadFigures>,
-    /// Part 1: the verifier at each key count and load, against the baseline at that load.
+    /// Part 1, the floor: NGINX `return 200;` with one worker, at each load. Its ratios are to
+    /// the baseline.
+    pub nginx: Vec<LoadFigures>,
+    /// Part 1: the verifier at each key count and load, against NGINX and the baseline at that
+    /// load.
     pub verifier: Vec<LoadFigures>,
     /// Part 1: memory of the server processes at the end of their measures.
     pub servers: Vec<ServerFigures>,
@@ -43,10 +49,14 @@ pub struct LoadFigures {
     pub p99_ms: f64,
     /// CPU time (user and system) of the server process per request answered.
     pub cpu_us_per_request: Option<f64>,
-    /// This server's median requests per second over the baseline's (goal >= 0.8).
+    /// This server's median requests per second over the same-stack baseline's.
     pub throughput_ratio: Option<f64>,
-    /// This server's median p99 over the baseline's (goal <= 1.5 with many connections).
+    /// This server's median p99 over the same-stack baseline's.
     pub p99_ratio: Option<f64>,
+    /// The verifier's median requests per second over NGINX's (goal >= 0.8).
+    pub nginx_throughput_ratio: Option<f64>,
+    /// The verifier's median p99 over NGINX's (goal <= 1.5 with many connections).
+    pub nginx_p99_ratio: Option<f64>,
     pub rounds: Vec<WrkRun>,
 }
 
@@ -109,6 +119,8 @@ impl LoadFigures {
             cpu_us_per_request: median(&rounds.iter().filter_map(|r| r.server_cpu_us_per_request).collect::<Vec<_>>()),
             throughput_ratio: None,
             p99_ratio: None,
+            nginx_throughput_ratio: None,
+            nginx_p99_ratio: None,
             rounds,
         }
     }
@@ -120,12 +132,13 @@ pub fn print_table(f: &Figures) {
     let rounds = settings.rounds;
     let title = format!(
         "keyward verifier bench: /v1/auth with {:?} keys, wrk {} s x {rounds} rounds, {} and 1 connection(s), \
-         {} tokens presented; {}",
+         {} tokens presented; {}; {}",
         settings.sizes(),
         settings.secs,
         settings.connections,
         settings.tokens,
-        f.wrk.as_deref().unwrap_or("wrk")
+        f.wrk.as_deref().unwrap_or("wrk"),
+        f.nginx_version.as_deref().unwrap_or("nginx"),
     );
     let mut table = Table::new(title);
     let ms = |v: f64| format!("{v:.3} ms");
@@ -160,15 +173,31 @@ pub fn print_table(f: &Figures) {
             );
             row(format!("{load}, sized baseline: server CPU per request"), cpu(sized.cpu_us_per_request), "", None);
         }
+        for nginx in f.nginx.iter().filter(|v| v.connections == c) {
+            row(
+                format!("{load}, NGINX return 200: req/s (/ baseline)"),
+                format!("{:.0} ({})", nginx.rps, ratio(nginx.throughput_ratio)),
+                "",
+                None,
+            );
+            row(
+                format!("{load}, NGINX return 200: p50 / p99"),
+                format!("{} / {}", ms(nginx.p50_ms), ms(nginx.p99_ms)),
+                "",
+                None,
+            );
+            row(format!("{load}, NGINX return 200: server CPU per request"), cpu(nginx.cpu_us_per_request), "", None);
+        }
         for v in f.verifier.iter().filter(|v| v.connections == c) {
             let keys = v.keys;
             row(format!("{load}, verifier {keys} keys: req/s"), format!("{:.0}", v.rps), "", None);
             row(
-                format!("{load}, verifier {keys} keys: req/s / baseline"),
-                ratio(v.throughput_ratio),
+                format!("{load}, verifier {keys} keys: req/s / NGINX"),
+                ratio(v.nginx_throughput_ratio),
                 ">= 0.80",
-                v.throughput_ratio.map(|r| r >= 0.8),
+                v.nginx_throughput_ratio.map(|r| r >= 0.8),
             );
+            row(format!("{load}, verifier {keys} keys: req/s / baseline"), ratio(v.throughput_ratio), "", None);
             row(
                 format!("{load}, verifier {keys} keys: p50 / p99"),
                 format!("{} / {}", ms(v.p50_ms), ms(v.p99_ms)),
@@ -177,27 +206,32 @@ pub fn print_table(f: &Figures) {
             );
             if c == 1 {
                 row(format!("{load}, verifier {keys} keys: p99"), ms(v.p99_ms), "< 1 ms", Some(v.p99_ms < 1.0));
-                row(format!("{load}, verifier {keys} keys: p99 / baseline"), ratio(v.p99_ratio), "", None);
+                row(format!("{load}, verifier {keys} keys: p99 / NGINX"), ratio(v.nginx_p99_ratio), "", None);
             } else {
                 row(
-                    format!("{load}, verifier {keys} keys: p99 / baseline"),
-                    ratio(v.p99_ratio),
+                    format!("{load}, verifier {keys} keys: p99 / NGINX"),
+                    ratio(v.nginx_p99_ratio),
                     "<= 1.50",
-                    v.p99_ratio.map(|r| r <= 1.5),
+                    v.nginx_p99_ratio.map(|r| r <= 1.5),
                 );
             }
+            row(format!("{load}, verifier {keys} keys: p99 / baseline"), ratio(v.p99_ratio), "", None);
             row(format!("{load}, verifier {keys} keys: server CPU per request"), cpu(v.cpu_us_per_request), "", None);
         }
     }
     for server in &f.servers {
-        let name = if server.keys == 0 { server.role.clone() } else { format!("{} {} keys", server.role, server.keys) };
+        let name = match (server.role.as_str(), server.keys) {
+            ("nginx", _) => "NGINX (its own process)".to_string(),
+            (role, 0) => format!("in-process {role}"),
+            (role, keys) => format!("in-process {role} {keys} keys"),
+        };
         row(
-            format!("in-process {name}: RSS / peak after its loads"),
+            format!("{name}: RSS / peak after its loads"),
             format!("{} / {}", mib(server.rss_mib), mib(server.peak_rss_mib)),
             "",
             None,
         );
-        row(format!("in-process {name}: bytes of a 200 on /v1/auth"), server.answer_bytes.to_string(), "", None);
+        row(format!("{name}: bytes of a 200 on /v1/auth"), server.answer_bytes.to_string(), "", None);
     }
     let largest = settings.sizes().last().copied().unwrap_or(0);
     for api in &f.api {
@@ -265,8 +299,9 @@ pub fn print_table(f: &Figures) {
         println!("\nrounds, req/s (p50/p99 ms):");
         let baselines = f.baseline.iter().map(|b| ("baseline".to_string(), b));
         let sized = f.sized_baseline.iter().map(|b| ("sized baseline".to_string(), b));
+        let nginx = f.nginx.iter().map(|b| ("nginx".to_string(), b));
         let verifiers = f.verifier.iter().map(|v| (format!("verifier {}", v.keys), v));
-        for (name, figures) in baselines.chain(sized).chain(verifiers) {
+        for (name, figures) in baselines.chain(sized).chain(nginx).chain(verifiers) {
             println!("  {:>3} conn {name:<16} {}", figures.connections, each(&figures.rounds));
         }
     }

@@ -8,11 +8,14 @@
 //!    indexed, measured by `wrk` over keep-alive loopback connections, with
 //!    `KEYWARD_BENCH_VERIFIER_CONNECTIONS` (32) connections and with one. Each request presents
 //!    the next of `KEYWARD_BENCH_VERIFIER_TOKENS` (1,000) valid tokens, so lookups spread over
-//!    the index. The baseline is the same HTTP stack (`keyward::http::serve`, the health routes
-//!    merged in as in the verifier) with a `/v1/auth` handler that answers 200 without looking
-//!    at anything, loaded with the very same requests. The index is filled in-process: each
-//!    server is this bench binary started again as a child process (`#[tokio::main]` defaults
-//!    and mimalloc, as the `keyward` binary), measured one at a time, taking turns over
+//!    the index. The floor is NGINX answering `return 200;` with one worker (`nginx.rs`), the
+//!    proxy a user already runs: the verifier's req/s over NGINX's (goal at least 0.8) and p99
+//!    over NGINX's (goal at most 1.5). Beside it, the same-stack baseline: the same HTTP stack
+//!    (`keyward::http::serve`, the health routes merged in as in the verifier) with a
+//!    `/v1/auth` handler that answers 200 without looking at anything. Every server gets the
+//!    very same requests. The index is filled in-process: each server but NGINX is this bench
+//!    binary started again as a child process (`#[tokio::main]` defaults and mimalloc, as the
+//!    `keyward` binary). The servers are measured one at a time, taking turns over
 //!    `KEYWARD_BENCH_VERIFIER_ROUNDS` (3) rounds of `KEYWARD_BENCH_VERIFIER_SECS` (10) seconds
 //!    per load; the medians are compared. Any answer but 200 fails the run. To explain the
 //!    gap, a third server, the sized baseline, answers the very headers and body of a verifier's
@@ -31,9 +34,9 @@
 //! `KEYWARD_BENCH_VERIFIER_API=0` skips part 2 (no API server needed then);
 //! `KEYWARD_BENCH_VERIFIER_THREADS` (2) is wrk's threads with many connections;
 //! `KEYWARD_BENCH_LOG` (`info`) is the real verifier's `RUST_LOG`;
-//! `KEYWARD_BENCH_KEEP_NAMESPACES=1` leaves the namespace for inspection. `wrk` is installed
-//! with apt-get when missing. The servers' logs go to `target/bench/verifier-*.log`. Every
-//! namespace the bench makes carries the label `keyward.io/bench=verifier`; leftovers of an
+//! `KEYWARD_BENCH_KEEP_NAMESPACES=1` leaves the namespace for inspection. `wrk` and `nginx`
+//! are installed with apt-get when missing. The servers' logs go to
+//! `target/bench/verifier-*.log`. Every namespace the bench makes carries the label `keyward.io/bench=verifier`; leftovers of an
 //! interrupted run are deleted at the start, and the bench's own namespace at the end (without
 //! waiting: `make bench` throws the control plane away afterwards).
 
@@ -58,6 +61,7 @@ mod api;
 #[path = "../common/mod.rs"]
 mod common;
 mod figures;
+mod nginx;
 mod servers;
 mod wrk;
 
@@ -191,7 +195,9 @@ impl common::Bench for Bench {
             None
         };
         self.figures.wrk = Some(ensure_wrk().await?);
-        self.requests().await?;
+        let nginx = nginx::ensure_nginx().await?;
+        self.figures.nginx_version = nginx::nginx_version(&nginx).await;
+        self.requests(&nginx).await?;
         if let Some(client) = client {
             self.api(client).await?;
         }
@@ -232,9 +238,9 @@ impl Bench {
 
     // -- Part 1 ---------------------------------------------------------------------------
 
-    /// Part 1: the baseline, the sized baseline and a verifier per key count, measured in turn
-    /// over the rounds.
-    async fn requests(&mut self) -> Result<()> {
+    /// Part 1: the baseline, the sized baseline, a verifier per key count and NGINX, measured
+    /// in turn over the rounds.
+    async fn requests(&mut self, nginx: &Path) -> Result<()> {
         let mut servers = vec![self.start_server("baseline", 0).await?, self.start_server("baseline-sized", 0).await?];
         for n in self.settings.sizes() {
             servers.push(self.start_server("verifier", n).await?);
@@ -244,7 +250,12 @@ impl Bench {
             Some(verifier) => verifier.tokens.clone(),
             None => vec![Token::generate("kw").expose().to_string()],
         };
-        (servers[0].tokens, servers[1].tokens) = (tokens.clone(), tokens);
+        (servers[0].tokens, servers[1].tokens) = (tokens.clone(), tokens.clone());
+        let nginx_dir = self.scratch.path().join("nginx");
+        std::fs::create_dir_all(&nginx_dir)?;
+        let nginx_log = self.out_dir.join("verifier-server-nginx.log");
+        self.progress.say(&format!("nginx: starting {} (log {})", nginx.display(), nginx_log.display()));
+        servers.push(Server::start_nginx(nginx, &nginx_dir, &nginx_log, tokens).await?);
         for server in &mut servers {
             server.answer_bytes = server.check_answers().await?;
             server.script = Some(write_script(self.scratch.path(), &server.name, &server.tokens)?);
@@ -291,17 +302,25 @@ impl Bench {
         for (s, server) in servers.iter().enumerate() {
             for (l, &(threads, connections)) in loads.iter().enumerate() {
                 let figures = LoadFigures::of(server.keys, threads, connections, std::mem::take(&mut runs[s][l]));
-                match s {
-                    0 => self.figures.baseline.push(figures),
-                    1 => self.figures.sized_baseline.push(figures),
+                match server.role.as_str() {
+                    "baseline" => self.figures.baseline.push(figures),
+                    "baseline-sized" => self.figures.sized_baseline.push(figures),
+                    "nginx" => self.figures.nginx.push(figures),
                     _ => self.figures.verifier.push(figures),
                 }
             }
         }
-        for other in self.figures.verifier.iter_mut().chain(&mut self.figures.sized_baseline) {
-            if let Some(baseline) = self.figures.baseline.iter().find(|b| b.connections == other.connections) {
+        let Figures { baseline, sized_baseline, nginx, verifier, .. } = &mut self.figures;
+        for other in verifier.iter_mut().chain(sized_baseline.iter_mut()).chain(nginx.iter_mut()) {
+            if let Some(baseline) = baseline.iter().find(|b| b.connections == other.connections) {
                 other.throughput_ratio = Some(other.rps / baseline.rps);
                 other.p99_ratio = Some(other.p99_ms / baseline.p99_ms);
+            }
+        }
+        for v in verifier.iter_mut() {
+            if let Some(nginx) = nginx.iter().find(|n| n.connections == v.connections) {
+                v.nginx_throughput_ratio = Some(v.rps / nginx.rps);
+                v.nginx_p99_ratio = Some(v.p99_ms / nginx.p99_ms);
             }
         }
         for server in servers {

@@ -1,5 +1,5 @@
 //! The servers of part 1: this bench binary started again in a role (the verifier with its
-//! index filled in-process, or a baseline), and the bench's handle on one.
+//! index filled in-process, or a baseline), or NGINX, and the bench's handle on one.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -202,6 +202,22 @@ impl Server {
             addr.filter(|_| ready).ok_or_else(|| format!("the {name} server ended early; log {}", log.display()))?;
         process.set_addr(addr);
         Ok(Self { name, role: role.to_string(), keys, process, addr, tokens: sample, script: None, answer_bytes: 0 })
+    }
+
+    /// NGINX answering `return 200;` on `/v1/auth` (see [`super::nginx`]), with its files in
+    /// `dir`; `tokens` are those its requests present (a verifier's).
+    pub async fn start_nginx(binary: &Path, dir: &Path, log: &Path, tokens: Vec<String>) -> Result<Self> {
+        let (process, addr) = super::nginx::start(binary, dir, log).await?;
+        Ok(Self {
+            name: "nginx".into(),
+            role: "nginx".into(),
+            keys: 0,
+            process,
+            addr,
+            tokens,
+            script: None,
+            answer_bytes: 0,
+        })
     }
 
     /// One good token gets 200 (from the verifier with its key's headers), and, from the

@@ -33,6 +33,17 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in declaration order (`code as usize` is its place here).
+    pub const ALL: [Code; 7] = [
+        Code::Valid,
+        Code::NotFound,
+        Code::Malformed,
+        Code::Expired,
+        Code::Inactive,
+        Code::IpNotAllowed,
+        Code::InsufficientScope,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Code::Valid => "VALID",

@@ -3,6 +3,7 @@
 //!
 //! Neither logs, echoes nor counts the presented token: only the verdict and the public key ID.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +18,7 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use super::Verifier;
+use super::metrics::{Answered, Endpoint};
 use crate::http::MAX_BODY_BYTES;
 use crate::judge::{Answer, Code, Verdict};
 use crate::scope;
@@ -37,10 +39,10 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// original request's method and path after the prefix).
 pub fn routes(verifier: Arc<Verifier>) -> Router {
     Router::new()
-        .route("/v1/verify", post(verify_json))
+        // Only `/v1/verify` reads a body: `/v1/auth` need not pay for the limit's layer.
+        .route("/v1/verify", post(verify_json).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
         .route("/v1/auth", any(forward_auth))
         .route("/v1/auth/{*rest}", any(forward_auth))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(verifier)
 }
 
@@ -93,14 +95,14 @@ impl VerifyRequest {
 }
 
 /// Checks required scopes: at most [`MAX_SCOPES`], each a plain scope (no wildcards).
-fn required_scopes(scopes: impl Iterator<Item = Result<String, ()>>) -> Result<Vec<String>, String> {
+fn required_scopes<S: AsRef<str>>(scopes: impl Iterator<Item = Result<S, ()>>) -> Result<Vec<S>, String> {
     let mut out = Vec::new();
     for (i, scope) in scopes.enumerate() {
         if i == MAX_SCOPES {
             return Err(format!("at most {MAX_SCOPES} scopes may be required at once"));
         }
         let scope = scope.map_err(|()| format!("scopes[{i}] must be a string"))?;
-        scope::validate_required(&scope).map_err(|problem| format!("scopes[{i}] is not a scope: {problem}"))?;
+        scope::validate_required(scope.as_ref()).map_err(|problem| format!("scopes[{i}] is not a scope: {problem}"))?;
         out.push(scope);
     }
     Ok(out)
@@ -127,15 +129,15 @@ fn bad_request(problem: String) -> Response {
 
 async fn verify_json(State(verifier): State<Arc<Verifier>>, body: Bytes) -> Response {
     let started = Instant::now();
-    let (label, response) = match VerifyRequest::parse(&body) {
-        Err(problem) => ("BAD_REQUEST", bad_request(problem)),
+    let (answered, response) = match VerifyRequest::parse(&body) {
+        Err(problem) => (Answered::BadRequest, bad_request(problem)),
         Ok(request) => {
             let verdict = verifier.verify(&request.token, &request.scopes, request.ip);
             log_verdict("verify", &verdict);
-            (verdict.code.as_str(), answer(&verdict).into_response())
+            (Answered::Judged(verdict.code), answer(&verdict).into_response())
         }
     };
-    verifier.metrics.observe("verify", label, started.elapsed());
+    verifier.metrics.observe(Endpoint::Verify, answered, started.elapsed());
     response
 }
 
@@ -143,8 +145,8 @@ async fn forward_auth(State(verifier): State<Arc<Verifier>>, request: axum::extr
     let started = Instant::now();
     // Read in place: extracting a HeaderMap would copy every header of every request.
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| *peer);
-    let (label, response) = judge_forwarded(&verifier, peer, request.uri(), request.headers());
-    verifier.metrics.observe("auth", label, started.elapsed());
+    let (answered, response) = judge_forwarded(&verifier, peer, request.uri(), request.headers());
+    verifier.metrics.observe(Endpoint::Auth, answered, started.elapsed());
     response
 }
 
@@ -153,13 +155,11 @@ fn judge_forwarded(
     peer: Option<SocketAddr>,
     uri: &Uri,
     headers: &HeaderMap,
-) -> (&'static str, Response) {
-    let query = uri.query().unwrap_or_default().as_bytes();
-    let scopes =
-        form_urlencoded::parse(query).filter(|(name, _)| name == "scope").map(|(_, value)| Ok(value.into_owned()));
+) -> (Answered, Response) {
+    let scopes = scope_parameters(uri.query().unwrap_or_default()).map(Ok);
     let required = match required_scopes(scopes) {
         Ok(required) => required,
-        Err(problem) => return ("BAD_REQUEST", bad_request(problem.replace("scopes[", "scope parameter ["))),
+        Err(problem) => return (Answered::BadRequest, bad_request(problem.replace("scopes[", "scope parameter ["))),
     };
     let token = match presented_token(headers) {
         Some(token) => token,
@@ -172,7 +172,7 @@ fn judge_forwarded(
             )
                 .into_response();
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return ("MISSING_TOKEN", response);
+            return (Answered::MissingToken, response);
         }
     };
     let client = peer.and_then(|peer| client_ip(peer, headers.get_all(X_FORWARDED_FOR), &verifier.trusted_proxies));
@@ -194,19 +194,35 @@ fn judge_forwarded(
         out.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     if let (StatusCode::OK, Some(entry)) = (status, verdict.entry.as_deref()) {
+        let (namespace, name) = (&*entry.object.namespace, &*entry.object.name);
+        let mut key = String::with_capacity(namespace.len() + 1 + name.len());
+        key.extend([namespace, "/", name]);
         // Names, key IDs and validated scopes are plain ASCII; a value that is not is left out.
-        let key = format!("{}/{}", entry.object.namespace, entry.object.name);
         for (name, value) in [
-            (X_KEYWARD_KEY, key),
-            (X_KEYWARD_KEY_ID, entry.key_id.to_string()),
-            (X_KEYWARD_SCOPES, entry.policy.scopes.join(",")),
+            (X_KEYWARD_KEY, HeaderValue::try_from(key)),
+            (X_KEYWARD_KEY_ID, HeaderValue::from_str(&entry.key_id)),
+            (X_KEYWARD_SCOPES, HeaderValue::try_from(entry.policy.scopes.join(","))),
         ] {
-            if let Ok(value) = HeaderValue::try_from(value) {
+            if let Ok(value) = value {
                 out.insert(name, value);
             }
         }
     }
-    (verdict.code.as_str(), response)
+    (Answered::Judged(verdict.code), response)
+}
+
+/// The values of the `scope` parameters of `query`, decoded as `application/x-www-form-urlencoded`
+/// (what [`form_urlencoded::parse`] gives), borrowed from the query when there is nothing to
+/// decode, as in every request a proxy configured by hand sends.
+fn scope_parameters(query: &str) -> impl Iterator<Item = Cow<'_, str>> {
+    query.split('&').filter(|pair| !pair.is_empty()).filter_map(|pair| {
+        if pair.bytes().any(|b| b == b'%' || b == b'+') {
+            let (name, value) = form_urlencoded::parse(pair.as_bytes()).next()?;
+            return (name == "scope").then_some(value);
+        }
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (name == "scope").then_some(Cow::Borrowed(value))
+    })
 }
 
 /// The token, from `Authorization: Bearer`, else `X-Api-Key`, else `ApiKey`. A header that is not
@@ -334,6 +350,26 @@ mod tests {
             .iter()
             .map(|(name, value)| (name.parse::<HeaderName>().unwrap(), HeaderValue::from_bytes(value).unwrap()))
             .collect()
+    }
+
+    #[test]
+    fn scope_parameters_are_decoded_as_form_urlencoded_does() {
+        for query in [
+            "",
+            "scope=orders.read",
+            "scope=orders.read&scope=deploy.prod",
+            "&&scope=a&&x=1&scope&scope=&=b&scope==c",
+            "sc%6Fpe=orders.read&scope=a%2Eb&scope=a+b&scope%3Dx=y&scope=%ff&scope=%zz",
+            "scope=a;scope=b&Scope=c&scopes=d&scope=a=b",
+        ] {
+            let expected: Vec<String> = form_urlencoded::parse(query.as_bytes())
+                .filter(|(name, _)| name == "scope")
+                .map(|(_, value)| value.into_owned())
+                .collect();
+            let got: Vec<String> = scope_parameters(query).map(Cow::into_owned).collect();
+            assert_eq!(got, expected, "{query:?}");
+        }
+        assert!(matches!(scope_parameters("scope=orders.read").next(), Some(Cow::Borrowed("orders.read"))));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The verifier's Prometheus metrics (prefix `keyward_verifier`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -9,6 +9,55 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::judge::Code;
+
+/// The endpoints whose answers are counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Verify,
+    Auth,
+}
+
+impl Endpoint {
+    const COUNT: usize = 2;
+
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::Verify => "verify",
+            Endpoint::Auth => "auth",
+        }
+    }
+}
+
+/// What a request was answered, as counted: a contract code, or why there was none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answered {
+    Judged(Code),
+    BadRequest,
+    /// `/v1/auth` without any token.
+    MissingToken,
+}
+
+impl Answered {
+    const COUNT: usize = Code::ALL.len() + 2;
+
+    fn label(self) -> &'static str {
+        match self {
+            Answered::Judged(code) => code.as_str(),
+            Answered::BadRequest => "BAD_REQUEST",
+            Answered::MissingToken => "MISSING_TOKEN",
+        }
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            Answered::Judged(code) => code as usize,
+            Answered::BadRequest => Code::ALL.len(),
+            Answered::MissingToken => Code::ALL.len() + 1,
+        }
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -28,6 +77,10 @@ pub struct VerifierMetrics {
     duration: Family<EndpointLabels, Histogram>,
     tokens: Gauge,
     shared_hashes: Gauge,
+    /// Each series' handle once it exists, so that a request neither hashes labels nor takes
+    /// the family's lock; a series still appears only once something was counted in it.
+    request_series: [[OnceLock<Counter>; Answered::COUNT]; Endpoint::COUNT],
+    duration_series: [OnceLock<Histogram>; Endpoint::COUNT],
 }
 
 impl Default for VerifierMetrics {
@@ -51,15 +104,28 @@ impl Default for VerifierMetrics {
             "Token hashes that two or more keys claim; each is refused for all of them",
             shared_hashes.clone(),
         );
-        Self { registry: Arc::new(registry), requests, duration, tokens, shared_hashes }
+        Self {
+            registry: Arc::new(registry),
+            requests,
+            duration,
+            tokens,
+            shared_hashes,
+            request_series: Default::default(),
+            duration_series: Default::default(),
+        }
     }
 }
 
 impl VerifierMetrics {
-    /// Counts one answer; `code` is a contract code such as `VALID`, or `BAD_REQUEST`.
-    pub fn observe(&self, endpoint: &'static str, code: &'static str, took: Duration) {
-        self.requests.get_or_create(&RequestLabels { endpoint, code }).inc();
-        self.duration.get_or_create(&EndpointLabels { endpoint }).observe(took.as_secs_f64());
+    /// Counts one answer of `endpoint`, which took `took`.
+    pub fn observe(&self, endpoint: Endpoint, answered: Answered, took: Duration) {
+        let labels = || RequestLabels { endpoint: endpoint.label(), code: answered.label() };
+        self.request_series[endpoint as usize][answered.slot()]
+            .get_or_init(|| self.requests.get_or_create_owned(&labels()))
+            .inc();
+        self.duration_series[endpoint as usize]
+            .get_or_init(|| self.duration.get_or_create_owned(&EndpointLabels { endpoint: endpoint.label() }))
+            .observe(took.as_secs_f64());
     }
 
     pub fn set_indexed_tokens(&self, count: usize, shared_hashes: usize) {
@@ -69,5 +135,47 @@ impl VerifierMetrics {
 
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+
+    fn text(metrics: &VerifierMetrics) -> String {
+        let mut out = String::new();
+        encode(&mut out, &metrics.registry()).unwrap();
+        out
+    }
+
+    #[test]
+    fn each_answer_is_counted_in_its_series_which_appears_once_used() {
+        let metrics = VerifierMetrics::default();
+        assert!(!text(&metrics).contains("keyward_verifier_requests_total{"), "no series before a request");
+        metrics.observe(Endpoint::Auth, Answered::Judged(Code::Valid), Duration::from_micros(30));
+        metrics.observe(Endpoint::Auth, Answered::Judged(Code::Valid), Duration::from_micros(30));
+        metrics.observe(Endpoint::Auth, Answered::MissingToken, Duration::from_micros(30));
+        metrics.observe(Endpoint::Verify, Answered::BadRequest, Duration::from_millis(2));
+        let out = text(&metrics);
+        for line in [
+            r#"keyward_verifier_requests_total{endpoint="auth",code="VALID"} 2"#,
+            r#"keyward_verifier_requests_total{endpoint="auth",code="MISSING_TOKEN"} 1"#,
+            r#"keyward_verifier_requests_total{endpoint="verify",code="BAD_REQUEST"} 1"#,
+            r#"keyward_verifier_request_duration_seconds_count{endpoint="auth"} 3"#,
+            r#"keyward_verifier_request_duration_seconds_count{endpoint="verify"} 1"#,
+        ] {
+            assert!(out.contains(line), "{line} missing from\n{out}");
+        }
+        assert_eq!(out.matches("keyward_verifier_requests_total{").count(), 3, "{out}");
+    }
+
+    #[test]
+    fn every_answer_has_a_slot_of_its_own() {
+        let mut answers: Vec<Answered> = Code::ALL.into_iter().map(Answered::Judged).collect();
+        answers.extend([Answered::BadRequest, Answered::MissingToken]);
+        let mut slots: Vec<usize> = answers.iter().map(|a| a.slot()).collect();
+        slots.sort_unstable();
+        assert_eq!(slots, (0..Answered::COUNT).collect::<Vec<_>>());
     }
 }
