@@ -88,7 +88,9 @@ async fn credentials_reconcile_from_the_secret_watch_without_listing_secrets() {
     ns.wait_credential("fresh", "three active tokens", all_active(3)).await;
     let metrics = controller.metrics().await;
     assert_eq!(support::sample(&metrics, &reads("list")), None, "a LIST of Secrets:\n{metrics}");
-    assert_eq!(support::sample(&metrics, &reads("get")), None, "a new Credential has no Secret to read");
+    // (A Secret's watch event may wake the Credential once more; that pass GETs what exists.)
+    let creates = "keyward_api_writes_total{resource=\"secrets\",verb=\"create\"}";
+    assert_eq!(support::sample(&metrics, creates), Some(3.0), "one create per token, none refused as existing");
     // A change reads each Secret the watch saw (the tamper check needs its data), and still
     // lists nothing; the removed token's Secret, found the same way, is deleted.
     ns.set_tokens("fresh", json!([{"name": "a"}, {"name": "b"}])).await;

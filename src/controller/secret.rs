@@ -276,6 +276,8 @@ pub struct SecretStore {
     api: Api<Secret>,
     metrics: Arc<Metrics>,
     own_writes: Arc<OwnWrites>,
+    /// Kept in step with our own writes at once (see [`super::secret_watch::SecretNames`]).
+    names: Arc<super::secret_watch::SecretNames>,
 }
 
 impl SecretStore {
@@ -284,6 +286,7 @@ impl SecretStore {
             api: Api::namespaced(ctx.client.clone(), namespace),
             metrics: ctx.metrics.clone(),
             own_writes: ctx.own_writes.clone(),
+            names: ctx.secret_names.clone(),
         }
     }
 
@@ -331,7 +334,10 @@ impl SecretStore {
         };
         self.metrics.count_write("secrets", "delete");
         match self.api.delete(&existing.name_any(), &params).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.names.remove(&existing.metadata);
+                Ok(())
+            }
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
             Err(error) => Err(error.into()),
         }
@@ -351,6 +357,7 @@ impl SecretStore {
         match result {
             Ok(written) => {
                 self.own_writes.record(&written.metadata);
+                self.names.insert(&written.metadata);
                 Ok(Write::Done(written))
             }
             Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(Write::LostRace),

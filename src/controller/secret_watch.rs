@@ -54,12 +54,15 @@ impl SecretNames {
         self.by_owner.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn insert(&self, meta: &ObjectMeta) {
+    /// Records a Secret: seen by the watch, or just written by this process (so that a
+    /// reconcile right after its own create does not take the Secret for missing).
+    pub(crate) fn insert(&self, meta: &ObjectMeta) {
         let (Some(uid), Some(name)) = (controller_uid(meta), &meta.name) else { return };
         self.owners().entry(uid.to_string()).or_default().insert(name.clone());
     }
 
-    fn remove(&self, meta: &ObjectMeta) {
+    /// Forgets a Secret: deleted, as the watch saw or this process did.
+    pub(crate) fn remove(&self, meta: &ObjectMeta) {
         let (Some(uid), Some(name)) = (controller_uid(meta), &meta.name) else { return };
         let mut owners = self.owners();
         if let Some(owned) = owners.get_mut(uid) {
