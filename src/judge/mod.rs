@@ -332,6 +332,22 @@ mod tests {
     }
 
     #[test]
+    fn all_holds_every_code_in_its_place() {
+        for (place, code) in Code::ALL.iter().enumerate() {
+            // Fails to compile when a code is added, so that ALL cannot fall behind.
+            match code {
+                Code::Valid
+                | Code::NotFound
+                | Code::Malformed
+                | Code::Expired
+                | Code::Inactive
+                | Code::IpNotAllowed
+                | Code::InsufficientScope => assert_eq!(*code as usize, place, "{code:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn expiry_counts_to_the_second() {
         let token = Token::generate("kw");
         let key = apikey(&token, serde_json::json!({}), "2026-03-01T00:00:00Z");
