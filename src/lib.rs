@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod retry;
 pub mod scope;
+pub mod signing;
 pub mod tls;
 pub mod token;
 pub mod verifier;
