@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod process;
 pub mod secret;
 mod secret_watch;
+pub(crate) use secret_watch::OwnWrites;
 mod status;
 pub mod transition;
 
@@ -16,8 +17,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1 as events;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -30,7 +31,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::api::expiry::ExpiryPolicy;
-use crate::api::{ApiKey, Credential, Key, LABEL_MANAGED_BY, MANAGED_BY_VALUE, reason};
+use crate::api::{ApiKey, Credential, Key, reason};
 use crate::token::TokenHash;
 use crate::watch::{api_in, watch_scopes};
 use metrics::Metrics;
@@ -227,79 +228,19 @@ fn object_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
     format!("{}/{}/{}", K::kind(&()), object.namespace().unwrap_or_default(), object.name_any())
 }
 
-/// Versions of Secrets this process wrote itself, by Secret UID. Their watch events would only
-/// wake the owner to find what it had just written, so the Secret watch drops them.
-#[derive(Default)]
-pub struct OwnWrites(Mutex<HashMap<String, String>>);
-
-impl OwnWrites {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Remembers a Secret version returned by one of our writes.
-    pub fn record(&self, meta: &ObjectMeta) {
-        if let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) {
-            self.lock().insert(uid.clone(), version.clone());
-        }
-    }
-
-    /// True when `meta` is a version this process wrote (the token in it is one it issued).
-    pub fn wrote(&self, meta: &ObjectMeta) -> bool {
-        let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) else { return false };
-        self.lock().get(uid) == Some(version)
-    }
-
-    /// True for the event of a version we wrote. Every kind's Secret watch asks, so a match is
-    /// kept (until the Secret changes again) rather than taken.
-    fn is_own(&self, meta: &ObjectMeta) -> bool {
-        let Some(uid) = &meta.uid else { return false };
-        let mut writes = self.lock();
-        match writes.get(uid) {
-            Some(version) if meta.resource_version.as_ref() == Some(version) => true,
-            Some(_) => {
-                writes.remove(uid);
-                false
-            }
-            None => false,
-        }
-    }
-}
-
-/// Metadata-only watch of the Secrets the operator wrote: enough to wake their owners, including
-/// the owners of Secrets that vanished while the watch was down (see [`secret_watch::SecretLedger`]).
-/// With `names`, it also keeps that index of which Secrets each owner has.
-fn owned_secrets(
-    client: &Client,
-    namespace: Option<&str>,
-    own_writes: Arc<OwnWrites>,
-    names: Option<Arc<secret_watch::SecretNames>>,
-) -> impl futures::Stream<Item = Result<kube::core::PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
-    let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
-    let mut ledger = match names {
-        Some(names) => secret_watch::SecretLedger::keeping(names, namespace.map(str::to_string)),
-        None => secret_watch::SecretLedger::default(),
-    };
-    watcher(
-        api_in::<kube::core::PartialObjectMeta<Secret>>(client, namespace),
-        // Paged lists from etcd: an any-version list is served whole from the watch cache,
-        // one response holding every Secret's metadata.
-        watcher::Config::default().labels(&selector),
-    )
-    .backoff(crate::retry::WatchBackoff::default())
-    .map_ok(move |event| futures::stream::iter(ledger.wake(event, |meta| own_writes.is_own(meta)).into_iter().map(Ok)))
-    .try_flatten()
-}
-
 /// Runs every controller until `shutdown` fires; `ready` turns true once the initial lists
 /// have synced.
 pub async fn run(ctx: Arc<Context>, ready: watch::Sender<bool>, shutdown: watch::Receiver<bool>) {
     let mut synced = Vec::new();
     let mut controllers = Vec::new();
+    let mut secret_watches = Vec::new();
     for namespace in watch_scopes(&ctx.settings.namespaces) {
+        let (secrets, wakes) =
+            secret_watch::watch(&ctx.client, namespace.as_deref(), ctx.own_writes.clone(), ctx.secret_names.clone());
+        secret_watches.push(secrets);
         for (controller, lists_synced) in [
-            controller::<ApiKey>(ctx.clone(), namespace.clone(), shutdown.clone()),
-            controller::<Credential>(ctx.clone(), namespace, shutdown.clone()),
+            controller::<ApiKey>(ctx.clone(), namespace.clone(), wakes.apikeys, shutdown.clone()),
+            controller::<Credential>(ctx.clone(), namespace, wakes.credentials, shutdown.clone()),
         ] {
             controllers.push(controller);
             synced.push(lists_synced);
@@ -313,7 +254,14 @@ pub async fn run(ctx: Arc<Context>, ready: watch::Sender<bool>, shutdown: watch:
             tracing::info!("initial lists synced; ready");
         }
     };
-    tokio::join!(ready_when_synced, futures::future::join_all(controllers));
+    // The Secret watches serve the controllers, and stop with them.
+    let controllers = async move {
+        tokio::select! {
+            _ = futures::future::join_all(controllers) => {}
+            _ = futures::future::join_all(secret_watches) => {}
+        }
+    };
+    tokio::join!(ready_when_synced, controllers);
 }
 
 /// A future that resolves when the shutdown flag turns true.
@@ -336,6 +284,7 @@ pub trait Reconciled: Key {
 fn controller<K: Reconciled>(
     ctx: Arc<Context>,
     namespace: Option<String>,
+    secret_wakes: tokio::sync::mpsc::Receiver<kube::core::PartialObjectMeta<Secret>>,
     shutdown: watch::Receiver<bool>,
 ) -> (BoxFuture<'static, ()>, BoxFuture<'static, bool>) {
     let (reader, writer) = reflector::store::<K>();
@@ -376,12 +325,11 @@ fn controller<K: Reconciled>(
         .applied_objects()
         // Our own status writes do not change the generation, so they wake nothing.
         .predicate_filter(predicates::generation, Default::default());
-    // Only Credentials reconcile from the names index: an ApiKey has one Secret, read by name.
-    let names = (K::KIND == crate::api::Kind::Credential).then(|| ctx.secret_names.clone());
-    let secrets = owned_secrets(&ctx.client, namespace.as_deref(), ctx.own_writes.clone(), names);
+    let secrets = secret_watch::stream(secret_wakes);
     let config = ControllerConfig::default().concurrency(ctx.settings.concurrency);
     let store = reader.clone();
     let (names, scope) = (ctx.secret_names.clone(), namespace.clone());
+    // Only Credentials reconcile from the names index: an ApiKey has one Secret, read by name.
     let reads_names = K::KIND == crate::api::Kind::Credential;
     let future = Controller::for_stream(events, reader)
         .owns_stream(secrets)

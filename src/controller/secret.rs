@@ -278,6 +278,7 @@ pub struct SecretStore {
     own_writes: Arc<OwnWrites>,
     /// Kept in step with our own writes at once (see [`super::secret_watch::SecretNames`]).
     names: Arc<super::secret_watch::SecretNames>,
+    namespace: String,
 }
 
 impl SecretStore {
@@ -287,6 +288,7 @@ impl SecretStore {
             metrics: ctx.metrics.clone(),
             own_writes: ctx.own_writes.clone(),
             names: ctx.secret_names.clone(),
+            namespace: namespace.to_string(),
         }
     }
 
@@ -315,6 +317,7 @@ impl SecretStore {
     /// Creates a Secret; never replaces one that exists.
     pub async fn create(&self, secret: &Secret) -> Result<Write<Secret>> {
         self.metrics.count_write("secrets", "create");
+        let _creating = self.own_writes.creating(&self.namespace, &secret.name_any());
         self.written(self.api.create(&Self::params(), secret).await)
     }
 

@@ -8,12 +8,21 @@
 //! reconcile reads only the Secrets that exist instead of listing them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Client;
 use kube::core::PartialObjectMeta;
-use kube::runtime::watcher::Event;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
+
+use crate::api::{Kind, LABEL_MANAGED_BY, MANAGED_BY_VALUE};
+use crate::watch::api_in;
 
 type SecretMeta = PartialObjectMeta<Secret>;
 
@@ -78,7 +87,8 @@ impl SecretNames {
 /// references) to wake its owner if it vanishes, and to keep [`SecretNames`] if given one.
 #[derive(Default)]
 pub struct SecretLedger {
-    known: HashMap<(String, String), SecretMeta>,
+    /// Each Secret's controller reference (or `None`): a few strings, not a copy of its metadata.
+    known: HashMap<(String, String), Option<OwnerReference>>,
     /// The Secrets of the relist under way, once one has started.
     relisted: Option<HashSet<(String, String)>>,
     /// The names index this ledger keeps, and the scope its watch covers.
@@ -89,16 +99,19 @@ fn key_of(meta: &ObjectMeta) -> (String, String) {
     (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
 }
 
-/// What is kept of a Secret: its identity and owners, nothing of its data or annotations.
-fn slim(secret: &SecretMeta) -> SecretMeta {
-    let meta = &secret.metadata;
+/// What is kept of a Secret: the reference to its controller, nothing of its data, annotations or
+/// other metadata.
+fn controller_of(meta: &ObjectMeta) -> Option<OwnerReference> {
+    meta.owner_references.as_deref().unwrap_or_default().iter().find(|r| r.controller == Some(true)).cloned()
+}
+
+/// A Secret as the owner's wake needs it: its name and its controller.
+fn revive((namespace, name): (String, String), controller: Option<OwnerReference>) -> SecretMeta {
     SecretMeta {
-        types: secret.types.clone(),
         metadata: ObjectMeta {
-            name: meta.name.clone(),
-            namespace: meta.namespace.clone(),
-            uid: meta.uid.clone(),
-            owner_references: meta.owner_references.clone(),
+            name: Some(name),
+            namespace: Some(namespace),
+            owner_references: controller.map(|owner| vec![owner]),
             ..Default::default()
         },
         ..Default::default()
@@ -123,7 +136,7 @@ impl SecretLedger {
                 if let Some(names) = self.names() {
                     names.insert(&secret.metadata);
                 }
-                self.known.insert(key_of(&secret.metadata), slim(&secret));
+                self.known.insert(key_of(&secret.metadata), controller_of(&secret.metadata));
                 if own_write(&secret.metadata) { Vec::new() } else { vec![secret] }
             }
             Event::Delete(secret) => {
@@ -145,14 +158,17 @@ impl SecretLedger {
                 if let Some(names) = self.names() {
                     names.insert(&secret.metadata);
                 }
-                self.known.insert(key, slim(&secret));
+                self.known.insert(key, controller_of(&secret.metadata));
                 if own_write(&secret.metadata) { Vec::new() } else { vec![secret] }
             }
             Event::InitDone => {
                 let Some(relisted) = self.relisted.take() else { return Vec::new() };
                 let vanished: Vec<(String, String)> =
                     self.known.keys().filter(|key| !relisted.contains(*key)).cloned().collect();
-                let woken: Vec<SecretMeta> = vanished.iter().filter_map(|key| self.known.remove(key)).collect();
+                let woken: Vec<SecretMeta> = vanished
+                    .into_iter()
+                    .filter_map(|key| self.known.remove(&key).map(|controller| revive(key, controller)))
+                    .collect();
                 if let Some((names, scope)) = &self.names {
                     woken.iter().for_each(|secret| names.remove(&secret.metadata));
                     names.listed.send_if_modified(|listed| listed.insert(scope.clone()));
@@ -169,10 +185,155 @@ impl SecretLedger {
     }
 }
 
+/// Versions of Secrets this process wrote itself, by Secret UID, and the creates under way. The
+/// watch events of our own writes would only wake the owner to find what it had just written,
+/// so the Secret watch drops them.
+#[derive(Default)]
+pub struct OwnWrites {
+    versions: Mutex<HashMap<String, String>>,
+    /// `(namespace, name)` of each create under way.
+    creating: Mutex<HashSet<(String, String)>>,
+    /// Bumped whenever a create under way ends.
+    settled: tokio::sync::watch::Sender<u64>,
+}
+
+/// How long the Secret watch holds the event of a Secret whose create by this process is under
+/// way, waiting to learn whether the version is ours.
+const CREATE_SETTLE: Duration = Duration::from_secs(2);
+
+/// Marks a create under way until dropped (after its result is recorded).
+pub struct Creating<'a> {
+    writes: &'a OwnWrites,
+    key: (String, String),
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        lock(&self.writes.creating).remove(&self.key);
+        self.writes.settled.send_modify(|count| *count = count.wrapping_add(1));
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl OwnWrites {
+    /// Remembers a Secret version returned by one of our writes.
+    pub fn record(&self, meta: &ObjectMeta) {
+        if let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) {
+            lock(&self.versions).insert(uid.clone(), version.clone());
+        }
+    }
+
+    /// Marks the create of `namespace/name` under way: until the guard drops, the watch holds
+    /// that Secret's events (at most [`CREATE_SETTLE`]), which may arrive before the create's
+    /// own answer says the version is ours.
+    pub fn creating(&self, namespace: &str, name: &str) -> Creating<'_> {
+        let key = (namespace.to_string(), name.to_string());
+        lock(&self.creating).insert(key.clone());
+        Creating { writes: self, key }
+    }
+
+    /// True when `meta` is a version this process wrote (the token in it is one it issued).
+    pub fn wrote(&self, meta: &ObjectMeta) -> bool {
+        let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) else { return false };
+        lock(&self.versions).get(uid) == Some(version)
+    }
+
+    /// Waits while a create of this Secret by this process is under way (at most
+    /// [`CREATE_SETTLE`]).
+    async fn settle(&self, meta: &ObjectMeta) {
+        let key = key_of(meta);
+        let mut settled = self.settled.subscribe();
+        let pending = || lock(&self.creating).contains(&key);
+        if pending() {
+            let _ = tokio::time::timeout(CREATE_SETTLE, settled.wait_for(|_| !pending())).await;
+        }
+    }
+
+    /// True for the event of a version we wrote; a later version of that Secret forgets it.
+    fn is_own(&self, meta: &ObjectMeta) -> bool {
+        let Some(uid) = &meta.uid else { return false };
+        let mut versions = lock(&self.versions);
+        match versions.get(uid) {
+            Some(version) if meta.resource_version.as_ref() == Some(version) => true,
+            Some(_) => {
+                versions.remove(uid);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// The Secrets whose owners must look again, by the owner's kind.
+pub struct Wakes {
+    pub apikeys: tokio::sync::mpsc::Receiver<SecretMeta>,
+    pub credentials: tokio::sync::mpsc::Receiver<SecretMeta>,
+}
+
+/// Wakes waiting for a slow reconciler, at most, before the watch waits for it.
+const WAKES_QUEUED: usize = 1024;
+
+/// One metadata-only watch of the Secrets the operator wrote, for one namespace (or all),
+/// shared by both kinds: it keeps the ledger and the names index, and hands each owner kind the
+/// Secrets that wake it. The future runs until the receivers are gone.
+pub fn watch(
+    client: &Client,
+    namespace: Option<&str>,
+    own_writes: Arc<OwnWrites>,
+    names: Arc<SecretNames>,
+) -> (impl Future<Output = ()> + Send + 'static, Wakes) {
+    let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
+    let mut ledger = SecretLedger::keeping(names, namespace.map(str::to_string));
+    let events = watcher(
+        api_in::<SecretMeta>(client, namespace),
+        // Paged lists from etcd: an any-version list is served whole from the watch cache,
+        // one response holding every Secret's metadata.
+        watcher::Config::default().labels(&selector),
+    )
+    .backoff(crate::retry::WatchBackoff::default());
+    let (apikeys, apikey_wakes) = tokio::sync::mpsc::channel(WAKES_QUEUED);
+    let (credentials, credential_wakes) = tokio::sync::mpsc::channel(WAKES_QUEUED);
+    let run = async move {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(error) => {
+                    tracing::warn!(%error, "Secret watch failed; retrying with backoff");
+                    continue;
+                }
+            };
+            if let Event::Apply(secret) | Event::InitApply(secret) = &event {
+                own_writes.settle(&secret.metadata).await;
+            }
+            for secret in ledger.wake(event, |meta| own_writes.is_own(meta)) {
+                let to = match controller_of(&secret.metadata).map(|owner| owner.kind) {
+                    Some(kind) if kind == Kind::ApiKey.as_str() => &apikeys,
+                    Some(kind) if kind == Kind::Credential.as_str() => &credentials,
+                    _ => continue,
+                };
+                if to.send(secret).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    (run, Wakes { apikeys: apikey_wakes, credentials: credential_wakes })
+}
+
+/// The wakes for one kind as the stream its controller owns.
+pub fn stream(
+    wakes: tokio::sync::mpsc::Receiver<SecretMeta>,
+) -> impl futures::Stream<Item = Result<SecretMeta, watcher::Error>> + Send + 'static {
+    futures::stream::unfold(wakes, |mut wakes| async move { wakes.recv().await.map(|secret| (Ok(secret), wakes)) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     fn secret(name: &str, owner: &str) -> SecretMeta {
         let metadata = ObjectMeta {
