@@ -811,6 +811,42 @@ async fn watch_namespaces_confine_the_controller_to_its_namespaces() {
     assert!(!controller.logs().to_lowercase().contains("forbidden"), "{}", controller.logs());
 }
 
+#[tokio::test]
+async fn the_controller_keeps_the_signing_secret_in_its_namespace_with_no_other_secret_there() {
+    // The release namespace is not watched: only the signing-keys Role grants Secrets there.
+    let release_ns = TestNamespace::new("chart-signing").await;
+    let watched = TestNamespace::new("chart-signing-watched").await;
+    let release =
+        Release::install(&release_ns.name, &["--set", &format!("watchNamespaces={{{}}}", watched.name)]).await;
+    let controller_id = release.identity("controller").await;
+    let planted: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "database"}, "stringData": {"p": "x"}})).expect("Secret");
+    release_ns.secrets().create(&PostParams::default(), &planted).await.expect("a Secret of someone else");
+
+    let controller = release.run("controller", &controller_id, &watched.name, 0);
+    let secret = release_ns
+        .wait_secret("keyward-signing-keys", "created by the controller", |s| {
+            s.type_.as_deref() == Some(keyward::signing::SECRET_TYPE)
+        })
+        .await;
+    assert!(keyward::signing::KeySet::from_secret("keyward-signing-keys", &secret).is_ok());
+    controller.wait_metric("keyward_signing_keys", "the key read", |n| n == Some(1.0)).await;
+    assert!(!controller.logs().to_lowercase().contains("forbidden"), "{}", controller.logs());
+
+    let secrets = Api::<Secret>::namespaced(controller_id.client.clone(), &release_ns.name);
+    assert_forbidden(secrets.get("database").await, "GET another Secret in the release namespace");
+    assert_forbidden(secrets.list(&ListParams::default()).await, "LIST Secrets in the release namespace");
+    let mut other = release_ns.secrets().get("database").await.expect("get");
+    other.metadata.managed_fields = None;
+    assert_forbidden(secrets.replace("database", &PostParams::default(), &other).await, "update another Secret");
+    assert_forbidden(
+        secrets.delete("keyward-signing-keys", &Default::default()).await,
+        "delete the signing Secret (it is never deleted)",
+    );
+    let by_name = ListParams::default().fields("metadata.name=keyward-signing-keys");
+    assert_eq!(secrets.list(&by_name).await.expect("LIST by name is allowed").items.len(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 // ---------------------------------------------------------------------------------------------

@@ -187,6 +187,62 @@ async fn the_next_key_is_published_ahead_becomes_current_and_the_retired_key_is_
     assert_eq!(sample(&metrics, CREATES), Some(1.0), "{metrics}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controllers_rotating_at_once_never_replace_a_published_key() {
+    let ns = TestNamespace::new("signing-rotation-race").await;
+    let history = History::start(ns.secrets()).await;
+    // Without leader election both plan the same rotations at the same instants.
+    let (first, second) = (controller(&ns, &SHORT, &[]), controller(&ns, &SHORT, &[]));
+    let created = wait_signing_secret(&ns, "created", |_| true).await;
+    let a = keys_of(&created)[0].0.clone();
+    let versions = wait_for("the history to show the first key dropped", DEADLINE, || async {
+        let versions = history.versions();
+        let dropped = versions.last().is_some_and(|(_, keys)| keys.iter().all(|(kid, _)| *kid != a));
+        if dropped { Ok(versions) } else { Err(format!("{versions:?}")) }
+    })
+    .await;
+    let shown = format!("{versions:#?}");
+    // Each key, once published, stays in every later version until it is dropped: no write
+    // ever replaced a key another controller had published.
+    let mut kids: Vec<&String> = versions.iter().flat_map(|(_, keys)| keys.iter().map(|(kid, _)| kid)).collect();
+    kids.dedup();
+    kids.sort();
+    kids.dedup();
+    for kid in kids {
+        let present: Vec<bool> = versions.iter().map(|(_, keys)| keys.iter().any(|(k, _)| k == kid)).collect();
+        let first_seen = present.iter().position(|p| *p).expect("seen");
+        let last_seen = present.iter().rposition(|p| *p).expect("seen");
+        assert!(present[first_seen..=last_seen].iter().all(|p| *p), "key {kid} vanished and came back: {shown}");
+    }
+    // A key leaves only as the oldest, retain (4 s) after its successor began to sign.
+    for pair in versions.windows(2) {
+        let ((_, before), (seen_at, after)) = (&pair[0], &pair[1]);
+        for (i, (kid, _)) in before.iter().enumerate() {
+            if after.iter().any(|(k, _)| k == kid) {
+                continue;
+            }
+            assert_eq!(i, 0, "key {kid}, not the oldest, was replaced: {shown}");
+            let successor = before.get(1).map(|(_, from)| *from).expect("a successor");
+            assert!(*seen_at >= successor + secs(4), "key {kid} dropped at {seen_at}, before retain: {shown}");
+        }
+    }
+    // One chain of keys, each signing one rotation after the one before.
+    for (at, keys) in &versions {
+        for pair in keys.windows(2) {
+            assert_eq!(pair[1].1, pair[0].1 + secs(6), "at {at}: {keys:?}\n{shown}");
+        }
+    }
+    let (a, b) = (first.metrics().await, second.metrics().await);
+    let writes = |m: &str| sample(m, CREATES).unwrap_or(0.0) + sample(m, UPDATES).unwrap_or(0.0);
+    let conflicts = |m: &str| sample(m, "keyward_signing_key_write_conflicts_total").unwrap_or(0.0);
+    let won = versions.len() as f64;
+    assert_eq!(
+        writes(&a) + writes(&b),
+        won + conflicts(&a) + conflicts(&b),
+        "every write either won or lost:\n{a}\n{b}"
+    );
+}
+
 #[tokio::test]
 async fn a_secret_of_that_name_that_is_not_ours_is_left_untouched_and_the_refusal_logged_and_counted() {
     let ns = TestNamespace::new("signing-foreign").await;

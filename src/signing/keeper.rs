@@ -116,7 +116,8 @@ pub fn gauges(signs_from: &[Timestamp], now: Timestamp, rotation: Duration) -> O
 
 /// The outcome of a write that may lose a race.
 enum Written {
-    Done(Secret),
+    /// Written: the new resourceVersion.
+    Done(Option<String>),
     /// Another writer came first (the Secret exists, changed or vanished since it was read).
     LostRace,
 }
@@ -167,7 +168,7 @@ impl SigningStore {
 
     fn written(result: kube::Result<Secret>) -> kube::Result<Written> {
         match result {
-            Ok(secret) => Ok(Written::Done(secret)),
+            Ok(secret) => Ok(Written::Done(secret.metadata.resource_version)),
             Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(Written::LostRace),
             Err(error) => Err(error),
         }
@@ -236,7 +237,7 @@ impl Keeper {
             Some(existing) => self.store.replace(existing, &next).await,
         };
         let written = written.map_err(crate::Error::Kube)?;
-        let Written::Done(secret) = written else {
+        let Written::Done(resource_version) = written else {
             self.metrics.count_signing_conflict();
             tracing::info!(secret = name, "another controller wrote the signing Secret first; reading it again");
             return Ok(Looked::Again);
@@ -258,7 +259,7 @@ impl Keeper {
         for kid in &plan.drop {
             tracing::info!(secret = name, kid, "dropped a retired signing key: every token it signed has expired");
         }
-        tracing::debug!(secret = name, resource_version = secret.resource_version(), "wrote the signing Secret");
+        tracing::debug!(secret = name, resource_version, "wrote the signing Secret");
         self.show(&next);
         // The plan for what was written says when to look next; the watch's event of this very
         // write wakes a look that finds nothing to do.
@@ -304,11 +305,10 @@ pub async fn run(
         if *shutdown.borrow() {
             break;
         }
-        let now = Timestamp::now();
-        let wait = match keeper.look(now).await {
+        let wait = match keeper.look(Timestamp::now()).await {
             Ok(Looked::Until(next_look)) => {
                 (failures, conflicts) = (0, 0);
-                wait_until(next_look, now)
+                wait_until(next_look, Timestamp::now())
             }
             Ok(Looked::Again) => {
                 conflicts += 1;
