@@ -14,6 +14,7 @@ use crate::api::{names, validate};
 use crate::controller::{self, Settings, leader};
 use crate::error::{Error, Result};
 use crate::logging::{self, LogFormat};
+use crate::signing::{self, keeper::KeeperSettings, schedule::Schedule};
 use crate::{crd, duration, verifier, webhook};
 
 #[derive(Parser, Debug)]
@@ -64,6 +65,20 @@ pub struct ControllerArgs {
     /// The Lease of --leader-election; one per installation (the chart names it per release).
     #[arg(long, env = "KEYWARD_LEASE_NAME", default_value = leader::DEFAULT_LEASE_NAME, value_parser = parse_lease_name)]
     pub lease_name: String,
+    /// The Secret of the token exchange's signing keys, in the controller's namespace
+    /// (POD_NAMESPACE, else the kubeconfig's); the controller creates and rotates it.
+    #[arg(long, env = "KEYWARD_SIGNING_SECRET", default_value = signing::DEFAULT_SECRET_NAME, value_parser = parse_secret_name)]
+    pub signing_secret: String,
+    /// A new signing key begins to sign this long after the newest one did.
+    #[arg(long, env = "KEYWARD_SIGNING_KEY_ROTATION", default_value = "30d", value_parser = parse_duration)]
+    pub signing_key_rotation: Duration,
+    /// A new signing key is published (in the JWKS) this long before it begins to sign.
+    #[arg(long, env = "KEYWARD_SIGNING_KEY_PUBLISH_AHEAD", default_value = "1h", value_parser = parse_duration)]
+    pub signing_key_publish_ahead: Duration,
+    /// A retired signing key is kept this long after its successor began to sign: at least the
+    /// longest life of a token it signed (access token TTL plus refresh grace, at most 26h).
+    #[arg(long, env = "KEYWARD_SIGNING_KEY_RETAIN", default_value = "26h", value_parser = parse_duration)]
+    pub signing_key_retain: Duration,
 }
 
 #[derive(clap::Args, Debug)]
@@ -121,6 +136,21 @@ fn parse_lease_name(text: &str) -> Result<String, String> {
     names::dns_subdomain(text).map(|()| text.to_string())
 }
 
+fn parse_secret_name(text: &str) -> Result<String, String> {
+    names::dns_subdomain(text).map(|()| text.to_string())
+}
+
+/// The signing keeper's settings from the flags; a schedule that cannot work is refused at start.
+fn keeper_settings(args: &ControllerArgs) -> Result<KeeperSettings> {
+    let schedule = Schedule {
+        rotation: args.signing_key_rotation,
+        publish_ahead: args.signing_key_publish_ahead,
+        retain: args.signing_key_retain,
+    };
+    schedule.check().map_err(Error::Usage)?;
+    Ok(KeeperSettings { secret: args.signing_secret.clone(), schedule })
+}
+
 /// The expiry policy the flags ask for: `--max-expiry` alone lowers the default to the cap when
 /// the cap is shorter; an explicit `--default-expiry` beyond the cap is a mistake worth refusing.
 pub fn expiry_policy(default: Option<Duration>, max: Option<Duration>) -> Result<ExpiryPolicy> {
@@ -165,8 +195,9 @@ impl Cli {
 async fn run_controller(args: ControllerArgs) -> Result<()> {
     logging::init_logging(args.log_format);
     let expiry = expiry_policy(args.default_expiry, args.max_expiry)?;
+    let signing = keeper_settings(&args)?;
     let client = crate::retry::client().await.map_err(Error::KubeConfig)?;
-    let settings = Settings { namespaces: namespaces(args.namespaces), expiry, concurrency: args.concurrency };
+    let settings = Settings { namespaces: namespaces(args.namespaces), expiry, concurrency: args.concurrency, signing };
     tracing::info!(namespaces = ?settings.namespaces, default_expiry = %duration::format(settings.expiry.default), "starting controller");
     let lease = args.leader_election.then_some(args.lease_name);
     controller::process::run(client, settings, args.listen, lease.as_deref(), shutdown_on_signal()).await
@@ -261,5 +292,34 @@ mod tests {
         };
         assert_eq!(args.lease_name, "keyward-controller");
         assert!(Cli::try_parse_from(["keyward", "controller", "--lease-name", "Not_A_Name"]).is_err());
+    }
+
+    fn controller_args(flags: &[&str]) -> ControllerArgs {
+        let cli = Cli::try_parse_from([&["keyward", "controller"], flags].concat()).expect("flags");
+        let Command::Controller(args) = cli.command else { panic!("controller") };
+        args
+    }
+
+    #[test]
+    fn the_signing_flags_default_to_the_contract_and_a_schedule_that_cannot_work_is_refused() {
+        let settings = keeper_settings(&controller_args(&[])).expect("defaults");
+        assert_eq!(settings, KeeperSettings::default());
+        assert_eq!(settings.schedule.retain, signing::MAX_TOKEN_LIFETIME, "--signing-key-retain defaults to 26h");
+        let short = ["--signing-key-rotation", "6s", "--signing-key-publish-ahead", "3s", "--signing-key-retain", "4s"];
+        let settings = keeper_settings(&controller_args(&short)).expect("short settings");
+        assert_eq!(settings.schedule.rotation, Duration::from_secs(6));
+        let refused = keeper_settings(&controller_args(&["--signing-key-publish-ahead", "30d"])).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("--signing-key-publish-ahead 4w2d must be shorter than --signing-key-rotation 4w2d"),
+            "{refused}"
+        );
+        let refused =
+            keeper_settings(&controller_args(&["--signing-key-rotation", "20m", "--signing-key-publish-ahead", "1m"]))
+                .unwrap_err()
+                .to_string();
+        assert!(refused.contains("--signing-key-retain") && refused.contains("would keep"), "{refused}");
+        assert!(Cli::try_parse_from(["keyward", "controller", "--signing-secret", "Not_A_Name"]).is_err());
     }
 }

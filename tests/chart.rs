@@ -62,6 +62,8 @@ async fn helm_lint_passes_and_the_schema_refuses_unknown_and_bad_values() {
         (&["--set", "controller.defaultExpiry=forever"], "defaultExpiry"),
         (&["--set", "watchNamespaces={Not_A_Namespace}"], "watchNamespaces"),
         (&["--set", "logFormat=xml"], "logFormat"),
+        (&["--set", "controller.signing.rotation=1month"], "rotation"),
+        (&["--set", "controller.signing.secret=Not_A_Name"], "secret"),
     ] {
         let lint = helm(&[&["lint", CHART], values].concat()).await;
         assert!(!lint.success(), "helm lint accepted {values:?}");
@@ -100,8 +102,10 @@ async fn by_default_the_roles_are_cluster_wide_named_after_the_release_and_the_v
     assert_eq!(names_of(&objects, "ClusterRoleBinding").len(), 3, "grant-all is bound to nobody");
     assert_eq!(
         names_of(&objects, "Role"),
-        ["kw-one-keyward-controller-leader-election".to_string()].into(),
-        "only the Lease is namespaced"
+        ["kw-one-keyward-controller-leader-election", "kw-one-keyward-controller-signing-keys"]
+            .map(String::from)
+            .into(),
+        "only the Lease and the signing keys are namespaced"
     );
 
     let controller = rules(named(&objects, "ClusterRole", "kw-one-keyward-controller"));
@@ -162,6 +166,7 @@ async fn watch_namespaces_turn_the_roles_into_a_role_per_namespace_and_nothing_c
     };
     let expected: BTreeSet<(String, String)> = [
         ("keyward-system", "kw-keyward-controller-leader-election"),
+        ("keyward-system", "kw-keyward-controller-signing-keys"),
         ("team-a", "kw-keyward-controller"),
         ("team-a", "kw-keyward-verifier"),
         ("team-b", "kw-keyward-controller"),
@@ -171,14 +176,16 @@ async fn watch_namespaces_turn_the_roles_into_a_role_per_namespace_and_nothing_c
     .into();
     assert_eq!(placed("Role"), expected);
     assert_eq!(placed("RoleBinding"), expected);
-    for role in of_kind(&objects, "Role").into_iter().filter(|r| !name(r).ends_with("leader-election")) {
+    let release_roles = |r: &&Value| name(r).ends_with("leader-election") || name(r).ends_with("signing-keys");
+    for role in of_kind(&objects, "Role").into_iter().filter(|r| !release_roles(r)) {
         let want = if name(role).ends_with("controller") { controller_rules() } else { verifier_rules() };
         assert_eq!(rules(role), want, "Role {} in {}", name(role), role["metadata"]["namespace"]);
     }
     for binding in of_kind(&objects, "RoleBinding") {
         let subject = &binding["subjects"][0];
         assert_eq!(subject["namespace"], "keyward-system", "the ServiceAccounts live in the release namespace");
-        assert_eq!(subject["name"].as_str(), Some(name(binding).trim_end_matches("-leader-election")));
+        let account = name(binding).trim_end_matches("-leader-election").trim_end_matches("-signing-keys");
+        assert_eq!(subject["name"].as_str(), Some(account));
     }
     for component in ["controller", "verifier"] {
         let args = container_args(&objects, component);
@@ -227,7 +234,65 @@ async fn the_controller_runs_two_replicas_with_leader_election_else_one_without_
     assert_eq!(controller["spec"]["replicas"], 1);
     assert_eq!(controller["spec"]["strategy"]["type"], "Recreate", "never two controllers during a rollout");
     assert!(!container_args(&single, "controller").contains(&"--leader-election".to_string()));
-    assert!(of_kind(&single, "Role").is_empty(), "no Lease role without leader election");
+    assert_eq!(
+        names_of(&single, "Role"),
+        ["kw-keyward-controller-signing-keys".to_string()].into(),
+        "no Lease role without leader election"
+    );
+}
+
+#[tokio::test]
+async fn the_controller_keeps_the_signing_secret_of_its_values_and_may_touch_only_that_one_in_its_namespace() {
+    let objects = render("kw", "keyward-system", &[]).await;
+    let args = container_args(&objects, "controller");
+    for flag in [
+        "--signing-secret=keyward-signing-keys",
+        "--signing-key-rotation=30d",
+        "--signing-key-publish-ahead=1h",
+        "--signing-key-retain=26h",
+    ] {
+        assert!(args.contains(&flag.to_string()), "{flag} not in {args:?}");
+    }
+    let role = named(&objects, "Role", "kw-keyward-controller-signing-keys");
+    assert_eq!(role["metadata"]["namespace"], "keyward-system");
+    let secrets: BTreeSet<(String, String, String)> = ["create", "get", "list", "watch", "update"]
+        .map(|verb| (String::new(), "secrets".to_string(), verb.to_string()))
+        .into();
+    assert_eq!(rules(role), secrets);
+    // A create cannot be limited to a name; everything else is limited to the one Secret.
+    let rules = role["rules"].as_array().expect("rules");
+    for rule in rules {
+        match rule.get("resourceNames") {
+            Some(names) => assert_eq!(names, &json!(["keyward-signing-keys"]), "{rule}"),
+            None => assert_eq!(rule["verbs"], json!(["create"]), "only create is unnamed: {rule}"),
+        }
+    }
+    let binding = named(&objects, "RoleBinding", "kw-keyward-controller-signing-keys");
+    assert_eq!(binding["roleRef"]["name"], "kw-keyward-controller-signing-keys");
+    assert_eq!(binding["subjects"][0]["name"], "kw-keyward-controller");
+
+    let values = [
+        "--set",
+        "controller.signing.secret=team-keys",
+        "--set",
+        "controller.signing.rotation=7d",
+        "--set",
+        "controller.signing.publishAhead=2h",
+        "--set",
+        "controller.signing.retain=3h",
+    ];
+    let custom = render("kw", "keyward-system", &values).await;
+    let args = container_args(&custom, "controller");
+    for flag in [
+        "--signing-secret=team-keys",
+        "--signing-key-rotation=7d",
+        "--signing-key-publish-ahead=2h",
+        "--signing-key-retain=3h",
+    ] {
+        assert!(args.contains(&flag.to_string()), "{flag} not in {args:?}");
+    }
+    let role = named(&custom, "Role", "kw-keyward-controller-signing-keys");
+    assert!(role["rules"].as_array().expect("rules").iter().any(|r| r["resourceNames"] == json!(["team-keys"])));
 }
 
 #[tokio::test]
@@ -744,6 +809,42 @@ async fn watch_namespaces_confine_the_controller_to_its_namespaces() {
     let untouched = other.keys().get("outside").await.expect("get").status;
     assert!(untouched.is_none(), "a key in an unwatched namespace got a status: {untouched:?}");
     assert!(!controller.logs().to_lowercase().contains("forbidden"), "{}", controller.logs());
+}
+
+#[tokio::test]
+async fn the_controller_keeps_the_signing_secret_in_its_namespace_with_no_other_secret_there() {
+    // The release namespace is not watched: only the signing-keys Role grants Secrets there.
+    let release_ns = TestNamespace::new("chart-signing").await;
+    let watched = TestNamespace::new("chart-signing-watched").await;
+    let release =
+        Release::install(&release_ns.name, &["--set", &format!("watchNamespaces={{{}}}", watched.name)]).await;
+    let controller_id = release.identity("controller").await;
+    let planted: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "database"}, "stringData": {"p": "x"}})).expect("Secret");
+    release_ns.secrets().create(&PostParams::default(), &planted).await.expect("a Secret of someone else");
+
+    let controller = release.run("controller", &controller_id, &watched.name, 0);
+    let secret = release_ns
+        .wait_secret("keyward-signing-keys", "created by the controller", |s| {
+            s.type_.as_deref() == Some(keyward::signing::SECRET_TYPE)
+        })
+        .await;
+    assert!(keyward::signing::KeySet::from_secret("keyward-signing-keys", &secret).is_ok());
+    controller.wait_metric("keyward_signing_keys", "the key read", |n| n == Some(1.0)).await;
+    assert!(!controller.logs().to_lowercase().contains("forbidden"), "{}", controller.logs());
+
+    let secrets = Api::<Secret>::namespaced(controller_id.client.clone(), &release_ns.name);
+    assert_forbidden(secrets.get("database").await, "GET another Secret in the release namespace");
+    assert_forbidden(secrets.list(&ListParams::default()).await, "LIST Secrets in the release namespace");
+    let mut other = release_ns.secrets().get("database").await.expect("get");
+    other.metadata.managed_fields = None;
+    assert_forbidden(secrets.replace("database", &PostParams::default(), &other).await, "update another Secret");
+    assert_forbidden(
+        secrets.delete("keyward-signing-keys", &Default::default()).await,
+        "delete the signing Secret (it is never deleted)",
+    );
+    let by_name = ListParams::default().fields("metadata.name=keyward-signing-keys");
+    assert_eq!(secrets.list(&by_name).await.expect("LIST by name is allowed").items.len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

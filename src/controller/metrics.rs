@@ -1,5 +1,6 @@
 //! The controller's Prometheus metrics (prefix `keyward`): reconciles, API writes, the leader
-//! gauge, dropped events, and the key census taken from the caches at each scrape.
+//! gauge, dropped events, the key census taken from the caches at each scrape, and the signing
+//! keys' age, next rotation and writes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,6 +46,22 @@ pub struct Metrics {
     reconciles: Family<KindLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     duration: Family<KindLabels, Histogram>,
+    signing: Arc<Mutex<Option<SigningKeys>>>,
+    signing_writes: Family<VerbLabels, Counter>,
+    signing_refusals: Counter,
+    signing_conflicts: Counter,
+    signing_looks: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabels {
+    verb: &'static str,
+}
+
+/// The signing keys as last read or written: each key's `signsFrom`, and the rotation.
+struct SigningKeys {
+    signs_from: Vec<jiff::Timestamp>,
+    rotation: Duration,
 }
 
 impl Default for Metrics {
@@ -59,7 +76,7 @@ impl Default for Metrics {
         registry.register("reconcile_errors", "Reconciles that failed, by kind and error class", errors.clone());
         registry.register("reconcile_duration_seconds", "Time a reconcile took, by kind", duration.clone());
         let writes = Family::<WriteLabels, Counter>::default();
-        registry.register("api_writes", "Writes sent to the API server, by resource and verb", writes.clone());
+        registry.register("api_writes", "Writes the reconcilers and events send to the API server, by resource and verb (the signing Secret's: keyward_signing_key_writes_total)", writes.clone());
         let reads = Family::<WriteLabels, Counter>::default();
         registry.register(
             "api_reads",
@@ -80,7 +97,38 @@ impl Default for Metrics {
             "Events not written because too many were waiting (the API server fell behind)",
             events_dropped.clone(),
         );
+        let signing = Arc::<Mutex<Option<SigningKeys>>>::default();
+        registry.register_collector(Box::new(SigningCollector { keys: signing.clone() }));
+        let signing_writes = Family::<VerbLabels, Counter>::default();
+        registry.register(
+            "signing_key_writes",
+            "Writes of the signing Secret sent to the API server, by verb (create or update)",
+            signing_writes.clone(),
+        );
+        let signing_refusals = Counter::default();
+        registry.register(
+            "signing_secret_refusals",
+            "Looks at a signing Secret that is not a key set of ours (another type, or content refused); it is never overwritten",
+            signing_refusals.clone(),
+        );
+        let signing_conflicts = Counter::default();
+        registry.register(
+            "signing_key_write_conflicts",
+            "Writes of the signing Secret another writer won (it was read again and planned anew)",
+            signing_conflicts.clone(),
+        );
+        let signing_looks = Counter::default();
+        registry.register(
+            "signing_key_looks",
+            "Reads of the signing Secret: at start, at each change of it, and when the schedule is due",
+            signing_looks.clone(),
+        );
         Self {
+            signing_looks,
+            signing,
+            signing_writes,
+            signing_refusals,
+            signing_conflicts,
             registry: Arc::new(registry),
             census,
             leader,
@@ -126,6 +174,29 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
+    /// Counts one write of the signing Secret (`create` or `update`).
+    pub fn count_signing_write(&self, verb: &'static str) {
+        self.signing_writes.get_or_create(&VerbLabels { verb }).inc();
+    }
+
+    pub fn count_signing_look(&self) {
+        self.signing_looks.inc();
+    }
+
+    pub fn count_signing_refusal(&self) {
+        self.signing_refusals.inc();
+    }
+
+    pub fn count_signing_conflict(&self) {
+        self.signing_conflicts.inc();
+    }
+
+    /// Records the signing keys (their `signsFrom`) as last read or written; the gauges are
+    /// computed from them at each scrape.
+    pub fn set_signing_keys(&self, signs_from: Vec<jiff::Timestamp>, rotation: Duration) {
+        *self.signing.lock().unwrap_or_else(PoisonError::into_inner) = Some(SigningKeys { signs_from, rotation });
+    }
+
     /// Adds a cache of `kind` to the key census taken at each scrape.
     pub fn add_census_source(&self, kind: &'static str, source: impl Fn(&mut KeyCensus) + Send + Sync + 'static) {
         self.census.lock().unwrap_or_else(PoisonError::into_inner).push(CensusSource { kind, visit: Box::new(source) });
@@ -165,6 +236,42 @@ struct ExpiryLabels {
 struct CensusSource {
     kind: &'static str,
     visit: Box<dyn Fn(&mut KeyCensus) + Send + Sync>,
+}
+
+/// The signing key gauges, from the keys last seen and the time of the scrape.
+struct SigningCollector {
+    keys: Arc<Mutex<Option<SigningKeys>>>,
+}
+
+impl std::fmt::Debug for SigningCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningCollector")
+    }
+}
+
+impl Collector for SigningCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let gauges = {
+            let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+            keys.as_ref()
+                .and_then(|k| crate::signing::keeper::gauges(&k.signs_from, jiff::Timestamp::now(), k.rotation))
+        };
+        // Nothing until this process has read the keys (a standby never does).
+        let Some(gauges) = gauges else { return Ok(()) };
+        for (name, help, value) in [
+            ("signing_key_age_seconds", "Seconds since the current signing key began to sign", gauges.age_seconds),
+            (
+                "signing_key_next_rotation_timestamp_seconds",
+                "When the next signing key begins to sign, in seconds since the Unix epoch",
+                gauges.next_rotation,
+            ),
+            ("signing_keys", "Keys in the signing Secret: current, next and retired ones still kept", gauges.keys),
+        ] {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(value).encode(metric)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

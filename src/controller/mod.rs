@@ -91,6 +91,8 @@ pub struct Settings {
     pub expiry: ExpiryPolicy,
     /// Reconciles running at once per kind and namespace set.
     pub concurrency: u16,
+    /// The signing Secret and its schedule (see [`crate::signing::keeper`]).
+    pub signing: crate::signing::keeper::KeeperSettings,
 }
 
 /// State shared by every reconcile.

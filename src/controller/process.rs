@@ -1,5 +1,6 @@
-//! The controller as a process: its health endpoints, and reconciling either at once or, with
-//! `--leader-election`, only while holding the leader Lease; both end on `shutdown`.
+//! The controller as a process: its health endpoints, and reconciling and keeping the signing
+//! keys either at once or, with `--leader-election`, only while holding the leader Lease; both
+//! end on `shutdown`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ pub async fn run(
             Some(lease) => reconcile_while_leading(client, lease, ctx, ready_tx, shutdown).await,
             None => {
                 metrics.set_leader(true);
-                super::run(ctx, ready_tx, shutdown).await;
+                work(client, ctx, ready_tx, shutdown).await;
                 Ok(())
             }
         };
@@ -54,11 +55,7 @@ async fn reconcile_while_leading(
     ready: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let namespace = std::env::var("POD_NAMESPACE")
-        .ok()
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or_else(|| client.default_namespace().to_string());
-    let mut campaign = leader::campaign(client, lease, namespace, leader::identity()).await?;
+    let mut campaign = leader::campaign(client.clone(), lease, own_namespace(&client), leader::identity()).await?;
     tracing::info!(identity = %campaign.identity, namespace = %campaign.namespace, lease, "standing by for the leader Lease");
     // A standby is healthy and ready to take over.
     ready.send_replace(true);
@@ -69,9 +66,31 @@ async fn reconcile_while_leading(
     tracing::info!(identity = %campaign.identity, "holding the leader Lease; reconciling");
     ctx.metrics.set_leader(true);
     let (stop, lost) = campaign.until_lost(shutdown);
-    super::run(ctx.clone(), ready, stop).await;
+    work(client, ctx.clone(), ready, stop).await;
     ctx.metrics.set_leader(false);
     let lost = *lost.borrow();
     campaign.resign().await;
     if lost { Err(Error::LostLeadership) } else { Ok(()) }
+}
+
+/// The controller's own namespace: `POD_NAMESPACE`, else the client's default namespace. The
+/// Lease and the signing Secret live there.
+pub fn own_namespace(client: &Client) -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_string())
+}
+
+/// What a leader (or the only controller) does until `stop`: reconcile every kind, and keep the
+/// signing keys.
+async fn work(client: Client, ctx: Arc<Context>, ready: watch::Sender<bool>, stop: watch::Receiver<bool>) {
+    let keeper = crate::signing::keeper::run(
+        client.clone(),
+        own_namespace(&client),
+        ctx.settings.signing.clone(),
+        ctx.metrics.clone(),
+        stop.clone(),
+    );
+    tokio::join!(super::run(ctx, ready, stop), keeper);
 }

@@ -17,6 +17,7 @@
 //! Private keys exist only in that Secret and in [`KeySet`] in memory: [`PrivateKey`] prints as
 //! `[redacted]`, and nothing here puts one in an error.
 
+pub mod keeper;
 pub mod schedule;
 
 use std::collections::{BTreeMap, HashSet};
