@@ -85,7 +85,7 @@ pub struct VerifierArgs {
     /// /v1/token and /.well-known. Without it those paths answer 404.
     #[arg(long, env = "KEYWARD_ISSUER")]
     pub issuer: Option<String>,
-    /// aud of access tokens [default: the issuer].
+    /// aud of access tokens; the issuer when not given.
     #[arg(long, env = "KEYWARD_AUDIENCE")]
     pub audience: Option<String>,
     /// Lifetime of an access token, at most 2h; never past the key's own expiry.
