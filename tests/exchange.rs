@@ -676,3 +676,50 @@ async fn no_private_key_or_token_in_trace_logs_metrics_or_the_jwks() {
 fn key_pem(key: &StoredKey) -> String {
     serde_json::to_value(key).unwrap()["privateKey"].as_str().unwrap().to_string()
 }
+
+#[tokio::test]
+async fn a_credential_token_exchanges_under_its_own_name_and_its_removal_refuses_its_tokens_at_once() {
+    let ns = TestNamespace::new("exchange-credential").await;
+    let _controller = ns.controller(&[]);
+    ns.create_credential(
+        "billing",
+        json!({"scopes": ["orders.read"], "tokens": [{"name": "primary"}, {"name": "next"}]}),
+    )
+    .await;
+    let status = ns
+        .wait_credential("billing", "two active tokens", |s| {
+            s.tokens.len() == 2 && s.tokens.iter().all(|t| t.record.phase == Some(Phase::Active))
+        })
+        .await;
+    let key_id = |name: &str| {
+        status.tokens.iter().find(|t| t.name == name).and_then(|t| t.record.key_id.clone()).expect("a key ID")
+    };
+    let (primary, next) = (ns.token_of("billing-primary").await, ns.token_of("billing-next").await);
+    let key = new_key(Timestamp::now());
+    write_signing_keys(&ns, std::slice::from_ref(&key)).await;
+    let verifier = ExchangeVerifier::start(&ns, &[], &[]).await;
+    let answer = wait_signing_kid(&verifier, &key_id("primary"), &primary, &key.kid).await;
+    let access = answer["access_token"].as_str().unwrap().to_string();
+    let claims = jwt_parts(&access).1;
+    assert_eq!(claims["sub"], format!("{}/billing/primary", ns.name));
+    assert_eq!(claims["keyward"]["kind"], "Credential");
+    assert_eq!(claims["keyward"]["token"], "primary");
+    let next_access = verifier.exchange(&key_id("next"), &next, &[("app", "billing-worker")]).await;
+    let next_access = next_access["access_token"].as_str().unwrap().to_string();
+    assert_eq!(jwt_parts(&next_access).1["keyward"]["app"], "billing-worker");
+    let (_, verdict) = verifier.process.verify(json!({"token": access, "scopes": ["orders.read"]})).await;
+    assert_eq!((verdict["code"].as_str(), verdict["key"]["token"].as_str()), (Some("VALID"), Some("primary")));
+
+    // One Credential token's key ID is not another's client_id.
+    let (response, answer) =
+        verifier.token(&[("grant_type", "client_credentials")], Some((&key_id("next"), &primary))).await;
+    assert_eq!((response.status, answer["error"].as_str()), (401, Some("invalid_client")));
+
+    ns.set_tokens("billing", json!([{"name": "next"}])).await;
+    wait_for("the removed token's access token refused", DEADLINE, || async {
+        let code = verifier.process.verify_code(&access, &[], None).await;
+        if code == "NOT_FOUND" { Ok(()) } else { Err(code) }
+    })
+    .await;
+    assert_eq!(verifier.auth(&next_access, &["orders.read"]).await.status, 200, "the other token's still good");
+}

@@ -133,6 +133,15 @@ impl From<GrantError> for Refusal {
     }
 }
 
+/// What every token of one session carries: its ID, its absolute end, the API token it began
+/// with (by hash), and the application named at its start.
+struct Session {
+    sid: String,
+    end: i64,
+    token_hash: String,
+    app: Option<String>,
+}
+
 /// A successful exchange.
 struct Issued {
     access_token: String,
@@ -226,10 +235,13 @@ impl Exchange {
             Grant::ClientCredentials(client) => {
                 let entry = self.authenticate(verifier, &client, client_ip, now)?;
                 let scopes = grant::narrow(&entry.policy.scopes, request.scope.as_deref())?;
-                let session_end = now.as_second().saturating_add(seconds(self.settings.session_max));
-                let sid = jwt::random_id().map_err(Refusal::Unavailable)?;
-                let hash = TokenHash::of(client.secret.expose().as_bytes());
-                self.issue(&keys, &entry, scopes, request.app, sid, session_end, hash.as_str(), now)
+                let session = Session {
+                    sid: jwt::random_id().map_err(Refusal::Unavailable)?,
+                    end: now.as_second().saturating_add(seconds(self.settings.session_max)),
+                    token_hash: TokenHash::of(client.secret.expose().as_bytes()).as_str().to_string(),
+                    app: request.app,
+                };
+                self.issue(&keys, &entry, scopes, session, now)
             }
             Grant::RefreshToken { token, client } => {
                 let invalid = |why: &str| Refusal::Grant(GrantError::InvalidGrant(why.to_string()));
@@ -280,16 +292,13 @@ impl Exchange {
                 if request.app.is_some() && request.app != claims.keyward.app {
                     return Err(GrantError::InvalidRequest("app must be the session's application".into()).into());
                 }
-                self.issue(
-                    &keys,
-                    &entry,
-                    scopes,
-                    claims.keyward.app,
-                    claims.sid,
-                    claims.session_end,
-                    &claims.token_hash,
-                    now,
-                )
+                let session = Session {
+                    sid: claims.sid,
+                    end: claims.session_end,
+                    token_hash: claims.token_hash,
+                    app: claims.keyward.app,
+                };
+                self.issue(&keys, &entry, scopes, session, now)
             }
         }
     }
@@ -319,18 +328,15 @@ impl Exchange {
     }
 
     /// Mints an access token and a refresh token for `entry`.
-    #[allow(clippy::too_many_arguments)]
     fn issue(
         &self,
         keys: &KeySet,
         entry: &Entry,
         scopes: Vec<String>,
-        app: Option<String>,
-        sid: String,
-        session_end: i64,
-        token_hash: &str,
+        session: Session,
         now: Timestamp,
     ) -> Result<Issued, Refusal> {
+        let Session { sid, end: session_end, token_hash, app } = session;
         let claim = KeyClaim {
             kind: entry.object.kind.as_str().to_string(),
             namespace: entry.object.namespace.to_string(),
@@ -342,7 +348,6 @@ impl Exchange {
         let iat = now.as_second();
         let access_exp = jwt::access_exp(now, seconds(self.settings.access_ttl), entry.expires_at, session_end);
         let scope = scopes.join(" ");
-        let rng = |e: String| Refusal::Unavailable(e);
         let access = AccessClaims {
             iss: self.issuer.issuer.clone(),
             sub: claim.subject(),
@@ -351,7 +356,7 @@ impl Exchange {
             scope: scope.clone(),
             iat,
             exp: access_exp,
-            jti: jwt::random_id().map_err(rng)?,
+            jti: jwt::random_id().map_err(Refusal::Unavailable)?,
             keyward: claim.clone(),
         };
         let refresh = RefreshClaims {
@@ -362,10 +367,10 @@ impl Exchange {
             scope: scope.clone(),
             iat,
             exp: jwt::refresh_exp(access_exp, seconds(self.settings.refresh_grace), session_end),
-            jti: jwt::random_id().map_err(rng)?,
+            jti: jwt::random_id().map_err(Refusal::Unavailable)?,
             sid,
             session_end,
-            token_hash: token_hash.to_string(),
+            token_hash,
             keyward: claim,
         };
         let mint_error = |e: jwt::MintError| Refusal::Unavailable(e.to_string());

@@ -1,6 +1,7 @@
 //! `keyward verifier`: answers "is this token good, for which key, with which scopes" from an
 //! in-memory index fed by watches of ApiKeys and Credentials. No API call on the request path,
-//! and no Secret is ever read: status holds every hash.
+//! and no key's Secret is ever read: status holds every hash (with token exchange on, the one
+//! signing Secret is, see [`crate::exchange::keys`]).
 
 pub mod http;
 pub mod index;
