@@ -398,6 +398,7 @@ async fn refresh_gives_a_new_pair_for_the_session_until_deactivation_or_reissue(
     let refresh_token = first["refresh_token"].as_str().unwrap();
     let (header, claims) = jwt_parts(refresh_token);
     assert_eq!(header["typ"], "keyward-rt+jwt");
+    assert_eq!(claims["aud"], format!("{}/v1/token", verifier.issuer), "never the access tokens' audience");
     let access_exp = jwt_parts(first["access_token"].as_str().unwrap()).1["exp"].as_i64().unwrap();
     assert_eq!(claims["exp"].as_i64().unwrap(), access_exp + 3_600, "--refresh-grace 1h after the access token");
 

@@ -69,8 +69,11 @@ impl Settings {
                 "--issuer {url:?} must be an http(s) URL with a host and no query or fragment, such as https://keyward.example.com"
             ));
         }
-        if self.audience.is_empty() {
-            return Err("--audience must not be empty".into());
+        if self.audience.is_empty() || self.audience == self.token_endpoint() {
+            return Err(format!(
+                "--audience {:?} must be neither empty nor the token endpoint (the audience of refresh tokens)",
+                self.audience
+            ));
         }
         let fmt = crate::duration::format;
         if self.access_ttl.is_zero() || self.access_ttl > crate::signing::MAX_ACCESS_TTL {
@@ -99,6 +102,11 @@ impl Settings {
     fn base(&self) -> &str {
         self.issuer.trim_end_matches('/')
     }
+
+    /// `<issuer>/v1/token`.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/v1/token", self.base())
+    }
 }
 
 /// The exchange's state: its settings, the signing keys, the checked-token cache, metrics.
@@ -106,6 +114,10 @@ impl Settings {
 pub struct Exchange {
     pub settings: Settings,
     issuer: Issuer,
+    /// `aud` of refresh tokens: the token endpoint, the one place that takes them. Never the
+    /// access tokens' audience, so that an offline verifier that forgets to check `typ` still
+    /// refuses a refresh token.
+    refresh_audience: String,
     pub keys: Arc<Keys>,
     pub cache: Arc<Cache>,
     pub metrics: Arc<ExchangeMetrics>,
@@ -154,7 +166,8 @@ struct Issued {
 impl Exchange {
     pub fn new(settings: Settings, metrics: Arc<ExchangeMetrics>) -> Self {
         let issuer = Issuer { issuer: settings.issuer.clone(), audience: settings.audience.clone() };
-        Self { settings, issuer, keys: Arc::default(), cache: Arc::default(), metrics }
+        let refresh_audience = settings.token_endpoint();
+        Self { settings, issuer, refresh_audience, keys: Arc::default(), cache: Arc::default(), metrics }
     }
 
     /// Judges a presented access token: checked once (then cached until `exp`), then the key it
@@ -250,7 +263,7 @@ impl Exchange {
                     &token.0,
                     jwt::REFRESH_TYP,
                     &self.issuer.issuer,
-                    &self.issuer.issuer,
+                    &self.refresh_audience,
                 )
                 .map_err(|_| invalid("the refresh token is not one this issuer gave"))?
                 .claims;
@@ -362,7 +375,7 @@ impl Exchange {
         let refresh = RefreshClaims {
             iss: self.issuer.issuer.clone(),
             sub: claim.subject(),
-            aud: self.issuer.issuer.clone(),
+            aud: self.refresh_audience.clone(),
             client_id: entry.key_id.to_string(),
             scope: scope.clone(),
             iat,
@@ -385,7 +398,7 @@ impl Exchange {
         let base = self.settings.base();
         json!({
             "issuer": self.settings.issuer,
-            "token_endpoint": format!("{base}/v1/token"),
+            "token_endpoint": self.settings.token_endpoint(),
             "jwks_uri": format!("{base}/.well-known/jwks.json"),
             "grant_types_supported": ["client_credentials", "refresh_token"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
