@@ -364,7 +364,9 @@ async fn scopes_narrow_to_what_the_key_grants_and_else_invalid_scope() {
     assert_eq!(narrow["scope"], "deploy.prod.write");
     let access = narrow["access_token"].as_str().unwrap();
     assert_eq!(jwt_parts(access).1["scope"], "deploy.prod.write");
-    assert_eq!(verifier.auth(access, &["deploy.prod.write"]).await.status, 200);
+    let ok = verifier.auth(access, &["deploy.prod.write"]).await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.header("x-keyward-scopes"), Some("deploy.prod.write"), "the token's scopes, not the key's");
     assert_eq!(verifier.auth(access, &["orders.read"]).await.status, 403, "not in the token's scope");
     let whole_access = whole["access_token"].as_str().unwrap();
     assert_eq!(verifier.auth(whole_access, &["deploy.prod.write", "orders.read"]).await.status, 200);

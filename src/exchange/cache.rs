@@ -16,7 +16,7 @@ pub struct Verified {
     pub uid: Box<str>,
     /// The Credential token's name; `None` for an ApiKey.
     pub token: Option<Box<str>>,
-    pub scopes: Box<[Box<str>]>,
+    pub scopes: Arc<[Box<str>]>,
     pub exp: i64,
 }
 
@@ -78,7 +78,7 @@ mod tests {
     use super::*;
 
     fn verified(exp: i64) -> Arc<Verified> {
-        Arc::new(Verified { uid: "u".into(), token: None, scopes: Box::new([]), exp })
+        Arc::new(Verified { uid: "u".into(), token: None, scopes: Arc::new([]), exp })
     }
 
     fn digest(i: u32) -> Digest {

@@ -127,6 +127,13 @@ fn seconds(duration: Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
 
+/// The scopes of a token that its key still grants: shared as they are when it grants them all
+/// (no copy per request), filtered when the key was narrowed since the token was issued.
+fn held_scopes(token: &Arc<[Box<str>]>, key: &[Box<str>]) -> Arc<[Box<str>]> {
+    let still = |scope: &str| key.iter().any(|k| **k == *scope || crate::scope::grants(k, scope));
+    if token.iter().all(|s| still(s)) { token.clone() } else { token.iter().filter(|s| still(s)).cloned().collect() }
+}
+
 fn scopes_of(claim: &str) -> Vec<String> {
     claim.split(' ').filter(|s| !s.is_empty()).map(String::from).collect()
 }
@@ -200,17 +207,18 @@ impl Exchange {
             },
         };
         let Some(entry) = verifier.lookup_uid(&verified.uid, verified.token.as_deref()) else {
-            return Verdict { code: Code::NotFound, entry: None };
+            return Verdict::of(Code::NotFound, None);
         };
         let mut code = entry.judge(required, client, now);
         if code == Code::Valid && !crate::scope::grants_all(&verified.scopes, required) {
             code = Code::InsufficientScope;
         }
-        Verdict { code, entry: Some(entry) }
+        let scopes = held_scopes(&verified.scopes, &entry.policy.scopes);
+        Verdict { code, entry: Some(entry), scopes: Some(scopes) }
     }
 
     fn check_access(&self, verifier: &Verifier, token: &str, now: Timestamp) -> Result<Arc<Verified>, Verdict> {
-        let refused = |code| Verdict { code, entry: None };
+        let refused = |code| Verdict::of(code, None);
         let keys = self.keys.get().ok_or_else(|| refused(Code::NotFound))?;
         let checked =
             jwt::check::<AccessClaims>(&keys, token, jwt::ACCESS_TYP, &self.issuer.issuer, &self.issuer.audience)
@@ -220,7 +228,7 @@ impl Exchange {
             // Whose token expired is worth saying, when that key is still there.
             let entry = verifier.lookup_uid(&claims.keyward.uid, claims.keyward.token.as_deref());
             let code = if entry.is_some() { Code::Expired } else { Code::NotFound };
-            return Err(Verdict { code, entry });
+            return Err(Verdict::of(code, entry));
         }
         Ok(Arc::new(Verified {
             uid: claims.keyward.uid.into(),
@@ -545,6 +553,16 @@ mod tests {
         assert!(with(|s| s.refresh_grace = Duration::from_secs(25 * 3_600)).contains("--refresh-grace 1d1h"));
         assert!(with(|s| s.session_max = Duration::ZERO).contains("--session-max"));
         assert!(with(|s| s.signing_secret = "Bad_Name".into()).contains("--signing-secret \"Bad_Name\""));
+    }
+
+    #[test]
+    fn a_tokens_scopes_are_those_its_key_still_grants() {
+        let token: Arc<[Box<str>]> = ["orders.read", "deploy.prod.write", "deploy.>"].map(Box::from).into();
+        let key: Vec<Box<str>> = ["orders.read", "deploy.>"].map(Box::from).into();
+        assert!(Arc::ptr_eq(&held_scopes(&token, &key), &token), "all held: shared, not copied");
+        let narrowed: Vec<Box<str>> = ["deploy.prod.>"].map(Box::from).into();
+        assert_eq!(&*held_scopes(&token, &narrowed), &[Box::from("deploy.prod.write")][..]);
+        assert!(held_scopes(&token, &[]).is_empty());
     }
 
     #[test]

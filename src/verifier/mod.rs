@@ -68,7 +68,7 @@ impl Verifier {
         if token.contains('.') {
             return match &self.exchange {
                 Some(exchange) => exchange.verify_access(self, token, required, client, now),
-                None => Verdict { code: judge::Code::Malformed, entry: None },
+                None => Verdict::of(judge::Code::Malformed, None),
             };
         }
         self.verify_api_token(token, required, client, now)
