@@ -96,6 +96,8 @@ pub struct Policy {
 pub struct Entry {
     pub(crate) digest: Digest,
     pub object: Arc<ObjectKey>,
+    /// The key object's `metadata.uid`, shared by its entries: what access tokens name it by.
+    pub uid: Option<Arc<str>>,
     /// The Credential token's name; `None` for an ApiKey.
     pub token: Option<Box<str>>,
     pub key_id: Box<str>,
@@ -148,6 +150,25 @@ pub struct Verdict {
     pub code: Code,
     /// The key, for every code but `NOT_FOUND` and `MALFORMED`.
     pub entry: Option<Arc<Entry>>,
+    /// The scopes the presented token itself holds, when they may be narrower than its key's
+    /// (an access token's `scope`, less any the key no longer grants); `None`: the key's.
+    pub scopes: Option<Arc<[Box<str>]>>,
+}
+
+impl Verdict {
+    /// A verdict on a token that holds its key's scopes.
+    pub fn of(code: Code, entry: Option<Arc<Entry>>) -> Self {
+        Self { code, entry, scopes: None }
+    }
+
+    /// The scopes the token grants: its own when narrower, else its key's.
+    pub fn scopes(&self) -> &[Box<str>] {
+        match (&self.scopes, &self.entry) {
+            (Some(scopes), _) => scopes,
+            (None, Some(entry)) => &entry.policy.scopes,
+            (None, None) => &[],
+        }
+    }
 }
 
 /// The whole check of one request, but the lookup: a malformed token is refused before the
@@ -160,11 +181,11 @@ pub fn verify<S: AsRef<str>>(
     lookup: impl FnOnce(&Digest) -> Option<Arc<Entry>>,
 ) -> Verdict {
     if token::check(token).is_err() {
-        return Verdict { code: Code::Malformed, entry: None };
+        return Verdict::of(Code::Malformed, None);
     }
     match lookup(&token::digest_of(token)) {
-        None => Verdict { code: Code::NotFound, entry: None },
-        Some(entry) => Verdict { code: entry.judge(required, client, now), entry: Some(entry) },
+        None => Verdict::of(Code::NotFound, None),
+        Some(entry) => Verdict::of(entry.judge(required, client, now), Some(entry)),
     }
 }
 

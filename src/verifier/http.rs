@@ -201,7 +201,8 @@ fn judge_forwarded(
         for (name, value) in [
             (X_KEYWARD_KEY, HeaderValue::try_from(key)),
             (X_KEYWARD_KEY_ID, HeaderValue::from_str(&entry.key_id)),
-            (X_KEYWARD_SCOPES, HeaderValue::try_from(entry.policy.scopes.join(","))),
+            // An access token's own scopes, which may be narrower than its key's.
+            (X_KEYWARD_SCOPES, HeaderValue::try_from(verdict.scopes().join(","))),
         ] {
             if let Ok(value) = value {
                 out.insert(name, value);
