@@ -31,7 +31,19 @@
 //!    VmHWM) once ready and again after a `wrk` run against it, and times a plain paged LIST of
 //!    the same keys (and one from the API server's watch cache) for comparison.
 //!
+//!    The rounds take turns with that paged LIST (one round the rebuild first, the next the LIST
+//!    first), so both see the same machine; the table gives the median of the per-round ratios
+//!    rebuild / paged LIST (goal at most 1.1: the rebuild costs no more than a tenth over the
+//!    LIST itself).
+//!
 //! `KEYWARD_BENCH_VERIFIER_API=0` skips part 2 (no API server needed then);
+//! `KEYWARD_BENCH_VERIFIER_HTTP=0` skips part 1 (only the rebuild and the LISTs are measured);
+//! `KEYWARD_BENCH_VERIFIER_REUSE=NAMESPACE` measures part 2 over the ApiKeys already in
+//! `NAMESPACE` (left by `KEYWARD_BENCH_KEEP_NAMESPACES=1`, at least `KEYWARD_BENCH_VERIFIER_KEYS`
+//! of them, the small count set to 0) instead of creating them: to iterate on the rebuild in
+//! minutes, without `wrk` on that verifier (its tokens are not known) and keeping the namespace;
+//! `KEYWARD_BENCH_VERIFIER_BIN` is the `keyward` binary part 2 starts (default: the one this
+//! bench was built with), to compare two builds over the same keys;
 //! `KEYWARD_BENCH_VERIFIER_THREADS` (2) is wrk's threads with many connections;
 //! `KEYWARD_BENCH_LOG` (`info`) is the real verifier's `RUST_LOG`;
 //! `KEYWARD_BENCH_KEEP_NAMESPACES=1` leaves the namespace for inspection. `wrk` and `nginx`
@@ -121,8 +133,11 @@ struct Settings {
     threads: usize,
     /// Distinct valid tokens the requests take turns presenting.
     tokens: usize,
-    /// Whether to measure part 2 on the API server.
+    /// Whether to measure part 1 (requests) and part 2 on the API server.
+    http: bool,
     api: bool,
+    /// A namespace whose ApiKeys part 2 measures instead of creating its own.
+    reuse: Option<String>,
     /// ApiKeys created (and their status written) at once in part 2.
     concurrency: usize,
 }
@@ -139,7 +154,9 @@ impl Settings {
             connections,
             threads: env_number("KEYWARD_BENCH_VERIFIER_THREADS", 2)?.clamp(1, connections),
             tokens: env_number("KEYWARD_BENCH_VERIFIER_TOKENS", 1000)?.clamp(1, keys.max(1)),
+            http: env_number("KEYWARD_BENCH_VERIFIER_HTTP", 1u8)? != 0,
             api: env_number("KEYWARD_BENCH_VERIFIER_API", 1u8)? != 0,
+            reuse: std::env::var("KEYWARD_BENCH_VERIFIER_REUSE").ok().filter(|ns| !ns.is_empty()),
             concurrency: env_number("KEYWARD_BENCH_VERIFIER_CONCURRENCY", 64)?.max(1),
         })
     }
@@ -195,9 +212,11 @@ impl common::Bench for Bench {
             None
         };
         self.figures.wrk = Some(ensure_wrk().await?);
-        let nginx = nginx::ensure_nginx().await?;
-        self.figures.nginx_version = nginx::nginx_version(&nginx).await;
-        self.requests(&nginx).await?;
+        if self.settings.http {
+            let nginx = nginx::ensure_nginx().await?;
+            self.figures.nginx_version = nginx::nginx_version(&nginx).await;
+            self.requests(&nginx).await?;
+        }
         if let Some(client) = client {
             self.api(client).await?;
         }
@@ -360,28 +379,38 @@ impl Bench {
     /// Part 2: the keys on the API server, and the real verifier rebuilding its index from them.
     async fn api(&mut self, client: Client) -> Result<()> {
         install_crds(&client, MANAGER).await?;
-        common::remove_leftovers(&client, BENCH_LABEL_VALUE, |m| self.progress.say(m)).await?;
-        let suffix: String = (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
-        let ns = format!("kwbench-verifier-{suffix}");
-        common::create_namespace(&client, &ns, BENCH_LABEL_VALUE).await?;
-        self.namespace = Some((client.clone(), ns.clone()));
+        let ns = match self.settings.reuse.clone() {
+            Some(ns) => ns,
+            None => {
+                common::remove_leftovers(&client, BENCH_LABEL_VALUE, |m| self.progress.say(m)).await?;
+                let suffix: String = (0..5).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
+                let ns = format!("kwbench-verifier-{suffix}");
+                common::create_namespace(&client, &ns, BENCH_LABEL_VALUE).await?;
+                self.namespace = Some((client.clone(), ns.clone()));
+                ns
+            }
+        };
         let keys: Api<ApiKey> = Api::namespaced(client.clone(), &ns);
         let mut tokens = Vec::new();
         let mut created = 0;
         for n in self.settings.sizes() {
-            let mut figures = ApiFigures { keys: n, created: n - created, ..ApiFigures::default() };
-            self.progress.say(&format!("creating ApiKeys {created} to {n} with their status in {ns}"));
-            let started = Instant::now();
-            self.create_keys(&keys, created..n, &mut tokens).await?;
-            figures.create_secs = started.elapsed().as_secs_f64();
-            figures.created_per_sec = figures.created as f64 / figures.create_secs;
-            created = n;
-            self.progress.say(&format!(
-                "{} ApiKeys created in {:.1} s ({:.0} a second)",
-                figures.created, figures.create_secs, figures.created_per_sec
-            ));
-            self.rebuild(&ns, n, &tokens, &mut figures).await?;
-            self.list_floor(&keys, n, &mut figures).await?;
+            let mut figures = ApiFigures { keys: n, ..ApiFigures::default() };
+            if self.settings.reuse.is_some() {
+                self.progress.say(&format!("measuring over the ApiKeys already in {ns}"));
+            } else {
+                figures.created = n - created;
+                self.progress.say(&format!("creating ApiKeys {created} to {n} with their status in {ns}"));
+                let started = Instant::now();
+                self.create_keys(&keys, created..n, &mut tokens).await?;
+                figures.create_secs = started.elapsed().as_secs_f64();
+                figures.created_per_sec = figures.created as f64 / figures.create_secs;
+                created = n;
+                self.progress.say(&format!(
+                    "{} ApiKeys created in {:.1} s ({:.0} a second)",
+                    figures.created, figures.create_secs, figures.created_per_sec
+                ));
+            }
+            self.rebuild(&ns, &keys, n, &tokens, &mut figures).await?;
             self.figures.api.push(figures);
         }
         Ok(())
@@ -417,14 +446,31 @@ impl Bench {
     }
 
     /// Starts the verifier over the namespace's `n` keys `rounds` times and times each until
-    /// ready; loads the last one with `wrk` and reads its memory before and after.
-    async fn rebuild(&mut self, ns: &str, n: usize, tokens: &[String], figures: &mut ApiFigures) -> Result<()> {
+    /// ready, taking turns with a paged LIST of the same keys; loads the last one with `wrk`
+    /// (when the tokens are known) and reads its memory before and after.
+    async fn rebuild(
+        &mut self,
+        ns: &str,
+        keys: &Api<ApiKey>,
+        n: usize,
+        tokens: &[String],
+        figures: &mut ApiFigures,
+    ) -> Result<()> {
         let rounds = self.settings.rounds;
-        let (mut listening, mut cpu) = (Vec::new(), Vec::new());
+        let (mut listening, mut cpu, mut paged, mut cached) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 1..=rounds {
+            // Every other round the LIST goes first, so that neither always follows the other.
+            let list_first = round % 2 == 0;
+            if list_first {
+                let (p, c) = self.list_floor(keys, n).await?;
+                paged.push(p);
+                cached.push(c);
+            }
             let log = self.out_dir.join(format!("verifier-rebuild-{n}-{round}.log"));
             let args = ["verifier", "--namespaces", ns, "--listen", "127.0.0.1:0"].map(String::from);
-            let mut verifier = Process::keyward(Path::new(env!("CARGO_BIN_EXE_keyward")), &args, &log)?;
+            let binary = std::env::var_os("KEYWARD_BENCH_VERIFIER_BIN")
+                .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_keyward")), PathBuf::from);
+            let mut verifier = Process::keyward(&binary, &args, &log)?;
             let limit = Duration::from_secs(120) + Duration::from_millis(2) * u32::try_from(n).unwrap_or(u32::MAX);
             let ready = verifier.wait_ready(limit).await?;
             let (listened, ready) = (ready.listening_secs, ready.ready_secs);
@@ -448,6 +494,8 @@ impl Bench {
             if round == rounds {
                 figures.rss_ready_mib = Some(verifier.rss_mib()?);
                 figures.peak_rss_ready_mib = Some(peak);
+            }
+            if round == rounds && !tokens.is_empty() {
                 let script = write_script(self.scratch.path(), &format!("api-{n}"), tokens)?;
                 let (threads, connections) = (self.settings.threads, self.settings.connections);
                 self.progress
@@ -470,15 +518,28 @@ impl Bench {
                     format!("the verifier over {n} keys logged warnings: {warnings:?}"),
                 );
             }
+            if !list_first {
+                let (p, c) = self.list_floor(keys, n).await?;
+                paged.push(p);
+                cached.push(c);
+            }
+            let ratio = ready / paged[paged.len() - 1];
+            figures.rebuild_over_list_rounds.push(ratio);
+            self.progress.say(&format!("  round {round}: rebuild / paged LIST = {ratio:.3}"));
         }
         figures.rebuild_secs = median(&figures.rebuild_rounds_secs);
         figures.listening_secs = median(&listening);
         figures.rebuild_cpu_secs = median(&cpu);
+        figures.list_paged_secs = median(&paged);
+        figures.list_cached_secs = median(&cached);
+        figures.list_paged_rounds_secs = paged;
+        figures.rebuild_over_list = median(&figures.rebuild_over_list_rounds);
         Ok(())
     }
 
-    /// For comparison with the rebuild: the same keys LISTed by the bench.
-    async fn list_floor(&self, keys: &Api<ApiKey>, n: usize, figures: &mut ApiFigures) -> Result<()> {
+    /// For comparison with the rebuild: the same keys LISTed by the bench, in pages of 500 as
+    /// the verifier's watch asks, and at once from the watch cache. Seconds of each.
+    async fn list_floor(&self, keys: &Api<ApiKey>, n: usize) -> Result<(f64, f64)> {
         let started = Instant::now();
         let mut params = ListParams::default().limit(500);
         let mut listed = 0;
@@ -500,8 +561,7 @@ impl Bench {
         self.progress.say(&format!(
             "LIST of {n} ApiKeys: {paged:.2} s in pages of 500, {cached_secs:.2} s from the watch cache"
         ));
-        (figures.list_paged_secs, figures.list_cached_secs) = (Some(paged), Some(cached_secs));
-        Ok(())
+        Ok((paged, cached_secs))
     }
 }
 

@@ -185,7 +185,20 @@ pub async fn follow_all(client: Client, settings: &Settings, verifier: Arc<Verif
     tokio::join!(ready_when_listed, futures::future::join_all(watches));
 }
 
+/// Events a watch may hold taken from the API server but not yet indexed: a page of the initial
+/// list (`watcher::Config`'s 500) and the next one.
+const WATCH_BUFFER: usize = 1000;
+
+/// Events indexed under one write lock at most: a page of the initial list goes in a few locks
+/// instead of one per object, and a lookup waits for no more than this many.
+const BATCH: usize = 256;
+
 /// Keeps the index in step with one kind in one namespace (or all), forever.
+///
+/// The watch runs in a task of its own, a page or two ahead: the API server makes (and the client
+/// parses) the next page of the initial list while this one is being indexed, which the watcher
+/// alone would ask for only once every object of the page was taken. The events are indexed in
+/// order, in batches of what is already there.
 async fn follow<K: Judged>(
     client: Client,
     namespace: Option<String>,
@@ -194,33 +207,72 @@ async fn follow<K: Judged>(
     listed: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut listed = Some(listed);
-    let mut events = watch_objects(api_in::<K>(&client, namespace.as_deref()), config)
-        .backoff(crate::retry::WatchBackoff::default())
-        .boxed();
+    let events = watch_objects(api_in::<K>(&client, namespace.as_deref()), config)
+        .backoff(crate::retry::WatchBackoff::default());
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+    let _watch = AbortOnDrop(tokio::spawn(async move {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            if events_tx.send(event).await.is_err() {
+                break;
+            }
+        }
+    }));
     // Objects seen in the list under way: after it, the rest were deleted while unwatched.
     let mut in_list = HashSet::new();
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(Event::Init) => in_list.clear(),
-            Ok(Event::InitApply(object)) => {
-                let key = ObjectKey::of(K::KIND, &object);
-                let entries = object.entries();
-                verifier.update(|index| index.replace(key.clone(), entries));
-                in_list.insert(key);
-            }
-            Ok(Event::InitDone) => {
-                let seen = std::mem::take(&mut in_list);
-                verifier.update(|index| index.retain_listed(K::KIND, namespace.as_deref(), &seen));
-                if let Some(listed) = listed.take() {
-                    let _ = listed.send(());
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut changes = Vec::with_capacity(BATCH);
+    while events_rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut list_done = false;
+        for event in batch.drain(..) {
+            match event {
+                Ok(Event::Init) => in_list.clear(),
+                Ok(Event::InitApply(object)) => {
+                    let key = ObjectKey::of(K::KIND, &object);
+                    in_list.insert(key.clone());
+                    changes.push(Change::Replace(key, object.entries()));
                 }
+                Ok(Event::InitDone) => {
+                    changes.push(Change::RetainListed(std::mem::take(&mut in_list)));
+                    list_done = true;
+                }
+                Ok(Event::Apply(object)) => {
+                    changes.push(Change::Replace(ObjectKey::of(K::KIND, &object), object.entries()))
+                }
+                Ok(Event::Delete(object)) => changes.push(Change::Remove(ObjectKey::of(K::KIND, &object))),
+                Err(error) => tracing::warn!(kind = K::KIND.as_str(), %error, "watch failed; retrying with backoff"),
             }
-            Ok(Event::Apply(object)) => {
-                let entries = object.entries();
-                verifier.update(|index| index.replace(ObjectKey::of(K::KIND, &object), entries));
-            }
-            Ok(Event::Delete(object)) => verifier.update(|index| index.remove(&ObjectKey::of(K::KIND, &object))),
-            Err(error) => tracing::warn!(kind = K::KIND.as_str(), %error, "watch failed; retrying with backoff"),
         }
+        if !changes.is_empty() {
+            verifier.update(|index| {
+                for change in changes.drain(..) {
+                    match change {
+                        Change::Replace(key, entries) => index.replace(key, entries),
+                        Change::Remove(key) => index.remove(&key),
+                        Change::RetainListed(seen) => index.retain_listed(K::KIND, namespace.as_deref(), &seen),
+                    }
+                }
+            });
+        }
+        // Ready only once the whole list is in the index, never while part of it waits in a batch.
+        if list_done && let Some(listed) = listed.take() {
+            let _ = listed.send(());
+        }
+    }
+}
+
+/// One event of a watch, as the index takes it.
+enum Change {
+    Replace(ObjectKey, Vec<judge::Entry>),
+    Remove(ObjectKey),
+    RetainListed(HashSet<ObjectKey>),
+}
+
+/// Ends the watch task when the follow that reads it ends (at shutdown, or when dropped).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
