@@ -17,6 +17,7 @@ stop:
 ## test: every test, unit and on a fresh real API server
 test:
 	$(CP) install
+	scripts/python-clients.sh >/dev/null
 	cargo build --tests --bins
 	$(CP) with $(TEST_CP_DIR) -- cargo test --no-fail-fast
 

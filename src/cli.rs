@@ -14,7 +14,7 @@ use crate::api::{names, validate};
 use crate::controller::{self, Settings, leader};
 use crate::error::{Error, Result};
 use crate::logging::{self, LogFormat};
-use crate::{crd, duration, verifier, webhook};
+use crate::{crd, duration, exchange, verifier, webhook};
 
 #[derive(Parser, Debug)]
 #[command(name = "keyward", version, about = "API keys as Kubernetes custom resources")]
@@ -81,6 +81,26 @@ pub struct VerifierArgs {
     /// WatchList feature) instead of paged LISTs.
     #[arg(long, env = "KEYWARD_STREAMING_LISTS")]
     pub streaming_lists: bool,
+    /// Turn token exchange on: the external URL clients use (iss of every token); serves
+    /// /v1/token and /.well-known. Without it those paths answer 404.
+    #[arg(long, env = "KEYWARD_ISSUER")]
+    pub issuer: Option<String>,
+    /// aud of access tokens; the issuer when not given.
+    #[arg(long, env = "KEYWARD_AUDIENCE")]
+    pub audience: Option<String>,
+    /// Lifetime of an access token, at most 2h; never past the key's own expiry.
+    #[arg(long, env = "KEYWARD_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub access_token_ttl: Duration,
+    /// A refresh token expires this long after its access token, at most 1d.
+    #[arg(long, env = "KEYWARD_REFRESH_GRACE", default_value = "1h", value_parser = parse_duration)]
+    pub refresh_grace: Duration,
+    /// Every session (its refreshes) ends this long after its first exchange.
+    #[arg(long, env = "KEYWARD_SESSION_MAX", default_value = "24h", value_parser = parse_duration)]
+    pub session_max: Duration,
+    /// The Secret of signing keys the controller writes, in POD_NAMESPACE (else the kubeconfig's
+    /// namespace); the verifier only reads it.
+    #[arg(long, env = "KEYWARD_SIGNING_SECRET", default_value = crate::signing::DEFAULT_SECRET_NAME)]
+    pub signing_secret: String,
     /// Log format.
     #[arg(long, env = "KEYWARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -172,13 +192,30 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
     controller::process::run(client, settings, args.listen, lease.as_deref(), shutdown_on_signal()).await
 }
 
+/// The exchange's settings from the verifier's flags; `None` without `--issuer`.
+pub fn exchange_settings(args: &VerifierArgs) -> Result<Option<exchange::Settings>> {
+    let Some(issuer) = args.issuer.clone() else { return Ok(None) };
+    let settings = exchange::Settings {
+        audience: args.audience.clone().unwrap_or_else(|| issuer.clone()),
+        issuer,
+        access_ttl: args.access_token_ttl,
+        refresh_grace: args.refresh_grace,
+        session_max: args.session_max,
+        signing_secret: args.signing_secret.clone(),
+    };
+    settings.check().map_err(Error::Usage)?;
+    Ok(Some(settings))
+}
+
 async fn run_verifier(args: VerifierArgs) -> Result<()> {
     logging::init_logging(args.log_format);
+    let exchange = exchange_settings(&args)?;
     let client = crate::retry::client().await.map_err(Error::KubeConfig)?;
     let settings = verifier::Settings {
         namespaces: namespaces(args.namespaces),
         trusted_proxies: args.trusted_proxies,
         streaming_lists: args.streaming_lists,
+        exchange,
     };
     tracing::info!(namespaces = ?settings.namespaces, trusted_proxies = ?settings.trusted_proxies, "starting verifier");
     verifier::run(client, settings, args.listen, shutdown_on_signal()).await
@@ -249,6 +286,26 @@ mod tests {
         assert_eq!(expiry_policy(Some(DAY), Some(7 * DAY)).unwrap().default, DAY);
         let refused = expiry_policy(Some(30 * DAY), Some(7 * DAY)).unwrap_err().to_string();
         assert!(refused.contains("--default-expiry 4w2d is longer than --max-expiry 1w"), "{refused}");
+    }
+
+    #[test]
+    fn exchange_flags_are_checked_at_start_and_off_without_an_issuer() {
+        let parse = |extra: &[&str]| {
+            let cli = Cli::try_parse_from([&["keyward", "verifier"], extra].concat()).unwrap();
+            let Command::Verifier(args) = cli.command else { panic!("verifier") };
+            exchange_settings(&args)
+        };
+        assert_eq!(parse(&[]).unwrap(), None);
+        let on = parse(&["--issuer", "https://kw.example"]).unwrap().expect("on");
+        assert_eq!(
+            (on.audience.as_str(), on.access_ttl, on.session_max),
+            ("https://kw.example", Duration::from_secs(900), DAY)
+        );
+        assert_eq!(on.signing_secret, "keyward-signing-keys");
+        let too_long = parse(&["--issuer", "https://kw.example", "--access-token-ttl", "3h"]).unwrap_err().to_string();
+        assert!(too_long.contains("--access-token-ttl 3h"), "{too_long}");
+        let bad = parse(&["--issuer", "kw.example"]).unwrap_err().to_string();
+        assert!(bad.contains("--issuer \"kw.example\""), "{bad}");
     }
 
     #[test]

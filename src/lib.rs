@@ -6,6 +6,7 @@ pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod error;
+pub mod exchange;
 pub mod http;
 pub mod judge;
 pub mod logging;

@@ -53,6 +53,7 @@ async fn helm_lint_passes_and_the_schema_refuses_unknown_and_bad_values() {
         &["--set", "controller.leaderElection.enabled=false", "--set", "verifier.replicas=1"],
         &["--set", "serviceMonitor.enabled=true", "--set", "verifier.trustedProxies={10.0.0.0/8,192.0.2.7}"],
         &["--set", "controller.maxExpiry=365d", "--set", "image.tag=dev"],
+        &["--set", "verifier.issuer=https://keys.example.com", "--set", "verifier.accessTokenTTL=5m"],
     ] {
         let lint = helm(&[&["lint", CHART, "--strict"], values].concat()).await;
         assert!(lint.success(), "helm lint {values:?} failed:\n{lint}");
@@ -62,6 +63,8 @@ async fn helm_lint_passes_and_the_schema_refuses_unknown_and_bad_values() {
         (&["--set", "controller.defaultExpiry=forever"], "defaultExpiry"),
         (&["--set", "watchNamespaces={Not_A_Namespace}"], "watchNamespaces"),
         (&["--set", "logFormat=xml"], "logFormat"),
+        (&["--set", "verifier.issuer=keys.example.com"], "issuer"),
+        (&["--set", "verifier.sessionMax=a day"], "sessionMax"),
     ] {
         let lint = helm(&[&["lint", CHART], values].concat()).await;
         assert!(!lint.success(), "helm lint accepted {values:?}");
@@ -137,6 +140,59 @@ async fn by_default_the_roles_are_cluster_wide_named_after_the_release_and_the_v
     let shared: Vec<_> =
         names_of(&other, "ClusterRole").intersection(&names_of(&objects, "ClusterRole")).cloned().collect();
     assert!(shared.is_empty(), "{shared:?}");
+}
+
+#[tokio::test]
+async fn token_exchange_is_off_by_default_and_on_reads_only_the_signing_secret() {
+    let off = render("kw", "keyward-system", &[]).await;
+    assert!(!container_args(&off, "verifier").iter().any(|a| a.starts_with("--issuer")));
+    assert!(!names_of(&off, "Role").iter().any(|n| n.contains("verifier")), "no Secret access with exchange off");
+
+    let on = render(
+        "kw",
+        "keyward-system",
+        &["--set", "verifier.issuer=https://keys.example.com", "--set", "verifier.sessionMax=8h"],
+    )
+    .await;
+    let args = container_args(&on, "verifier");
+    for expected in [
+        "--issuer=https://keys.example.com",
+        "--access-token-ttl=15m",
+        "--refresh-grace=1h",
+        "--session-max=8h",
+        "--signing-secret=keyward-signing-keys",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} missing from {args:?}");
+    }
+    assert!(!args.iter().any(|a| a.starts_with("--audience")), "the audience defaults to the issuer: {args:?}");
+    let env = &deployment(&on, "verifier")["spec"]["template"]["spec"]["containers"][0]["env"];
+    let pod_namespace =
+        env.as_array().expect("env").iter().find(|e| e["name"] == "POD_NAMESPACE").expect("POD_NAMESPACE");
+    assert_eq!(pod_namespace["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
+
+    let role = named(&on, "Role", "kw-keyward-verifier-signing-keys");
+    assert_eq!(role["metadata"]["namespace"], "keyward-system", "the release namespace only");
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["keyward-signing-keys"], "verbs": ["get", "list", "watch"]}]),
+        "the one Secret, read only"
+    );
+    let binding = named(&on, "RoleBinding", "kw-keyward-verifier-signing-keys");
+    assert_eq!(binding["roleRef"]["name"], "kw-keyward-verifier-signing-keys");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "kw-keyward-verifier", "namespace": "keyward-system"}])
+    );
+    let verifier = rules(named(&on, "ClusterRole", "kw-keyward-verifier"));
+    assert_eq!(verifier, verifier_rules(), "the cluster-wide rules still name no Secret");
+
+    let audience = render(
+        "kw",
+        "keyward-system",
+        &["--set", "verifier.issuer=https://keys.example.com", "--set", "verifier.audience=orders-api"],
+    )
+    .await;
+    assert!(container_args(&audience, "verifier").iter().any(|a| a == "--audience=orders-api"));
 }
 
 #[tokio::test]

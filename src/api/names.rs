@@ -62,3 +62,38 @@ fn label_chars(s: &str) -> bool {
         && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
         && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }
+
+/// Most characters in an application name.
+pub const MAX_APP_NAME: usize = 63;
+
+/// An application name (`X-Keyward-App`, field `app`): 1 to 63 characters of `[A-Za-z0-9._-]`,
+/// starting with a letter or digit.
+pub fn app_name(name: &str) -> Result<(), String> {
+    let bytes = name.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= MAX_APP_NAME
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "application names are 1 to {MAX_APP_NAME} characters of A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod app_name_tests {
+    use super::app_name;
+
+    #[test]
+    fn application_names_follow_the_contract() {
+        for ok in ["billing-worker", "a", "9.x_y-z", &"a".repeat(63)] {
+            assert_eq!(app_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "-a", ".a", "_a", "a b", "ä", "a/b", &"a".repeat(64)] {
+            assert!(app_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -71,6 +71,7 @@ pub fn apikey_entries(key: &ApiKey) -> Vec<Entry> {
     vec![Entry {
         digest: hash.digest(),
         object: Arc::new(ObjectKey::of(Kind::ApiKey, key)),
+        uid: key.metadata.uid.as_deref().map(Arc::from),
         token: None,
         key_id: key_id.as_str().into(),
         expires_at,
@@ -89,6 +90,7 @@ pub fn credential_entries(credential: &Credential) -> Vec<Entry> {
     let failed = failed_now(&credential.metadata, status.phase, status.observed_generation);
     let shared = policy(&credential.spec.policy, valid.as_ref().map(|v| v.state), failed);
     let object = Arc::new(ObjectKey::of(Kind::Credential, credential));
+    let uid: Option<Arc<str>> = credential.metadata.uid.as_deref().map(Arc::from);
     status
         .tokens
         .iter()
@@ -105,6 +107,7 @@ pub fn credential_entries(credential: &Credential) -> Vec<Entry> {
             Some(Entry {
                 digest: hash.digest(),
                 object: object.clone(),
+                uid: uid.clone(),
                 token: Some(issued.name.as_str().into()),
                 key_id: issued.record.key_id.as_deref()?.into(),
                 expires_at: spec_expiry.map_or(status_expiry, |at| at.min(status_expiry)),

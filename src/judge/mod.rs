@@ -96,6 +96,8 @@ pub struct Policy {
 pub struct Entry {
     pub(crate) digest: Digest,
     pub object: Arc<ObjectKey>,
+    /// The key object's `metadata.uid`, shared by its entries: what access tokens name it by.
+    pub uid: Option<Arc<str>>,
     /// The Credential token's name; `None` for an ApiKey.
     pub token: Option<Box<str>>,
     pub key_id: Box<str>,

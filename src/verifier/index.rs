@@ -16,13 +16,22 @@ use crate::token::Digest;
 #[derive(Debug, Default)]
 pub struct Index {
     buckets: HashMap<u64, Vec<Arc<Entry>>>,
-    /// Each object's token digests, to find its entries again on change or removal.
-    objects: HashMap<Arc<ObjectKey>, Box<[Digest]>>,
+    /// Each object's UID and token digests, to find its entries again on change or removal.
+    objects: HashMap<Arc<ObjectKey>, Indexed>,
+    /// Objects by `metadata.uid`, for access tokens, which name their key by UID.
+    by_uid: HashMap<Arc<str>, Arc<ObjectKey>>,
     /// One copy of each namespace name.
     namespaces: HashSet<Arc<str>>,
     tokens: usize,
     /// Digests that two or more entries claim (refused for all of them).
     shared: usize,
+}
+
+/// What the index keeps of one object beside its entries.
+#[derive(Debug)]
+struct Indexed {
+    uid: Option<Arc<str>>,
+    digests: Box<[Digest]>,
 }
 
 fn bucket_of(digest: &Digest) -> u64 {
@@ -47,6 +56,7 @@ impl Index {
         };
         let object = Arc::new(ObjectKey { namespace, ..object });
         let digests = entries.iter().map(|e| e.digest).collect();
+        let uid = entries[0].uid.clone();
         for mut entry in entries.drain(..) {
             entry.object = object.clone();
             let bucket = self.buckets.entry(bucket_of(&entry.digest)).or_default();
@@ -67,12 +77,20 @@ impl Index {
             bucket.push(Arc::new(entry));
             self.tokens += 1;
         }
-        self.objects.insert(object, digests);
+        if let Some(uid) = &uid {
+            self.by_uid.insert(uid.clone(), object.clone());
+        }
+        self.objects.insert(object, Indexed { uid, digests });
     }
 
     /// Forgets `object` and its tokens.
     pub fn remove(&mut self, object: &ObjectKey) {
-        let Some(digests) = self.objects.remove(object) else { return };
+        let Some(Indexed { uid, digests }) = self.objects.remove(object) else { return };
+        if let Some(uid) = uid
+            && self.by_uid.get(&uid).is_some_and(|o| **o == *object)
+        {
+            self.by_uid.remove(&uid);
+        }
         for digest in digests {
             let bucket_key = bucket_of(&digest);
             if let Some(bucket) = self.buckets.get_mut(&bucket_key) {
@@ -107,6 +125,18 @@ impl Index {
     /// The entry whose token hashes to `digest`. A hash claimed by two keys is not found.
     pub fn lookup(&self, digest: &Digest) -> Option<Arc<Entry>> {
         judge::unique(self.buckets.get(&bucket_of(digest))?, digest).cloned()
+    }
+
+    /// The entry of the key whose `metadata.uid` is `uid` (and of its token `token`, for a
+    /// Credential), as [`Index::lookup`] finds it: a hash claimed by two keys is not found.
+    pub fn lookup_uid(&self, uid: &str, token: Option<&str>) -> Option<Arc<Entry>> {
+        let object = self.by_uid.get(uid)?;
+        let indexed = self.objects.get(object)?;
+        indexed
+            .digests
+            .iter()
+            .filter_map(|digest| self.lookup(digest))
+            .find(|entry| entry.object == *object && entry.token.as_deref() == token)
     }
 
     /// Token hashes indexed.
@@ -174,7 +204,44 @@ mod tests {
         index.retain_listed(Kind::Credential, None, &HashSet::new());
         assert_eq!(index.tokens(), 1, "a relist of another kind keeps ApiKeys");
         index.remove(&obj_b);
-        assert_eq!((index.tokens(), index.buckets.len(), index.objects.len()), (0, 0, 0));
+        assert_eq!((index.tokens(), index.buckets.len(), index.objects.len(), index.by_uid.len()), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn keys_are_found_by_uid_and_token_name_until_removed() {
+        let (primary, next) = (Token::generate("kw"), Token::generate("kw"));
+        let mut both = credential(&[("primary", &primary), ("next", &next)], &["primary", "next"]);
+        both.metadata.uid = Some("uid-credential".into());
+        let mut key = apikey(&Token::generate("kw"), serde_json::json!({}), "2026-03-01T00:00:00Z");
+        key.metadata.uid = Some("uid-apikey".into());
+        let object = ObjectKey::of(Kind::Credential, &both);
+        let mut index = indexed(&[
+            (object.clone(), credential_entries(&both)),
+            (ObjectKey::of(Kind::ApiKey, &key), apikey_entries(&key)),
+        ]);
+        let found = |index: &Index, uid: &str, token: Option<&str>| {
+            index.lookup_uid(uid, token).map(|e| (e.object.name.to_string(), e.token.as_deref().map(String::from)))
+        };
+        assert_eq!(found(&index, "uid-credential", Some("next")), Some(("billing".into(), Some("next".into()))));
+        assert_eq!(found(&index, "uid-credential", None), None, "a Credential's entry needs its token name");
+        assert_eq!(found(&index, "uid-apikey", None), Some(("ci-deploy".into(), None)));
+        assert_eq!(found(&index, "uid-apikey", Some("primary")), None);
+        assert_eq!(found(&index, "uid-other", None), None);
+        let only_primary = {
+            let mut c = both.clone();
+            c.spec.tokens.retain(|t| t.name == "primary");
+            c
+        };
+        index.replace(object.clone(), credential_entries(&only_primary));
+        assert_eq!(found(&index, "uid-credential", Some("next")), None, "a removed token at once");
+        // The same name, re-created: the old UID no longer names it.
+        let mut recreated = only_primary.clone();
+        recreated.metadata.uid = Some("uid-recreated".into());
+        index.replace(object.clone(), credential_entries(&recreated));
+        assert_eq!(found(&index, "uid-credential", Some("primary")), None);
+        assert!(found(&index, "uid-recreated", Some("primary")).is_some());
+        index.remove(&object);
+        assert_eq!(found(&index, "uid-recreated", Some("primary")), None);
     }
 
     #[test]

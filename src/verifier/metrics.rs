@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::exchange::metrics::ExchangeMetrics;
 use crate::judge::Code;
 
 /// The endpoints whose answers are counted.
@@ -81,6 +82,8 @@ pub struct VerifierMetrics {
     /// the family's lock; a series still appears only once something was counted in it.
     request_series: [[OnceLock<Counter>; Answered::COUNT]; Endpoint::COUNT],
     duration_series: [OnceLock<Histogram>; Endpoint::COUNT],
+    /// Token exchange's series, in the same registry.
+    pub exchange: Arc<ExchangeMetrics>,
 }
 
 impl Default for VerifierMetrics {
@@ -104,7 +107,10 @@ impl Default for VerifierMetrics {
             "Token hashes that two or more keys claim; each is refused for all of them",
             shared_hashes.clone(),
         );
+        let exchange = Arc::new(ExchangeMetrics::default());
+        exchange.register(&mut registry);
         Self {
+            exchange,
             registry: Arc::new(registry),
             requests,
             duration,

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::api::Kind;
 use crate::api::{ApiKey, Credential};
 use crate::error::Result;
+use crate::exchange::Exchange;
 use crate::judge::{self, Judged, ObjectKey, Verdict};
 use crate::watch::{api_in, watch_scopes};
 use index::Index;
@@ -34,27 +35,75 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// Whether watches start with a streaming list (see [`crate::watch::initial_list`]).
     pub streaming_lists: bool,
+    /// Token exchange (`--issuer` and the flags beside it); off when `None`.
+    pub exchange: Option<crate::exchange::Settings>,
 }
 
 /// The index and what every request needs beside it.
 pub struct Verifier {
     index: RwLock<Index>,
     trusted_proxies: Vec<IpNet>,
+    exchange: Option<Exchange>,
     pub metrics: VerifierMetrics,
 }
 
 impl Verifier {
     pub fn new(trusted_proxies: Vec<IpNet>) -> Self {
-        Self { index: RwLock::default(), trusted_proxies, metrics: VerifierMetrics::default() }
+        Self::with_exchange(trusted_proxies, None)
     }
 
-    /// Judges `token` now. The index is held only for the lookup itself.
+    /// A verifier that also exchanges tokens when `exchange` is given.
+    pub fn with_exchange(trusted_proxies: Vec<IpNet>, exchange: Option<crate::exchange::Settings>) -> Self {
+        let metrics = VerifierMetrics::default();
+        let exchange = exchange.map(|settings| Exchange::new(settings, metrics.exchange.clone()));
+        Self { index: RwLock::default(), trusted_proxies, exchange, metrics }
+    }
+
+    /// Judges `token` now: an API token, or (a JWT, with exchange on) an access token. The
+    /// index is held only for the lookup itself.
     pub fn verify<S: AsRef<str>>(&self, token: &str, required: &[S], client: Option<IpAddr>) -> Verdict {
-        judge::verify(token, required, client, jiff::Timestamp::now(), |digest| {
-            // A panic while holding the lock cannot leave the maps half-changed in a way that
-            // matters more than refusing every request would.
-            self.index.read().unwrap_or_else(PoisonError::into_inner).lookup(digest)
-        })
+        let now = jiff::Timestamp::now();
+        // An API token never holds a '.'; a JWT always does.
+        if token.contains('.') {
+            return match &self.exchange {
+                Some(exchange) => exchange.verify_access(self, token, required, client, now),
+                None => Verdict { code: judge::Code::Malformed, entry: None },
+            };
+        }
+        self.verify_api_token(token, required, client, now)
+    }
+
+    /// Judges an API token (never an access token) at `now`.
+    pub fn verify_api_token<S: AsRef<str>>(
+        &self,
+        token: &str,
+        required: &[S],
+        client: Option<IpAddr>,
+        now: jiff::Timestamp,
+    ) -> Verdict {
+        judge::verify(token, required, client, now, |digest| self.lookup(digest))
+    }
+
+    /// The entry whose token hashes to `digest`.
+    pub fn lookup(&self, digest: &crate::token::Digest) -> Option<Arc<judge::Entry>> {
+        // A panic while holding the lock cannot leave the maps half-changed in a way that
+        // matters more than refusing every request would.
+        self.index.read().unwrap_or_else(PoisonError::into_inner).lookup(digest)
+    }
+
+    /// The entry of the key with this UID (and token name, for a Credential).
+    pub fn lookup_uid(&self, uid: &str, token: Option<&str>) -> Option<Arc<judge::Entry>> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner).lookup_uid(uid, token)
+    }
+
+    /// Token exchange, when on.
+    pub fn exchange(&self) -> Option<&Exchange> {
+        self.exchange.as_ref()
+    }
+
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub fn trusted_proxies(&self) -> &[IpNet] {
+        &self.trusted_proxies
     }
 
     /// Changes the index and keeps the token gauge current.
@@ -72,15 +121,39 @@ pub async fn run(
     listen: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let verifier = Arc::new(Verifier::new(settings.trusted_proxies.clone()));
+    let verifier = Arc::new(Verifier::with_exchange(settings.trusted_proxies.clone(), settings.exchange.clone()));
     let (ready_tx, ready_rx) = watch::channel(false);
-    let listener = crate::http::bind(listen, "/healthz, /readyz, /metrics, /v1/verify and /v1/auth").await?;
-    let router =
+    let what = match verifier.exchange() {
+        Some(_) => "/healthz, /readyz, /metrics, /v1/verify, /v1/auth, /v1/token and /.well-known",
+        None => "/healthz, /readyz, /metrics, /v1/verify and /v1/auth",
+    };
+    let listener = crate::http::bind(listen, what).await?;
+    let mut router =
         http::routes(verifier.clone()).merge(crate::metrics::health_routes(verifier.metrics.registry(), ready_rx));
+    // Readiness does not wait for the signing Secret: exchange is optional, and /v1/auth and
+    // /v1/verify serve API tokens without it (/v1/token answers 503 until it is there).
+    let signing = match verifier.exchange() {
+        Some(exchange) => {
+            router = router.merge(crate::exchange::routes(verifier.clone()));
+            let namespace = crate::exchange::keys::secret_namespace(&client);
+            tracing::info!(%namespace, secret = %exchange.settings.signing_secret, issuer = %exchange.settings.issuer, "token exchange on");
+            crate::exchange::keys::follow(
+                client.clone(),
+                namespace,
+                exchange.settings.signing_secret.clone(),
+                exchange.keys.clone(),
+                exchange.cache.clone(),
+                exchange.metrics.clone(),
+            )
+            .boxed()
+        }
+        None => futures::future::pending().boxed(),
+    };
     let watches = follow_all(client, &settings, verifier, ready_tx);
     tokio::select! {
         served = crate::http::serve(listener, router, shutdown) => served,
         () = watches => Ok(()),
+        () = signing => Ok(()),
     }
 }
 

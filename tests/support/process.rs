@@ -53,8 +53,11 @@ impl Operator {
         if self.subcommand != "webhook" {
             command.args(["--namespaces", &self.namespace]);
         }
+        // Port 0 unless the test chose one (an issuer URL must name the port it serves on).
+        if !self.extra.iter().any(|a| a == "--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         command
-            .args(["--listen", "127.0.0.1:0"])
             .args(&self.extra)
             .env("RUST_LOG", std::env::var("KEYWARD_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())

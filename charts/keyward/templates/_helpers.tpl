@@ -126,3 +126,11 @@ seccompProfile:
   resources: ["apikeys", "credentials"]
   verbs: ["get", "list", "watch"]
 {{- end }}
+
+{{/*
+The signing Secret of token exchange: the controller's value controller.signing.secret when
+there is one, else the default name.
+*/}}
+{{- define "keyward.signingSecret" -}}
+{{- dig "signing" "secret" "keyward-signing-keys" .Values.controller -}}
+{{- end }}
