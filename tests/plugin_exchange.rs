@@ -5,12 +5,17 @@
 
 mod support;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use keyward::api::Phase;
 use keyward::signing::{self, Stored, StoredKey};
 use keyward::token::Token;
 use kube::api::PostParams;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use support::command::{CommandLine, PLUGIN, Run};
 use support::{DEADLINE, Operator, TestNamespace, wait_for};
@@ -180,4 +185,65 @@ async fn exchange_refusals_say_the_oauth_error_with_their_own_exit_codes() {
         .never_shows(&token);
     let (_plain, plain_issuer) = verifier(&ns, false).await;
     exchange(&["--issuer", &plain_issuer], &token).run().await.exits(12).says("stderr", &["404", "--issuer"]);
+}
+
+/// A TLS front for `backend` on a port of its own, with the certificate (for 127.0.0.1) and CA
+/// that `scripts/control-plane.sh webhook-cert` makes in `certs`; returns its https:// URL.
+async fn tls_front(backend: String, certs: &Path) -> String {
+    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/control-plane.sh"))
+        .args(["webhook-cert", certs.to_str().expect("UTF-8")])
+        .output()
+        .expect("make a certificate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let chain = CertificateDer::pem_file_iter(certs.join("tls.crt"))
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .expect("the certificate");
+    let key = PrivateKeyDer::from_pem_file(certs.join("tls.key")).expect("the key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("a server identity");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, backend) = (acceptor.clone(), backend.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&backend).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+            });
+        }
+    });
+    format!("https://{addr}")
+}
+
+#[tokio::test]
+async fn exchange_speaks_https_trusting_the_ca_file_or_else_the_system_roots() {
+    let ns = TestNamespace::new("plugin-exchange-https").await;
+    let _controller = ns.controller(&[]);
+    let token = issued_key(&ns, "ci", json!({"scopes": ["orders.read"]})).await;
+    write_signing_key(&ns).await;
+    let (_verifier, issuer) = verifier(&ns, true).await;
+    first_exchange(&issuer, &token).await;
+    let certs = tempfile::tempdir().expect("temp dir");
+    let https = tls_front(issuer.trim_start_matches("http://").to_string(), certs.path()).await;
+    let ca = certs.path().join("ca.crt");
+
+    let run = exchange(&["--issuer", &https, "--ca-file", ca.to_str().expect("UTF-8")], &token).run().await.exits(0);
+    run.never_shows_on_stderr(&token);
+    assert_eq!(run.stdout.trim_end().split('.').count(), 3, "not a JWT\n{run}");
+    // The system roots do not hold the test's CA: the certificate is refused, nothing is sent.
+    let run = exchange(&["--issuer", &https], &token).run().await.exits(12).says("stderr", &["certificate"]);
+    run.never_shows(&token);
+    // A CA file that is no certificate is refused before anything is sent.
+    let key = certs.path().join("tls.key");
+    exchange(&["--issuer", &https, "--ca-file", key.to_str().expect("UTF-8")], &token)
+        .run()
+        .await
+        .exits(2)
+        .says("stderr", &["--ca-file"]);
 }
