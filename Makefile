@@ -38,6 +38,7 @@ bench:
 	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench verifier
 	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench plugin
 	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench webhook
+	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench exchange
 
 ## plugin: install `kubectl apikey` (the binary kubectl-apikey) into ~/.cargo/bin
 plugin:

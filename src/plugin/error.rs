@@ -29,8 +29,15 @@ pub enum PluginError {
     Unusable(String),
     /// The controller did not finish in time.
     Timeout(String),
-    /// `verify`: the token is not valid. The verdict has been printed already.
-    TokenRefused,
+    /// The token is not valid: `verify`'s verdict (printed already: `None`), or the issuer's
+    /// refusal of it at `exchange` (`invalid_client`).
+    TokenRefused(Option<String>),
+    /// `exchange`: the issuer refused the request itself (RFC 6749 `invalid_scope`,
+    /// `invalid_request`, `invalid_grant`, `unsupported_grant_type`).
+    ExchangeRefused(String),
+    /// `exchange`: the issuer could not be reached, did not answer in time or as a token
+    /// endpoint, or cannot issue yet (`temporarily_unavailable`): worth trying again.
+    IssuerUnavailable(String),
 }
 
 impl PluginError {
@@ -46,13 +53,15 @@ impl PluginError {
             PluginError::AlreadyExists(_) => 7,
             PluginError::Unusable(_) => 8,
             PluginError::Timeout(_) => 9,
-            PluginError::TokenRefused => 10,
+            PluginError::TokenRefused(_) => 10,
+            PluginError::ExchangeRefused(_) => 11,
+            PluginError::IssuerUnavailable(_) => 12,
         }
     }
 
     /// Prints the error (when it has something to say) and returns the exit code.
     pub fn report(&self) -> ExitCode {
-        if *self != PluginError::TokenRefused {
+        if *self != PluginError::TokenRefused(None) {
             eprintln!("error: {self}");
         }
         ExitCode::from(self.exit_code())
@@ -69,12 +78,15 @@ impl fmt::Display for PluginError {
             | PluginError::NotFound(message)
             | PluginError::AlreadyExists(message)
             | PluginError::Unusable(message)
-            | PluginError::Timeout(message) => f.write_str(message),
+            | PluginError::Timeout(message)
+            | PluginError::TokenRefused(Some(message))
+            | PluginError::ExchangeRefused(message)
+            | PluginError::IssuerUnavailable(message) => f.write_str(message),
             PluginError::CrdsMissing => f.write_str(
                 "the Keyward CRDs are not installed in this cluster (no keyward.io/v1alpha1 resources): \
                  install them with `kubectl apply -f crds/` or the Helm chart",
             ),
-            PluginError::TokenRefused => f.write_str("the token is not valid"),
+            PluginError::TokenRefused(None) => f.write_str("the token is not valid"),
         }
     }
 }
@@ -94,7 +106,9 @@ Exit codes:
   7   already exists
   8   the key cannot be used: the controller refused it (Failed), or it expired
   9   timed out waiting for the controller
-  10  verify: the token is not valid";
+  10  verify: the token is not valid; exchange: the issuer refused the token (invalid_client)
+  11  exchange: the issuer refused the request (invalid_scope, invalid_request, ...)
+  12  exchange: the issuer cannot be reached, timed out, or cannot issue yet";
 
 pub type Result<T, E = PluginError> = std::result::Result<T, E>;
 
@@ -114,7 +128,9 @@ mod tests {
             PluginError::AlreadyExists(String::new()),
             PluginError::Unusable(String::new()),
             PluginError::Timeout(String::new()),
-            PluginError::TokenRefused,
+            PluginError::TokenRefused(None),
+            PluginError::ExchangeRefused(String::new()),
+            PluginError::IssuerUnavailable(String::new()),
         ];
         let codes: std::collections::BTreeSet<u8> = all.iter().map(PluginError::exit_code).collect();
         assert_eq!(codes.len(), all.len(), "two errors share an exit code");

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod error;
+pub mod exchange;
 pub mod issue;
 pub mod keys;
 pub mod render;
@@ -44,6 +45,9 @@ pub enum Command {
     Key(KeyCommand),
     /// Read a token from stdin and say which key it belongs to and whether it is valid.
     Verify(verify::VerifyArgs),
+    /// Read a token from stdin, trade it at the verifier (--issuer) for a short-lived access token
+    /// (OAuth 2.0 client credentials), and print that.
+    Exchange(exchange::ExchangeArgs),
     /// The same for Credentials, which hold several tokens each.
     #[command(subcommand, visible_alias = "cred")]
     Credential(CredentialCommand),
@@ -126,6 +130,8 @@ impl Cli {
             Command::Create(args) => issue::create_apikey(connect, args).await,
             Command::Key(command) => command.run::<ApiKey>(&cluster().await?).await,
             Command::Verify(args) => verify::verify(&cluster().await?, args).await,
+            // The issuer is the verifier's URL: no cluster needed.
+            Command::Exchange(args) => exchange::exchange(args).await,
             Command::Credential(command) => match command {
                 CredentialCommand::Create(args) => issue::create_credential(connect, args).await,
                 CredentialCommand::AddToken(args) => issue::add_token(&cluster().await?, args).await,
@@ -194,6 +200,21 @@ mod tests {
         let Command::Credential(CredentialCommand::Key(KeyCommand::List(args))) = cli.command else { panic!("list") };
         assert_eq!(args.created_by.as_deref(), Some("alice"));
         assert!(Cli::try_parse_from(["kubectl-apikey", "list", "--created-by", ""]).is_err());
+    }
+
+    #[test]
+    fn exchange_takes_scopes_repeated_and_the_issuer_from_the_environment() {
+        let line =
+            ["kubectl-apikey", "exchange", "--issuer", "https://k.example", "--scope", "a.b c.d", "--scope", "e"];
+        let cli = Cli::try_parse_from(line).unwrap();
+        let Command::Exchange(args) = cli.command else { panic!("not exchange") };
+        assert_eq!(args.issuer.as_deref(), Some("https://k.example"));
+        assert_eq!(args.scopes, ["a.b c.d", "e"]);
+        assert_eq!(args.timeout, std::time::Duration::from_secs(30));
+        let issuer = Cli::command().find_subcommand("exchange").and_then(|c| {
+            c.get_arguments().find(|a| a.get_id() == "issuer").and_then(|a| a.get_env().map(|e| e.to_owned()))
+        });
+        assert_eq!(issuer.as_deref(), Some(std::ffi::OsStr::new("KEYWARD_ISSUER")));
     }
 
     #[test]

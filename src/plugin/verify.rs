@@ -39,7 +39,7 @@ pub async fn verify(cluster: &Cluster, args: VerifyArgs) -> Result<()> {
         scope::validate_required(required)
             .map_err(|problem| PluginError::Invalid(format!("invalid --scope {required:?} (#{}): {problem}", i + 1)))?;
     }
-    let token = read_token()?;
+    let token = read_token("verify")?;
     let entries = entries_of(cluster, args.all_namespaces).await?;
     let verdict = judge::verify(&token, &args.scopes, args.ip, Timestamp::now(), |digest| {
         judge::unique(&entries, digest).cloned().map(std::sync::Arc::new)
@@ -56,11 +56,12 @@ pub async fn verify(cluster: &Cluster, args: VerifyArgs) -> Result<()> {
              the client's with --ip ADDRESS"
         );
     }
-    if verdict.code == Code::Valid { Ok(()) } else { Err(PluginError::TokenRefused) }
+    if verdict.code == Code::Valid { Ok(()) } else { Err(PluginError::TokenRefused(None)) }
 }
 
-/// The token from stdin, without the line end a shell or `base64 -d` leaves.
-fn read_token() -> Result<String> {
+/// The token from stdin, without the line end a shell or `base64 -d` leaves; `command` names
+/// the command in the hint when there is none.
+pub(super) fn read_token(command: &str) -> Result<String> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         eprintln!("Paste the token, then press Enter and Ctrl-D:");
@@ -73,11 +74,10 @@ fn read_token() -> Result<String> {
         .map_err(|e| PluginError::Invalid(format!("cannot read a token from stdin: {e}")))?;
     let token = text.trim().to_string();
     if token.is_empty() {
-        return Err(PluginError::Invalid(
-            "no token on stdin; pipe it in, for example: kubectl get secret NAME -o jsonpath='{.data.token}' | \
-             base64 -d | kubectl apikey verify"
-                .into(),
-        ));
+        return Err(PluginError::Invalid(format!(
+            "no token on stdin; pipe it in, for example: kubectl get secret NAME -o jsonpath='{{.data.token}}' | \
+             base64 -d | kubectl apikey {command}"
+        )));
     }
     Ok(token)
 }
