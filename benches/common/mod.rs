@@ -198,6 +198,30 @@ pub async fn install_crds(client: &Client, manager: &str) -> Result<Duration> {
     Ok(youngest)
 }
 
+/// Creates the controller's signing keys in the client's default namespace (where a controller
+/// started without `POD_NAMESPACE` keeps them) unless they exist, so that no controller the bench
+/// starts writes them: its writes are then only the keys' own.
+pub async fn ensure_signing_keys(client: &Client) -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), client.default_namespace());
+    let key = keyward::signing::StoredKey::generate(Timestamp::now())?;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(keyward::signing::DEFAULT_SECRET_NAME.into()),
+            labels: Some([(keyward::api::LABEL_MANAGED_BY.to_string(), keyward::api::MANAGED_BY_VALUE.to_string())].into()),
+            ..Default::default()
+        },
+        type_: Some(keyward::signing::SECRET_TYPE.into()),
+        data: Some(keyward::signing::secret_data(&keyward::signing::Stored { keys: vec![key] })),
+        ..Default::default()
+    };
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(format!("create the signing keys: {error}").into()),
+    }
+}
+
 /// Creates the namespace `name`, labelled as the bench `bench`'s.
 pub async fn create_namespace(client: &Client, name: &str, bench: &str) -> Result<()> {
     let namespace = Namespace {

@@ -74,7 +74,7 @@ mod watch;
 
 use baseline::{StatusWrite, issue_credential_directly, issue_directly, write_status};
 use common::process::Process;
-use common::{Error, MANAGER, Outcome, Progress, Result, env_number, install_crds, median};
+use common::{Error, MANAGER, Outcome, Progress, Result, ensure_signing_keys, env_number, install_crds, median};
 use figures::{CredentialFigures, Figures, Profile, print_table};
 use profile::{ConnectionSampler, EventTimes};
 use requests::{Requests, is_event, is_key_write, is_operator_write, is_watched, wait_idle, wait_quiet};
@@ -150,6 +150,7 @@ impl common::Bench for Bench {
     async fn run(&mut self) -> Result<()> {
         self.progress.say(&format!("settings: {:?}", self.settings));
         let crd_age = install_crds(&self.client, MANAGER).await?;
+        ensure_signing_keys(&self.client).await?;
         // On a fresh control plane, apikeys were once LISTed from outside the bench at ~20 a
         // second (kube-controller-manager's client rate) for two minutes; most likely its garbage
         // collector taking up the new resource, which it finds by discovery every 30 s. Let it
