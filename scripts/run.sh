@@ -37,7 +37,9 @@ controller_listen=${KEYWARD_CONTROLLER_LISTEN:-127.0.0.1:8080}
 verifier_listen=${KEYWARD_VERIFIER_LISTEN:-127.0.0.1:8081}
 "$bin/keyward" controller --listen "$controller_listen" "$@" &
 controller=$!
-"$bin/keyward" verifier --listen "$verifier_listen" &
+# Token exchange on: the controller keeps the signing keys in the context's namespace, where the
+# verifier reads them.
+"$bin/keyward" verifier --listen "$verifier_listen" --issuer "http://$verifier_listen" &
 verifier=$!
 pids=("$controller" "$verifier")
 webhook_config=keyward-make-run
@@ -54,7 +56,7 @@ stop() {
 }
 trap stop EXIT
 trap 'exit 130' INT TERM
-echo "run: controller metrics on http://$controller_listen/metrics, verifier on http://$verifier_listen/v1/auth and /v1/verify" >&2
+echo "run: controller metrics on http://$controller_listen/metrics, verifier on http://$verifier_listen/v1/auth, /v1/verify and /v1/token" >&2
 
 if [ -n "$local_control_plane" ]; then
   # The webhook, registered by URL on loopback with a certificate of its own.
@@ -108,7 +110,8 @@ cat >&2 <<'MSG'
     TOKEN=$(kubectl get secret ci-deploy-apikey -o jsonpath='{.data.token}' | base64 -d)
 MSG
 printf '    curl -i -H "Authorization: Bearer $TOKEN" http://%s/v1/auth\n' "$verifier_listen" >&2
-printf '    export PATH=%s:$PATH; kubectl apikey list    # the kubectl plugin\n\n' "$bin" >&2
+printf '    export PATH=%s:$PATH; kubectl apikey list    # the kubectl plugin\n' "$bin" >&2
+printf '    echo "$TOKEN" | kubectl apikey exchange --issuer http://%s    # a 15-minute access token\n\n' "$verifier_listen" >&2
 if [ -n "$local_control_plane" ]; then
   echo "  Ctrl-C stops Keyward; then \`make stop\` stops the local control plane." >&2
 else

@@ -181,6 +181,32 @@ async fn make_run_in_a_fresh_clone_without_a_context_serves_the_first_example_an
         if status == 200 { Ok(()) } else { Err(format!("{status}; the log:\n{}", logs())) }
     })
     .await;
+    // The exchange the help prints: the controller's signing keys, the verifier's /v1/token,
+    // and the access token accepted where the API token was.
+    let plugin = target.join("debug").join("kubectl-apikey");
+    let issuer = format!("http://127.0.0.1:{verifier_port}");
+    let access = wait_for("an access token for the example's token", DEADLINE, || async {
+        let mut exchange = Command::new(&plugin)
+            .args(["exchange", "--issuer", &issuer])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kubectl-apikey exchange");
+        let mut stdin = exchange.stdin.take().expect("stdin");
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, token.as_bytes()).await.expect("write the token");
+        drop(stdin);
+        let out = exchange.wait_with_output().await.expect("kubectl-apikey exchange");
+        let access = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && access.split('.').count() == 3 {
+            Ok(access)
+        } else {
+            Err(format!("{}: {}; the log:\n{}", out.status, String::from_utf8_lossy(&out.stderr), logs()))
+        }
+    })
+    .await;
+    let status = status_of(verifier_port, "/v1/auth", &format!("Authorization: Bearer {access}\r\n")).await;
+    assert_eq!(status, 200, "the access token at /v1/auth; the log:\n{}", logs());
 
     // Ctrl-C: the terminal sends SIGINT to the whole foreground process group.
     let group = make.id().expect("make's PID");

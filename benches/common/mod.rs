@@ -208,7 +208,9 @@ pub async fn ensure_signing_keys(client: &Client) -> Result<()> {
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(keyward::signing::DEFAULT_SECRET_NAME.into()),
-            labels: Some([(keyward::api::LABEL_MANAGED_BY.to_string(), keyward::api::MANAGED_BY_VALUE.to_string())].into()),
+            labels: Some(
+                [(keyward::api::LABEL_MANAGED_BY.to_string(), keyward::api::MANAGED_BY_VALUE.to_string())].into(),
+            ),
             ..Default::default()
         },
         type_: Some(keyward::signing::SECRET_TYPE.into()),
