@@ -29,6 +29,16 @@ pub fn initial_list(streaming: bool) -> watcher::Config {
     if streaming { config.streaming_lists() } else { config }
 }
 
+/// The process's own namespace: `POD_NAMESPACE` (the downward API), else the client's default
+/// namespace (the kubeconfig's, or the in-cluster one). The leader Lease and the signing Secret
+/// live there.
+pub fn own_namespace(client: &Client) -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -444,36 +444,9 @@ async fn check_answers(verifier: &Process, api_token: &str, access_token: &str) 
 /// A `wrk` script whose requests are client-credentials exchanges, each with the next of the
 /// Basic `authorizations`, built once per thread.
 fn write_exchange_script(dir: &Path, name: &str, authorizations: &[String]) -> Result<PathBuf> {
-    let list: Vec<String> = authorizations.iter().map(|a| format!("  \"{a}\",")).collect();
-    let script = format!(
-        r#"-- {name}: POST /v1/token (client credentials), each with the next of {count} keys.
-local authorizations = {{
-{list}
-}}
-local requests = {{}}
-local turn = 0
-
-function init(args)
-  for i, authorization in ipairs(authorizations) do
-    requests[i] = wrk.format("POST", "/v1/token", {{
-      ["Host"] = wrk.headers["Host"],
-      ["Authorization"] = authorization,
-      ["Content-Type"] = "application/x-www-form-urlencoded",
-    }}, "grant_type=client_credentials")
-  end
-end
-
-function request()
-  turn = turn % #requests + 1
-  return requests[turn]
-end
-"#,
-        count = authorizations.len(),
-        list = list.join("\n"),
-    );
-    let path = dir.join(format!("{name}.lua"));
-    std::fs::write(&path, script)?;
-    Ok(path)
+    let request = r#"wrk.format("POST", "/v1/token", { ["Host"] = wrk.headers["Host"], ["Authorization"] = value, ["Content-Type"] = "application/x-www-form-urlencoded" }, "grant_type=client_credentials")"#;
+    let what = format!("POST /v1/token (client credentials) with the next of {} keys", authorizations.len());
+    wrk::write_turns(dir, name, &what, authorizations, request)
 }
 
 /// A counter of the verifier's, summed by the label `label`.

@@ -31,21 +31,27 @@ async fn wrk_version() -> Option<String> {
 
 /// A `wrk` script whose requests take turns presenting `tokens`, built once per thread.
 pub fn write_script(dir: &Path, name: &str, tokens: &[String]) -> Result<PathBuf> {
-    let list: Vec<String> = tokens.iter().map(|t| format!("  \"{t}\",")).collect();
+    let request = format!(
+        r#"wrk.format("GET", "{AUTH_PATH}", {{ ["Host"] = wrk.headers["Host"], ["Authorization"] = "Bearer " .. value }})"#
+    );
+    write_turns(dir, name, &format!("GET {AUTH_PATH} with the next of {} tokens", tokens.len()), tokens, &request)
+}
+
+/// A `wrk` script whose requests take turns over `values`: `request` is the Lua expression
+/// that makes one from `value`, built once per thread in `init`.
+pub fn write_turns(dir: &Path, name: &str, what: &str, values: &[String], request: &str) -> Result<PathBuf> {
+    let list: Vec<String> = values.iter().map(|v| format!("  \"{v}\",")).collect();
     let script = format!(
-        r#"-- {name}: GET {AUTH_PATH}, each request with the next of {count} tokens.
-local tokens = {{
+        r#"-- {name}: {what}.
+local values = {{
 {list}
 }}
 local requests = {{}}
 local turn = 0
 
 function init(args)
-  for i, token in ipairs(tokens) do
-    requests[i] = wrk.format("GET", "{AUTH_PATH}", {{
-      ["Host"] = wrk.headers["Host"],
-      ["Authorization"] = "Bearer " .. token,
-    }})
+  for i, value in ipairs(values) do
+    requests[i] = {request}
   end
 end
 
@@ -54,7 +60,6 @@ function request()
   return requests[turn]
 end
 "#,
-        count = tokens.len(),
         list = list.join("\n"),
     );
     let path = dir.join(format!("{name}.lua"));

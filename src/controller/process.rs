@@ -55,7 +55,8 @@ async fn reconcile_while_leading(
     ready: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let mut campaign = leader::campaign(client.clone(), lease, own_namespace(&client), leader::identity()).await?;
+    let mut campaign =
+        leader::campaign(client.clone(), lease, crate::watch::own_namespace(&client), leader::identity()).await?;
     tracing::info!(identity = %campaign.identity, namespace = %campaign.namespace, lease, "standing by for the leader Lease");
     // A standby is healthy and ready to take over.
     ready.send_replace(true);
@@ -73,21 +74,12 @@ async fn reconcile_while_leading(
     if lost { Err(Error::LostLeadership) } else { Ok(()) }
 }
 
-/// The controller's own namespace: `POD_NAMESPACE`, else the client's default namespace. The
-/// Lease and the signing Secret live there.
-pub fn own_namespace(client: &Client) -> String {
-    std::env::var("POD_NAMESPACE")
-        .ok()
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or_else(|| client.default_namespace().to_string())
-}
-
 /// What a leader (or the only controller) does until `stop`: reconcile every kind, and keep the
 /// signing keys.
 async fn work(client: Client, ctx: Arc<Context>, ready: watch::Sender<bool>, stop: watch::Receiver<bool>) {
     let keeper = crate::signing::keeper::run(
         client.clone(),
-        own_namespace(&client),
+        crate::watch::own_namespace(&client),
         ctx.settings.signing.clone(),
         ctx.metrics.clone(),
         stop.clone(),

@@ -129,6 +129,7 @@ pub fn mint<T: Serialize>(keys: &KeySet, now: Timestamp, typ: &str, claims: &T) 
     let mut header = Header::new(ALGORITHM);
     header.typ = Some(typ.to_string());
     header.kid = Some(key.kid.clone());
+    crate::signing::signer::install();
     // jsonwebtoken's errors name the failure, never key material.
     let token = jsonwebtoken::encode(&header, claims, key.encoding()).map_err(|e| MintError::Sign(e.to_string()))?;
     Ok((token, key.kid.clone()))

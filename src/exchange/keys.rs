@@ -36,14 +36,6 @@ impl Keys {
     }
 }
 
-/// The namespace of the signing Secret: `POD_NAMESPACE`, else the client's default.
-pub fn secret_namespace(client: &Client) -> String {
-    std::env::var("POD_NAMESPACE")
-        .ok()
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or_else(|| client.default_namespace().to_string())
-}
-
 /// Reads one version of the Secret into `keys`.
 pub fn load(name: &str, secret: &Secret, keys: &Keys, cache: &Cache, metrics: &ExchangeMetrics) {
     match KeySet::from_secret(name, secret) {

@@ -19,6 +19,7 @@
 
 pub mod keeper;
 pub mod schedule;
+pub mod signer;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -121,6 +122,8 @@ impl StoredKey {
 }
 
 fn encoding_key(private: &PrivateKey) -> Result<EncodingKey, &'static str> {
+    // Every use of jsonwebtoken goes through a key made here: ours is its signer from the start.
+    signer::install();
     EncodingKey::from_ec_pem(private.0.as_bytes()).map_err(|_| "privateKey is not a PKCS#8 PEM P-256 key")
 }
 

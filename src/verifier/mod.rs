@@ -136,7 +136,7 @@ pub async fn run(
     let signing = match verifier.exchange() {
         Some(exchange) => {
             router = router.merge(crate::exchange::routes(verifier.clone()));
-            let namespace = crate::exchange::keys::secret_namespace(&client);
+            let namespace = crate::watch::own_namespace(&client);
             tracing::info!(%namespace, secret = %exchange.settings.signing_secret, issuer = %exchange.settings.issuer, "token exchange on");
             crate::exchange::keys::follow(
                 client.clone(),
