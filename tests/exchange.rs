@@ -589,6 +589,46 @@ async fn a_key_set_change_keeps_old_tokens_verifying_and_new_ones_carry_the_new_
     assert_eq!(fresh.auth(&old_access, &[]).await.status, 200);
 }
 
+/// The kid of an access token.
+fn kid_of(answer: &Value) -> String {
+    jwt_parts(answer["access_token"].as_str().unwrap_or_default()).0["kid"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn the_controllers_own_rotation_keeps_old_tokens_verifying_and_new_ones_carry_the_new_kid() {
+    let ns = TestNamespace::new("exchange-keeper").await;
+    // The real keeper, in this namespace: a new key every 8 s, published 4 s before it signs.
+    let flags = ["--signing-key-rotation", "8s", "--signing-key-publish-ahead", "4s", "--signing-key-retain", "2m"];
+    let _controller = Operator::start(&ns.name, &flags, &[("POD_NAMESPACE", &ns.name)]);
+    let (token, key_id) = issued_key(&ns, "ci", json!({})).await;
+    let verifier = ExchangeVerifier::start(&ns, &[], &[]).await;
+    let exchange = || async {
+        let (response, answer) = verifier.token(&[("grant_type", "client_credentials")], Some((&key_id, &token))).await;
+        if response.status == 200 { Ok(answer) } else { Err(format!("{response:?}")) }
+    };
+    let first = wait_for("an access token signed by the controller's first key", DEADLINE, exchange).await;
+    let first_kid = kid_of(&first);
+    let first_access = first["access_token"].as_str().expect("access token").to_string();
+    let second = wait_for("an access token signed by the controller's next key", DEADLINE, || async {
+        let answer = exchange().await?;
+        if kid_of(&answer) == first_kid { Err(format!("still {first_kid}")) } else { Ok(answer) }
+    })
+    .await;
+    let second_kid = kid_of(&second);
+    assert_eq!(verifier.auth(&first_access, &[]).await.status, 200, "signed by the retired key, still good");
+    assert_eq!(verifier.auth(second["access_token"].as_str().expect("access token"), &[]).await.status, 200);
+    let (status, refreshed) = verifier.refresh(first["refresh_token"].as_str().expect("refresh token")).await;
+    assert_eq!(status, 200, "a refresh token of the retired key: {refreshed}");
+    let secret = ns.secrets().get(signing::DEFAULT_SECRET_NAME).await.expect("the controller's signing Secret");
+    let stored = signing::read_stored(signing::DEFAULT_SECRET_NAME, &secret).expect("a key set");
+    let kids: Vec<&str> = stored.keys.iter().map(|key| key.kid.as_str()).collect();
+    assert!(kids.contains(&first_kid.as_str()) && kids.contains(&second_kid.as_str()), "{kids:?}");
+    let (_, jwks) = verifier.process.http_get("/.well-known/jwks.json").await;
+    for kid in [&first_kid, &second_kid] {
+        assert!(jwks.contains(kid.as_str()), "{kid} published: {jwks}");
+    }
+}
+
 #[tokio::test]
 async fn hostile_bearer_values_are_clean_refusals() {
     let ns = TestNamespace::new("exchange-hostile").await;
