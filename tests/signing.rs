@@ -157,7 +157,13 @@ async fn the_next_key_is_published_ahead_becomes_current_and_the_retired_key_is_
         !keys.is_empty() && keys.iter().all(|(kid, _)| *kid != a.0)
     })
     .await;
-    let versions = history.versions();
+    // The history's watch may trail the read that saw the drop: wait until it has it too.
+    let versions = wait_for("the history to show the first key dropped", DEADLINE, || async {
+        let versions = history.versions();
+        let has_drop = versions.iter().any(|(_, keys)| !keys.is_empty() && keys.iter().all(|(kid, _)| *kid != a.0));
+        if has_drop { Ok(versions) } else { Err(format!("{} versions, all with the first key", versions.len())) }
+    })
+    .await;
     let shown = format!("{versions:#?}");
     let b = keys_of(&dropped)[0].clone();
     assert_eq!(b.1, a.1 + secs(6), "the second key signs one rotation after the first: {shown}");
