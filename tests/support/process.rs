@@ -87,6 +87,23 @@ impl Operator {
     }
 }
 
+/// A failing test shows the tail of each process's log: the only record of what the process
+/// saw, since its temporary directory goes with it. (The logs hold no token: the secrecy tests
+/// scan them.)
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let lines: Vec<&str> = logs.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(400)..];
+            eprintln!("--- keyward {} log ({}), last {} lines ---", self.subcommand, self.log.display(), tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 impl Operator {
     /// The address the process serves HTTP on (it listens on port 0), from its log.
     pub async fn listen_addr(&self) -> String {
