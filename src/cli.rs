@@ -15,7 +15,7 @@ use crate::controller::{self, Settings, leader};
 use crate::error::{Error, Result};
 use crate::logging::{self, LogFormat};
 use crate::signing::{self, keeper::KeeperSettings, schedule::Schedule};
-use crate::{crd, duration, exchange, verifier, webhook};
+use crate::{crd, duration, exchange, usage, verifier, webhook};
 
 #[derive(Parser, Debug)]
 #[command(name = "keyward", version, about = "API keys as Kubernetes custom resources")]
@@ -116,6 +116,13 @@ pub struct VerifierArgs {
     /// namespace); the verifier only reads it.
     #[arg(long, env = "KEYWARD_SIGNING_SECRET", default_value = crate::signing::DEFAULT_SECRET_NAME)]
     pub signing_secret: String,
+    /// Write each key's KeyUsage (last use, applications seen) at most this often; 0s turns usage
+    /// recording off.
+    #[arg(long, env = "KEYWARD_USAGE_FLUSH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub usage_flush_interval: Duration,
+    /// Times in KeyUsages are truncated to this (at least 1s): uses within one step write nothing.
+    #[arg(long, env = "KEYWARD_USAGE_RESOLUTION", default_value = "1m", value_parser = parse_duration)]
+    pub usage_resolution: Duration,
     /// Log format.
     #[arg(long, env = "KEYWARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -238,15 +245,28 @@ pub fn exchange_settings(args: &VerifierArgs) -> Result<Option<exchange::Setting
     Ok(Some(settings))
 }
 
+/// The usage recorder's settings from the verifier's flags; `None` when turned off.
+pub fn usage_settings(args: &VerifierArgs) -> Result<Option<usage::Settings>> {
+    if args.usage_flush_interval.is_zero() {
+        return Ok(None);
+    }
+    if args.usage_resolution.is_zero() {
+        return Err(Error::Usage("--usage-resolution must be at least 1s".into()));
+    }
+    Ok(Some(usage::Settings { flush_interval: args.usage_flush_interval, resolution: args.usage_resolution }))
+}
+
 async fn run_verifier(args: VerifierArgs) -> Result<()> {
     logging::init_logging(args.log_format);
     let exchange = exchange_settings(&args)?;
+    let usage = usage_settings(&args)?;
     let client = crate::retry::client().await.map_err(Error::KubeConfig)?;
     let settings = verifier::Settings {
         namespaces: namespaces(args.namespaces),
         trusted_proxies: args.trusted_proxies,
         streaming_lists: args.streaming_lists,
         exchange,
+        usage,
     };
     tracing::info!(namespaces = ?settings.namespaces, trusted_proxies = ?settings.trusted_proxies, "starting verifier");
     verifier::run(client, settings, args.listen, shutdown_on_signal()).await

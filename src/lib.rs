@@ -17,6 +17,7 @@ pub mod scope;
 pub mod signing;
 pub mod tls;
 pub mod token;
+pub mod usage;
 pub mod verifier;
 pub mod watch;
 pub mod webhook;

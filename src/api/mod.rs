@@ -1,17 +1,21 @@
 //! The custom resources of `keyward.io/v1alpha1` and the names the contract fixes.
 
 pub mod apikey;
+pub mod applications;
 pub mod credential;
 pub mod expiry;
 mod key;
 pub mod names;
 mod record;
+pub mod usage;
 pub mod validate;
 
 pub use apikey::{ApiKey, ApiKeySpec, ApiKeyStatus};
+pub use applications::{AppDefault, AppState, Applications};
 pub use credential::{Credential, CredentialSpec, CredentialStatus, CredentialToken, TokenStatus};
 pub use key::Key;
 pub use record::TokenRecord;
+pub use usage::{AppUsage, KeyUsage, KeyUsageSpec, KeyUsageStatus, TokenUsage};
 
 use std::collections::BTreeMap;
 
@@ -140,6 +144,11 @@ pub struct KeyPolicy {
     /// Labels, annotations and extra data copied onto the token Secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_template: Option<SecretTemplate>,
+
+    /// Which applications (named by `X-Keyward-App` or the `app` field) may use the key;
+    /// absent allows every one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applications: Option<Applications>,
 }
 
 /// Copied onto the Secret that holds the token.

@@ -147,7 +147,8 @@ pub fn credential(
     })
 }
 
-/// The checks every kind shares: description, scopes, CIDRs, prefix and Secret template.
+/// The checks every kind shares: description, scopes, CIDRs, prefix, Secret template and
+/// applications.
 pub fn common(policy: &KeyPolicy) -> Result<(), SpecError> {
     let (description, scopes, cidrs) = (policy.description.as_deref(), &policy.scopes, &policy.allowed_cidrs);
     let (prefix, template) = (policy.token_prefix.as_deref(), policy.secret_template.as_ref());
@@ -184,6 +185,9 @@ pub fn common(policy: &KeyPolicy) -> Result<(), SpecError> {
     }
     if let Some(template) = template {
         secret_template(template)?;
+    }
+    if let Some(applications) = &policy.applications {
+        applications.validate()?;
     }
     Ok(())
 }

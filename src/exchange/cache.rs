@@ -17,6 +17,8 @@ pub struct Verified {
     /// The Credential token's name; `None` for an ApiKey.
     pub token: Option<Box<str>>,
     pub scopes: Arc<[Box<str>]>,
+    /// The application named at the exchange (`keyward.app`), judged again at each use.
+    pub app: Option<Box<str>>,
     pub exp: i64,
 }
 
@@ -78,7 +80,7 @@ mod tests {
     use super::*;
 
     fn verified(exp: i64) -> Arc<Verified> {
-        Arc::new(Verified { uid: "u".into(), token: None, scopes: Arc::new([]), exp })
+        Arc::new(Verified { uid: "u".into(), token: None, scopes: Arc::new([]), app: None, exp })
     }
 
     fn digest(i: u32) -> Digest {

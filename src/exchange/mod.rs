@@ -27,7 +27,7 @@ use axum::routing::{get, post};
 use jiff::Timestamp;
 use serde_json::json;
 
-use crate::judge::{Code, Entry, Verdict};
+use crate::judge::{self, Code, Entry, Request, Verdict};
 use crate::signing::KeySet;
 use crate::token::TokenHash;
 use crate::verifier::Verifier;
@@ -180,12 +180,14 @@ impl Exchange {
     /// Judges a presented access token: checked once (then cached until `exp`), then the key it
     /// names judged in the index as an API token's would be, with the required scopes granted
     /// only by both the token's `scope` and the key.
+    ///
+    /// The application is the one the token was exchanged for (`keyward.app`); only a token
+    /// exchanged without one takes the request's.
     pub fn verify_access<S: AsRef<str>>(
         &self,
         verifier: &Verifier,
         token: &str,
-        required: &[S],
-        client: Option<IpAddr>,
+        request: &Request<'_, S>,
         now: Timestamp,
     ) -> Verdict {
         let digest = crate::token::digest_of(token);
@@ -209,12 +211,15 @@ impl Exchange {
         let Some(entry) = verifier.lookup_uid(&verified.uid, verified.token.as_deref()) else {
             return Verdict::of(Code::NotFound, None);
         };
-        let mut code = entry.judge(required, client, now);
-        if code == Code::Valid && !crate::scope::grants_all(&verified.scopes, required) {
+        let request = Request { app: verified.app.as_deref().or(request.app), ..*request };
+        let mut code = entry.judge(&request, now);
+        if code == Code::Valid && !crate::scope::grants_all(&verified.scopes, request.scopes) {
             code = Code::InsufficientScope;
         }
         let scopes = held_scopes(&verified.scopes, &entry.policy.scopes);
-        Verdict { code, entry: Some(entry), scopes: Some(scopes) }
+        let verdict = Verdict { code, entry: Some(entry), scopes: Some(scopes) };
+        verifier.record(&verdict, request.app, now);
+        verdict
     }
 
     fn check_access(&self, verifier: &Verifier, token: &str, now: Timestamp) -> Result<Arc<Verified>, Verdict> {
@@ -234,6 +239,7 @@ impl Exchange {
             uid: claims.keyward.uid.into(),
             token: claims.keyward.token.map(Into::into),
             scopes: scopes_of(&claims.scope).into_iter().map(Into::into).collect(),
+            app: claims.keyward.app.map(Into::into),
             exp: claims.exp,
         }))
     }
@@ -254,7 +260,7 @@ impl Exchange {
         })?;
         match request.grant {
             Grant::ClientCredentials(client) => {
-                let entry = self.authenticate(verifier, &client, client_ip, now)?;
+                let entry = self.authenticate(verifier, &client, client_ip, request.app.as_deref(), now)?;
                 let scopes = grant::narrow(&entry.policy.scopes, request.scope.as_deref())?;
                 let session = Session {
                     sid: jwt::random_id().map_err(Refusal::Unavailable)?,
@@ -302,7 +308,9 @@ impl Exchange {
                             && e.token.as_deref() == claims.keyward.token.as_deref()
                     })
                     .ok_or_else(|| invalid("NOT_FOUND: the key or its token is gone or was re-issued"))?;
-                let code = entry.judge(&[] as &[&str], client_ip, now);
+                let app = claims.keyward.app.as_deref();
+                let code = entry.judge(&Request { app, ..Request::from(client_ip) }, now);
+                verifier.record(&Verdict::of(code, Some(entry.clone())), app, now);
                 if code != Code::Valid {
                     return Err(invalid(code.as_str()));
                 }
@@ -330,15 +338,19 @@ impl Exchange {
         verifier: &Verifier,
         client: &ClientAuth,
         client_ip: Option<IpAddr>,
+        app: Option<&str>,
         now: Timestamp,
     ) -> Result<Arc<Entry>, Refusal> {
         let refused = |why: &str| Refusal::Grant(GrantError::InvalidClient(why.to_string()));
         // API tokens only: an access token is never a client secret.
-        let verdict = verifier.verify_api_token(client.secret.expose(), &[] as &[&str], client_ip, now);
-        let Some(entry) = verdict.entry else { return Err(refused(verdict.code.as_str())) };
+        let request = Request { app, ..Request::from(client_ip) };
+        let verdict = judge::verify(client.secret.expose(), &request, now, |digest| verifier.lookup(digest));
+        let Some(entry) = verdict.entry.clone() else { return Err(refused(verdict.code.as_str())) };
         if *entry.key_id != *client.id {
             return Err(refused("client_id is not the key ID of the token"));
         }
+        // Recorded once the client is known to be the key's own.
+        verifier.record(&verdict, app, now);
         if verdict.code != Code::Valid {
             return Err(refused(verdict.code.as_str()));
         }

@@ -24,7 +24,8 @@ fn policy(policy: &KeyPolicy, valid: Option<KeyState>, failed_now: bool) -> Arc<
     };
     let cidrs = policy.allowed_cidrs.iter().filter_map(|c| validate::parse_cidr(c).ok()).collect();
     let scopes = policy.scopes.iter().map(|s| s.as_str().into()).collect();
-    Arc::new(Policy { scopes, cidrs, standing })
+    let applications = policy.applications.as_ref().filter(|apps| !apps.allows_all()).cloned().map(Box::new);
+    Arc::new(Policy { scopes, cidrs, standing, applications })
 }
 
 /// Whether the controller marked this very generation as failed (a spec the verifier cannot

@@ -17,7 +17,7 @@ use kube::ResourceExt;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use crate::api::Kind;
+use crate::api::{AppState, Applications, Kind};
 use crate::token::{self, Digest};
 
 /// The answer codes of the contract.
@@ -30,11 +30,15 @@ pub enum Code {
     Inactive,
     IpNotAllowed,
     InsufficientScope,
+    /// The application is neither allowed nor denied, and the key's default is `Pending`.
+    AppPending,
+    /// The application is denied, or unlisted under the default `Deny`.
+    AppDenied,
 }
 
 impl Code {
     /// Every code, in declaration order (`code as usize` is its place here).
-    pub const ALL: [Code; 7] = [
+    pub const ALL: [Code; 9] = [
         Code::Valid,
         Code::NotFound,
         Code::Malformed,
@@ -42,6 +46,8 @@ impl Code {
         Code::Inactive,
         Code::IpNotAllowed,
         Code::InsufficientScope,
+        Code::AppPending,
+        Code::AppDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +59,8 @@ impl Code {
             Code::Inactive => "INACTIVE",
             Code::IpNotAllowed => "IP_NOT_ALLOWED",
             Code::InsufficientScope => "INSUFFICIENT_SCOPE",
+            Code::AppPending => "APP_PENDING",
+            Code::AppDenied => "APP_DENIED",
         }
     }
 }
@@ -88,6 +96,15 @@ pub struct Policy {
     pub scopes: Box<[Box<str>]>,
     pub(crate) cidrs: Vec<IpNet>,
     pub(crate) standing: Standing,
+    /// `spec.applications`; `None` when every application passes.
+    pub applications: Option<Box<Applications>>,
+}
+
+impl Policy {
+    /// The verdict on the application a request names (`None`: it names none).
+    pub fn app_state(&self, app: Option<&str>) -> AppState {
+        self.applications.as_deref().map_or(AppState::Allowed, |apps| apps.state(app))
+    }
 }
 
 /// One token, with everything needed to judge and describe it. Boxed strings
@@ -107,12 +124,22 @@ pub struct Entry {
 
 impl Entry {
     /// Judges a request that presented this entry's token. Pure: the clock is an argument.
-    pub fn judge<S: AsRef<str>>(&self, required: &[S], client: Option<IpAddr>, now: Timestamp) -> Code {
+    ///
+    /// The token itself first (expired, inactive), then the application, then the request
+    /// (address, scopes): an application that is not let in learns nothing of what the key
+    /// allows.
+    pub fn judge<S: AsRef<str>>(&self, request: &Request<'_, S>, now: Timestamp) -> Code {
+        let Request { scopes: required, client, app } = *request;
         if now >= self.expires_at {
             return Code::Expired;
         }
         if self.policy.standing != Standing::Active {
             return Code::Inactive;
+        }
+        match self.policy.app_state(app) {
+            AppState::Allowed => {}
+            AppState::Pending => return Code::AppPending,
+            AppState::Denied => return Code::AppDenied,
         }
         let cidrs = &self.policy.cidrs;
         if !cidrs.is_empty() {
@@ -175,8 +202,7 @@ impl Verdict {
 /// index is touched, and a found entry is judged after the index is let go.
 pub fn verify<S: AsRef<str>>(
     token: &str,
-    required: &[S],
-    client: Option<IpAddr>,
+    request: &Request<'_, S>,
     now: Timestamp,
     lookup: impl FnOnce(&Digest) -> Option<Arc<Entry>>,
 ) -> Verdict {
@@ -185,7 +211,23 @@ pub fn verify<S: AsRef<str>>(
     }
     match lookup(&token::digest_of(token)) {
         None => Verdict::of(Code::NotFound, None),
-        Some(entry) => Verdict::of(entry.judge(required, client, now), Some(entry)),
+        Some(entry) => Verdict::of(entry.judge(request, now), Some(entry)),
+    }
+}
+
+/// What a request asks beside its token: the scopes it needs, the client's address and the
+/// application it names.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a, S> {
+    pub scopes: &'a [S],
+    pub client: Option<IpAddr>,
+    pub app: Option<&'a str>,
+}
+
+impl Request<'static, &'static str> {
+    /// A request that needs no scope and names no application, from `client`.
+    pub fn from(client: Option<IpAddr>) -> Self {
+        Request { scopes: &[], client, app: None }
     }
 }
 
@@ -310,8 +352,19 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn check(entries: &[Entry], token: &Token, scopes: &[&str], ip: Option<&str>, now: &str) -> Code {
-        let ip = ip.map(|ip| ip.parse().unwrap());
-        verify(token.expose(), scopes, ip, ts(now), |d| unique(entries, d).cloned().map(Arc::new)).code
+        check_app(entries, token, scopes, ip, None, now)
+    }
+
+    fn check_app(
+        entries: &[Entry],
+        token: &Token,
+        scopes: &[&str],
+        ip: Option<&str>,
+        app: Option<&str>,
+        now: &str,
+    ) -> Code {
+        let request = Request { scopes, client: ip.map(|ip| ip.parse().unwrap()), app };
+        verify(token.expose(), &request, ts(now), |d| unique(entries, d).cloned().map(Arc::new)).code
     }
 
     fn single(key: &crate::api::ApiKey) -> Vec<Entry> {
@@ -343,7 +396,7 @@ mod tests {
             "KW_0123456789ABCDEFGHIJabcdefghij4Us3aw",
             "kw_0123456789ABCDEFGHIJabcdefghij4Us3ax",
         ] {
-            let verdict = verify(bad, &[] as &[&str], None, ts(CREATED), |_| {
+            let verdict = verify(bad, &Request::from(None), ts(CREATED), |_| {
                 lookups += 1;
                 None
             });
@@ -363,9 +416,45 @@ mod tests {
                 | Code::Expired
                 | Code::Inactive
                 | Code::IpNotAllowed
-                | Code::InsufficientScope => assert_eq!(*code as usize, place, "{code:?}"),
+                | Code::InsufficientScope
+                | Code::AppPending
+                | Code::AppDenied => assert_eq!(*code as usize, place, "{code:?}"),
             }
         }
+    }
+
+    #[test]
+    fn applications_are_judged_after_the_token_and_before_the_request() {
+        let token = Token::generate("kw");
+        let spec = serde_json::json!({
+            "scopes": ["orders.read"],
+            "allowedCIDRs": ["10.0.0.0/8"],
+            "applications": {"default": "Pending", "allowed": ["billing-worker"], "denied": ["legacy-cron"]},
+        });
+        let index = single(&apikey(&token, spec, "2026-03-01T00:00:00Z"));
+        let (now, inside, outside) = ("2026-02-01T00:00:00Z", Some("10.1.2.3"), Some("192.0.2.1"));
+        let app = |app, scopes: &[&str], ip| check_app(&index, &token, scopes, ip, app, now);
+        assert_eq!(app(Some("billing-worker"), &["orders.read"], inside), Code::Valid);
+        assert_eq!(app(Some("new-report"), &["orders.read"], inside), Code::AppPending);
+        assert_eq!(app(None, &["orders.read"], inside), Code::AppPending, "no name follows the default");
+        assert_eq!(app(Some("legacy-cron"), &["orders.read"], inside), Code::AppDenied);
+        // An application not let in is told so, not what the key's scopes or networks are.
+        assert_eq!(app(Some("new-report"), &["orders.write"], outside), Code::AppPending);
+        assert_eq!(app(Some("billing-worker"), &["orders.write"], inside), Code::InsufficientScope);
+        assert_eq!(app(Some("billing-worker"), &["orders.read"], outside), Code::IpNotAllowed);
+        // The token itself comes first.
+        let late = "2026-03-01T00:00:00Z";
+        assert_eq!(check_app(&index, &token, &[], inside, Some("legacy-cron"), late), Code::Expired);
+        let inactive = serde_json::json!({"state": "Inactive", "applications": {"default": "Deny"}});
+        let index = single(&apikey(&token, inactive, "2026-03-01T00:00:00Z"));
+        assert_eq!(check_app(&index, &token, &[], None, Some("x"), now), Code::Inactive);
+        // No policy: every application, and none, passes.
+        let index = single(&apikey(&token, serde_json::json!({}), "2026-03-01T00:00:00Z"));
+        assert_eq!(check_app(&index, &token, &[], None, Some("anything"), now), Code::Valid);
+        let deny = serde_json::json!({"applications": {"default": "Deny", "allowed": ["a"]}});
+        let index = single(&apikey(&token, deny, "2026-03-01T00:00:00Z"));
+        assert_eq!(check_app(&index, &token, &[], None, Some("b"), now), Code::AppDenied);
+        assert_eq!(check_app(&index, &token, &[], None, Some("a"), now), Code::Valid);
     }
 
     #[test]

@@ -23,12 +23,19 @@ pub struct VerifyArgs {
     /// The client address to check against the key's allowed CIDRs.
     #[arg(long)]
     pub ip: Option<IpAddr>,
+    /// The application presenting the token, judged against the key's spec.applications.
+    #[arg(long, value_name = "NAME", value_parser = parse_app)]
+    pub app: Option<String>,
     /// Look for the key in every namespace, not only the current one.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
     /// Print the verifier's JSON answer (`valid`, `code`, `key`) as JSON or YAML.
     #[arg(short, long, value_enum)]
     pub output: Option<Format>,
+}
+
+fn parse_app(name: &str) -> std::result::Result<String, String> {
+    crate::api::names::app_name(name).map(|()| name.to_string())
 }
 
 /// The most a token read from stdin may be: far above any token, far below harm.
@@ -41,13 +48,14 @@ pub async fn verify(cluster: &Cluster, args: VerifyArgs) -> Result<()> {
     }
     let token = read_token("verify")?;
     let entries = entries_of(cluster, args.all_namespaces).await?;
-    let verdict = judge::verify(&token, &args.scopes, args.ip, Timestamp::now(), |digest| {
+    let request = judge::Request { scopes: &args.scopes, client: args.ip, app: args.app.as_deref() };
+    let verdict = judge::verify(&token, &request, Timestamp::now(), |digest| {
         judge::unique(&entries, digest).cloned().map(std::sync::Arc::new)
     });
     drop(token);
     match args.output {
         Some(format) => render::print_document(&Answer::from(&verdict), format)?,
-        None => render::print_stdout(&sentence(&verdict, cluster, args.all_namespaces, args.ip.is_some()))?,
+        None => render::print_stdout(&sentence(&verdict, cluster, args.all_namespaces, &args))?,
     }
     if verdict.code == Code::IpNotAllowed && args.ip.is_none() {
         // Without an address, a key limited to some networks can only be refused.
@@ -95,7 +103,8 @@ async fn entries_of(cluster: &Cluster, all_namespaces: bool) -> Result<Vec<Entry
 }
 
 /// The verdict as one line: the code first, then whose token it is.
-fn sentence(verdict: &judge::Verdict, cluster: &Cluster, all_namespaces: bool, with_ip: bool) -> String {
+fn sentence(verdict: &judge::Verdict, cluster: &Cluster, all_namespaces: bool, args: &VerifyArgs) -> String {
+    let with_ip = args.ip.is_some();
     let Some(entry) = &verdict.entry else {
         return match verdict.code {
             Code::Malformed => "MALFORMED: this is not a Keyward token (wrong format or checksum)\n".into(),
@@ -125,6 +134,16 @@ fn sentence(verdict: &judge::Verdict, cluster: &Cluster, all_namespaces: bool, w
         Code::InsufficientScope => {
             format!("the key's scopes ({}) do not grant all of those required", render::joined(&entry.policy.scopes))
         }
+        Code::AppPending => match &args.app {
+            Some(app) => {
+                format!("application {app:?} awaits approval (kubectl apikey app allow {} {app})", object.name)
+            }
+            None => "the key lets in only approved applications and none was named (--app NAME)".into(),
+        },
+        Code::AppDenied => match &args.app {
+            Some(app) => format!("application {app:?} is denied"),
+            None => "the key lets in only named applications and none was named (--app NAME)".into(),
+        },
         Code::NotFound | Code::Malformed => String::new(),
     };
     format!("{}: {whose} (key ID {}): {detail}\n", verdict.code.as_str(), entry.key_id)

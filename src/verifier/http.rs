@@ -20,7 +20,7 @@ use serde_json::Value;
 use super::Verifier;
 use super::metrics::{Answered, Endpoint};
 use crate::http::MAX_BODY_BYTES;
-use crate::judge::{Answer, Code, Verdict};
+use crate::judge::{Answer, Code, Request, Verdict};
 use crate::scope;
 
 /// Most required scopes one request may name.
@@ -34,6 +34,8 @@ const X_KEYWARD_CODE: HeaderName = HeaderName::from_static("x-keyward-code");
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const API_KEY: HeaderName = HeaderName::from_static("apikey");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// The application a `/v1/auth` request names.
+const X_KEYWARD_APP: HeaderName = HeaderName::from_static("x-keyward-app");
 
 /// `/v1/verify` and `/v1/auth` (any method and any path below it: Envoy's ext_authz sends the
 /// original request's method and path after the prefix).
@@ -52,6 +54,7 @@ struct VerifyRequest {
     token: String,
     scopes: Vec<String>,
     ip: Option<IpAddr>,
+    app: Option<String>,
 }
 
 impl VerifyRequest {
@@ -60,9 +63,9 @@ impl VerifyRequest {
     /// silently verify without the scope.
     fn parse(body: &[u8]) -> Result<Self, String> {
         let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
-            return Err(r#"the body must be a JSON object such as {"token": "...", "scopes": ["orders.read"], "ip": "10.1.2.3"}"#.into());
+            return Err(r#"the body must be a JSON object such as {"token": "...", "scopes": ["orders.read"], "ip": "10.1.2.3", "app": "billing-worker"}"#.into());
         };
-        let mut request = VerifyRequest { token: String::new(), scopes: Vec::new(), ip: None };
+        let mut request = VerifyRequest { token: String::new(), scopes: Vec::new(), ip: None, app: None };
         let mut has_token = false;
         for (field, value) in fields {
             match (field.as_str(), value) {
@@ -82,6 +85,13 @@ impl VerifyRequest {
                 }
                 ("ip", Value::Null) => {}
                 ("ip", _) => return Err("ip must be a string".into()),
+                ("app", Value::String(app)) => {
+                    // The problem only: the value may be anything, a token included.
+                    crate::api::names::app_name(&app).map_err(|problem| format!("app: {problem}"))?;
+                    request.app = Some(app);
+                }
+                ("app", Value::Null) => {}
+                ("app", _) => return Err("app must be a string".into()),
                 // The name is the caller's text, and may be a token pasted in the wrong place: it
                 // is never repeated, only matched against the fields it may have meant.
                 (other, _) => return Err(unknown_field(other)),
@@ -110,12 +120,12 @@ fn required_scopes<S: AsRef<str>>(scopes: impl Iterator<Item = Result<S, ()>>) -
 
 /// The error for an unknown field, naming the field it most likely meant but never itself.
 fn unknown_field(name: &str) -> String {
-    let meant = ["token", "scopes", "ip"]
+    let meant = ["token", "scopes", "ip", "app"]
         .into_iter()
         .find(|field| name.eq_ignore_ascii_case(field) || name.eq_ignore_ascii_case(field.trim_end_matches('s')));
     match meant {
-        Some(field) => format!("unknown field: the fields are token, scopes and ip (did you mean {field:?}?)"),
-        None => "unknown field: the fields are token, scopes and ip".into(),
+        Some(field) => format!("unknown field: the fields are token, scopes, ip and app (did you mean {field:?}?)"),
+        None => "unknown field: the fields are token, scopes, ip and app".into(),
     }
 }
 
@@ -132,7 +142,8 @@ async fn verify_json(State(verifier): State<Arc<Verifier>>, body: Bytes) -> Resp
     let (answered, response) = match VerifyRequest::parse(&body) {
         Err(problem) => (Answered::BadRequest, bad_request(problem)),
         Ok(request) => {
-            let verdict = verifier.verify(&request.token, &request.scopes, request.ip);
+            let judged = Request { scopes: &request.scopes, client: request.ip, app: request.app.as_deref() };
+            let verdict = verifier.verify(&request.token, &judged);
             log_verdict("verify", &verdict);
             (Answered::Judged(verdict.code), answer(&verdict).into_response())
         }
@@ -176,12 +187,14 @@ fn judge_forwarded(
         }
     };
     let client = peer.and_then(|peer| client_ip(peer, headers.get_all(X_FORWARDED_FOR), &verifier.trusted_proxies));
-    let verdict = verifier.verify(token, &required, client);
+    let verdict = verifier.verify(token, &Request { scopes: &required, client, app: named_app(headers) });
     log_verdict("auth", &verdict);
     let status = match verdict.code {
         Code::Valid => StatusCode::OK,
-        Code::IpNotAllowed | Code::InsufficientScope => StatusCode::FORBIDDEN,
-        Code::NotFound | Code::Malformed | Code::Expired | Code::Inactive => StatusCode::UNAUTHORIZED,
+        Code::IpNotAllowed | Code::InsufficientScope | Code::AppDenied => StatusCode::FORBIDDEN,
+        Code::NotFound | Code::Malformed | Code::Expired | Code::Inactive | Code::AppPending => {
+            StatusCode::UNAUTHORIZED
+        }
     };
     // A proxy reads the status and headers only: a granted request gets no body to build.
     let mut response = match status {
@@ -243,6 +256,13 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
         }
     }
     [X_API_KEY, API_KEY].iter().find_map(|name| headers.get(name)).map(text)
+}
+
+/// The application `X-Keyward-App` names; a malformed name counts as none (the contract: a
+/// proxy's request is not refused for a header it may not control).
+fn named_app(headers: &HeaderMap) -> Option<&str> {
+    let app = headers.get(X_KEYWARD_APP)?.to_str().ok()?.trim();
+    crate::api::names::app_name(app).is_ok().then_some(app)
 }
 
 /// The client's address. When the peer is a trusted proxy: the rightmost `X-Forwarded-For`
@@ -312,10 +332,13 @@ mod tests {
 
     #[test]
     fn a_verify_body_has_a_token_and_optional_scopes_and_ip() {
-        let full = parse(r#"{"token": "kw_x", "scopes": ["orders.read"], "ip": "10.1.2.3"}"#).unwrap();
+        let full =
+            parse(r#"{"token": "kw_x", "scopes": ["orders.read"], "ip": "10.1.2.3", "app": "billing"}"#).unwrap();
         assert_eq!(full.scopes, ["orders.read"]);
         assert_eq!(full.ip, Some("10.1.2.3".parse().unwrap()));
-        assert_eq!(parse(r#"{"token": "kw_x", "scopes": null, "ip": null}"#).unwrap().scopes, Vec::<String>::new());
+        assert_eq!(full.app.as_deref(), Some("billing"));
+        let nulls = parse(r#"{"token": "kw_x", "scopes": null, "ip": null, "app": null}"#).unwrap();
+        assert_eq!((nulls.scopes, nulls.app), (Vec::<String>::new(), None));
     }
 
     #[test]
@@ -331,11 +354,14 @@ mod tests {
             (r#"{"token": "x", "scopes": [1]}"#.to_string(), "scopes[0] must be a string"),
             (r#"{"token": "x", "scopes": ["orders.*"]}"#.to_string(), "scopes[0] is not a scope"),
             (format!(r#"{{"token": "x", "ip": "{secret}"}}"#), "ip must be an IPv4 or IPv6 address"),
+            (format!(r#"{{"token": "x", "app": "-{secret}"}}"#), "app: application names are"),
+            (r#"{"token": "x", "app": 7}"#.to_string(), "app must be a string"),
             (
                 r#"{"token": "x", "scope": "admin"}"#.to_string(),
-                "unknown field: the fields are token, scopes and ip (did you mean \"scopes\"?)",
+                "unknown field: the fields are token, scopes, ip and app (did you mean \"scopes\"?)",
             ),
-            (format!(r#"{{"token": "x", "{secret}": 1}}"#), "unknown field: the fields are token, scopes and ip"),
+            (r#"{"token": "x", "APP": "a"}"#.to_string(), "(did you mean \"app\"?)"),
+            (format!(r#"{{"token": "x", "{secret}": 1}}"#), "unknown field: the fields are token, scopes, ip and app"),
         ] {
             let error = parse(&body).expect_err(&body);
             assert!(error.contains(names), "{body:?} gave {error:?}");
@@ -386,6 +412,16 @@ mod tests {
         assert_eq!(presented_token(&headers(&[("authorization", b"Bearer \xff")])), Some(""), "not text: malformed");
         assert_eq!(presented_token(&headers(&[("authorization", b"Basic x")])), None);
         assert_eq!(presented_token(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_application_header_counts_only_when_well_formed() {
+        assert_eq!(named_app(&headers(&[("x-keyward-app", b"billing-worker")])), Some("billing-worker"));
+        assert_eq!(named_app(&headers(&[("x-keyward-app", b" billing ")])), Some("billing"));
+        for bad in [&b""[..], b"-x", b"a b", b"\xff", &[b'a'; 64]] {
+            assert_eq!(named_app(&headers(&[("x-keyward-app", bad)])), None, "{bad:?}");
+        }
+        assert_eq!(named_app(&HeaderMap::new()), None);
     }
 
     #[test]

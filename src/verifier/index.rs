@@ -122,6 +122,11 @@ impl Index {
         }
     }
 
+    /// Whether a key with this `metadata.uid` is indexed.
+    pub fn has_uid(&self, uid: &str) -> bool {
+        self.by_uid.contains_key(uid)
+    }
+
     /// The entry whose token hashes to `digest`. A hash claimed by two keys is not found.
     pub fn lookup(&self, digest: &Digest) -> Option<Arc<Entry>> {
         judge::unique(self.buckets.get(&bucket_of(digest))?, digest).cloned()
@@ -166,8 +171,8 @@ mod tests {
     }
 
     fn check(index: &Index, token: &Token, scopes: &[&str], ip: Option<&str>, now: &str) -> Code {
-        let ip = ip.map(|ip| ip.parse().unwrap());
-        verify(token.expose(), scopes, ip, ts(now), |d| index.lookup(d)).code
+        let request = crate::judge::Request { scopes, client: ip.map(|ip| ip.parse().unwrap()), app: None };
+        verify(token.expose(), &request, ts(now), |d| index.lookup(d)).code
     }
 
     #[test]

@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 
 use crate::exchange::metrics::ExchangeMetrics;
 use crate::judge::Code;
+use crate::usage::writer::UsageMetrics;
 
 /// The endpoints whose answers are counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +85,8 @@ pub struct VerifierMetrics {
     duration_series: [OnceLock<Histogram>; Endpoint::COUNT],
     /// Token exchange's series, in the same registry.
     pub exchange: Arc<ExchangeMetrics>,
+    /// The usage recorder's series, in the same registry.
+    pub usage: Arc<UsageMetrics>,
 }
 
 impl Default for VerifierMetrics {
@@ -109,8 +112,11 @@ impl Default for VerifierMetrics {
         );
         let exchange = Arc::new(ExchangeMetrics::default());
         exchange.register(&mut registry);
+        let usage = Arc::new(UsageMetrics::default());
+        usage.register(&mut registry);
         Self {
             exchange,
+            usage,
             registry: Arc::new(registry),
             requests,
             duration,

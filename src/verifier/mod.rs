@@ -8,7 +8,7 @@ pub mod index;
 pub mod metrics;
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use futures::{FutureExt, StreamExt};
@@ -22,7 +22,8 @@ use crate::api::Kind;
 use crate::api::{ApiKey, Credential};
 use crate::error::Result;
 use crate::exchange::Exchange;
-use crate::judge::{self, Judged, ObjectKey, Verdict};
+use crate::judge::{self, Judged, ObjectKey, Request, Verdict};
+use crate::usage::Recorder;
 use crate::watch::{api_in, watch_scopes};
 use index::Index;
 use metrics::VerifierMetrics;
@@ -38,6 +39,8 @@ pub struct Settings {
     pub streaming_lists: bool,
     /// Token exchange (`--issuer` and the flags beside it); off when `None`.
     pub exchange: Option<crate::exchange::Settings>,
+    /// Usage recording (`--usage-flush-interval`, `--usage-resolution`); off when `None`.
+    pub usage: Option<crate::usage::Settings>,
 }
 
 /// The index and what every request needs beside it.
@@ -45,44 +48,65 @@ pub struct Verifier {
     index: RwLock<Index>,
     trusted_proxies: Vec<IpNet>,
     exchange: Option<Exchange>,
+    usage: Option<Arc<Recorder>>,
     pub metrics: VerifierMetrics,
 }
 
 impl Verifier {
     pub fn new(trusted_proxies: Vec<IpNet>) -> Self {
-        Self::with_exchange(trusted_proxies, None)
+        Self::with(trusted_proxies, None, None)
     }
 
-    /// A verifier that also exchanges tokens when `exchange` is given.
-    pub fn with_exchange(trusted_proxies: Vec<IpNet>, exchange: Option<crate::exchange::Settings>) -> Self {
+    /// A verifier that also exchanges tokens when `exchange` is given, and records usage when
+    /// `usage` is.
+    pub fn with(
+        trusted_proxies: Vec<IpNet>,
+        exchange: Option<crate::exchange::Settings>,
+        usage: Option<crate::usage::Settings>,
+    ) -> Self {
         let metrics = VerifierMetrics::default();
         let exchange = exchange.map(|settings| Exchange::new(settings, metrics.exchange.clone()));
-        Self { index: RwLock::default(), trusted_proxies, exchange, metrics }
+        let usage = usage.map(|settings| Arc::new(Recorder::new(&settings)));
+        Self { index: RwLock::default(), trusted_proxies, exchange, usage, metrics }
     }
 
     /// Judges `token` now: an API token, or (a JWT, with exchange on) an access token. The
     /// index is held only for the lookup itself.
-    pub fn verify<S: AsRef<str>>(&self, token: &str, required: &[S], client: Option<IpAddr>) -> Verdict {
+    pub fn verify<S: AsRef<str>>(&self, token: &str, request: &Request<'_, S>) -> Verdict {
         let now = jiff::Timestamp::now();
         // An API token never holds a '.'; a JWT always does.
         if token.contains('.') {
             return match &self.exchange {
-                Some(exchange) => exchange.verify_access(self, token, required, client, now),
+                Some(exchange) => exchange.verify_access(self, token, request, now),
                 None => Verdict::of(judge::Code::Malformed, None),
             };
         }
-        self.verify_api_token(token, required, client, now)
+        self.verify_api_token(token, request, now)
     }
 
-    /// Judges an API token (never an access token) at `now`.
+    /// Judges an API token (never an access token) at `now`, and records the use.
     pub fn verify_api_token<S: AsRef<str>>(
         &self,
         token: &str,
-        required: &[S],
-        client: Option<IpAddr>,
+        request: &Request<'_, S>,
         now: jiff::Timestamp,
     ) -> Verdict {
-        judge::verify(token, required, client, now, |digest| self.lookup(digest))
+        let verdict = judge::verify(token, request, now, |digest| self.lookup(digest));
+        self.record(&verdict, request.app, now);
+        verdict
+    }
+
+    /// Records what a request for a found key was answered, naming application `app` (a
+    /// sighting in memory only: see [`crate::usage`]).
+    pub fn record(&self, verdict: &Verdict, app: Option<&str>, now: jiff::Timestamp) {
+        if let (Some(usage), Some(entry)) = (&self.usage, verdict.entry.as_deref()) {
+            usage.saw(entry, verdict.code, app, now);
+        }
+    }
+
+    /// Whether a key with this `metadata.uid` is indexed.
+    pub fn indexes_uid(&self, uid: &str) -> bool {
+        self.index.read().unwrap_or_else(PoisonError::into_inner).has_uid(uid)
     }
 
     /// The entry whose token hashes to `digest`.
@@ -122,7 +146,8 @@ pub async fn run(
     listen: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let verifier = Arc::new(Verifier::with_exchange(settings.trusted_proxies.clone(), settings.exchange.clone()));
+    let verifier =
+        Arc::new(Verifier::with(settings.trusted_proxies.clone(), settings.exchange.clone(), settings.usage));
     let (ready_tx, ready_rx) = watch::channel(false);
     let what = match verifier.exchange() {
         Some(_) => "/healthz, /readyz, /metrics, /v1/verify, /v1/auth, /v1/token and /.well-known",
@@ -150,11 +175,28 @@ pub async fn run(
         }
         None => futures::future::pending().boxed(),
     };
+    let usage = match (&verifier.usage, settings.usage) {
+        (Some(recorder), Some(usage)) => {
+            let (flush, resolution) = (usage.flush_interval, usage.resolution);
+            tracing::info!(flush = ?flush, resolution = ?resolution, "recording usage in KeyUsages");
+            let indexed = verifier.clone();
+            crate::usage::writer::run(
+                client.clone(),
+                recorder.clone(),
+                usage,
+                verifier.metrics.usage.clone(),
+                move |uid| indexed.indexes_uid(uid),
+            )
+            .boxed()
+        }
+        _ => futures::future::pending().boxed(),
+    };
     let watches = follow_all(client, &settings, verifier, ready_tx);
     tokio::select! {
         served = crate::http::serve(listener, router, shutdown) => served,
         () = watches => Ok(()),
         () = signing => Ok(()),
+        () = usage => Ok(()),
     }
 }
 

@@ -125,6 +125,13 @@ seccompProfile:
 - apiGroups: ["keyward.io"]
   resources: ["apikeys", "credentials"]
   verbs: ["get", "list", "watch"]
+{{- if .Values.verifier.usage.enabled }}
+# The usage recorder: one KeyUsage per key, created and merged into (never deleted: garbage
+# collection removes it with its key).
+- apiGroups: ["keyward.io"]
+  resources: ["keyusages"]
+  verbs: ["get", "create", "patch"]
+{{- end }}
 {{- end }}
 
 {{/*
