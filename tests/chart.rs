@@ -13,7 +13,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRole;
-use keyward::api::{ApiKey, Credential, Phase};
+use keyward::api::{ApiKey, Credential, KeyUsage, Phase};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
@@ -119,7 +119,13 @@ async fn by_default_the_roles_are_cluster_wide_named_after_the_release_and_the_v
 
     // The user roles: aggregated into view (read) and edit/admin (write), never status or Secrets.
     let view = named(&objects, "ClusterRole", "kw-one-keyward-view");
-    assert_eq!(rules(view), verifier_rules(), "viewers read keys");
+    let reads: BTreeSet<_> = ["get", "list", "watch"]
+        .iter()
+        .flat_map(|verb| {
+            ["apikeys", "credentials", "keyusages"].map(|r| ("keyward.io".to_string(), r.to_string(), verb.to_string()))
+        })
+        .collect();
+    assert_eq!(rules(view), reads, "viewers read keys and their usage");
     let edit = named(&objects, "ClusterRole", "kw-one-keyward-edit");
     let writes: BTreeSet<_> = ["create", "update", "patch", "delete", "deletecollection"]
         .iter()
@@ -753,7 +759,29 @@ async fn the_verifiers_identity_cannot_read_secrets_or_write_status() {
     assert_forbidden(keys.create(&PostParams::default(), &support::key("more", json!({}))).await, "create an ApiKey");
     // What it needs, it has.
     list_allowed::<ApiKey>(&verifier.client, Some(&ns.name)).await;
-    keys.get("minted").await.expect("the verifier reads ApiKeys");
+    let minted = keys.get("minted").await.expect("the verifier reads ApiKeys");
+    // KeyUsages: created and patched (by the usage recorder), never deleted or listed.
+    let usages = Api::<KeyUsage>::namespaced(verifier.client.clone(), &ns.name);
+    let usage: KeyUsage = serde_json::from_value(json!({
+        "metadata": {"name": "apikey.minted", "ownerReferences": [{
+            "apiVersion": "keyward.io/v1alpha1", "kind": "ApiKey", "name": "minted",
+            "uid": minted.metadata.uid, "controller": true,
+        }]},
+        "spec": {"kind": "ApiKey", "name": "minted"},
+        "status": {"lastUsedAt": "2026-12-01T10:05:00Z"},
+    }))
+    .expect("KeyUsage");
+    let created = usages.create(&PostParams::default(), &usage).await.expect("the verifier creates a KeyUsage");
+    assert_eq!(
+        created.status.and_then(|s| s.last_used_at).map(|t| t.0.to_string()).as_deref(),
+        Some("2026-12-01T10:05:00Z"),
+        "one create carries the status"
+    );
+    let later = Patch::Merge(json!({"status": {"lastUsedAt": "2026-12-01T10:06:00Z"}}));
+    usages.patch("apikey.minted", &PatchParams::default(), &later).await.expect("the verifier patches a KeyUsage");
+    usages.get("apikey.minted").await.expect("the verifier reads a KeyUsage");
+    assert_forbidden(usages.delete("apikey.minted", &Default::default()).await.map(|_| ()), "delete a KeyUsage");
+    assert_forbidden(usages.list(&ListParams::default()).await, "LIST KeyUsages");
 
     // The same reads with the controller's identity succeed: the refusals are the role's.
     Api::<Secret>::namespaced(controller.client.clone(), &ns.name).get("database").await.expect("controller GETs");
@@ -1064,13 +1092,16 @@ fn controller_rules() -> BTreeSet<(String, String, String)> {
     rules
 }
 
-/// The verifier's rules: read the keys, nothing else.
+/// The verifier's rules: read the keys; get, create and patch their KeyUsages; nothing else.
 fn verifier_rules() -> BTreeSet<(String, String, String)> {
     let mut rules = BTreeSet::new();
     for resource in ["apikeys", "credentials"] {
         for verb in ["get", "list", "watch"] {
             rules.insert(("keyward.io".to_string(), resource.to_string(), verb.to_string()));
         }
+    }
+    for verb in ["get", "create", "patch"] {
+        rules.insert(("keyward.io".to_string(), "keyusages".to_string(), verb.to_string()));
     }
     rules
 }

@@ -83,6 +83,7 @@ pub async fn run(
         ticks.tick().await;
         known.retain(|uid, _| indexed(uid));
         let taken: Vec<(Arc<str>, Pending)> = recorder.take().into_iter().filter(|(uid, _)| indexed(uid)).collect();
+        metrics.held(taken.iter().map(|(_, pending)| pending.seen.apps.len()).sum());
         let flushes: Vec<_> = taken
             .into_iter()
             .map(|(uid, pending)| {
@@ -123,6 +124,7 @@ pub async fn run(
         }
         drop(results);
         metrics.set_known(known.len(), recorder.pending());
+        metrics.flushes.inc();
     }
 }
 
@@ -234,8 +236,10 @@ struct WriteLabels {
 #[derive(Debug, Default)]
 pub struct UsageMetrics {
     writes: Family<WriteLabels, Counter>,
+    flushes: Counter,
     known: Gauge,
     pending: Gauge,
+    applications: Gauge,
 }
 
 impl UsageMetrics {
@@ -245,8 +249,18 @@ impl UsageMetrics {
             "KeyUsage flushes by result: created, patched, conflict (another replica wrote first), deferred (retried at the next flush), failed, refused (not ours)",
             self.writes.clone(),
         );
+        registry.register("usage_flushes", "Flushes of the usage recorder, written or not", self.flushes.clone());
         registry.register("usage_known_objects", "KeyUsages whose last version the recorder holds", self.known.clone());
         registry.register("usage_pending_keys", "Keys with sightings not yet flushed", self.pending.clone());
+        registry.register(
+            "usage_held_applications",
+            "Application sightings the recorder held at the last flush (at most 64 per key)",
+            self.applications.clone(),
+        );
+    }
+
+    fn held(&self, applications: usize) {
+        self.applications.set(i64::try_from(applications).unwrap_or(i64::MAX));
     }
 
     fn wrote(&self, result: &'static str) {
