@@ -41,6 +41,36 @@ async fn two_controllers_at_once_issue_exactly_one_token_per_key() {
     assert_tokens_match_status(&ns, &names).await;
 }
 
+/// The twin-controller race made exact: a status computed from a read that another writer has
+/// since overtaken (a second controller's cache lagging the first's issued token) is refused by
+/// the API server, instead of writing a pending status over the issued one.
+#[tokio::test]
+async fn a_status_computed_from_a_stale_read_is_refused() {
+    use keyward::api::{ApiKeyStatus, TokenRecord};
+    use keyward::controller::{metrics::Metrics, status};
+    let ns = TestNamespace::new("stale-status").await;
+    let stale = ns.create_key("stale", json!({})).await;
+    let issued = format!("sha256:{}", "1".repeat(64));
+    let other = json!({"status": {"phase": "Active", "tokenHash": issued}});
+    ns.keys().patch_status("stale", &PatchParams::default(), &Patch::Merge(other)).await.expect("the other writer");
+
+    let pending = ApiKeyStatus {
+        record: TokenRecord { phase: Some(Phase::Pending), ..Default::default() },
+        ..Default::default()
+    };
+    let recent = status::RecentWrites::default();
+    let written = status::apply(&ns.keys(), &stale, stale.status.as_ref(), &pending, &recent, &Metrics::default()).await;
+    match written {
+        Err(keyward::Error::Kube(kube::Error::Api(refusal))) if refusal.code == 409 => {}
+        other => panic!("a write from a stale read: expected 409 Conflict, got {other:?}"),
+    }
+    let now = ns.keys().get("stale").await.expect("get");
+    assert_eq!(now.status.as_ref().and_then(|s| s.record.token_hash.as_deref()), Some(issued.as_str()), "kept");
+    // From a fresh read the same write goes through.
+    let wrote = status::apply(&ns.keys(), &now, now.status.as_ref(), &pending, &recent, &Metrics::default()).await;
+    assert!(matches!(wrote, Ok(true)), "{wrote:?}");
+}
+
 /// Every textual form in which a token could leak.
 fn forms(token: &str) -> [String; 2] {
     let base64 = match serde_json::to_value(ByteString(token.as_bytes().to_vec())) {

@@ -9,7 +9,7 @@ pub mod process;
 pub mod secret;
 mod secret_watch;
 pub(crate) use secret_watch::OwnWrites;
-mod status;
+pub mod status;
 pub mod transition;
 
 use std::collections::HashMap;

@@ -128,7 +128,8 @@ fn status_resource<K: Resource<DynamicType = ()>>() -> &'static str {
 }
 
 /// Writes `desired` as the object's status by server-side apply, unless the object already
-/// has it. Returns whether a write was made.
+/// has it, guarded by the object's resourceVersion (a stale object gets a 409 conflict).
+/// Returns whether a write was made.
 pub async fn apply<K, S>(
     api: &Api<K>,
     object: &K,
@@ -152,11 +153,15 @@ where
         return Ok(false);
     }
     let current_json = current.map(serde_json::to_value).transpose().ok().flatten();
+    // Guarded by the version the status was computed from: a writer whose view is stale (a
+    // second controller whose cache lags the first's write) gets a conflict and looks again,
+    // instead of writing, say, a pending status over the other's issued token.
+    let guard = serde_json::json!({ "resourceVersion": resource_version });
     if empties_a_list(current_json.as_ref(), &desired_json) {
         // Server-side apply on Kubernetes 1.20 turns a list-map whose last entry goes into
         // `null`, which the schema refuses (and then every later apply). A merge patch of the
         // whole status replaces the list with `[]`; applies work again after it.
-        let patch = serde_json::json!({ "status": desired_json });
+        let patch = serde_json::json!({ "metadata": guard, "status": desired_json });
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
         metrics.count_write(status_resource::<K>(), "patch");
         api.patch_status(&object.name_any(), &params, &Patch::Merge(&patch)).await?;
@@ -164,6 +169,7 @@ where
         let patch = serde_json::json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
+            "metadata": guard,
             "status": desired_json,
         });
         metrics.count_write(status_resource::<K>(), "apply");
