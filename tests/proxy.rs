@@ -85,7 +85,31 @@ http {
             proxy_pass http://orders;
         }
 
-        # One internal location per set of required scopes.
+        # Every request here is the application billing-worker's: named by the location, never
+        # by the client (what a client sends in X-Keyward-App is replaced).
+        location /billing/ {
+            auth_request /_keyward/billing;
+            auth_request_set $keyward_key $upstream_http_x_keyward_key;
+            auth_request_set $keyward_key_id $upstream_http_x_keyward_key_id;
+            auth_request_set $keyward_scopes $upstream_http_x_keyward_scopes;
+            proxy_set_header X-Keyward-Key $keyward_key;
+            proxy_set_header X-Keyward-Key-Id $keyward_key_id;
+            proxy_set_header X-Keyward-Scopes $keyward_scopes;
+            proxy_pass http://orders;
+        }
+        location = /_keyward/billing {
+            internal;
+            proxy_pass http://keyward/v1/auth?scope=orders.read;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Keyward-App billing-worker;
+            proxy_buffer_size 16k;
+            proxy_buffers 4 16k;
+        }
+
+        # One internal location per set of required scopes. The client's own X-Keyward-App
+        # header, if any, goes with the subrequest (NGINX passes the request's headers).
         location = /_keyward/orders.read {
             internal;
             proxy_pass http://keyward/v1/auth?scope=orders.read;
@@ -285,7 +309,16 @@ async fn setup(test: &str, keys: &[(&str, serde_json::Value)]) -> (TestNamespace
         issued.push((ns.token_of(&format!("{name}-apikey")).await, key_id));
     }
     // Started after the keys exist: its initial list holds them once it is ready.
-    let verifier = ns.verifier(&["--trusted-proxies", "127.0.0.1/32,127.0.0.4/32"]).await;
+    let verifier = ns
+        .verifier(&[
+            "--trusted-proxies",
+            "127.0.0.1/32,127.0.0.4/32",
+            "--usage-flush-interval",
+            "1s",
+            "--usage-resolution",
+            "1s",
+        ])
+        .await;
     let nginx = Nginx::start(&verifier.listen_addr().await).await;
     (ns, issued, Proxy { nginx, _verifier: verifier, _controller: controller })
 }
@@ -479,4 +512,48 @@ async fn a_key_with_too_many_or_too_long_scopes_is_refused_by_the_schema() {
         assert_eq!(status.code, 422, "{what}: {status:?}");
         assert!(status.message.contains("spec.scopes"), "{what}: {}", status.message);
     }
+}
+
+#[tokio::test]
+async fn nginx_names_the_application_per_location_or_passes_the_clients() {
+    let spec =
+        json!({"scopes": ["orders.read"], "applications": {"default": "Pending", "allowed": ["billing-worker"]}});
+    let (ns, issued, proxy) = setup("proxy-apps", &[("approved", spec)]).await;
+    let nginx = &proxy.nginx;
+    let auth = bearer(&issued[0].0);
+
+    let billing = nginx.get("/billing/1", &[("Authorization", &auth)]).await;
+    assert_eq!(billing.status, 200, "the location names billing-worker: {billing:?}\n{}", nginx.logs());
+    assert!(billing.body.contains(&format!("key={}/approved", ns.name)), "{:?}", billing.body);
+    let claimed = nginx.get("/billing/1", &[("Authorization", &auth), ("X-Keyward-App", "report")]).await;
+    assert_eq!(claimed.status, 200, "the location's name replaces the client's: {claimed:?}");
+
+    for (what, headers) in [
+        ("an unknown application", vec![("Authorization", auth.as_str()), ("X-Keyward-App", "report")]),
+        ("no application", vec![("Authorization", auth.as_str())]),
+    ] {
+        let pending = nginx.get("/orders/1", &headers).await;
+        assert_eq!(pending.status, 401, "{what}: {pending:?}\n{}", nginx.logs());
+        assert_eq!(pending.header("www-authenticate"), Some("Bearer"), "{what}");
+        assert!(!pending.body.contains("key="), "{what}: the upstream was reached");
+    }
+    let named = nginx.get("/orders/1", &[("Authorization", &auth), ("X-Keyward-App", "billing-worker")]).await;
+    assert_eq!(named.status, 200, "the client's header passed through: {named:?}");
+
+    let usages: kube::Api<keyward::api::KeyUsage> = kube::Api::namespaced(ns.client.clone(), &ns.name);
+    let seen = |u: Option<&keyward::api::KeyUsage>, app: &str, state: keyward::api::AppState| {
+        u.and_then(|u| u.status.as_ref())
+            .is_some_and(|s| s.applications.iter().any(|a| a.name == app && a.state == state))
+    };
+    support::wait::wait_object(
+        &usages,
+        "apikey.approved",
+        "report Pending and billing-worker Allowed",
+        |u| {
+            seen(u, "report", keyward::api::AppState::Pending)
+                && seen(u, "billing-worker", keyward::api::AppState::Allowed)
+        },
+        |u| format!("{u:?}"),
+    )
+    .await;
 }
