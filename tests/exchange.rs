@@ -389,6 +389,71 @@ async fn scopes_narrow_to_what_the_key_grants_and_else_invalid_scope() {
 }
 
 #[tokio::test]
+async fn the_application_is_judged_at_the_exchange_and_again_for_its_access_token() {
+    let ns = TestNamespace::new("exchange-apps").await;
+    let _controller = ns.controller(&[]);
+    let spec = json!({"applications": {"default": "Pending", "allowed": ["worker"]}});
+    let (token, key_id) = issued_key(&ns, "gated", spec).await;
+    let key = new_key(Timestamp::now());
+    write_signing_keys(&ns, std::slice::from_ref(&key)).await;
+    let fast = ["--usage-flush-interval", "1s", "--usage-resolution", "1s"];
+    let verifier = ExchangeVerifier::start(&ns, &fast, &[]).await;
+    wait_for("the signing keys", DEADLINE, || async {
+        let (response, _) =
+            verifier.token(&[("grant_type", "client_credentials"), ("app", "worker")], Some((&key_id, &token))).await;
+        if response.status == 200 { Ok(()) } else { Err(format!("{response:?}")) }
+    })
+    .await;
+
+    // An application not approved gets no access token; the code says why.
+    let client_credentials = |app: &'static str| [("grant_type", "client_credentials"), ("app", app)];
+    let (response, answer) = verifier.token(&client_credentials("report"), Some((&key_id, &token))).await;
+    assert_eq!((response.status, answer["error"].as_str()), (401, Some("invalid_client")), "{answer}");
+    assert_eq!(answer["error_description"], "APP_PENDING", "{answer}");
+    let (response, _) = verifier.token(&[("grant_type", "client_credentials")], Some((&key_id, &token))).await;
+    assert_eq!(response.status, 401, "no app: the default, Pending");
+
+    // The access token carries its application, judged again at each use: a denial later
+    // refuses it at once, whatever header the client sends.
+    let answer = verifier.exchange(&key_id, &token, &[("app", "worker")]).await;
+    let access = answer["access_token"].as_str().unwrap().to_string();
+    assert_eq!(jwt_parts(&access).1["keyward"]["app"], "worker");
+    assert_eq!(verifier.auth(&access, &[]).await.status, 200);
+    ns.patch_spec("gated", json!({"applications": {"default": "Pending", "allowed": [], "denied": ["worker"]}})).await;
+    wait_for("the access token of a denied application refused", DEADLINE, || async {
+        let bearer = format!("Bearer {access}");
+        let answer = verifier.process.auth("/v1/auth", &[("Authorization", &bearer), ("X-Keyward-App", "other")]).await;
+        if answer.status == 403 && answer.header("x-keyward-code") == Some("APP_DENIED") {
+            Ok(())
+        } else {
+            Err(format!("{answer:?}"))
+        }
+    })
+    .await;
+    let (status, answer) = verifier.refresh(answer["refresh_token"].as_str().unwrap()).await;
+    assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_grant")), "{answer}");
+    assert_eq!(answer["error_description"], "APP_DENIED", "{answer}");
+
+    // Exchanges and access-token uses are uses of the key, and the applications are seen.
+    let usages: kube::Api<keyward::api::KeyUsage> = kube::Api::namespaced(ns.client.clone(), &ns.name);
+    let usage = support::wait::wait_object(
+        &usages,
+        "apikey.gated",
+        "worker Denied and report Pending",
+        |u| {
+            u.and_then(|u| u.status.as_ref()).is_some_and(|s| {
+                s.last_used_at.is_some()
+                    && s.applications.iter().any(|a| a.name == "worker" && a.state == keyward::api::AppState::Denied)
+                    && s.applications.iter().any(|a| a.name == "report" && a.state == keyward::api::AppState::Pending)
+            })
+        },
+        |u| format!("{u:?}"),
+    )
+    .await;
+    assert!(usage.is_some());
+}
+
+#[tokio::test]
 async fn refresh_gives_a_new_pair_for_the_session_until_deactivation_or_reissue() {
     let ns = TestNamespace::new("exchange-refresh").await;
     let _controller = ns.controller(&[]);
