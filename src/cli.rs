@@ -118,7 +118,7 @@ pub struct VerifierArgs {
     pub signing_secret: String,
     /// Write each key's KeyUsage (last use, applications seen) at most this often; 0s turns usage
     /// recording off.
-    #[arg(long, env = "KEYWARD_USAGE_FLUSH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "KEYWARD_USAGE_FLUSH_INTERVAL", default_value = "60s", value_parser = parse_duration_or_off)]
     pub usage_flush_interval: Duration,
     /// Times in KeyUsages are truncated to this (at least 1s): uses within one step write nothing.
     #[arg(long, env = "KEYWARD_USAGE_RESOLUTION", default_value = "1m", value_parser = parse_duration)]
@@ -157,6 +157,14 @@ pub struct WebhookArgs {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     duration::parse(text)
+}
+
+/// A duration, or `0s` (also `0`) for off.
+fn parse_duration_or_off(text: &str) -> Result<Duration, String> {
+    match text {
+        "0" | "0s" => Ok(Duration::ZERO),
+        _ => duration::parse(text).map_err(|problem| format!("{problem}; 0s turns it off")),
+    }
 }
 
 fn parse_lease_name(text: &str) -> Result<String, String> {
@@ -337,6 +345,23 @@ mod tests {
         assert_eq!(expiry_policy(Some(DAY), Some(7 * DAY)).unwrap().default, DAY);
         let refused = expiry_policy(Some(30 * DAY), Some(7 * DAY)).unwrap_err().to_string();
         assert!(refused.contains("--default-expiry 4w2d is longer than --max-expiry 1w"), "{refused}");
+    }
+
+    #[test]
+    fn usage_recording_is_on_by_default_and_off_with_a_zero_interval() {
+        let parse = |extra: &[&str]| {
+            let cli = Cli::try_parse_from([&["keyward", "verifier"], extra].concat()).map_err(|e| e.to_string())?;
+            let Command::Verifier(args) = cli.command else { panic!("verifier") };
+            usage_settings(&args).map_err(|e| e.to_string())
+        };
+        let default = parse(&[]).unwrap().expect("on by default");
+        assert_eq!((default.flush_interval, default.resolution), (Duration::from_secs(60), Duration::from_secs(60)));
+        assert_eq!(parse(&["--usage-flush-interval", "0s"]).unwrap(), None);
+        assert_eq!(parse(&["--usage-flush-interval", "0"]).unwrap(), None);
+        let fast = parse(&["--usage-flush-interval", "1s", "--usage-resolution", "1s"]).unwrap().unwrap();
+        assert_eq!(fast.resolution, Duration::from_secs(1));
+        assert!(parse(&["--usage-resolution", "0s"]).unwrap_err().contains("--usage-resolution"));
+        assert!(parse(&["--usage-flush-interval", "soon"]).unwrap_err().contains("0s turns it off"));
     }
 
     #[test]

@@ -8,17 +8,7 @@ use crate::error::{Error, Result};
 
 /// Every CRD of the operator.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![ApiKey::crd(), Credential::crd(), key_usage()]
-}
-
-/// The KeyUsage CRD, without a status subresource: the verifier is its only writer, and with
-/// one its first write would be two (the create drops status; a status patch follows).
-fn key_usage() -> CustomResourceDefinition {
-    let mut crd = KeyUsage::crd();
-    for version in &mut crd.spec.versions {
-        version.subresources = None;
-    }
-    crd
+    vec![ApiKey::crd(), Credential::crd(), KeyUsage::crd()]
 }
 
 /// Every CRD of the operator as one multi-document YAML string.

@@ -111,7 +111,7 @@ fn the_field_tables_name_exactly_the_fields_of_every_crd_version() {
     let mut problems = Vec::new();
     let mut headings = BTreeSet::new();
     let crds = crds();
-    assert_eq!(crds.len(), 2, "expected the ApiKey and Credential CRDs in crds/keyward.io.yaml");
+    assert_eq!(crds.len(), 3, "expected the ApiKey, Credential and KeyUsage CRDs in crds/keyward.io.yaml");
     for crd in &crds {
         let kind = crd["spec"]["names"]["kind"].as_str().expect("spec.names.kind");
         for version in crd["spec"]["versions"].as_array().expect("spec.versions") {
@@ -242,6 +242,7 @@ fn the_forward_auth_section_names_every_header() {
         "X-Api-Key",
         "ApiKey",
         "X-Forwarded-For",
+        "X-Keyward-App",
         "X-Keyward-Key",
         "X-Keyward-Key-Id",
         "X-Keyward-Scopes",

@@ -760,7 +760,8 @@ async fn the_verifiers_identity_cannot_read_secrets_or_write_status() {
     // What it needs, it has.
     list_allowed::<ApiKey>(&verifier.client, Some(&ns.name)).await;
     let minted = keys.get("minted").await.expect("the verifier reads ApiKeys");
-    // KeyUsages: created and patched (by the usage recorder), never deleted or listed.
+    // KeyUsages: created, then their status patched (by the usage recorder); never deleted,
+    // listed, or changed but for their status.
     let usages = Api::<KeyUsage>::namespaced(verifier.client.clone(), &ns.name);
     let usage: KeyUsage = serde_json::from_value(json!({
         "metadata": {"name": "apikey.minted", "ownerReferences": [{
@@ -768,18 +769,14 @@ async fn the_verifiers_identity_cannot_read_secrets_or_write_status() {
             "uid": minted.metadata.uid, "controller": true,
         }]},
         "spec": {"kind": "ApiKey", "name": "minted"},
-        "status": {"lastUsedAt": "2026-12-01T10:05:00Z"},
     }))
     .expect("KeyUsage");
-    let created = usages.create(&PostParams::default(), &usage).await.expect("the verifier creates a KeyUsage");
-    assert_eq!(
-        created.status.and_then(|s| s.last_used_at).map(|t| t.0.to_string()).as_deref(),
-        Some("2026-12-01T10:05:00Z"),
-        "one create carries the status"
-    );
-    let later = Patch::Merge(json!({"status": {"lastUsedAt": "2026-12-01T10:06:00Z"}}));
-    usages.patch("apikey.minted", &PatchParams::default(), &later).await.expect("the verifier patches a KeyUsage");
+    usages.create(&PostParams::default(), &usage).await.expect("the verifier creates a KeyUsage");
+    let used = Patch::Merge(json!({"status": {"lastUsedAt": "2026-12-01T10:06:00Z"}}));
+    usages.patch_status("apikey.minted", &PatchParams::default(), &used).await.expect("the verifier writes its status");
     usages.get("apikey.minted").await.expect("the verifier reads a KeyUsage");
+    let respec = Patch::Merge(json!({"spec": {"name": "other"}}));
+    assert_forbidden(usages.patch("apikey.minted", &PatchParams::default(), &respec).await, "patch a KeyUsage");
     assert_forbidden(usages.delete("apikey.minted", &Default::default()).await.map(|_| ()), "delete a KeyUsage");
     assert_forbidden(usages.list(&ListParams::default()).await, "LIST KeyUsages");
 
@@ -1092,7 +1089,8 @@ fn controller_rules() -> BTreeSet<(String, String, String)> {
     rules
 }
 
-/// The verifier's rules: read the keys; get, create and patch their KeyUsages; nothing else.
+/// The verifier's rules: read the keys; get and create their KeyUsages and patch those's status;
+/// nothing else.
 fn verifier_rules() -> BTreeSet<(String, String, String)> {
     let mut rules = BTreeSet::new();
     for resource in ["apikeys", "credentials"] {
@@ -1100,9 +1098,10 @@ fn verifier_rules() -> BTreeSet<(String, String, String)> {
             rules.insert(("keyward.io".to_string(), resource.to_string(), verb.to_string()));
         }
     }
-    for verb in ["get", "create", "patch"] {
+    for verb in ["get", "create"] {
         rules.insert(("keyward.io".to_string(), "keyusages".to_string(), verb.to_string()));
     }
+    rules.insert(("keyward.io".to_string(), "keyusages/status".to_string(), "patch".to_string()));
     rules
 }
 

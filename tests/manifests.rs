@@ -18,7 +18,8 @@ fn defaults(value: &serde_json::Value, path: &str, found: &mut Vec<String>) {
     match value {
         serde_json::Value::Object(fields) => {
             for (name, child) in fields {
-                if name == "default" {
+                // A property named `default` (spec.applications.default) is a field, not a default.
+                if name == "default" && !path.ends_with(".properties") {
                     found.push(path.to_string());
                 }
                 defaults(child, &format!("{path}.{name}"), found);

@@ -59,7 +59,8 @@ async fn a_status_computed_from_a_stale_read_is_refused() {
         ..Default::default()
     };
     let recent = status::RecentWrites::default();
-    let written = status::apply(&ns.keys(), &stale, stale.status.as_ref(), &pending, &recent, &Metrics::default()).await;
+    let written =
+        status::apply(&ns.keys(), &stale, stale.status.as_ref(), &pending, &recent, &Metrics::default()).await;
     match written {
         Err(keyward::Error::Kube(kube::Error::Api(refusal))) if refusal.code == 409 => {}
         other => panic!("a write from a stale read: expected 409 Conflict, got {other:?}"),

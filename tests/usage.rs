@@ -245,7 +245,7 @@ async fn last_use_moves_only_on_valid_answers_only_forward_and_truncated() {
     // A later time written by someone else (another replica's clock) is never moved back.
     let ahead = minute(Timestamp::now()) + jiff::SignedDuration::from_hours(48);
     usages(&ns)
-        .patch(
+        .patch_status(
             "apikey.reader",
             &PatchParams::default(),
             &Patch::Merge(json!({"status": {"lastUsedAt": ahead.to_string()}})),
@@ -273,6 +273,12 @@ async fn a_key_at_rest_or_used_within_one_resolution_step_causes_no_writes() {
     let first = wait_usage(&ns, "apikey.steady", "a first use", |u| last_used(u).is_some()).await;
     wait_flushes(&verifier, 1.0).await;
     let (version, writes) = (first.resource_version(), apiserver_writes(&ns.client).await);
+    let verifier_writes = |metrics: &str| {
+        ["created", "patched"]
+            .map(|r| sample(metrics, &format!(r#"keyward_verifier_usage_writes_total{{result="{r}"}}"#)))
+    };
+    // The first flush created it bare, then wrote its status.
+    assert_eq!(verifier_writes(&verifier.metrics().await), [Some(1.0), Some(1.0)]);
 
     // Used all through three flushes, within one step: nothing new to write.
     let from = flushes(&verifier).await;
@@ -284,9 +290,7 @@ async fn a_key_at_rest_or_used_within_one_resolution_step_causes_no_writes() {
     let now = usages(&ns).get("apikey.steady").await.expect("the KeyUsage");
     assert_eq!(now.resource_version(), version, "no write: {now:?}");
     assert_eq!(apiserver_writes(&ns.client).await, writes, "the API server saw no KeyUsage write");
-    let metrics = verifier.metrics().await;
-    assert_eq!(sample(&metrics, r#"keyward_verifier_usage_writes_total{result="patched"}"#), None, "{metrics}");
-    assert_eq!(sample(&metrics, r#"keyward_verifier_usage_writes_total{result="created"}"#), Some(1.0));
+    assert_eq!(verifier_writes(&verifier.metrics().await), [Some(1.0), Some(1.0)], "no write since");
 }
 
 #[tokio::test]
@@ -327,10 +331,11 @@ async fn a_keyusage_goes_with_its_key_and_one_not_ours_is_left_alone() {
     let handmade: KeyUsage = serde_json::from_value(json!({
         "metadata": {"name": "apikey.handmade"},
         "spec": {"kind": "ApiKey", "name": "handmade"},
-        "status": {"lastUsedAt": "2020-01-01T00:00:00Z"},
     }))
     .expect("KeyUsage");
     usages(&ns).create(&Default::default(), &handmade).await.expect("create");
+    let status = Patch::Merge(json!({"status": {"lastUsedAt": "2020-01-01T00:00:00Z"}}));
+    usages(&ns).patch_status("apikey.handmade", &PatchParams::default(), &status).await.expect("its status");
     let verifier = ns.verifier(&FAST).await;
 
     assert_eq!(auth(&verifier, &token, None).await.status, 200);
@@ -389,4 +394,24 @@ async fn ten_thousand_random_application_names_keep_the_recorder_and_the_keyusag
     assert_eq!(status.applications_overflow, (NAMES - 64) as i64);
     let max = *held.lock().unwrap();
     assert!(max <= 64.0, "the recorder held {max} applications for one key");
+}
+
+#[tokio::test]
+async fn a_malformed_application_name_is_refused_at_apply_by_the_schema() {
+    let _alone = API_SERVER_WRITES.read().await;
+    let ns = TestNamespace::new("usage-schema").await;
+    // Kubernetes 1.20 names the list, not the item.
+    for (spec, field) in [
+        (json!({"applications": {"allowed": ["-etl"]}}), "spec.applications.allowed: Invalid value: \"-etl\""),
+        (json!({"applications": {"denied": ["a b"]}}), "spec.applications.denied: Invalid value: \"a b\""),
+        (json!({"applications": {"allowed": ["x".repeat(64)]}}), "spec.applications.allowed: Invalid value: \"xxx"),
+    ] {
+        match ns.keys().create(&Default::default(), &support::key("bad", spec.clone())).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{spec}: {}", status.message);
+                assert!(status.message.contains(field), "{spec}: {}", status.message);
+            }
+            other => panic!("{spec} was admitted: {other:?}"),
+        }
+    }
 }

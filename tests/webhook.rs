@@ -199,6 +199,8 @@ async fn bad_specs_are_refused_at_apply_naming_the_field_and_value() {
         (json!({"scopes": ["orders..write"]}), "spec.scopes[0]", "orders..write"),
         (json!({"secretTemplate": {"data": {"token": "x"}}}), "spec.secretTemplate.data[token]", "token"),
         (json!({"expiresAfter": "31d"}), "spec.expiresAfter", "31d"),
+        (json!({"applications": {"allowed": ["etl"], "denied": ["etl"]}}), "spec.applications.denied[0]", "etl"),
+        (json!({"applications": {"allowed": ["etl", "etl"]}}), "spec.applications.allowed[1]", "etl"),
     ] {
         for params in [PostParams::default(), dry_run()] {
             match keys.create(&params, &key_spec("bad", spec.clone())).await {

@@ -21,6 +21,7 @@ pub const MAX_APPLICATIONS: usize = 64;
     version = "v1alpha1",
     kind = "KeyUsage",
     plural = "keyusages",
+    shortname = "ku",
     category = "keyward",
     namespaced,
     status = "KeyUsageStatus",

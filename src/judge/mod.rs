@@ -126,8 +126,8 @@ impl Entry {
     /// Judges a request that presented this entry's token. Pure: the clock is an argument.
     ///
     /// The token itself first (expired, inactive), then the application, then the request
-    /// (address, scopes): an application that is not let in learns nothing of what the key
-    /// allows.
+    /// (address, scopes): an application that is not let in is not told whether its address
+    /// and scopes would pass.
     pub fn judge<S: AsRef<str>>(&self, request: &Request<'_, S>, now: Timestamp) -> Code {
         let Request { scopes: required, client, app } = *request;
         if now >= self.expires_at {

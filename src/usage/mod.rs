@@ -5,7 +5,8 @@
 //! shards, no allocation once the key was seen in this flush interval). Every
 //! `--usage-flush-interval` the [`writer`] takes what was seen and merges it into each key's
 //! KeyUsage ([`seen::merge`]), writing only what changed at `--usage-resolution`: at most one
-//! write per object per interval per replica, none for a key at rest. Writes are create-only
+//! write per object per interval per replica (a new KeyUsage: its create, then its status), none
+//! for a key at rest. Writes are create-only
 //! or guarded by the resourceVersion they merged into, so replicas never lose each other's
 //! sightings. A write that fails gives its sightings back for the next interval; no answer ever
 //! waits for one.

@@ -2,8 +2,9 @@
 //! its sightings merged into its KeyUsage, written only when the merge changed something.
 //!
 //! The writer remembers what it last read or wrote of each KeyUsage (its resourceVersion and
-//! status), so a single replica merges without reading. A write is create-only or a merge patch
-//! guarded by that resourceVersion: when another replica wrote in between, the patch is refused
+//! status), so a single replica merges without reading. A KeyUsage is created bare (a create
+//! cannot set what the status subresource holds) and its status written at once; every status
+//! write is a merge patch guarded by the resourceVersion it was merged into: when another replica wrote in between, the patch is refused
 //! (409), the object is read again and merged again. A KeyUsage whose controller is not this
 //! key (a previous key of the same name awaiting garbage collection, or one made by hand) is
 //! never written.
@@ -150,10 +151,11 @@ async fn flush_one(
                     Some(known) => known,
                     None => return Ok(Flushed::Later(seen.clone())),
                 },
-                None => match create(&api, &name, uid, object, seen).await? {
+                // Created bare (a create cannot set status): the status follows at once.
+                None => match create(&api, &name, uid, object).await? {
                     Some(created) => {
                         metrics.wrote("created");
-                        return Ok(Flushed::Current(created));
+                        created
                     }
                     None => {
                         metrics.wrote("conflict");
@@ -175,7 +177,7 @@ async fn flush_one(
             "status": status,
         });
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-        match api.patch(&name, &params, &Patch::Merge(patch)).await {
+        match api.patch_status(&name, &params, &Patch::Merge(patch)).await {
             Ok(written) => {
                 metrics.wrote("patched");
                 return Ok(Known::of(&written).map_or_else(|| Flushed::Later(seen.clone()), Flushed::Current));
@@ -190,14 +192,9 @@ async fn flush_one(
     Ok(Flushed::Later(seen.clone()))
 }
 
-/// Creates the KeyUsage with what was seen; `None` when one was created meanwhile.
-async fn create(
-    api: &Api<KeyUsage>,
-    name: &str,
-    uid: &str,
-    object: &ObjectKey,
-    seen: &Seen,
-) -> Result<Option<Known>, kube::Error> {
+/// Creates the KeyUsage of `object` (without status, which the API server would drop); `None`
+/// when one was created meanwhile.
+async fn create(api: &Api<KeyUsage>, name: &str, uid: &str, object: &ObjectKey) -> Result<Option<Known>, kube::Error> {
     let kind = object.kind.as_str();
     let owner = OwnerReference {
         api_version: crate::api::ApiKey::api_version(&()).into_owned(),
@@ -217,7 +214,7 @@ async fn create(
             ..Default::default()
         },
         spec: KeyUsageSpec { kind: kind.into(), name: object.name.to_string() },
-        status: merge(None, seen),
+        status: None,
     };
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     match api.create(&params, &usage).await {

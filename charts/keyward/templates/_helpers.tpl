@@ -126,11 +126,14 @@ seccompProfile:
   resources: ["apikeys", "credentials"]
   verbs: ["get", "list", "watch"]
 {{- if .Values.verifier.usage.enabled }}
-# The usage recorder: one KeyUsage per key, created and merged into (never deleted: garbage
-# collection removes it with its key).
+# The usage recorder: one KeyUsage per key, created, then its status merged into (never
+# deleted: garbage collection removes it with its key).
 - apiGroups: ["keyward.io"]
   resources: ["keyusages"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "create"]
+- apiGroups: ["keyward.io"]
+  resources: ["keyusages/status"]
+  verbs: ["patch"]
 {{- end }}
 {{- end }}
 
