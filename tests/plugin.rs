@@ -6,7 +6,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keyward::api::{ApiKey, ApiKeyStatus, Credential, Phase};
+use keyward::api::usage::usage_name;
+use keyward::api::{ApiKey, ApiKeyStatus, Credential, KeyUsage, Kind, Phase};
 use keyward::token::{Token, TokenHash};
 use kube::ResourceExt;
 use kube::api::PostParams;
@@ -66,6 +67,30 @@ async fn grant(ns: &TestNamespace, user: &str, rules: serde_json::Value) {
     let bindings: kube::Api<RoleBinding> = kube::Api::namespaced(ns.client.clone(), &ns.name);
     roles.create(&PostParams::default(), &role).await.expect("create the Role");
     bindings.create(&PostParams::default(), &binding).await.expect("create the RoleBinding");
+}
+
+/// Writes the KeyUsage of the key `name` of `kind` (UID `uid`) with `status`, as the verifier
+/// would: one create carries it whole (the kind has no status subresource).
+async fn record_usage(ns: &TestNamespace, kind: Kind, name: &str, uid: &str, status: serde_json::Value) {
+    let usage: KeyUsage = serde_json::from_value(json!({
+        "apiVersion": "keyward.io/v1alpha1", "kind": "KeyUsage",
+        "metadata": {"name": usage_name(kind, name), "ownerReferences": [{
+            "apiVersion": "keyward.io/v1alpha1", "kind": kind.as_str(), "name": name, "uid": uid, "controller": true,
+        }]},
+        "spec": {"kind": kind.as_str(), "name": name},
+        "status": status,
+    }))
+    .expect("a KeyUsage");
+    let usages: kube::Api<KeyUsage> = kube::Api::namespaced(ns.client.clone(), &ns.name);
+    usages
+        .create(&PostParams::default(), &usage)
+        .await
+        .unwrap_or_else(|e| panic!("create the KeyUsage of {name}: {e}"));
+}
+
+/// A time `seconds` ago, to the second, as the API server writes times.
+fn ago(seconds: i64) -> String {
+    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() - seconds).expect("a time").to_string()
 }
 
 // create
@@ -237,7 +262,7 @@ async fn list_prints_a_table_with_one_row_per_key() {
     let (_, first) = issued_key(&ns, "first", json!({"scopes": ["orders.read"]})).await;
     let (_, second) = issued_key(&ns, "second", json!({})).await;
     let run = apikey(&ns.name, &["list"]).run().await.exits(0);
-    assert_eq!(run.header(), "NAME PHASE KEY ID SCOPES EXPIRES IN CREATED BY AGE", "{run}");
+    assert_eq!(run.header(), "NAME PHASE KEY ID SCOPES EXPIRES IN LAST USED CREATED BY AGE", "{run}");
     assert_eq!(run.stdout.lines().count(), 3, "not one row per key\n{run}");
     for (name, status, scopes) in [("first", first, "orders.read"), ("second", second, "<none>")] {
         let rows = run.rows_starting(name);
@@ -247,11 +272,78 @@ async fn list_prints_a_table_with_one_row_per_key() {
 }
 
 #[tokio::test]
+async fn list_shows_when_each_key_was_last_used_from_its_keyusage_and_a_dash_without() {
+    let ns = TestNamespace::new("plugin_last_used").await;
+    let two_days = ago(2 * 86_400);
+    for name in ["used", "idle", "none", "renamed"] {
+        ns.create_key(name, json!({})).await;
+    }
+    let uid = |key: ApiKey| key.uid().expect("uid");
+    let used = uid(ns.keys().get("used").await.expect("get"));
+    let idle = uid(ns.keys().get("idle").await.expect("get"));
+    record_usage(&ns, Kind::ApiKey, "used", &used, json!({"lastUsedAt": two_days})).await;
+    // Seen by an application, but never with a VALID answer.
+    let apps = json!([{"name": "a", "state": "Pending", "firstSeenAt": two_days, "lastSeenAt": two_days}]);
+    record_usage(&ns, Kind::ApiKey, "idle", &idle, json!({"applications": apps})).await;
+    // Left by a deleted key of the same name, until the garbage collector takes it.
+    record_usage(&ns, Kind::ApiKey, "renamed", "0c0ffee0-0000-4000-8000-000000000000", json!({"lastUsedAt": two_days}))
+        .await;
+    let billing = ns.create_credential("billing", json!({"tokens": [{"name": "primary"}]})).await;
+    let tokens = json!([{"name": "primary", "lastUsedAt": two_days}]);
+    record_usage(
+        &ns,
+        Kind::Credential,
+        "billing",
+        &billing.uid().expect("uid"),
+        json!({"lastUsedAt": two_days, "tokens": tokens}),
+    )
+    .await;
+    ns.create_credential("quiet", json!({})).await;
+
+    let run = apikey(&ns.name, &["list"]).run().await.exits(0);
+    // NAME, four columns of the kind, LAST USED.
+    for (name, last_used) in [("used", "2d"), ("idle", "-"), ("none", "-"), ("renamed", "-")] {
+        let rows = run.rows_starting(name);
+        assert_eq!(rows.len(), 1, "no row for {name}\n{run}");
+        assert_eq!(rows[0][5], last_used, "{name}\n{run}");
+    }
+    assert!(run.stderr.is_empty(), "{run}");
+    let run = apikey(&ns.name, &["credential", "list"]).run().await.exits(0);
+    assert_eq!(run.header(), "NAME PHASE TOKENS SCOPES NEXT EXPIRY LAST USED CREATED BY AGE", "{run}");
+    assert_eq!(run.rows_starting("billing")[0][5], "2d", "{run}");
+    assert_eq!(run.rows_starting("quiet")[0][5], "-", "{run}");
+    let run = apikey(&ns.name, &["list", "-A"]).run().await.exits(0);
+    let rows = run.rows_starting(&ns.name);
+    let used: Vec<_> = rows.iter().filter(|r| r[1] == "used").collect();
+    assert_eq!(used.len(), 1, "{run}");
+    assert_eq!(used[0][6], "2d", "{run}");
+}
+
+#[tokio::test]
+async fn list_by_a_user_who_may_not_list_keyusages_shows_dashes_and_a_note_and_succeeds() {
+    let ns = TestNamespace::new("plugin_last_used_forbidden").await;
+    let key = ns.create_key("used", json!({})).await;
+    record_usage(&ns, Kind::ApiKey, "used", &key.uid().expect("uid"), json!({"lastUsedAt": ago(86_400)})).await;
+    let rules = json!([{"apiGroups": ["keyward.io"], "resources": ["apikeys"], "verbs": ["get", "list"]}]);
+    grant(&ns, "keyward-user-1", rules).await;
+    let run = apikey(&ns.name, &["list"])
+        .env("KUBECONFIG", support::user_kubeconfig(1))
+        .run()
+        .await
+        .exits(0)
+        .says("stderr", &["may not list keyusages.keyward.io", "LAST USED shows -"]);
+    assert_eq!(run.rows_starting("used")[0][5], "-", "{run}");
+    // The same key, read by someone who may: its last use.
+    let run = apikey(&ns.name, &["list"]).run().await.exits(0);
+    assert_eq!(run.rows_starting("used")[0][5], "24h", "{run}");
+}
+
+#[tokio::test]
 async fn list_all_namespaces_adds_a_namespace_column() {
     let ns = TestNamespace::new("plugin_list_all").await;
     ns.create_key("mine", json!({})).await;
     let run = apikey(&ns.name, &["list", "-A"]).run().await.exits(0);
-    assert_eq!(run.header(), "NAMESPACE NAME PHASE KEY ID SCOPES EXPIRES IN CREATED BY AGE", "{run}");
+    assert_eq!(run.header(), "NAMESPACE NAME PHASE KEY ID SCOPES EXPIRES IN LAST USED CREATED BY AGE", "{run}");
     let rows = run.rows_starting(&ns.name);
     assert_eq!(rows.len(), 1, "not exactly one row for this namespace\n{run}");
     assert_eq!(rows[0][1], "mine", "{run}");
@@ -325,11 +417,11 @@ async fn list_shows_who_created_each_key_and_created_by_filters_on_it_exactly() 
         let command = |args: &[&'static str]| -> Vec<&'static str> { [kind, args].concat() };
         let run = apikey(&ns.name, &command(&["list"])).run().await.exits(0);
         assert!(run.header().ends_with(" CREATED BY AGE"), "{run}");
-        // NAME, four columns of the kind, CREATED BY, AGE.
+        // NAME, four columns of the kind, LAST USED, CREATED BY, AGE.
         for (name, created_by) in [("alices", "keyward-user-1"), ("bobs", "keyward-user-2"), ("before", "-")] {
             let rows = run.rows_starting(name);
             assert_eq!(rows.len(), 1, "no row for {name}\n{run}");
-            assert_eq!(rows[0].get(5).map(String::as_str), Some(created_by), "{name}\n{run}");
+            assert_eq!(rows[0].get(6).map(String::as_str), Some(created_by), "{name}\n{run}");
         }
 
         let run = apikey(&ns.name, &command(&["list", "--created-by", "keyward-user-1"])).run().await.exits(0);
@@ -353,10 +445,10 @@ async fn list_shows_who_created_each_key_and_created_by_filters_on_it_exactly() 
     let run = apikey(&ns.name, &["list", "-A", "--created-by", "keyward-user-2"]).run().await.exits(0);
     let rows = run.rows_starting(&ns.name);
     assert_eq!(rows.len(), 1, "{run}");
-    assert_eq!((rows[0][1].as_str(), rows[0][6].as_str()), ("bobs", "keyward-user-2"), "{run}");
+    assert_eq!((rows[0][1].as_str(), rows[0][7].as_str()), ("bobs", "keyward-user-2"), "{run}");
     for line in run.stdout.lines().skip(1) {
         let cells: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(cells.get(6), Some(&"keyward-user-2"), "{line}\n{run}");
+        assert_eq!(cells.get(7), Some(&"keyward-user-2"), "{line}\n{run}");
     }
 }
 
@@ -648,7 +740,7 @@ async fn credential_list_and_describe_show_every_token_but_no_token_value() {
     let next = next.trim_end().to_string();
 
     let run = apikey(&ns.name, &["credential", "list"]).run().await.exits(0);
-    assert_eq!(run.header(), "NAME PHASE TOKENS SCOPES NEXT EXPIRY CREATED BY AGE", "{run}");
+    assert_eq!(run.header(), "NAME PHASE TOKENS SCOPES NEXT EXPIRY LAST USED CREATED BY AGE", "{run}");
     let rows = run.rows_starting("billing");
     assert_eq!(rows.len(), 1, "{run}");
     assert_eq!(rows[0][1..4], ["Active", "2/2", "orders.read"], "{run}");
@@ -848,7 +940,11 @@ async fn kubectl_finds_the_plugin_on_the_path() {
     let path = std::env::join_paths(path).expect("a PATH");
     let through_kubectl = apikey(&ns.name, &["list"]).through_kubectl(path).run().await.exits(0);
     let direct = apikey(&ns.name, &["list"]).run().await.exits(0);
-    assert_eq!(through_kubectl.header(), "NAME PHASE KEY ID SCOPES EXPIRES IN CREATED BY AGE", "{through_kubectl}");
+    assert_eq!(
+        through_kubectl.header(),
+        "NAME PHASE KEY ID SCOPES EXPIRES IN LAST USED CREATED BY AGE",
+        "{through_kubectl}"
+    );
     assert_eq!(through_kubectl.header(), direct.header(), "{direct}");
     assert_eq!(through_kubectl.rows_starting("found").len(), 1, "{through_kubectl}");
 }

@@ -7,10 +7,12 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
 use super::cluster::{Cluster, Subject};
 use super::error::{PluginError, Result};
 use super::render::{self, Format, Table};
+use super::usage;
 use crate::api::{ANNOTATION_CREATED_BY, ApiKey, Credential, Key, KeyState, Phase};
 
 /// The field manager of every change the plugin makes, as `kubectl` is of its own.
@@ -130,6 +132,11 @@ impl KeyResource for Credential {
     }
 }
 
+/// A last use as an age, as kubectl shows when things happened in a table; `-` for none recorded.
+fn last_used_text(last_used: Option<Timestamp>, now: Timestamp) -> String {
+    last_used.map_or_else(|| "-".into(), |at| render::age(Some(at), now))
+}
+
 fn phase_text(phase: Option<Phase>) -> String {
     phase.map_or("-", Phase::as_str).to_string()
 }
@@ -193,21 +200,29 @@ pub async fn each_page<K: KeyResource>(
     cluster: &Cluster,
     all_namespaces: bool,
     selector: Option<&str>,
-    mut each: impl FnMut(K),
+    each: impl FnMut(K),
 ) -> Result<()> {
     let api: Api<K> = if all_namespaces { Api::all(cluster.client.clone()) } else { api(cluster) };
-    let mut params = ListParams::default().limit(PAGE);
+    let mut params = ListParams::default();
     if let Some(selector) = selector {
         params = params.labels(selector);
     }
+    if let Err(e) = pages(&api, params, each).await {
+        let namespace = (!all_namespaces).then_some(cluster.namespace.as_str());
+        return Err(cluster.explain(e, Subject { resource: K::NOUN, name: None, namespace, ours: true }).await);
+    }
+    Ok(())
+}
+
+/// Lists `api` with `params` a page of [`PAGE`] objects at a time, handing each to `each`; a
+/// failure is the API server's error as it came, for the caller to explain or tolerate.
+pub async fn pages<R>(api: &Api<R>, params: ListParams, mut each: impl FnMut(R)) -> Result<(), kube::Error>
+where
+    R: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = params.limit(PAGE);
     loop {
-        let page = match api.list(&params).await {
-            Ok(page) => page,
-            Err(e) => {
-                let namespace = (!all_namespaces).then_some(cluster.namespace.as_str());
-                return Err(cluster.explain(e, Subject { resource: K::NOUN, name: None, namespace, ours: true }).await);
-            }
-        };
+        let page = api.list(&params).await?;
         page.items.into_iter().for_each(&mut each);
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
@@ -243,18 +258,24 @@ fn list_headers<K: KeyResource>(all_namespaces: bool) -> Vec<&'static str> {
     }
     headers.push("NAME");
     headers.extend_from_slice(K::columns());
-    headers.extend(["CREATED BY", "AGE"]);
+    headers.extend(["LAST USED", "CREATED BY", "AGE"]);
     headers
 }
 
-/// One row of `list`'s table, under [`list_headers`].
-fn list_row<K: KeyResource>(key: &K, all_namespaces: bool, now: Timestamp) -> Vec<String> {
+/// One row of `list`'s table, under [`list_headers`]; `last_used` from the key's KeyUsage.
+fn list_row<K: KeyResource>(
+    key: &K,
+    all_namespaces: bool,
+    last_used: Option<Timestamp>,
+    now: Timestamp,
+) -> Vec<String> {
     let mut row = Vec::new();
     if all_namespaces {
         row.push(key.namespace().unwrap_or_default());
     }
     row.push(key.name_any());
     row.extend(key.cells(now));
+    row.push(last_used_text(last_used, now));
     row.push(created_by(key).unwrap_or("-").to_string());
     row.push(render::age(key.meta().creation_timestamp.as_ref().map(|t| t.0), now));
     row
@@ -279,12 +300,14 @@ pub async fn list<K: KeyResource>(
         .await?;
         return render::print_document(&render::List::of(&items), format);
     }
+    // One list of the KeyUsages beside the keys, not one read per key.
+    let last_use = usage::last_use::<K>(cluster, all_namespaces).await?;
     let now = Timestamp::now();
     let mut table = Table::new(&list_headers::<K>(all_namespaces));
     // Only the rows are kept, not the objects.
     each_page::<K>(cluster, all_namespaces, selector, |key| {
         if filter.matches(&key) {
-            table.row(list_row(&key, all_namespaces, now));
+            table.row(list_row(&key, all_namespaces, last_use.of(&key), now));
         }
     })
     .await?;
@@ -499,20 +522,28 @@ mod tests {
         let now: Timestamp = "2026-11-23T00:00:00Z".parse().unwrap();
         assert_eq!(
             list_headers::<ApiKey>(false),
-            ["NAME", "PHASE", "KEY ID", "SCOPES", "EXPIRES IN", "CREATED BY", "AGE"]
+            ["NAME", "PHASE", "KEY ID", "SCOPES", "EXPIRES IN", "LAST USED", "CREATED BY", "AGE"]
         );
         assert_eq!(
             list_headers::<Credential>(true),
-            ["NAMESPACE", "NAME", "PHASE", "TOKENS", "SCOPES", "NEXT EXPIRY", "CREATED BY", "AGE"]
+            ["NAMESPACE", "NAME", "PHASE", "TOKENS", "SCOPES", "NEXT EXPIRY", "LAST USED", "CREATED BY", "AGE"]
         );
         assert_eq!(
-            list_row(&created_by_key("ci", Some("alice")), false, now),
-            ["ci", "-", "-", "orders.read", "-", "alice", "3d"]
+            list_row(&created_by_key("ci", Some("alice")), false, None, now),
+            ["ci", "-", "-", "orders.read", "-", "-", "alice", "3d"]
         );
         assert_eq!(
-            list_row(&created_by_key("old", None), true, now),
-            ["team-a", "old", "-", "-", "orders.read", "-", "-", "3d"]
+            list_row(&created_by_key("old", None), true, None, now),
+            ["team-a", "old", "-", "-", "orders.read", "-", "-", "-", "3d"]
         );
+    }
+
+    #[test]
+    fn list_shows_the_last_use_as_an_age_before_the_creator_or_a_dash() {
+        let now: Timestamp = "2026-11-23T00:00:00Z".parse().unwrap();
+        let used = Some("2026-11-22T23:55:00Z".parse().unwrap());
+        assert_eq!(list_row(&created_by_key("ci", Some("alice")), false, used, now)[5..], ["5m", "alice", "3d"]);
+        assert_eq!(list_row(&created_by_key("ci", Some("alice")), false, None, now)[5..], ["-", "alice", "3d"]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod exchange;
 pub mod issue;
 pub mod keys;
 pub mod render;
+pub mod usage;
 pub mod verify;
 
 use std::process::ExitCode;
@@ -68,8 +69,8 @@ pub enum CredentialCommand {
 /// The commands ApiKeys and Credentials share.
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {
-    /// List as a table: name, phase, key ID (or tokens), scopes, expiry, creator, age; -A for every
-    /// namespace.
+    /// List as a table: name, phase, key ID (or tokens), scopes, expiry, last use (from the
+    /// KeyUsage the verifier records), creator, age; -A for every namespace.
     #[command(visible_alias = "ls")]
     List(ListArgs),
     /// Show spec, status, conditions and recent events (never a token).
