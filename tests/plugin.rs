@@ -320,7 +320,7 @@ async fn list_shows_when_each_key_was_last_used_from_its_keyusage_and_a_dash_wit
 }
 
 #[tokio::test]
-async fn list_by_a_user_who_may_not_list_keyusages_shows_dashes_and_a_note_and_succeeds() {
+async fn list_and_describe_by_a_user_who_may_not_read_keyusages_show_dashes_and_succeed() {
     let ns = TestNamespace::new("plugin_last_used_forbidden").await;
     let key = ns.create_key("used", json!({})).await;
     record_usage(&ns, Kind::ApiKey, "used", &key.uid().expect("uid"), json!({"lastUsedAt": ago(86_400)})).await;
@@ -333,6 +333,8 @@ async fn list_by_a_user_who_may_not_list_keyusages_shows_dashes_and_a_note_and_s
         .exits(0)
         .says("stderr", &["may not list keyusages.keyward.io", "LAST USED shows -"]);
     assert_eq!(run.rows_starting("used")[0][5], "-", "{run}");
+    let run = apikey(&ns.name, &["describe", "used"]).env("KUBECONFIG", support::user_kubeconfig(1)).run().await;
+    run.exits(0).says("stdout", &["<cannot read its KeyUsage: forbidden>"]);
     // The same key, read by someone who may: its last use.
     let run = apikey(&ns.name, &["list"]).run().await.exits(0);
     assert_eq!(run.rows_starting("used")[0][5], "24h", "{run}");
@@ -481,6 +483,59 @@ async fn describe_shows_status_conditions_and_events_but_never_the_token() {
     let issued = events.lines().find(|l| l.contains("Issued")).unwrap_or_default();
     assert!(issued.contains("Normal") && issued.contains(&key_id), "no Issued event\n{run}");
     run.never_shows(&token);
+}
+
+#[tokio::test]
+async fn describe_shows_the_last_use_and_every_application_seen_or_named_in_spec() {
+    let ns = TestNamespace::new("plugin_describe_usage").await;
+    let applications = json!({"default": "Pending", "allowed": ["billing-worker"], "denied": ["legacy-cron"]});
+    let key = ns.create_key("ci", json!({"applications": applications})).await;
+    let (two_days, hour) = (ago(2 * 86_400), ago(3600));
+    let seen = json!([
+        {"name": "billing-worker", "state": "Allowed", "firstSeenAt": two_days, "lastSeenAt": hour},
+        {"name": "new-report", "state": "Pending", "firstSeenAt": hour, "lastSeenAt": hour},
+    ]);
+    let status = json!({"lastUsedAt": two_days, "applications": seen, "applicationsOverflow": 3});
+    record_usage(&ns, Kind::ApiKey, "ci", &key.uid().expect("uid"), status).await;
+
+    let run = apikey(&ns.name, &["describe", "ci"]).run().await.exits(0);
+    let last_used = run.stdout.lines().find(|l| l.starts_with("Last used:")).unwrap_or_default();
+    assert!(last_used.ends_with(&format!("{two_days} (2d ago)")), "{run}");
+    let section = run.stdout.split_once("Applications:\n").map(|(_, rest)| rest).unwrap_or_default();
+    let section = section.split_once("Conditions:").map(|(section, _)| section).unwrap_or_default();
+    let lines: Vec<String> = section.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    assert_eq!(
+        lines,
+        [
+            "Default: Pending",
+            "Allowed: billing-worker",
+            "Denied: legacy-cron",
+            "NAME STATE FIRST SEEN LAST SEEN",
+            "billing-worker Allowed 2d ago 60m ago",
+            "new-report Pending 60m ago 60m ago",
+            "legacy-cron Denied - -",
+            "+3 sightings of other applications, not listed (a KeyUsage lists at most 64)",
+        ],
+        "{run}"
+    );
+
+    let billing = ns.create_credential("billing", json!({"tokens": [{"name": "primary"}, {"name": "next"}]})).await;
+    let tokens = json!([{"name": "primary", "lastUsedAt": hour}]);
+    let status = json!({"lastUsedAt": hour, "tokens": tokens});
+    record_usage(&ns, Kind::Credential, "billing", &billing.uid().expect("uid"), status).await;
+    let run = apikey(&ns.name, &["credential", "describe", "billing"]).run().await.exits(0);
+    let row = |token: &str| {
+        let line = run.stdout.lines().find(|l| l.trim_start().starts_with(&format!("{token} ")));
+        line.unwrap_or_else(|| panic!("no line for token {token}\n{run}")).to_string()
+    };
+    assert!(row("primary").ends_with("60m ago"), "{run}");
+    assert!(row("next").ends_with(" -"), "{run}");
+    // Without a policy every application passes; none seen.
+    let section = run.stdout.split_once("Applications:\n").map(|(_, rest)| rest).unwrap_or_default();
+    assert!(
+        section.starts_with("  Default:  Allow (default)\n  Allowed:  <none>\n  Denied:   <none>\n  <none seen>\n"),
+        "{run}"
+    );
 }
 
 #[tokio::test]

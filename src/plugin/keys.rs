@@ -9,11 +9,12 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use super::apps;
 use super::cluster::{Cluster, Subject};
 use super::error::{PluginError, Result};
 use super::render::{self, Format, Table};
 use super::usage;
-use crate::api::{ANNOTATION_CREATED_BY, ApiKey, Credential, Key, KeyState, Phase};
+use crate::api::{ANNOTATION_CREATED_BY, ApiKey, Credential, Key, KeyState, KeyUsageStatus, Phase};
 
 /// The field manager of every change the plugin makes, as `kubectl` is of its own.
 pub const FIELD_MANAGER: &str = "kubectl-apikey";
@@ -32,8 +33,8 @@ pub trait KeyResource: Key {
     /// Columns of `list` after NAME (and before CREATED BY and AGE).
     fn columns() -> &'static [&'static str];
     fn cells(&self, now: Timestamp) -> Vec<String>;
-    /// The lines of `describe` that only this kind has.
-    fn details(&self, out: &mut String, now: Timestamp);
+    /// The lines of `describe` that only this kind has; `seen` is what its KeyUsage recorded.
+    fn details(&self, out: &mut String, seen: &KeyUsageStatus, now: Timestamp);
 }
 
 impl KeyResource for ApiKey {
@@ -63,7 +64,7 @@ impl KeyResource for ApiKey {
         ]
     }
 
-    fn details(&self, out: &mut String, now: Timestamp) {
+    fn details(&self, out: &mut String, _: &KeyUsageStatus, now: Timestamp) {
         let status = self.status.clone().unwrap_or_default();
         field(out, "Key ID", status.record.key_id.as_deref().unwrap_or("-"));
         field(out, "Token hash", status.record.token_hash.as_deref().unwrap_or("-"));
@@ -109,16 +110,17 @@ impl KeyResource for Credential {
         ]
     }
 
-    fn details(&self, out: &mut String, now: Timestamp) {
+    fn details(&self, out: &mut String, seen: &KeyUsageStatus, now: Timestamp) {
         let status = self.status.clone().unwrap_or_default();
         if self.spec.tokens.is_empty() {
             field(out, "Tokens", "<none>");
             return;
         }
         out.push_str("Tokens:\n");
-        let mut table = Table::new(&["NAME", "PHASE", "KEY ID", "SECRET", "ISSUED", "EXPIRES IN"]);
+        let mut table = Table::new(&["NAME", "PHASE", "KEY ID", "SECRET", "ISSUED", "EXPIRES IN", "LAST USED"]);
         for token in &self.spec.tokens {
             let issued = status.tokens.iter().find(|t| t.name == token.name).cloned().unwrap_or_default();
+            let used = seen.tokens.iter().find(|t| t.name == token.name).map(|t| t.last_used_at.0);
             table.row(vec![
                 token.name.clone(),
                 phase_text(issued.record.phase),
@@ -126,6 +128,7 @@ impl KeyResource for Credential {
                 issued.record.secret_name.unwrap_or_else(|| self.secret_name(&token.name)),
                 issued.record.issued_at.map_or("-".into(), |t| render::age(Some(t.0), now) + " ago"),
                 render::expires_in(issued.record.expires_at.map(|t| t.0), now),
+                used.map_or("-".into(), |at| render::age(Some(at), now) + " ago"),
             ]);
         }
         indent(out, &table.render());
@@ -142,7 +145,7 @@ fn phase_text(phase: Option<Phase>) -> String {
 }
 
 /// A `Label:  value` line of `describe`; the labels are padded by [`aligned`] afterwards.
-fn field(out: &mut String, label: &str, value: &str) {
+pub(super) fn field(out: &mut String, label: &str, value: &str) {
     let _ = writeln!(out, "{label}:\t{value}");
 }
 
@@ -322,11 +325,13 @@ pub async fn list<K: KeyResource>(
     table.print()
 }
 
-/// `describe`: spec, status, conditions and recent events; never the token.
-pub async fn describe<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<()> {
-    let key: K = get_for(cluster, name, "describe").await?;
-    let now = Timestamp::now();
+/// What `describe` shows before the events: the key's spec and status, its last use and its
+/// applications from `recorded` (its KeyUsage's status, empty when it has none, or why it could
+/// not be read), and its conditions.
+fn summary<K: KeyResource>(key: &K, recorded: Result<&KeyUsageStatus, &str>, now: Timestamp) -> String {
     let policy = key.policy();
+    let unread = KeyUsageStatus::default();
+    let seen = recorded.unwrap_or(&unread);
     let mut out = String::new();
     field(&mut out, "Name", &key.name_any());
     field(&mut out, "Namespace", &key.namespace().unwrap_or_default());
@@ -344,9 +349,19 @@ pub async fn describe<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<(
     field(&mut out, "Token prefix", policy.token_prefix.as_deref().unwrap_or("kw (default)"));
     let created = key.meta().creation_timestamp.as_ref().map_or("-".into(), |t| render::when(t.0, now));
     field(&mut out, "Created", &created);
-    key.details(&mut out, now);
+    let last_used = match recorded {
+        Ok(seen) => seen.last_used_at.as_ref().map_or("-".into(), |t| render::when(t.0, now)),
+        Err(problem) => format!("<cannot read its KeyUsage: {problem}>"),
+    };
+    field(&mut out, "Last used", &last_used);
+    key.details(&mut out, seen, now);
     let mut text = aligned(&out);
 
+    text.push_str("Applications:\n");
+    indent(&mut text, &apps::section(policy.applications.as_ref(), seen, now));
+    if let Err(problem) = recorded {
+        let _ = writeln!(text, "  <applications seen are not shown: cannot read its KeyUsage: {problem}>");
+    }
     text.push_str("Conditions:\n");
     if key.conditions().is_empty() {
         text.push_str("  <none>\n");
@@ -358,6 +373,20 @@ pub async fn describe<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<(
         }
         indent(&mut text, &table.render());
     }
+    text
+}
+
+/// `describe`: spec, status, last use, applications, conditions and recent events; never the
+/// token.
+pub async fn describe<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<()> {
+    let key: K = get_for(cluster, name, "describe").await?;
+    let usage = usage::usage_of(cluster, &key).await;
+    let recorded = match &usage {
+        Ok(usage) => Ok(usage.as_ref().and_then(|u| u.status.clone()).unwrap_or_default()),
+        Err(problem) => Err(problem.as_str()),
+    };
+    let now = Timestamp::now();
+    let mut text = summary(&key, recorded.as_ref().map_err(|p| *p), now);
     text.push_str("Events:\n");
     match events(cluster, &key).await {
         Ok(events) if events.is_empty() => text.push_str("  <none>\n"),
@@ -370,7 +399,7 @@ pub async fn describe<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<(
 }
 
 /// Aligns the values of `Label:\tvalue` lines, leaving other lines (tables) as they are.
-fn aligned(block: &str) -> String {
+pub(super) fn aligned(block: &str) -> String {
     let width = block.lines().filter_map(|l| l.split_once('\t')).map(|(label, _)| label.len()).max().unwrap_or(0);
     block
         .lines()
@@ -556,6 +585,65 @@ mod tests {
             assert!(!by(other).matches(&alice), "{other:?}");
             assert!(!by(other).matches(&nobody), "{other:?}");
         }
+    }
+
+    fn used_credential() -> (Credential, KeyUsageStatus) {
+        let credential: Credential = serde_json::from_value(serde_json::json!({
+            "apiVersion": "keyward.io/v1alpha1", "kind": "Credential",
+            "metadata": {"name": "billing", "namespace": "team-a", "creationTimestamp": "2026-11-20T00:00:00Z"},
+            "spec": {
+                "tokens": [{"name": "primary"}, {"name": "next"}],
+                "applications": {"default": "Pending", "allowed": ["billing-worker"], "denied": ["legacy-cron"]},
+            },
+            "status": {"phase": "Active", "tokens": [{"name": "primary", "phase": "Active"}]},
+        }))
+        .unwrap();
+        let seen = serde_json::from_value(serde_json::json!({
+            "lastUsedAt": "2026-11-22T23:55:00Z",
+            "tokens": [{"name": "primary", "lastUsedAt": "2026-11-22T23:55:00Z"}],
+            "applications": [{"name": "new-report", "state": "Pending",
+                "firstSeenAt": "2026-11-22T00:00:00Z", "lastSeenAt": "2026-11-22T23:00:00Z"}],
+        }))
+        .unwrap();
+        (credential, seen)
+    }
+
+    #[test]
+    fn describe_shows_the_last_use_of_the_key_and_each_token_and_its_applications() {
+        let now: Timestamp = "2026-11-23T00:00:00Z".parse().unwrap();
+        let (credential, seen) = used_credential();
+        let text = summary(&credential, Ok(&seen), now);
+        assert!(text.contains("\nLast used:      2026-11-22T23:55:00Z (5m ago)\n"), "{text}");
+        let tokens = text.split_once("Tokens:\n").unwrap().1;
+        let lines: Vec<&str> = tokens.lines().take(3).collect();
+        assert!(lines[0].ends_with("EXPIRES IN   LAST USED"), "{text}");
+        assert!(lines[1].trim_start().starts_with("primary") && lines[1].ends_with("5m ago"), "{text}");
+        assert!(lines[2].trim_start().starts_with("next") && lines[2].ends_with("-"), "{text}");
+        let applications = text.split_once("Applications:\n").unwrap().1.split_once("Conditions:").unwrap().0;
+        assert_eq!(
+            applications,
+            "  Default:  Pending
+  Allowed:  billing-worker
+  Denied:   legacy-cron
+  NAME             STATE     FIRST SEEN   LAST SEEN
+  new-report       Pending   24h ago      60m ago
+  billing-worker   Allowed   -            -
+  legacy-cron      Denied    -            -
+"
+        );
+    }
+
+    #[test]
+    fn describe_without_a_keyusage_shows_dashes_and_says_why_when_it_cannot_read_one() {
+        let now: Timestamp = "2026-11-23T00:00:00Z".parse().unwrap();
+        let key = created_by_key("ci", None);
+        let text = summary(&key, Ok(&KeyUsageStatus::default()), now);
+        assert!(text.contains("\nLast used:      -\n"), "{text}");
+        assert!(text.contains("Applications:\n  Default:  Allow (default)\n"), "{text}");
+        assert!(text.contains("  <none seen>\nConditions:\n"), "{text}");
+        let text = summary(&key, Err("forbidden"), now);
+        assert!(text.contains("\nLast used:      <cannot read its KeyUsage: forbidden>\n"), "{text}");
+        assert!(text.contains("<applications seen are not shown: cannot read its KeyUsage: forbidden>"), "{text}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `kubectl-apikey` on the PATH, it takes kubectl's habits: `-n`, `--context`, `--kubeconfig`,
 //! `-o json|yaml`, `-A`, aligned tables, and one exit code per kind of failure.
 
+pub mod apps;
 pub mod cluster;
 pub mod error;
 pub mod exchange;
@@ -73,7 +74,7 @@ pub enum KeyCommand {
     /// KeyUsage the verifier records), creator, age; -A for every namespace.
     #[command(visible_alias = "ls")]
     List(ListArgs),
-    /// Show spec, status, conditions and recent events (never a token).
+    /// Show spec, status, last use, applications, conditions and recent events (never a token).
     Describe(NameArgs),
     /// Set state Active: the tokens work again (an expired key stays expired).
     Activate(NameArgs),

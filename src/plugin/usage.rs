@@ -1,12 +1,13 @@
 //! What the plugin reads of KeyUsages, which only the verifier writes: when each key was last
-//! used (`list`). Usage recording is optional (off, or not installed, or not readable by this
-//! user), so a KeyUsage that cannot be read shows as `-` and never fails the command.
+//! used (`list`), and its tokens' last use and its applications (`describe`). Usage recording
+//! is optional (off, or not installed, or not readable by this user), so a KeyUsage that cannot
+//! be read shows as `-` and never fails the command.
 
 use std::collections::HashMap;
 
 use jiff::Timestamp;
-use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use kube::{Resource, ResourceExt};
 
 use super::cluster::{Cluster, Subject};
 use super::error::Result;
@@ -16,6 +17,13 @@ use crate::api::{Key, KeyUsage};
 
 /// kubectl's name of the resource, in errors and notes.
 const NOUN: &str = "keyusages";
+
+/// Whether `usage` is `key`'s: its controller ownerReference names the key's UID. The KeyUsage
+/// of a deleted key of the same name (until the garbage collector takes it) is not.
+pub fn belongs_to<K: Resource>(usage: &KeyUsage, key: &K) -> bool {
+    let owner = usage.owner_references().iter().find(|o| o.controller == Some(true));
+    owner.is_some_and(|owner| key.meta().uid.as_ref() == Some(&owner.uid))
+}
 
 /// The last use of the keys of one kind, from one paged list of the KeyUsages beside them.
 #[derive(Debug, Default)]
@@ -67,6 +75,17 @@ pub async fn last_use<K: KeyResource>(cluster: &Cluster, all_namespaces: bool) -
     }
 }
 
+/// The KeyUsage of `key`, for `describe`: `None` when there is none (never used, or usage
+/// recording is off) or only a deleted namesake's; the problem when it cannot be read.
+pub async fn usage_of<K: KeyResource>(cluster: &Cluster, key: &K) -> Result<Option<KeyUsage>, String> {
+    let api: Api<KeyUsage> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    match api.get_opt(&usage_name(K::KIND, &key.name_any())).await {
+        Ok(usage) => Ok(usage.filter(|usage| belongs_to(usage, key))),
+        Err(kube::Error::Api(status)) if status.code == 403 => Err("forbidden".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +127,15 @@ mod tests {
         let mut credentials = LastUse::default();
         credentials.insert::<Credential>(&usage("apikey.ci", "ApiKey", "uid-ci", Some("2026-12-01T10:05:00Z")));
         assert!(credentials.by_name.is_empty(), "an ApiKey's KeyUsage kept for Credentials");
+    }
+
+    #[test]
+    fn a_keyusage_belongs_to_the_key_its_controller_reference_names() {
+        let mine = usage("apikey.ci", "ApiKey", "uid-ci", None);
+        assert!(belongs_to(&mine, &apikey("ci", "uid-ci")));
+        assert!(!belongs_to(&mine, &apikey("ci", "uid-other")));
+        let mut orphan = mine.clone();
+        orphan.metadata.owner_references = None;
+        assert!(!belongs_to(&orphan, &apikey("ci", "uid-ci")));
     }
 }
