@@ -849,6 +849,127 @@ async fn credential_remove_token_of_a_missing_token_exits_6() {
     assert_eq!(credential.spec.tokens.len(), 1, "the token list changed");
 }
 
+// app allow, deny, forget
+
+/// The key's spec.applications as JSON (`null` when absent), and its resourceVersion.
+async fn applications_of(ns: &TestNamespace, name: &str) -> (serde_json::Value, String) {
+    let key = ns.keys().get(name).await.expect("get");
+    (json!(key.spec.policy.applications), key.resource_version().expect("resourceVersion"))
+}
+
+#[tokio::test]
+async fn app_allow_deny_and_forget_edit_spec_applications_and_say_so() {
+    let ns = TestNamespace::new("plugin_app_edit").await;
+    ns.create_key("ci", json!({})).await;
+
+    // No policy yet: allow lists the application and leaves the default (Allow) absent, and says
+    // that the list lets nothing new in until the default is changed.
+    let run = apikey(&ns.name, &words("app allow ci billing-worker")).run().await.exits(0);
+    let run = run.says("stdout", &["apikey.keyward.io/ci: application \"billing-worker\" allowed"]);
+    let patch = format!("kubectl patch apikey ci -n {} --type merge -p", ns.name);
+    run.says("stderr", &["default is Allow (unset)", "every application not denied passes already", &patch]);
+    let (applications, version) = applications_of(&ns, "ci").await;
+    assert_eq!(applications, json!({"allowed": ["billing-worker"]}));
+    // Nothing to change: no write.
+    apikey(&ns.name, &words("app allow ci billing-worker"))
+        .run()
+        .await
+        .exits(0)
+        .says("stdout", &["apikey.keyward.io/ci unchanged (application \"billing-worker\" is already allowed)"]);
+    assert_eq!(applications_of(&ns, "ci").await.1, version, "an unchanged edit was written");
+
+    // Deny moves it between the lists (the emptied list goes).
+    apikey(&ns.name, &words("app deny ci billing-worker"))
+        .run()
+        .await
+        .exits(0)
+        .says("stdout", &["apikey.keyward.io/ci: application \"billing-worker\" denied"]);
+    assert_eq!(applications_of(&ns, "ci").await.0, json!({"denied": ["billing-worker"]}));
+
+    // With a default of Pending, allowing needs no note; the default is kept.
+    ns.patch_spec("ci", json!({"applications": {"default": "Pending"}})).await;
+    let run = apikey(&ns.name, &words("app allow ci new-report")).run().await.exits(0);
+    assert!(run.stderr.is_empty(), "a note under the default Pending\n{run}");
+    let policy = json!({"default": "Pending", "allowed": ["new-report"], "denied": ["billing-worker"]});
+    assert_eq!(applications_of(&ns, "ci").await.0, policy);
+
+    // Forget takes it out of both lists: the default applies again.
+    apikey(&ns.name, &words("app forget ci billing-worker"))
+        .run()
+        .await
+        .exits(0)
+        .says("stdout", &["application \"billing-worker\" forgotten; the default applies to it again (Pending)"]);
+    let (applications, version) = applications_of(&ns, "ci").await;
+    assert_eq!(applications, json!({"default": "Pending", "allowed": ["new-report"]}));
+    apikey(&ns.name, &words("app forget ci billing-worker"))
+        .run()
+        .await
+        .exits(0)
+        .says("stdout", &["unchanged (application \"billing-worker\" is in neither"]);
+    assert_eq!(applications_of(&ns, "ci").await.1, version, "an unchanged edit was written");
+
+    // The same for a Credential, and a key of the other kind is pointed at its command.
+    ns.create_credential("billing", json!({})).await;
+    apikey(&ns.name, &words("credential app deny billing legacy-cron"))
+        .run()
+        .await
+        .exits(0)
+        .says("stdout", &["credential.keyward.io/billing: application \"legacy-cron\" denied"]);
+    let billing = ns.credentials().get("billing").await.expect("get");
+    assert_eq!(json!(billing.spec.policy.applications), json!({"denied": ["legacy-cron"]}));
+    apikey(&ns.name, &words("app allow billing worker"))
+        .run()
+        .await
+        .exits(6)
+        .says("stderr", &["`kubectl apikey credential app allow billing worker`"]);
+    apikey(&ns.name, &words("app allow nope worker")).run().await.exits(6).says("stderr", &["\"nope\"", "not found"]);
+}
+
+#[tokio::test]
+async fn app_with_a_malformed_application_name_exits_2_before_any_request() {
+    let ns = TestNamespace::new("plugin_app_bad_name").await;
+    ns.create_key("ci", json!({})).await;
+    let version = applications_of(&ns, "ci").await.1;
+    for bad in ["a b", "ä", ".hidden", "x/y"] {
+        apikey(&ns.name, &["app", "allow", "ci", bad])
+            .run()
+            .await
+            .exits(2)
+            .says("stderr", &[&format!("'{bad}'"), "application names are"]);
+    }
+    // Not even a cluster is needed to refuse it.
+    apikey(&ns.name, &["app", "deny", "ci", "a b"]).env("KUBECONFIG", "/nonexistent").run().await.exits(2);
+    assert_eq!(applications_of(&ns, "ci").await.1, version, "a refused name changed the key");
+}
+
+#[tokio::test]
+async fn an_app_edit_computed_from_a_stale_read_is_refused_with_13_and_the_other_edit_is_kept() {
+    use keyward::plugin::apps::{self, Edit, Verb};
+    use keyward::plugin::cluster::{Cluster, ConnectArgs};
+    let ns = TestNamespace::new("plugin_app_conflict").await;
+    ns.create_key("ci", json!({"applications": {"default": "Pending"}})).await;
+    let cluster = Cluster::connect(&ConnectArgs { namespace: Some(ns.name.clone()), ..Default::default() })
+        .await
+        .expect("connect");
+
+    // The plugin reads the key and computes its edit; someone else writes the key in between.
+    let read: ApiKey = keyward::plugin::keys::get(&cluster, "ci").await.expect("read");
+    let Edit::Changed(allowed) = apps::edit(read.spec.policy.applications.as_ref(), "worker", Verb::Allow) else {
+        panic!("no change")
+    };
+    ns.patch_spec("ci", json!({"applications": {"denied": ["cron"]}})).await;
+    let error = apps::write(&cluster, &read, allowed.as_ref()).await.expect_err("a stale write was accepted");
+    assert_eq!(error.exit_code(), 13, "{error}");
+    let message = error.to_string();
+    assert!(message.contains("apikey.keyward.io \"ci\"") && message.contains("nothing was written"), "{message}");
+    assert_eq!(applications_of(&ns, "ci").await.0, json!({"default": "Pending", "denied": ["cron"]}), "overwritten");
+
+    // Run again, the edit is computed from the key as it is now, and keeps the other one.
+    apikey(&ns.name, &words("app allow ci worker")).run().await.exits(0);
+    let policy = json!({"default": "Pending", "allowed": ["worker"], "denied": ["cron"]});
+    assert_eq!(applications_of(&ns, "ci").await.0, policy);
+}
+
 // errors
 
 #[tokio::test]

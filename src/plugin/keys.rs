@@ -171,14 +171,20 @@ pub async fn get<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<K> {
     }
 }
 
-/// `error` of the command `verb` about `name`; when `name` is not found as a `K` but a key of
-/// the other kind has it (a Credential given to `describe`), the error says which command to
-/// use instead. Still not found, so still exit code 6.
-async fn or_other_kind<K: KeyResource>(cluster: &Cluster, name: &str, verb: &str, error: PluginError) -> PluginError {
+/// `error` of a command about `name`; when `name` is not found as a `K` but a key of the other
+/// kind has it (a Credential given to `describe`), the error says which command to use instead:
+/// `kubectl apikey` and the other kind's prefix, then `command` (`describe ci`). Still not found,
+/// so still exit code 6.
+async fn or_other_kind<K: KeyResource>(
+    cluster: &Cluster,
+    name: &str,
+    command: &str,
+    error: PluginError,
+) -> PluginError {
     let PluginError::NotFound(message) = error else { return error };
     match api::<K::Other>(cluster).get_opt(name).await {
         Ok(Some(_)) => PluginError::NotFound(format!(
-            "{message}, but there is a {} of that name: use `kubectl apikey {}{verb} {name}`",
+            "{message}, but there is a {} of that name: use `kubectl apikey {}{command}`",
             <K::Other as Resource>::kind(&()),
             K::Other::COMMANDS
         )),
@@ -186,11 +192,12 @@ async fn or_other_kind<K: KeyResource>(cluster: &Cluster, name: &str, verb: &str
     }
 }
 
-/// [`get`] for the command `verb`, pointing at the other kind's command when the name is one.
-async fn get_for<K: KeyResource>(cluster: &Cluster, name: &str, verb: &str) -> Result<K> {
+/// [`get`] for `command` (as [`or_other_kind`] takes it), pointing at the other kind's command
+/// when the name is one.
+pub(super) async fn get_for<K: KeyResource>(cluster: &Cluster, name: &str, command: &str) -> Result<K> {
     match get::<K>(cluster, name).await {
         Ok(object) => Ok(object),
-        Err(error) => Err(or_other_kind::<K>(cluster, name, verb, error).await),
+        Err(error) => Err(or_other_kind::<K>(cluster, name, command, error).await),
     }
 }
 
@@ -379,7 +386,7 @@ fn summary<K: KeyResource>(key: &K, recorded: Result<&KeyUsageStatus, &str>, now
 /// `describe`: spec, status, last use, applications, conditions and recent events; never the
 /// token.
 pub async fn describe<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<()> {
-    let key: K = get_for(cluster, name, "describe").await?;
+    let key: K = get_for(cluster, name, &format!("describe {name}")).await?;
     let usage = usage::usage_of(cluster, &key).await;
     let recorded = match &usage {
         Ok(usage) => Ok(usage.as_ref().and_then(|u| u.status.clone()).unwrap_or_default()),
@@ -465,7 +472,7 @@ pub async fn set_state<K: KeyResource>(cluster: &Cluster, name: &str, state: Key
         KeyState::Active => "activate",
         KeyState::Inactive => "deactivate",
     };
-    let key: K = get_for(cluster, name, verb).await?;
+    let key: K = get_for(cluster, name, &format!("{verb} {name}")).await?;
     let shown = format!("{}.keyward.io/{name}", K::NOUN);
     if state == KeyState::Active && key.phase() == Some(Phase::Expired) {
         return Err(PluginError::Unusable(format!(
@@ -492,7 +499,7 @@ pub async fn set_state<K: KeyResource>(cluster: &Cluster, name: &str, state: Key
 pub async fn delete<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<()> {
     if let Err(e) = api::<K>(cluster).delete(name, &DeleteParams::background()).await {
         let error = cluster.explain(e, subject::<K>(cluster, Some(name))).await;
-        return Err(or_other_kind::<K>(cluster, name, "delete", error).await);
+        return Err(or_other_kind::<K>(cluster, name, &format!("delete {name}"), error).await);
     }
     render::print_stdout(&format!("{}.keyward.io \"{name}\" deleted\n", K::NOUN))
 }
