@@ -970,6 +970,29 @@ async fn an_app_edit_computed_from_a_stale_read_is_refused_with_13_and_the_other
     assert_eq!(applications_of(&ns, "ci").await.0, policy);
 }
 
+#[tokio::test]
+async fn a_pending_application_is_told_the_command_that_approves_it_and_that_command_lets_it_in() {
+    let ns = TestNamespace::new("plugin_app_pending").await;
+    let _controller = ns.controller(&[]);
+    let args = ["credential", "create", "billing", "--token", "primary"];
+    let token = apikey(&ns.name, &args).run().await.exits(0).stdout.trim_end().to_string();
+    ns.credentials()
+        .patch(
+            "billing",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"applications": {"default": "Pending"}}})),
+        )
+        .await
+        .expect("patch the Credential");
+    let approve = "kubectl apikey credential app allow billing new-report";
+    let run = apikey(&ns.name, &words("verify --app new-report")).stdin(&token).run().await;
+    run.exits(10).says("stdout", &["APP_PENDING", approve]).never_shows(&token);
+    let approve: Vec<&str> = approve.split_whitespace().skip(2).collect();
+    apikey(&ns.name, &approve).run().await.exits(0);
+    let run = apikey(&ns.name, &words("verify --app new-report")).stdin(&token).run().await;
+    run.exits(0).says("stdout", &["VALID"]).never_shows(&token);
+}
+
 // errors
 
 #[tokio::test]
