@@ -6,7 +6,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keyward::api::{ApiKey, ApiKeyStatus, Credential, Phase};
+use keyward::api::usage::usage_name;
+use keyward::api::{ApiKey, ApiKeyStatus, Credential, KeyUsage, Kind, Phase};
 use keyward::token::{Token, TokenHash};
 use kube::ResourceExt;
 use kube::api::PostParams;
@@ -66,6 +67,30 @@ async fn grant(ns: &TestNamespace, user: &str, rules: serde_json::Value) {
     let bindings: kube::Api<RoleBinding> = kube::Api::namespaced(ns.client.clone(), &ns.name);
     roles.create(&PostParams::default(), &role).await.expect("create the Role");
     bindings.create(&PostParams::default(), &binding).await.expect("create the RoleBinding");
+}
+
+/// Writes the KeyUsage of the key `name` of `kind` (UID `uid`) with `status`, as the verifier
+/// would: one create carries it whole (the kind has no status subresource).
+async fn record_usage(ns: &TestNamespace, kind: Kind, name: &str, uid: &str, status: serde_json::Value) {
+    let usage: KeyUsage = serde_json::from_value(json!({
+        "apiVersion": "keyward.io/v1alpha1", "kind": "KeyUsage",
+        "metadata": {"name": usage_name(kind, name), "ownerReferences": [{
+            "apiVersion": "keyward.io/v1alpha1", "kind": kind.as_str(), "name": name, "uid": uid, "controller": true,
+        }]},
+        "spec": {"kind": kind.as_str(), "name": name},
+        "status": status,
+    }))
+    .expect("a KeyUsage");
+    let usages: kube::Api<KeyUsage> = kube::Api::namespaced(ns.client.clone(), &ns.name);
+    usages
+        .create(&PostParams::default(), &usage)
+        .await
+        .unwrap_or_else(|e| panic!("create the KeyUsage of {name}: {e}"));
+}
+
+/// A time `seconds` ago, to the second, as the API server writes times.
+fn ago(seconds: i64) -> String {
+    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() - seconds).expect("a time").to_string()
 }
 
 // create
@@ -237,7 +262,7 @@ async fn list_prints_a_table_with_one_row_per_key() {
     let (_, first) = issued_key(&ns, "first", json!({"scopes": ["orders.read"]})).await;
     let (_, second) = issued_key(&ns, "second", json!({})).await;
     let run = apikey(&ns.name, &["list"]).run().await.exits(0);
-    assert_eq!(run.header(), "NAME PHASE KEY ID SCOPES EXPIRES IN CREATED BY AGE", "{run}");
+    assert_eq!(run.header(), "NAME PHASE KEY ID SCOPES EXPIRES IN LAST USED CREATED BY AGE", "{run}");
     assert_eq!(run.stdout.lines().count(), 3, "not one row per key\n{run}");
     for (name, status, scopes) in [("first", first, "orders.read"), ("second", second, "<none>")] {
         let rows = run.rows_starting(name);
@@ -247,11 +272,80 @@ async fn list_prints_a_table_with_one_row_per_key() {
 }
 
 #[tokio::test]
+async fn list_shows_when_each_key_was_last_used_from_its_keyusage_and_a_dash_without() {
+    let ns = TestNamespace::new("plugin_last_used").await;
+    let two_days = ago(2 * 86_400);
+    for name in ["used", "idle", "none", "renamed"] {
+        ns.create_key(name, json!({})).await;
+    }
+    let uid = |key: ApiKey| key.uid().expect("uid");
+    let used = uid(ns.keys().get("used").await.expect("get"));
+    let idle = uid(ns.keys().get("idle").await.expect("get"));
+    record_usage(&ns, Kind::ApiKey, "used", &used, json!({"lastUsedAt": two_days})).await;
+    // Seen by an application, but never with a VALID answer.
+    let apps = json!([{"name": "a", "state": "Pending", "firstSeenAt": two_days, "lastSeenAt": two_days}]);
+    record_usage(&ns, Kind::ApiKey, "idle", &idle, json!({"applications": apps})).await;
+    // Left by a deleted key of the same name, until the garbage collector takes it.
+    record_usage(&ns, Kind::ApiKey, "renamed", "0c0ffee0-0000-4000-8000-000000000000", json!({"lastUsedAt": two_days}))
+        .await;
+    let billing = ns.create_credential("billing", json!({"tokens": [{"name": "primary"}]})).await;
+    let tokens = json!([{"name": "primary", "lastUsedAt": two_days}]);
+    record_usage(
+        &ns,
+        Kind::Credential,
+        "billing",
+        &billing.uid().expect("uid"),
+        json!({"lastUsedAt": two_days, "tokens": tokens}),
+    )
+    .await;
+    ns.create_credential("quiet", json!({})).await;
+
+    let run = apikey(&ns.name, &["list"]).run().await.exits(0);
+    // NAME, four columns of the kind, LAST USED.
+    for (name, last_used) in [("used", "2d"), ("idle", "-"), ("none", "-"), ("renamed", "-")] {
+        let rows = run.rows_starting(name);
+        assert_eq!(rows.len(), 1, "no row for {name}\n{run}");
+        assert_eq!(rows[0][5], last_used, "{name}\n{run}");
+    }
+    assert!(run.stderr.is_empty(), "{run}");
+    let run = apikey(&ns.name, &["credential", "list"]).run().await.exits(0);
+    assert_eq!(run.header(), "NAME PHASE TOKENS SCOPES NEXT EXPIRY LAST USED CREATED BY AGE", "{run}");
+    assert_eq!(run.rows_starting("billing")[0][5], "2d", "{run}");
+    assert_eq!(run.rows_starting("quiet")[0][5], "-", "{run}");
+    let run = apikey(&ns.name, &["list", "-A"]).run().await.exits(0);
+    let rows = run.rows_starting(&ns.name);
+    let used: Vec<_> = rows.iter().filter(|r| r[1] == "used").collect();
+    assert_eq!(used.len(), 1, "{run}");
+    assert_eq!(used[0][6], "2d", "{run}");
+}
+
+#[tokio::test]
+async fn list_and_describe_by_a_user_who_may_not_read_keyusages_show_dashes_and_succeed() {
+    let ns = TestNamespace::new("plugin_last_used_forbidden").await;
+    let key = ns.create_key("used", json!({})).await;
+    record_usage(&ns, Kind::ApiKey, "used", &key.uid().expect("uid"), json!({"lastUsedAt": ago(86_400)})).await;
+    let rules = json!([{"apiGroups": ["keyward.io"], "resources": ["apikeys"], "verbs": ["get", "list"]}]);
+    grant(&ns, "keyward-user-1", rules).await;
+    let run = apikey(&ns.name, &["list"])
+        .env("KUBECONFIG", support::user_kubeconfig(1))
+        .run()
+        .await
+        .exits(0)
+        .says("stderr", &["may not list keyusages.keyward.io", "LAST USED shows -"]);
+    assert_eq!(run.rows_starting("used")[0][5], "-", "{run}");
+    let run = apikey(&ns.name, &["describe", "used"]).env("KUBECONFIG", support::user_kubeconfig(1)).run().await;
+    run.exits(0).says("stdout", &["<cannot read its KeyUsage: forbidden>"]);
+    // The same key, read by someone who may: its last use.
+    let run = apikey(&ns.name, &["list"]).run().await.exits(0);
+    assert_eq!(run.rows_starting("used")[0][5], "24h", "{run}");
+}
+
+#[tokio::test]
 async fn list_all_namespaces_adds_a_namespace_column() {
     let ns = TestNamespace::new("plugin_list_all").await;
     ns.create_key("mine", json!({})).await;
     let run = apikey(&ns.name, &["list", "-A"]).run().await.exits(0);
-    assert_eq!(run.header(), "NAMESPACE NAME PHASE KEY ID SCOPES EXPIRES IN CREATED BY AGE", "{run}");
+    assert_eq!(run.header(), "NAMESPACE NAME PHASE KEY ID SCOPES EXPIRES IN LAST USED CREATED BY AGE", "{run}");
     let rows = run.rows_starting(&ns.name);
     assert_eq!(rows.len(), 1, "not exactly one row for this namespace\n{run}");
     assert_eq!(rows[0][1], "mine", "{run}");
@@ -325,11 +419,11 @@ async fn list_shows_who_created_each_key_and_created_by_filters_on_it_exactly() 
         let command = |args: &[&'static str]| -> Vec<&'static str> { [kind, args].concat() };
         let run = apikey(&ns.name, &command(&["list"])).run().await.exits(0);
         assert!(run.header().ends_with(" CREATED BY AGE"), "{run}");
-        // NAME, four columns of the kind, CREATED BY, AGE.
+        // NAME, four columns of the kind, LAST USED, CREATED BY, AGE.
         for (name, created_by) in [("alices", "keyward-user-1"), ("bobs", "keyward-user-2"), ("before", "-")] {
             let rows = run.rows_starting(name);
             assert_eq!(rows.len(), 1, "no row for {name}\n{run}");
-            assert_eq!(rows[0].get(5).map(String::as_str), Some(created_by), "{name}\n{run}");
+            assert_eq!(rows[0].get(6).map(String::as_str), Some(created_by), "{name}\n{run}");
         }
 
         let run = apikey(&ns.name, &command(&["list", "--created-by", "keyward-user-1"])).run().await.exits(0);
@@ -353,10 +447,10 @@ async fn list_shows_who_created_each_key_and_created_by_filters_on_it_exactly() 
     let run = apikey(&ns.name, &["list", "-A", "--created-by", "keyward-user-2"]).run().await.exits(0);
     let rows = run.rows_starting(&ns.name);
     assert_eq!(rows.len(), 1, "{run}");
-    assert_eq!((rows[0][1].as_str(), rows[0][6].as_str()), ("bobs", "keyward-user-2"), "{run}");
+    assert_eq!((rows[0][1].as_str(), rows[0][7].as_str()), ("bobs", "keyward-user-2"), "{run}");
     for line in run.stdout.lines().skip(1) {
         let cells: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(cells.get(6), Some(&"keyward-user-2"), "{line}\n{run}");
+        assert_eq!(cells.get(7), Some(&"keyward-user-2"), "{line}\n{run}");
     }
 }
 
@@ -389,6 +483,59 @@ async fn describe_shows_status_conditions_and_events_but_never_the_token() {
     let issued = events.lines().find(|l| l.contains("Issued")).unwrap_or_default();
     assert!(issued.contains("Normal") && issued.contains(&key_id), "no Issued event\n{run}");
     run.never_shows(&token);
+}
+
+#[tokio::test]
+async fn describe_shows_the_last_use_and_every_application_seen_or_named_in_spec() {
+    let ns = TestNamespace::new("plugin_describe_usage").await;
+    let applications = json!({"default": "Pending", "allowed": ["billing-worker"], "denied": ["legacy-cron"]});
+    let key = ns.create_key("ci", json!({"applications": applications})).await;
+    let (two_days, hour) = (ago(2 * 86_400), ago(3600));
+    let seen = json!([
+        {"name": "billing-worker", "state": "Allowed", "firstSeenAt": two_days, "lastSeenAt": hour},
+        {"name": "new-report", "state": "Pending", "firstSeenAt": hour, "lastSeenAt": hour},
+    ]);
+    let status = json!({"lastUsedAt": two_days, "applications": seen, "applicationsOverflow": 3});
+    record_usage(&ns, Kind::ApiKey, "ci", &key.uid().expect("uid"), status).await;
+
+    let run = apikey(&ns.name, &["describe", "ci"]).run().await.exits(0);
+    let last_used = run.stdout.lines().find(|l| l.starts_with("Last used:")).unwrap_or_default();
+    assert!(last_used.ends_with(&format!("{two_days} (2d ago)")), "{run}");
+    let section = run.stdout.split_once("Applications:\n").map(|(_, rest)| rest).unwrap_or_default();
+    let section = section.split_once("Conditions:").map(|(section, _)| section).unwrap_or_default();
+    let lines: Vec<String> = section.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    assert_eq!(
+        lines,
+        [
+            "Default: Pending",
+            "Allowed: billing-worker",
+            "Denied: legacy-cron",
+            "NAME STATE FIRST SEEN LAST SEEN",
+            "billing-worker Allowed 2d ago 60m ago",
+            "new-report Pending 60m ago 60m ago",
+            "legacy-cron Denied - -",
+            "+3 sightings of other applications, not listed (a KeyUsage lists at most 64)",
+        ],
+        "{run}"
+    );
+
+    let billing = ns.create_credential("billing", json!({"tokens": [{"name": "primary"}, {"name": "next"}]})).await;
+    let tokens = json!([{"name": "primary", "lastUsedAt": hour}]);
+    let status = json!({"lastUsedAt": hour, "tokens": tokens});
+    record_usage(&ns, Kind::Credential, "billing", &billing.uid().expect("uid"), status).await;
+    let run = apikey(&ns.name, &["credential", "describe", "billing"]).run().await.exits(0);
+    let row = |token: &str| {
+        let line = run.stdout.lines().find(|l| l.trim_start().starts_with(&format!("{token} ")));
+        line.unwrap_or_else(|| panic!("no line for token {token}\n{run}")).to_string()
+    };
+    assert!(row("primary").ends_with("60m ago"), "{run}");
+    assert!(row("next").ends_with(" -"), "{run}");
+    // Without a policy every application passes; none seen.
+    let section = run.stdout.split_once("Applications:\n").map(|(_, rest)| rest).unwrap_or_default();
+    assert!(
+        section.starts_with("  Default:  Allow (default)\n  Allowed:  <none>\n  Denied:   <none>\n  <none seen>\n"),
+        "{run}"
+    );
 }
 
 #[tokio::test]
@@ -648,7 +795,7 @@ async fn credential_list_and_describe_show_every_token_but_no_token_value() {
     let next = next.trim_end().to_string();
 
     let run = apikey(&ns.name, &["credential", "list"]).run().await.exits(0);
-    assert_eq!(run.header(), "NAME PHASE TOKENS SCOPES NEXT EXPIRY CREATED BY AGE", "{run}");
+    assert_eq!(run.header(), "NAME PHASE TOKENS SCOPES NEXT EXPIRY LAST USED CREATED BY AGE", "{run}");
     let rows = run.rows_starting("billing");
     assert_eq!(rows.len(), 1, "{run}");
     assert_eq!(rows[0][1..4], ["Active", "2/2", "orders.read"], "{run}");
@@ -700,6 +847,150 @@ async fn credential_remove_token_of_a_missing_token_exits_6() {
         .says("stderr", &["has no token \"nope\""]);
     let credential = ns.credentials().get("billing").await.expect("get");
     assert_eq!(credential.spec.tokens.len(), 1, "the token list changed");
+}
+
+// app allow, deny, forget
+
+/// The key's spec.applications as JSON (`null` when absent), and its resourceVersion.
+async fn applications_of(ns: &TestNamespace, name: &str) -> (serde_json::Value, String) {
+    let key = ns.keys().get(name).await.expect("get");
+    (json!(key.spec.policy.applications), key.resource_version().expect("resourceVersion"))
+}
+
+#[tokio::test]
+async fn app_allow_deny_and_forget_edit_spec_applications_and_say_so() {
+    let ns = TestNamespace::new("plugin_app_edit").await;
+    ns.create_key("ci", json!({})).await;
+
+    // No policy yet: allow lists the application and leaves the default (Allow) absent, and says
+    // that the list lets nothing new in until the default is changed.
+    let run = apikey(&ns.name, &words("app allow ci billing-worker")).run().await.exits(0);
+    let run = run.says("stdout", &["apikey.keyward.io/ci: application \"billing-worker\" allowed"]);
+    let patch = format!("kubectl patch apikey ci -n {} --type merge -p", ns.name);
+    run.says("stderr", &["default is Allow (unset)", "every application not denied passes already", &patch]);
+    let (applications, version) = applications_of(&ns, "ci").await;
+    assert_eq!(applications, json!({"allowed": ["billing-worker"]}));
+    // Nothing to change: no write.
+    apikey(&ns.name, &words("app allow ci billing-worker"))
+        .run()
+        .await
+        .exits(0)
+        .says("stdout", &["apikey.keyward.io/ci unchanged (application \"billing-worker\" is already allowed)"]);
+    assert_eq!(applications_of(&ns, "ci").await.1, version, "an unchanged edit was written");
+
+    // Deny moves it between the lists (the emptied list goes).
+    apikey(&ns.name, &words("app deny ci billing-worker"))
+        .run()
+        .await
+        .exits(0)
+        .says("stdout", &["apikey.keyward.io/ci: application \"billing-worker\" denied"]);
+    assert_eq!(applications_of(&ns, "ci").await.0, json!({"denied": ["billing-worker"]}));
+
+    // With a default of Pending, allowing needs no note; the default is kept.
+    ns.patch_spec("ci", json!({"applications": {"default": "Pending"}})).await;
+    let run = apikey(&ns.name, &words("app allow ci new-report")).run().await.exits(0);
+    assert!(run.stderr.is_empty(), "a note under the default Pending\n{run}");
+    let policy = json!({"default": "Pending", "allowed": ["new-report"], "denied": ["billing-worker"]});
+    assert_eq!(applications_of(&ns, "ci").await.0, policy);
+
+    // Forget takes it out of both lists: the default applies again.
+    apikey(&ns.name, &words("app forget ci billing-worker"))
+        .run()
+        .await
+        .exits(0)
+        .says("stdout", &["application \"billing-worker\" forgotten; the default applies to it again (Pending)"]);
+    let (applications, version) = applications_of(&ns, "ci").await;
+    assert_eq!(applications, json!({"default": "Pending", "allowed": ["new-report"]}));
+    apikey(&ns.name, &words("app forget ci billing-worker"))
+        .run()
+        .await
+        .exits(0)
+        .says("stdout", &["unchanged (application \"billing-worker\" is in neither"]);
+    assert_eq!(applications_of(&ns, "ci").await.1, version, "an unchanged edit was written");
+
+    // The same for a Credential, and a key of the other kind is pointed at its command.
+    ns.create_credential("billing", json!({})).await;
+    apikey(&ns.name, &words("credential app deny billing legacy-cron"))
+        .run()
+        .await
+        .exits(0)
+        .says("stdout", &["credential.keyward.io/billing: application \"legacy-cron\" denied"]);
+    let billing = ns.credentials().get("billing").await.expect("get");
+    assert_eq!(json!(billing.spec.policy.applications), json!({"denied": ["legacy-cron"]}));
+    apikey(&ns.name, &words("app allow billing worker"))
+        .run()
+        .await
+        .exits(6)
+        .says("stderr", &["`kubectl apikey credential app allow billing worker`"]);
+    apikey(&ns.name, &words("app allow nope worker")).run().await.exits(6).says("stderr", &["\"nope\"", "not found"]);
+}
+
+#[tokio::test]
+async fn app_with_a_malformed_application_name_exits_2_before_any_request() {
+    let ns = TestNamespace::new("plugin_app_bad_name").await;
+    ns.create_key("ci", json!({})).await;
+    let version = applications_of(&ns, "ci").await.1;
+    for bad in ["a b", "ä", ".hidden", "x/y"] {
+        apikey(&ns.name, &["app", "allow", "ci", bad])
+            .run()
+            .await
+            .exits(2)
+            .says("stderr", &[&format!("'{bad}'"), "application names are"]);
+    }
+    // Not even a cluster is needed to refuse it.
+    apikey(&ns.name, &["app", "deny", "ci", "a b"]).env("KUBECONFIG", "/nonexistent").run().await.exits(2);
+    assert_eq!(applications_of(&ns, "ci").await.1, version, "a refused name changed the key");
+}
+
+#[tokio::test]
+async fn an_app_edit_computed_from_a_stale_read_is_refused_with_13_and_the_other_edit_is_kept() {
+    use keyward::plugin::apps::{self, Edit, Verb};
+    use keyward::plugin::cluster::{Cluster, ConnectArgs};
+    let ns = TestNamespace::new("plugin_app_conflict").await;
+    ns.create_key("ci", json!({"applications": {"default": "Pending"}})).await;
+    let cluster = Cluster::connect(&ConnectArgs { namespace: Some(ns.name.clone()), ..Default::default() })
+        .await
+        .expect("connect");
+
+    // The plugin reads the key and computes its edit; someone else writes the key in between.
+    let read: ApiKey = keyward::plugin::keys::get(&cluster, "ci").await.expect("read");
+    let Edit::Changed(allowed) = apps::edit(read.spec.policy.applications.as_ref(), "worker", Verb::Allow) else {
+        panic!("no change")
+    };
+    ns.patch_spec("ci", json!({"applications": {"denied": ["cron"]}})).await;
+    let error = apps::write(&cluster, &read, allowed.as_ref()).await.expect_err("a stale write was accepted");
+    assert_eq!(error.exit_code(), 13, "{error}");
+    let message = error.to_string();
+    assert!(message.contains("apikey.keyward.io \"ci\"") && message.contains("nothing was written"), "{message}");
+    assert_eq!(applications_of(&ns, "ci").await.0, json!({"default": "Pending", "denied": ["cron"]}), "overwritten");
+
+    // Run again, the edit is computed from the key as it is now, and keeps the other one.
+    apikey(&ns.name, &words("app allow ci worker")).run().await.exits(0);
+    let policy = json!({"default": "Pending", "allowed": ["worker"], "denied": ["cron"]});
+    assert_eq!(applications_of(&ns, "ci").await.0, policy);
+}
+
+#[tokio::test]
+async fn a_pending_application_is_told_the_command_that_approves_it_and_that_command_lets_it_in() {
+    let ns = TestNamespace::new("plugin_app_pending").await;
+    let _controller = ns.controller(&[]);
+    let args = ["credential", "create", "billing", "--token", "primary"];
+    let token = apikey(&ns.name, &args).run().await.exits(0).stdout.trim_end().to_string();
+    ns.credentials()
+        .patch(
+            "billing",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"applications": {"default": "Pending"}}})),
+        )
+        .await
+        .expect("patch the Credential");
+    let approve = "kubectl apikey credential app allow billing new-report";
+    let run = apikey(&ns.name, &words("verify --app new-report")).stdin(&token).run().await;
+    run.exits(10).says("stdout", &["APP_PENDING", approve]).never_shows(&token);
+    let approve: Vec<&str> = approve.split_whitespace().skip(2).collect();
+    apikey(&ns.name, &approve).run().await.exits(0);
+    let run = apikey(&ns.name, &words("verify --app new-report")).stdin(&token).run().await;
+    run.exits(0).says("stdout", &["VALID"]).never_shows(&token);
 }
 
 // errors
@@ -848,7 +1139,11 @@ async fn kubectl_finds_the_plugin_on_the_path() {
     let path = std::env::join_paths(path).expect("a PATH");
     let through_kubectl = apikey(&ns.name, &["list"]).through_kubectl(path).run().await.exits(0);
     let direct = apikey(&ns.name, &["list"]).run().await.exits(0);
-    assert_eq!(through_kubectl.header(), "NAME PHASE KEY ID SCOPES EXPIRES IN CREATED BY AGE", "{through_kubectl}");
+    assert_eq!(
+        through_kubectl.header(),
+        "NAME PHASE KEY ID SCOPES EXPIRES IN LAST USED CREATED BY AGE",
+        "{through_kubectl}"
+    );
     assert_eq!(through_kubectl.header(), direct.header(), "{direct}");
     assert_eq!(through_kubectl.rows_starting("found").len(), 1, "{through_kubectl}");
 }

@@ -144,6 +144,9 @@ fn refusal(status: &kube::core::Status, subject: Subject<'_>, server: &str) -> P
         (403, _) => PluginError::Forbidden(format!("{message}; ask a cluster administrator for a Role that grants it")),
         (404, _) => PluginError::NotFound(format!("{subject} not found")),
         (409, "AlreadyExists") => PluginError::AlreadyExists(format!("{subject} already exists")),
+        (409, "Conflict") => PluginError::Conflict(format!(
+            "{subject} was changed by someone else after it was read; nothing was written: run the command again"
+        )),
         (422, _) | (400, "BadRequest") => PluginError::Invalid(format!("the API server refused {subject}: {message}")),
         (code, reason) => {
             PluginError::Other(format!("the API server answered {code} {reason} about {subject}: {message}"))
@@ -248,6 +251,9 @@ mod tests {
         assert_eq!(refusal(&answer(401, "Unauthorized", ""), KEY, "https://k8s").exit_code(), 5);
         assert_eq!(refusal(&answer(404, "NotFound", ""), KEY, "https://k8s").exit_code(), 6);
         assert_eq!(refusal(&answer(409, "AlreadyExists", ""), KEY, "https://k8s").exit_code(), 7);
+        let stale = refusal(&answer(409, "Conflict", "the object has been modified"), KEY, "https://k8s");
+        assert_eq!(stale.exit_code(), 13);
+        assert!(stale.to_string().contains("changed by someone else after it was read; nothing was written"));
         assert_eq!(refusal(&answer(400, "BadRequest", ""), KEY, "https://k8s").exit_code(), 2);
         let down = r#"Internal error occurred: failed calling webhook "validate.keyward.io": connection refused"#;
         assert_eq!(refusal(&answer(500, "InternalError", down), KEY, "https://k8s").exit_code(), 1);

@@ -38,6 +38,9 @@ pub enum PluginError {
     /// `exchange`: the issuer could not be reached, did not answer in time or as a token
     /// endpoint, or cannot issue yet (`temporarily_unavailable`): worth trying again.
     IssuerUnavailable(String),
+    /// The object changed between the read an edit was computed from and its write (409
+    /// Conflict on the resourceVersion): nothing was written, so another edit is never lost.
+    Conflict(String),
 }
 
 impl PluginError {
@@ -56,6 +59,7 @@ impl PluginError {
             PluginError::TokenRefused(_) => 10,
             PluginError::ExchangeRefused(_) => 11,
             PluginError::IssuerUnavailable(_) => 12,
+            PluginError::Conflict(_) => 13,
         }
     }
 
@@ -81,7 +85,8 @@ impl fmt::Display for PluginError {
             | PluginError::Timeout(message)
             | PluginError::TokenRefused(Some(message))
             | PluginError::ExchangeRefused(message)
-            | PluginError::IssuerUnavailable(message) => f.write_str(message),
+            | PluginError::IssuerUnavailable(message)
+            | PluginError::Conflict(message) => f.write_str(message),
             PluginError::CrdsMissing => f.write_str(
                 "the Keyward CRDs are not installed in this cluster (no keyward.io/v1alpha1 resources): \
                  install them with `kubectl apply -f crds/` or the Helm chart",
@@ -108,7 +113,8 @@ Exit codes:
   9   timed out waiting for the controller
   10  verify: the token is not valid; exchange: the issuer refused the token (invalid_client)
   11  exchange: the issuer refused the request (invalid_scope, invalid_request, ...)
-  12  exchange: the issuer cannot be reached, timed out, or cannot issue yet";
+  12  exchange: the issuer cannot be reached, timed out, or cannot issue yet
+  13  the key changed while it was being edited (someone else wrote it): nothing was written; run again";
 
 pub type Result<T, E = PluginError> = std::result::Result<T, E>;
 
@@ -131,6 +137,7 @@ mod tests {
             PluginError::TokenRefused(None),
             PluginError::ExchangeRefused(String::new()),
             PluginError::IssuerUnavailable(String::new()),
+            PluginError::Conflict(String::new()),
         ];
         let codes: std::collections::BTreeSet<u8> = all.iter().map(PluginError::exit_code).collect();
         assert_eq!(codes.len(), all.len(), "two errors share an exit code");

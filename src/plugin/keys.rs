@@ -7,11 +7,14 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
+use super::apps;
 use super::cluster::{Cluster, Subject};
 use super::error::{PluginError, Result};
 use super::render::{self, Format, Table};
-use crate::api::{ANNOTATION_CREATED_BY, ApiKey, Credential, Key, KeyState, Phase};
+use super::usage;
+use crate::api::{ANNOTATION_CREATED_BY, ApiKey, Credential, Key, KeyState, KeyUsageStatus, Phase};
 
 /// The field manager of every change the plugin makes, as `kubectl` is of its own.
 pub const FIELD_MANAGER: &str = "kubectl-apikey";
@@ -30,8 +33,8 @@ pub trait KeyResource: Key {
     /// Columns of `list` after NAME (and before CREATED BY and AGE).
     fn columns() -> &'static [&'static str];
     fn cells(&self, now: Timestamp) -> Vec<String>;
-    /// The lines of `describe` that only this kind has.
-    fn details(&self, out: &mut String, now: Timestamp);
+    /// The lines of `describe` that only this kind has; `seen` is what its KeyUsage recorded.
+    fn details(&self, out: &mut String, seen: &KeyUsageStatus, now: Timestamp);
 }
 
 impl KeyResource for ApiKey {
@@ -61,7 +64,7 @@ impl KeyResource for ApiKey {
         ]
     }
 
-    fn details(&self, out: &mut String, now: Timestamp) {
+    fn details(&self, out: &mut String, _: &KeyUsageStatus, now: Timestamp) {
         let status = self.status.clone().unwrap_or_default();
         field(out, "Key ID", status.record.key_id.as_deref().unwrap_or("-"));
         field(out, "Token hash", status.record.token_hash.as_deref().unwrap_or("-"));
@@ -107,16 +110,17 @@ impl KeyResource for Credential {
         ]
     }
 
-    fn details(&self, out: &mut String, now: Timestamp) {
+    fn details(&self, out: &mut String, seen: &KeyUsageStatus, now: Timestamp) {
         let status = self.status.clone().unwrap_or_default();
         if self.spec.tokens.is_empty() {
             field(out, "Tokens", "<none>");
             return;
         }
         out.push_str("Tokens:\n");
-        let mut table = Table::new(&["NAME", "PHASE", "KEY ID", "SECRET", "ISSUED", "EXPIRES IN"]);
+        let mut table = Table::new(&["NAME", "PHASE", "KEY ID", "SECRET", "ISSUED", "EXPIRES IN", "LAST USED"]);
         for token in &self.spec.tokens {
             let issued = status.tokens.iter().find(|t| t.name == token.name).cloned().unwrap_or_default();
+            let used = seen.tokens.iter().find(|t| t.name == token.name).map(|t| t.last_used_at.0);
             table.row(vec![
                 token.name.clone(),
                 phase_text(issued.record.phase),
@@ -124,10 +128,16 @@ impl KeyResource for Credential {
                 issued.record.secret_name.unwrap_or_else(|| self.secret_name(&token.name)),
                 issued.record.issued_at.map_or("-".into(), |t| render::age(Some(t.0), now) + " ago"),
                 render::expires_in(issued.record.expires_at.map(|t| t.0), now),
+                used.map_or("-".into(), |at| render::age(Some(at), now) + " ago"),
             ]);
         }
         indent(out, &table.render());
     }
+}
+
+/// A last use as an age, as kubectl shows when things happened in a table; `-` for none recorded.
+fn last_used_text(last_used: Option<Timestamp>, now: Timestamp) -> String {
+    last_used.map_or_else(|| "-".into(), |at| render::age(Some(at), now))
 }
 
 fn phase_text(phase: Option<Phase>) -> String {
@@ -135,7 +145,7 @@ fn phase_text(phase: Option<Phase>) -> String {
 }
 
 /// A `Label:  value` line of `describe`; the labels are padded by [`aligned`] afterwards.
-fn field(out: &mut String, label: &str, value: &str) {
+pub(super) fn field(out: &mut String, label: &str, value: &str) {
     let _ = writeln!(out, "{label}:\t{value}");
 }
 
@@ -161,14 +171,20 @@ pub async fn get<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<K> {
     }
 }
 
-/// `error` of the command `verb` about `name`; when `name` is not found as a `K` but a key of
-/// the other kind has it (a Credential given to `describe`), the error says which command to
-/// use instead. Still not found, so still exit code 6.
-async fn or_other_kind<K: KeyResource>(cluster: &Cluster, name: &str, verb: &str, error: PluginError) -> PluginError {
+/// `error` of a command about `name`; when `name` is not found as a `K` but a key of the other
+/// kind has it (a Credential given to `describe`), the error says which command to use instead:
+/// `kubectl apikey` and the other kind's prefix, then `command` (`describe ci`). Still not found,
+/// so still exit code 6.
+async fn or_other_kind<K: KeyResource>(
+    cluster: &Cluster,
+    name: &str,
+    command: &str,
+    error: PluginError,
+) -> PluginError {
     let PluginError::NotFound(message) = error else { return error };
     match api::<K::Other>(cluster).get_opt(name).await {
         Ok(Some(_)) => PluginError::NotFound(format!(
-            "{message}, but there is a {} of that name: use `kubectl apikey {}{verb} {name}`",
+            "{message}, but there is a {} of that name: use `kubectl apikey {}{command}`",
             <K::Other as Resource>::kind(&()),
             K::Other::COMMANDS
         )),
@@ -176,11 +192,12 @@ async fn or_other_kind<K: KeyResource>(cluster: &Cluster, name: &str, verb: &str
     }
 }
 
-/// [`get`] for the command `verb`, pointing at the other kind's command when the name is one.
-async fn get_for<K: KeyResource>(cluster: &Cluster, name: &str, verb: &str) -> Result<K> {
+/// [`get`] for `command` (as [`or_other_kind`] takes it), pointing at the other kind's command
+/// when the name is one.
+pub(super) async fn get_for<K: KeyResource>(cluster: &Cluster, name: &str, command: &str) -> Result<K> {
     match get::<K>(cluster, name).await {
         Ok(object) => Ok(object),
-        Err(error) => Err(or_other_kind::<K>(cluster, name, verb, error).await),
+        Err(error) => Err(or_other_kind::<K>(cluster, name, command, error).await),
     }
 }
 
@@ -193,21 +210,29 @@ pub async fn each_page<K: KeyResource>(
     cluster: &Cluster,
     all_namespaces: bool,
     selector: Option<&str>,
-    mut each: impl FnMut(K),
+    each: impl FnMut(K),
 ) -> Result<()> {
     let api: Api<K> = if all_namespaces { Api::all(cluster.client.clone()) } else { api(cluster) };
-    let mut params = ListParams::default().limit(PAGE);
+    let mut params = ListParams::default();
     if let Some(selector) = selector {
         params = params.labels(selector);
     }
+    if let Err(e) = pages(&api, params, each).await {
+        let namespace = (!all_namespaces).then_some(cluster.namespace.as_str());
+        return Err(cluster.explain(e, Subject { resource: K::NOUN, name: None, namespace, ours: true }).await);
+    }
+    Ok(())
+}
+
+/// Lists `api` with `params` a page of [`PAGE`] objects at a time, handing each to `each`; a
+/// failure is the API server's error as it came, for the caller to explain or tolerate.
+pub async fn pages<R>(api: &Api<R>, params: ListParams, mut each: impl FnMut(R)) -> Result<(), kube::Error>
+where
+    R: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = params.limit(PAGE);
     loop {
-        let page = match api.list(&params).await {
-            Ok(page) => page,
-            Err(e) => {
-                let namespace = (!all_namespaces).then_some(cluster.namespace.as_str());
-                return Err(cluster.explain(e, Subject { resource: K::NOUN, name: None, namespace, ours: true }).await);
-            }
-        };
+        let page = api.list(&params).await?;
         page.items.into_iter().for_each(&mut each);
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
@@ -243,18 +268,24 @@ fn list_headers<K: KeyResource>(all_namespaces: bool) -> Vec<&'static str> {
     }
     headers.push("NAME");
     headers.extend_from_slice(K::columns());
-    headers.extend(["CREATED BY", "AGE"]);
+    headers.extend(["LAST USED", "CREATED BY", "AGE"]);
     headers
 }
 
-/// One row of `list`'s table, under [`list_headers`].
-fn list_row<K: KeyResource>(key: &K, all_namespaces: bool, now: Timestamp) -> Vec<String> {
+/// One row of `list`'s table, under [`list_headers`]; `last_used` from the key's KeyUsage.
+fn list_row<K: KeyResource>(
+    key: &K,
+    all_namespaces: bool,
+    last_used: Option<Timestamp>,
+    now: Timestamp,
+) -> Vec<String> {
     let mut row = Vec::new();
     if all_namespaces {
         row.push(key.namespace().unwrap_or_default());
     }
     row.push(key.name_any());
     row.extend(key.cells(now));
+    row.push(last_used_text(last_used, now));
     row.push(created_by(key).unwrap_or("-").to_string());
     row.push(render::age(key.meta().creation_timestamp.as_ref().map(|t| t.0), now));
     row
@@ -279,12 +310,14 @@ pub async fn list<K: KeyResource>(
         .await?;
         return render::print_document(&render::List::of(&items), format);
     }
+    // One list of the KeyUsages beside the keys, not one read per key.
+    let last_use = usage::last_use::<K>(cluster, all_namespaces).await?;
     let now = Timestamp::now();
     let mut table = Table::new(&list_headers::<K>(all_namespaces));
     // Only the rows are kept, not the objects.
     each_page::<K>(cluster, all_namespaces, selector, |key| {
         if filter.matches(&key) {
-            table.row(list_row(&key, all_namespaces, now));
+            table.row(list_row(&key, all_namespaces, last_use.of(&key), now));
         }
     })
     .await?;
@@ -299,11 +332,13 @@ pub async fn list<K: KeyResource>(
     table.print()
 }
 
-/// `describe`: spec, status, conditions and recent events; never the token.
-pub async fn describe<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<()> {
-    let key: K = get_for(cluster, name, "describe").await?;
-    let now = Timestamp::now();
+/// What `describe` shows before the events: the key's spec and status, its last use and its
+/// applications from `recorded` (its KeyUsage's status, empty when it has none, or why it could
+/// not be read), and its conditions.
+fn summary<K: KeyResource>(key: &K, recorded: Result<&KeyUsageStatus, &str>, now: Timestamp) -> String {
     let policy = key.policy();
+    let unread = KeyUsageStatus::default();
+    let seen = recorded.unwrap_or(&unread);
     let mut out = String::new();
     field(&mut out, "Name", &key.name_any());
     field(&mut out, "Namespace", &key.namespace().unwrap_or_default());
@@ -321,9 +356,19 @@ pub async fn describe<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<(
     field(&mut out, "Token prefix", policy.token_prefix.as_deref().unwrap_or("kw (default)"));
     let created = key.meta().creation_timestamp.as_ref().map_or("-".into(), |t| render::when(t.0, now));
     field(&mut out, "Created", &created);
-    key.details(&mut out, now);
+    let last_used = match recorded {
+        Ok(seen) => seen.last_used_at.as_ref().map_or("-".into(), |t| render::when(t.0, now)),
+        Err(problem) => format!("<cannot read its KeyUsage: {problem}>"),
+    };
+    field(&mut out, "Last used", &last_used);
+    key.details(&mut out, seen, now);
     let mut text = aligned(&out);
 
+    text.push_str("Applications:\n");
+    indent(&mut text, &apps::section(policy.applications.as_ref(), seen, now));
+    if let Err(problem) = recorded {
+        let _ = writeln!(text, "  <applications seen are not shown: cannot read its KeyUsage: {problem}>");
+    }
     text.push_str("Conditions:\n");
     if key.conditions().is_empty() {
         text.push_str("  <none>\n");
@@ -335,6 +380,20 @@ pub async fn describe<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<(
         }
         indent(&mut text, &table.render());
     }
+    text
+}
+
+/// `describe`: spec, status, last use, applications, conditions and recent events; never the
+/// token.
+pub async fn describe<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<()> {
+    let key: K = get_for(cluster, name, &format!("describe {name}")).await?;
+    let usage = usage::usage_of(cluster, &key).await;
+    let recorded = match &usage {
+        Ok(usage) => Ok(usage.as_ref().and_then(|u| u.status.clone()).unwrap_or_default()),
+        Err(problem) => Err(problem.as_str()),
+    };
+    let now = Timestamp::now();
+    let mut text = summary(&key, recorded.as_ref().map_err(|p| *p), now);
     text.push_str("Events:\n");
     match events(cluster, &key).await {
         Ok(events) if events.is_empty() => text.push_str("  <none>\n"),
@@ -347,7 +406,7 @@ pub async fn describe<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<(
 }
 
 /// Aligns the values of `Label:\tvalue` lines, leaving other lines (tables) as they are.
-fn aligned(block: &str) -> String {
+pub(super) fn aligned(block: &str) -> String {
     let width = block.lines().filter_map(|l| l.split_once('\t')).map(|(label, _)| label.len()).max().unwrap_or(0);
     block
         .lines()
@@ -413,7 +472,7 @@ pub async fn set_state<K: KeyResource>(cluster: &Cluster, name: &str, state: Key
         KeyState::Active => "activate",
         KeyState::Inactive => "deactivate",
     };
-    let key: K = get_for(cluster, name, verb).await?;
+    let key: K = get_for(cluster, name, &format!("{verb} {name}")).await?;
     let shown = format!("{}.keyward.io/{name}", K::NOUN);
     if state == KeyState::Active && key.phase() == Some(Phase::Expired) {
         return Err(PluginError::Unusable(format!(
@@ -440,7 +499,7 @@ pub async fn set_state<K: KeyResource>(cluster: &Cluster, name: &str, state: Key
 pub async fn delete<K: KeyResource>(cluster: &Cluster, name: &str) -> Result<()> {
     if let Err(e) = api::<K>(cluster).delete(name, &DeleteParams::background()).await {
         let error = cluster.explain(e, subject::<K>(cluster, Some(name))).await;
-        return Err(or_other_kind::<K>(cluster, name, "delete", error).await);
+        return Err(or_other_kind::<K>(cluster, name, &format!("delete {name}"), error).await);
     }
     render::print_stdout(&format!("{}.keyward.io \"{name}\" deleted\n", K::NOUN))
 }
@@ -499,20 +558,28 @@ mod tests {
         let now: Timestamp = "2026-11-23T00:00:00Z".parse().unwrap();
         assert_eq!(
             list_headers::<ApiKey>(false),
-            ["NAME", "PHASE", "KEY ID", "SCOPES", "EXPIRES IN", "CREATED BY", "AGE"]
+            ["NAME", "PHASE", "KEY ID", "SCOPES", "EXPIRES IN", "LAST USED", "CREATED BY", "AGE"]
         );
         assert_eq!(
             list_headers::<Credential>(true),
-            ["NAMESPACE", "NAME", "PHASE", "TOKENS", "SCOPES", "NEXT EXPIRY", "CREATED BY", "AGE"]
+            ["NAMESPACE", "NAME", "PHASE", "TOKENS", "SCOPES", "NEXT EXPIRY", "LAST USED", "CREATED BY", "AGE"]
         );
         assert_eq!(
-            list_row(&created_by_key("ci", Some("alice")), false, now),
-            ["ci", "-", "-", "orders.read", "-", "alice", "3d"]
+            list_row(&created_by_key("ci", Some("alice")), false, None, now),
+            ["ci", "-", "-", "orders.read", "-", "-", "alice", "3d"]
         );
         assert_eq!(
-            list_row(&created_by_key("old", None), true, now),
-            ["team-a", "old", "-", "-", "orders.read", "-", "-", "3d"]
+            list_row(&created_by_key("old", None), true, None, now),
+            ["team-a", "old", "-", "-", "orders.read", "-", "-", "-", "3d"]
         );
+    }
+
+    #[test]
+    fn list_shows_the_last_use_as_an_age_before_the_creator_or_a_dash() {
+        let now: Timestamp = "2026-11-23T00:00:00Z".parse().unwrap();
+        let used = Some("2026-11-22T23:55:00Z".parse().unwrap());
+        assert_eq!(list_row(&created_by_key("ci", Some("alice")), false, used, now)[5..], ["5m", "alice", "3d"]);
+        assert_eq!(list_row(&created_by_key("ci", Some("alice")), false, None, now)[5..], ["-", "alice", "3d"]);
     }
 
     #[test]
@@ -525,6 +592,65 @@ mod tests {
             assert!(!by(other).matches(&alice), "{other:?}");
             assert!(!by(other).matches(&nobody), "{other:?}");
         }
+    }
+
+    fn used_credential() -> (Credential, KeyUsageStatus) {
+        let credential: Credential = serde_json::from_value(serde_json::json!({
+            "apiVersion": "keyward.io/v1alpha1", "kind": "Credential",
+            "metadata": {"name": "billing", "namespace": "team-a", "creationTimestamp": "2026-11-20T00:00:00Z"},
+            "spec": {
+                "tokens": [{"name": "primary"}, {"name": "next"}],
+                "applications": {"default": "Pending", "allowed": ["billing-worker"], "denied": ["legacy-cron"]},
+            },
+            "status": {"phase": "Active", "tokens": [{"name": "primary", "phase": "Active"}]},
+        }))
+        .unwrap();
+        let seen = serde_json::from_value(serde_json::json!({
+            "lastUsedAt": "2026-11-22T23:55:00Z",
+            "tokens": [{"name": "primary", "lastUsedAt": "2026-11-22T23:55:00Z"}],
+            "applications": [{"name": "new-report", "state": "Pending",
+                "firstSeenAt": "2026-11-22T00:00:00Z", "lastSeenAt": "2026-11-22T23:00:00Z"}],
+        }))
+        .unwrap();
+        (credential, seen)
+    }
+
+    #[test]
+    fn describe_shows_the_last_use_of_the_key_and_each_token_and_its_applications() {
+        let now: Timestamp = "2026-11-23T00:00:00Z".parse().unwrap();
+        let (credential, seen) = used_credential();
+        let text = summary(&credential, Ok(&seen), now);
+        assert!(text.contains("\nLast used:      2026-11-22T23:55:00Z (5m ago)\n"), "{text}");
+        let tokens = text.split_once("Tokens:\n").unwrap().1;
+        let lines: Vec<&str> = tokens.lines().take(3).collect();
+        assert!(lines[0].ends_with("EXPIRES IN   LAST USED"), "{text}");
+        assert!(lines[1].trim_start().starts_with("primary") && lines[1].ends_with("5m ago"), "{text}");
+        assert!(lines[2].trim_start().starts_with("next") && lines[2].ends_with("-"), "{text}");
+        let applications = text.split_once("Applications:\n").unwrap().1.split_once("Conditions:").unwrap().0;
+        assert_eq!(
+            applications,
+            "  Default:  Pending
+  Allowed:  billing-worker
+  Denied:   legacy-cron
+  NAME             STATE     FIRST SEEN   LAST SEEN
+  new-report       Pending   24h ago      60m ago
+  billing-worker   Allowed   -            -
+  legacy-cron      Denied    -            -
+"
+        );
+    }
+
+    #[test]
+    fn describe_without_a_keyusage_shows_dashes_and_says_why_when_it_cannot_read_one() {
+        let now: Timestamp = "2026-11-23T00:00:00Z".parse().unwrap();
+        let key = created_by_key("ci", None);
+        let text = summary(&key, Ok(&KeyUsageStatus::default()), now);
+        assert!(text.contains("\nLast used:      -\n"), "{text}");
+        assert!(text.contains("Applications:\n  Default:  Allow (default)\n"), "{text}");
+        assert!(text.contains("  <none seen>\nConditions:\n"), "{text}");
+        let text = summary(&key, Err("forbidden"), now);
+        assert!(text.contains("\nLast used:      <cannot read its KeyUsage: forbidden>\n"), "{text}");
+        assert!(text.contains("<applications seen are not shown: cannot read its KeyUsage: forbidden>"), "{text}");
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! `kubectl-apikey` on the PATH, it takes kubectl's habits: `-n`, `--context`, `--kubeconfig`,
 //! `-o json|yaml`, `-A`, aligned tables, and one exit code per kind of failure.
 
+pub mod apps;
 pub mod cluster;
 pub mod error;
 pub mod exchange;
 pub mod issue;
 pub mod keys;
 pub mod render;
+pub mod usage;
 pub mod verify;
 
 use std::process::ExitCode;
@@ -68,11 +70,11 @@ pub enum CredentialCommand {
 /// The commands ApiKeys and Credentials share.
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {
-    /// List as a table: name, phase, key ID (or tokens), scopes, expiry, creator, age; -A for every
-    /// namespace.
+    /// List as a table: name, phase, key ID (or tokens), scopes, expiry, last use (from the
+    /// KeyUsage the verifier records), creator, age; -A for every namespace.
     #[command(visible_alias = "ls")]
     List(ListArgs),
-    /// Show spec, status, conditions and recent events (never a token).
+    /// Show spec, status, last use, applications, conditions and recent events (never a token).
     Describe(NameArgs),
     /// Set state Active: the tokens work again (an expired key stays expired).
     Activate(NameArgs),
@@ -80,6 +82,11 @@ pub enum KeyCommand {
     Deactivate(NameArgs),
     /// Delete it; its Secrets go with it.
     Delete(NameArgs),
+    /// Allow, deny or forget an application in spec.applications. The edit carries the
+    /// resourceVersion it was computed from: if the key changed meanwhile, nothing is written
+    /// (exit code 13).
+    #[command(subcommand, after_help = apps::GITOPS)]
+    App(apps::AppCommand),
 }
 
 impl KeyCommand {
@@ -93,6 +100,7 @@ impl KeyCommand {
             KeyCommand::Activate(args) => keys::set_state::<K>(cluster, &args.name, KeyState::Active).await,
             KeyCommand::Deactivate(args) => keys::set_state::<K>(cluster, &args.name, KeyState::Inactive).await,
             KeyCommand::Delete(args) => keys::delete::<K>(cluster, &args.name).await,
+            KeyCommand::App(command) => apps::run::<K>(cluster, command).await,
         }
     }
 }
@@ -215,6 +223,36 @@ mod tests {
             c.get_arguments().find(|a| a.get_id() == "issuer").and_then(|a| a.get_env().map(|e| e.to_owned()))
         });
         assert_eq!(issuer.as_deref(), Some(std::ffi::OsStr::new("KEYWARD_ISSUER")));
+    }
+
+    #[test]
+    fn app_commands_take_a_key_and_a_well_formed_application_for_both_kinds() {
+        let cli = Cli::try_parse_from(["kubectl-apikey", "app", "allow", "ci", "billing-worker", "-n", "a"]).unwrap();
+        let Command::Key(KeyCommand::App(apps::AppCommand::Allow(args))) = cli.command else { panic!("app allow") };
+        assert_eq!((args.name.as_str(), args.app.as_str()), ("ci", "billing-worker"));
+        let cli = Cli::try_parse_from(["kubectl-apikey", "credential", "app", "forget", "billing", "cron"]).unwrap();
+        let Command::Credential(CredentialCommand::Key(KeyCommand::App(apps::AppCommand::Forget(args)))) = cli.command
+        else {
+            panic!("credential app forget")
+        };
+        assert_eq!(args.app, "cron");
+        for bad in ["a b", "ä", ".hidden", &"a".repeat(64)] {
+            let error = Cli::try_parse_from(["kubectl-apikey", "app", "deny", "ci", bad]).unwrap_err();
+            assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation, "{bad:?}");
+            assert_eq!(error.exit_code(), 2, "{bad:?}");
+            assert!(error.to_string().contains(&format!("'{bad}'")), "{error}");
+        }
+        assert!(Cli::try_parse_from(["kubectl-apikey", "app", "allow", "ci"]).is_err(), "no application");
+    }
+
+    #[test]
+    fn app_help_says_that_gitops_reverts_the_edit() {
+        let mut command = Cli::command();
+        let app = command.find_subcommand_mut("app").expect("app");
+        let help = app.render_long_help().to_string();
+        assert!(help.contains("a self-healing sync reverts it"), "{help}");
+        let allow = app.find_subcommand_mut("allow").expect("allow").render_long_help().to_string();
+        assert!(allow.contains("unless the same change is committed"), "{allow}");
     }
 
     #[test]

@@ -10,8 +10,8 @@ use super::cluster::Cluster;
 use super::error::{PluginError, Result};
 use super::keys;
 use super::render::{self, Format};
-use crate::api::{ApiKey, Credential};
-use crate::judge::{self, Answer, Code, Entry};
+use crate::api::{ApiKey, Credential, Kind};
+use crate::judge::{self, Answer, Code, Entry, ObjectKey};
 use crate::scope;
 
 /// `kubectl apikey verify`.
@@ -102,6 +102,20 @@ async fn entries_of(cluster: &Cluster, all_namespaces: bool) -> Result<Vec<Entry
     Ok(entries)
 }
 
+/// The command that approves `app` for the key `object`: the key's kind's `app allow`, with
+/// `-n` when the key is in another namespace than the current one (found with `-A`).
+fn allow_command(object: &ObjectKey, app: &str, current_namespace: &str) -> String {
+    let kind = match object.kind {
+        Kind::ApiKey => "",
+        Kind::Credential => "credential ",
+    };
+    let namespace = match *object.namespace == *current_namespace {
+        true => String::new(),
+        false => format!(" -n {}", object.namespace),
+    };
+    format!("kubectl apikey {kind}app allow {} {app}{namespace}", object.name)
+}
+
 /// The verdict as one line: the code first, then whose token it is.
 fn sentence(verdict: &judge::Verdict, cluster: &Cluster, all_namespaces: bool, args: &VerifyArgs) -> String {
     let with_ip = args.ip.is_some();
@@ -136,7 +150,7 @@ fn sentence(verdict: &judge::Verdict, cluster: &Cluster, all_namespaces: bool, a
         }
         Code::AppPending => match &args.app {
             Some(app) => {
-                format!("application {app:?} awaits approval (kubectl apikey app allow {} {app})", object.name)
+                format!("application {app:?} awaits approval ({})", allow_command(object, app, &cluster.namespace))
             }
             None => "the key lets in only approved applications and none was named (--app NAME)".into(),
         },
@@ -147,4 +161,18 @@ fn sentence(verdict: &judge::Verdict, cluster: &Cluster, all_namespaces: bool, a
         Code::NotFound | Code::Malformed => String::new(),
     };
     format!("{}: {whose} (key ID {}): {detail}\n", verdict.code.as_str(), entry.key_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_application_is_approved_with_the_command_of_the_keys_kind_and_namespace() {
+        let key = |kind, namespace: &str| ObjectKey { kind, namespace: namespace.into(), name: "billing".into() };
+        let here = allow_command(&key(Kind::ApiKey, "team-a"), "worker", "team-a");
+        assert_eq!(here, "kubectl apikey app allow billing worker");
+        let there = allow_command(&key(Kind::Credential, "team-b"), "worker", "team-a");
+        assert_eq!(there, "kubectl apikey credential app allow billing worker -n team-b");
+    }
 }
