@@ -70,7 +70,7 @@ async fn grant(ns: &TestNamespace, user: &str, rules: serde_json::Value) {
 }
 
 /// Writes the KeyUsage of the key `name` of `kind` (UID `uid`) with `status`, as the verifier
-/// would: one create carries it whole (the kind has no status subresource).
+/// would: created bare (a create cannot set status), then its status.
 async fn record_usage(ns: &TestNamespace, kind: Kind, name: &str, uid: &str, status: serde_json::Value) {
     let usage: KeyUsage = serde_json::from_value(json!({
         "apiVersion": "keyward.io/v1alpha1", "kind": "KeyUsage",
@@ -78,7 +78,6 @@ async fn record_usage(ns: &TestNamespace, kind: Kind, name: &str, uid: &str, sta
             "apiVersion": "keyward.io/v1alpha1", "kind": kind.as_str(), "name": name, "uid": uid, "controller": true,
         }]},
         "spec": {"kind": kind.as_str(), "name": name},
-        "status": status,
     }))
     .expect("a KeyUsage");
     let usages: kube::Api<KeyUsage> = kube::Api::namespaced(ns.client.clone(), &ns.name);
@@ -86,6 +85,10 @@ async fn record_usage(ns: &TestNamespace, kind: Kind, name: &str, uid: &str, sta
         .create(&PostParams::default(), &usage)
         .await
         .unwrap_or_else(|e| panic!("create the KeyUsage of {name}: {e}"));
+    usages
+        .patch_status(&usage_name(kind, name), &Default::default(), &kube::api::Patch::Merge(json!({"status": status})))
+        .await
+        .unwrap_or_else(|e| panic!("write the KeyUsage status of {name}: {e}"));
 }
 
 /// A time `seconds` ago, to the second, as the API server writes times.
