@@ -140,17 +140,19 @@ impl Applications {
     }
 }
 
+/// Policies for tests, here and in the plugin's.
+#[cfg(test)]
+pub(crate) fn policy(default: Option<AppDefault>, allowed: &[&str], denied: &[&str]) -> Applications {
+    Applications {
+        default,
+        allowed: allowed.iter().map(|s| s.to_string()).collect(),
+        denied: denied.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn policy(default: Option<AppDefault>, allowed: &[&str], denied: &[&str]) -> Applications {
-        Applications {
-            default,
-            allowed: allowed.iter().map(|s| s.to_string()).collect(),
-            denied: denied.iter().map(|s| s.to_string()).collect(),
-        }
-    }
 
     #[test]
     fn denied_then_allowed_then_the_default() {

@@ -277,14 +277,7 @@ fn state_text(now: AppState, last_seen: Option<AppState>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn policy(default: Option<AppDefault>, allowed: &[&str], denied: &[&str]) -> Applications {
-        Applications {
-            default,
-            allowed: allowed.iter().map(|s| s.to_string()).collect(),
-            denied: denied.iter().map(|s| s.to_string()).collect(),
-        }
-    }
+    use crate::api::applications::policy;
 
     #[test]
     fn allow_on_a_key_without_a_policy_lists_it_and_leaves_the_default_absent() {
