@@ -125,8 +125,12 @@ async fn a_pending_application_waits_for_approval_and_a_denied_one_is_refused() 
     assert_eq!((usage.spec.kind.as_str(), usage.spec.name.as_str()), ("ApiKey", "report"));
     assert_eq!(last_used(&usage), None, "a refused request is no use");
 
-    // Approved (a spec change, as under GitOps): the next request passes.
-    ns.patch_spec("report", json!({"applications": {"default": "Pending", "allowed": ["new-report"]}})).await;
+    // Approved with the plugin (a spec change: under GitOps, commit it): the next request passes.
+    support::command::apikey(&ns.name, &["app", "allow", "report", "new-report"])
+        .run()
+        .await
+        .exits(0)
+        .says("stdout", &["application \"new-report\" allowed"]);
     let allowed = wait_auth(&verifier, &token, Some("new-report"), 200).await;
     assert_eq!(allowed.header("x-keyward-key"), Some(format!("{}/report", ns.name).as_str()));
     let usage = wait_usage(&ns, "apikey.report", "new-report Allowed and used", |u| {
@@ -136,13 +140,16 @@ async fn a_pending_application_waits_for_approval_and_a_denied_one_is_refused() 
     let app = &usage.status.as_ref().unwrap().applications[0];
     assert!(app.first_seen_at.0 <= app.last_seen_at.0, "{app:?}");
 
-    ns.patch_spec("report", json!({"applications": {"default": "Pending", "allowed": [], "denied": ["new-report"]}}))
-        .await;
+    support::command::apikey(&ns.name, &["app", "deny", "report", "new-report"]).run().await.exits(0);
     let denied = wait_auth(&verifier, &token, Some("new-report"), 403).await;
     assert_eq!(denied.header("x-keyward-code"), Some("APP_DENIED"));
     assert_eq!(denied.header("www-authenticate"), None, "403 asks for no other credentials");
     wait_usage(&ns, "apikey.report", "new-report Denied", |u| app_state(u, "new-report") == Some(AppState::Denied))
         .await;
+    // Forgotten: the default, Pending, again.
+    support::command::apikey(&ns.name, &["app", "forget", "report", "new-report"]).run().await.exits(0);
+    let pending = wait_auth(&verifier, &token, Some("new-report"), 401).await;
+    assert_eq!(pending.header("x-keyward-code"), Some("APP_PENDING"));
 }
 
 #[tokio::test]
