@@ -44,6 +44,9 @@ pub fn whole_seconds(at: jiff::Timestamp) -> jiff::Timestamp {
 
 /// Events waiting to be written, at most; and written at once.
 const EVENTS_QUEUED: usize = 1024;
+/// How soon a status write refused as computed from an older version is computed again: the
+/// cache has the newer version within moments.
+const STATUS_CONFLICT_RETRY: Duration = Duration::from_millis(300);
 const EVENTS_IN_FLIGHT: usize = 8;
 /// How long an event waits for the reconciles under way to finish: in a burst, events share the
 /// API server with the writes that issue tokens, and the tokens come first.
@@ -418,10 +421,21 @@ impl Context {
     ) -> crate::Result<Action> {
         let current = object.status_of();
         let api: Api<K> = Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
-        if status::apply(&api, object, current, desired, &self.status_writes, &self.metrics).await? {
-            for note in transition::notes(current, desired) {
-                self.publish(object, note.type_, note.reason, note.message);
+        match status::apply(&api, object, current, desired, &self.status_writes, &self.metrics).await {
+            Ok(true) => {
+                for note in transition::notes(current, desired) {
+                    self.publish(object, note.type_, note.reason, note.message);
+                }
             }
+            Ok(false) => {}
+            // The status was computed from a version someone has since changed (another
+            // controller, or our own write the cache has not shown yet): look again soon, from
+            // the newer version. Not a failure: no backoff, no warning.
+            Err(crate::Error::Kube(kube::Error::Api(status))) if status.code == 409 => {
+                tracing::debug!("status computed from an older version; looking again");
+                return Ok(Action::requeue(STATUS_CONFLICT_RETRY));
+            }
+            Err(error) => return Err(error),
         }
         let requeue = transition::requeue(desired, now);
         tracing::debug!(?requeue, "reconciled");

@@ -163,8 +163,8 @@ where
         // whole status replaces the list with `[]`; applies work again after it.
         let patch = serde_json::json!({ "metadata": guard, "status": desired_json });
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-        metrics.count_write(status_resource::<K>(), "patch");
         api.patch_status(&object.name_any(), &params, &Patch::Merge(&patch)).await?;
+        metrics.count_write(status_resource::<K>(), "patch");
     } else {
         let patch = serde_json::json!({
             "apiVersion": K::api_version(&()),
@@ -172,8 +172,8 @@ where
             "metadata": guard,
             "status": desired_json,
         });
-        metrics.count_write(status_resource::<K>(), "apply");
         api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        metrics.count_write(status_resource::<K>(), "apply");
     }
     recent.record(&uid, &resource_version, &desired_json);
     Ok(true)
