@@ -74,13 +74,16 @@ pub fn app_name(name: &str) -> Result<(), String> {
         && bytes.len() <= MAX_APP_NAME
         && bytes[0].is_ascii_alphanumeric()
         && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
+    if !ok {
+        return Err(format!(
             "application names are 1 to {MAX_APP_NAME} characters of A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
-        ))
+        ));
     }
+    // A token pasted in the wrong place would be kept in a KeyUsage and an access token.
+    if crate::token::check(name).is_ok() {
+        return Err("this is a Keyward token, not an application name: send the token as the token".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -95,5 +98,10 @@ mod app_name_tests {
         for bad in ["", "-a", ".a", "_a", "a b", "ä", "a/b", &"a".repeat(64)] {
             assert!(app_name(bad).is_err(), "{bad:?}");
         }
+        let token = crate::token::Token::generate("kw");
+        let refused = app_name(token.expose()).unwrap_err();
+        assert!(refused.contains("is a Keyward token") && !refused.contains(token.expose()), "{refused}");
+        // Token-shaped but failing its checksum: a name (the verifier judges it, never stores a token).
+        assert_eq!(app_name("kw_notatokenbecausethechecksumfails000"), Ok(()));
     }
 }

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{AppState, Kind};
 
-/// The most applications one KeyUsage lists; sightings of others are counted in
-/// `applicationsOverflow`.
+/// The most applications one KeyUsage lists (those seen most recently); the others are counted
+/// in `applicationsOverflow`.
 pub const MAX_APPLICATIONS: usize = 64;
 
 /// Which key a KeyUsage describes. The object's name says it too (`apikey.<name>`,
@@ -27,7 +27,7 @@ pub const MAX_APPLICATIONS: usize = 64;
     status = "KeyUsageStatus",
     doc = "When a key was last used and which applications presented it, written by the verifier.",
     printcolumn = r#"{"name":"Last Used","type":"date","jsonPath":".status.lastUsedAt"}"#,
-    printcolumn = r#"{"name":"Apps","type":"string","jsonPath":".status.applications[*].name"}"#,
+    printcolumn = r#"{"name":"Apps","type":"integer","jsonPath":".status.applicationCount"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -60,7 +60,11 @@ pub struct KeyUsageStatus {
     #[schemars(length(max = MAX_APPLICATIONS))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub applications: Vec<AppUsage>,
-    /// Sightings of applications left out because 64 were already listed.
+    /// How many applications are listed (the Apps printer column).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub application_count: i64,
+    /// How many times an application was left out of the list, or gave its place to one seen
+    /// later, because 64 were listed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub applications_overflow: i64,
 }

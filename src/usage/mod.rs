@@ -70,10 +70,12 @@ impl Recorder {
     }
 
     /// Records one answer for `entry`'s key: a use when VALID, and the application it named
-    /// whenever the application was judged (the token itself was good).
+    /// whenever the application was judged (the token itself was good) from an allowed network.
     pub fn saw(&self, entry: &Entry, code: Code, app: Option<&str>, now: Timestamp) {
         let valid = code == Code::Valid;
-        let app_judged = app.is_some() && !matches!(code, Code::Expired | Code::Inactive);
+        // Not from outside the key's networks either: whoever may use the key from there is no
+        // application of it, and must not fill its list.
+        let app_judged = app.is_some() && !matches!(code, Code::Expired | Code::Inactive | Code::IpNotAllowed);
         let Some(uid) = entry.uid.as_ref().filter(|_| valid || app_judged) else { return };
         let sighting = Sighting {
             valid,

@@ -58,43 +58,68 @@ impl Seen {
             }
         }
         if let Some((name, state)) = sighting.app {
-            self.add_app(AppSeen { name: name.into(), state, first: at, last: at });
-        }
-    }
-
-    fn add_app(&mut self, app: AppSeen) {
-        let full = self.apps.len() >= MAX_APPLICATIONS;
-        match self.apps.iter_mut().find(|seen| seen.name == app.name) {
-            Some(seen) => {
-                seen.first = seen.first.min(app.first);
-                if (app.last, app.state) >= (seen.last, seen.state) {
-                    seen.state = app.state;
+            // Found without allocating: the name is copied only for an application new here.
+            match self.apps.iter_mut().find(|seen| *seen.name == *name) {
+                Some(seen) => {
+                    // Sightings come in order: the later one's verdict stands.
+                    seen.state = state;
+                    seen.first = seen.first.min(at);
+                    seen.last = seen.last.max(at);
                 }
-                seen.last = seen.last.max(app.last);
+                None => self.add_new(AppSeen { name: name.into(), state, first: at, last: at }),
             }
-            None if !full => self.apps.push(app),
-            None => self.overflow = self.overflow.saturating_add(1),
         }
     }
 
-    /// Takes in what `other` saw as well (a flush that failed gives its part back).
-    pub fn absorb(&mut self, other: Seen) {
-        self.last_used = self.last_used.max(other.last_used);
-        for (token, at) in other.tokens {
-            self.add(Sighting { valid: true, token: Some(&token), app: None, at });
+    /// Lists an application not listed yet; when [`MAX_APPLICATIONS`] are, it takes the place
+    /// of the one seen longest ago (so a burst of names once cannot keep a later new one out),
+    /// and the one left out is counted.
+    fn add_new(&mut self, app: AppSeen) {
+        if self.apps.len() < MAX_APPLICATIONS {
+            self.apps.push(app);
+            return;
         }
-        for app in other.apps {
-            self.add_app(app);
+        self.overflow = self.overflow.saturating_add(1);
+        if let Some(oldest) = self.apps.iter_mut().min_by_key(|seen| seen.last)
+            && oldest.last < app.last
+        {
+            *oldest = app;
         }
-        self.overflow = self.overflow.saturating_add(other.overflow);
+    }
+
+    /// Takes in what an earlier take saw (a flush that failed gives its part back): what was
+    /// seen since is newer, and its verdicts stand.
+    pub fn absorb(&mut self, earlier: Seen) {
+        self.last_used = self.last_used.max(earlier.last_used);
+        for (token, at) in earlier.tokens {
+            match self.tokens.iter_mut().find(|(name, _)| *name == token) {
+                Some((_, last)) => *last = (*last).max(at),
+                None => self.tokens.push((token, at)),
+            }
+        }
+        for app in earlier.apps {
+            match self.apps.iter_mut().find(|seen| seen.name == app.name) {
+                Some(seen) => {
+                    if app.last > seen.last {
+                        seen.state = app.state;
+                    }
+                    seen.first = seen.first.min(app.first);
+                    seen.last = seen.last.max(app.last);
+                }
+                None => self.add_new(app),
+            }
+        }
+        self.overflow = self.overflow.saturating_add(earlier.overflow);
     }
 }
 
 /// `current` with `seen` merged in, or `None` when that changes nothing (so nothing is written).
 ///
-/// Times only move forward (first sightings only back); an application's state is the one of
-/// its later sighting (a tie, two replicas in one resolution step, goes to the later state in
-/// [`AppState`]'s order); applications beyond [`MAX_APPLICATIONS`] are only counted.
+/// Times only move forward (first sightings only back). An application's state is the one of
+/// its later sighting; in the same resolution step the new sighting's (what this replica saw
+/// last, after what it read). When [`MAX_APPLICATIONS`] are listed, a new application takes the
+/// place of the one seen longest ago if it was seen later, and the one left out is counted in
+/// `applicationsOverflow`.
 pub fn merge(current: Option<&KeyUsageStatus>, seen: &Seen) -> Option<KeyUsageStatus> {
     let mut merged = current.cloned().unwrap_or_default();
     let later = |known: &Option<Time>, at: Timestamp| known.as_ref().is_none_or(|t| t.0 < at);
@@ -111,25 +136,32 @@ pub fn merge(current: Option<&KeyUsageStatus>, seen: &Seen) -> Option<KeyUsageSt
         }
     }
     for app in &seen.apps {
-        let full = merged.applications.len() >= MAX_APPLICATIONS;
-        match merged.applications.iter_mut().find(|known| *known.name == *app.name) {
-            Some(known) => {
-                if (app.last, app.state) > (known.last_seen_at.0, known.state) {
-                    known.state = app.state;
-                }
-                known.last_seen_at = Time(known.last_seen_at.0.max(app.last));
-                known.first_seen_at = Time(known.first_seen_at.0.min(app.first));
+        let usage = || AppUsage {
+            name: app.name.to_string(),
+            state: app.state,
+            first_seen_at: Time(app.first),
+            last_seen_at: Time(app.last),
+        };
+        let applications = &mut merged.applications;
+        if let Some(known) = applications.iter_mut().find(|known| *known.name == *app.name) {
+            if app.last >= known.last_seen_at.0 {
+                known.state = app.state;
             }
-            None if !full => merged.applications.push(AppUsage {
-                name: app.name.to_string(),
-                state: app.state,
-                first_seen_at: Time(app.first),
-                last_seen_at: Time(app.last),
-            }),
-            None => merged.applications_overflow = merged.applications_overflow.saturating_add(1),
+            known.last_seen_at = Time(known.last_seen_at.0.max(app.last));
+            known.first_seen_at = Time(known.first_seen_at.0.min(app.first));
+        } else if applications.len() < MAX_APPLICATIONS {
+            applications.push(usage());
+        } else {
+            merged.applications_overflow = merged.applications_overflow.saturating_add(1);
+            if let Some(oldest) = applications.iter_mut().min_by_key(|known| known.last_seen_at.0)
+                && oldest.last_seen_at.0 < app.last
+            {
+                *oldest = usage();
+            }
         }
     }
     merged.applications_overflow = merged.applications_overflow.saturating_add(seen.overflow);
+    merged.application_count = i64::try_from(merged.applications.len()).unwrap_or(i64::MAX);
     merged.tokens.sort_by(|a, b| a.name.cmp(&b.name));
     (current.is_none_or(|current| *current != merged)).then_some(merged)
 }
@@ -205,11 +237,14 @@ mod tests {
         let mut seen = Seen::default();
         seen.add(app("report", AppState::Pending, false, T1));
         seen.add(app("report", AppState::Allowed, true, T2));
-        seen.add(app("report", AppState::Pending, false, T1));
         assert_eq!(
             seen.apps,
             [AppSeen { name: "report".into(), state: AppState::Allowed, first: ts(T1), last: ts(T2) }]
         );
+        // Denied, then allowed again within one step: the last verdict stands.
+        seen.add(app("report", AppState::Denied, false, T2));
+        seen.add(app("report", AppState::Allowed, true, T2));
+        assert_eq!(seen.apps[0].state, AppState::Allowed);
 
         let current = merge(None, &seen).unwrap();
         // Another replica's later sighting wins; its earlier first sighting too.
@@ -222,10 +257,35 @@ mod tests {
             (report.state, report.first_seen_at.0, report.last_seen_at.0),
             (AppState::Denied, ts("2026-12-01T10:04:00Z"), ts("2026-12-01T10:07:00Z"))
         );
-        // A tie in one step goes to the later state in the usual edit (Pending, then a verdict).
+        // In one step, what this replica saw after it read stands (the policy changed since).
         let mut tie = Seen::default();
         tie.add(app("report", AppState::Pending, false, T2));
-        assert_eq!(merge(Some(&current), &tie), None, "Allowed at T2 stays");
+        assert_eq!(merge(Some(&current), &tie).unwrap().applications[0].state, AppState::Pending);
+        let mut same = Seen::default();
+        same.add(app("report", AppState::Denied, false, "2026-12-01T10:07:00Z"));
+        assert_eq!(merge(Some(&merged), &same), None, "nothing new: no write");
+    }
+
+    #[test]
+    fn a_full_list_makes_room_for_a_later_application_in_place_of_the_one_seen_longest_ago() {
+        let mut seen = Seen::default();
+        let names: Vec<String> = (0..64).map(|i| format!("junk-{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            let at = if i == 7 { "2026-12-01T10:00:00Z" } else { T1 };
+            seen.add(Sighting { valid: true, token: None, app: Some((name, AppState::Pending)), at: ts(at) });
+        }
+        let full = merge(None, &seen).unwrap();
+        let mut later = Seen::default();
+        later.add(app("real", AppState::Pending, false, T2));
+        let merged = merge(Some(&full), &later).unwrap();
+        assert_eq!(merged.applications.len(), 64);
+        assert!(merged.applications.iter().any(|a| a.name == "real"), "the new application is listed");
+        assert!(!merged.applications.iter().any(|a| a.name == "junk-7"), "in place of the one seen longest ago");
+        assert_eq!((merged.applications_overflow, merged.application_count), (1, 64));
+        // In memory too.
+        seen.add(app("real", AppState::Pending, false, T2));
+        assert!(seen.apps.iter().any(|a| &*a.name == "real") && seen.apps.len() == 64);
+        assert_eq!(seen.overflow, 1);
     }
 
     #[test]

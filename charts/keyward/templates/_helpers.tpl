@@ -129,11 +129,8 @@ seccompProfile:
 # The usage recorder: one KeyUsage per key, created, then its status merged into (never
 # deleted: garbage collection removes it with its key).
 - apiGroups: ["keyward.io"]
-  resources: ["keyusages"]
-  verbs: ["get", "create"]
-- apiGroups: ["keyward.io"]
-  resources: ["keyusages/status"]
-  verbs: ["patch"]
+  resources: ["keyusages", "keyusages/status"]
+  verbs: ["get", "create", "patch"]
 {{- end }}
 {{- end }}
 
