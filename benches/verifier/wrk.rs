@@ -30,6 +30,8 @@ async fn wrk_version() -> Option<String> {
 }
 
 /// A `wrk` script whose requests take turns presenting `tokens`, built once per thread.
+// The usage bench's requests name applications too: it writes its scripts with `write_turns`.
+#[allow(dead_code)]
 pub fn write_script(dir: &Path, name: &str, tokens: &[String]) -> Result<PathBuf> {
     let request = format!(
         r#"wrk.format("GET", "{AUTH_PATH}", {{ ["Host"] = wrk.headers["Host"], ["Authorization"] = "Bearer " .. value }})"#
