@@ -26,7 +26,8 @@ pub struct Figures {
     /// On over off, medians: req/s (goal >= 0.9) and p99 (goal <= 1.2).
     pub throughput_ratio: Option<f64>,
     pub p99_ratio: Option<f64>,
-    /// The recording verifier's flushes and writes by result during the measured rounds.
+    /// The recording verifier's flushes and writes by result from the first round to the last
+    /// (with the load before its rounds and the flushes awaited after them).
     pub flushes_during_rounds: Option<u64>,
     pub writes_during_rounds: BTreeMap<String, u64>,
     /// The first key's KeyUsage after the rounds.
@@ -334,7 +335,7 @@ pub fn print_table(f: &Figures) {
     }
     let written = |r: &str| f.writes_during_rounds.get(r).copied().unwrap_or(0);
     table.row(
-        "recorder during the measured rounds",
+        "recorder from the first round to the last",
         format!("{} flushes, {} status writes", show::count(f.flushes_during_rounds), written("patched")),
     );
 
@@ -432,7 +433,7 @@ pub fn print_table(f: &Figures) {
             println!("  {name:<33} {}", each.join(", "));
         }
     }
-    print_counts("part 1, the recorder's writes during the measured rounds", &f.writes_during_rounds);
+    print_counts("part 1, the recorder's writes from the first round to the last", &f.writes_during_rounds);
     if !f.flushes.is_empty() {
         println!(
             "\npart 2 flushes (s since the last, s writing, keys touched, VALID/s, control plane CPU s, API server \

@@ -16,9 +16,10 @@
 //!    loopback connections, `KEYWARD_BENCH_USAGE_CONNECTIONS`, 32, on
 //!    `KEYWARD_BENCH_USAGE_THREADS`, 2, threads) presents the tokens in turn to one then the
 //!    other, `KEYWARD_BENCH_USAGE_ROUNDS` (3) rounds of `KEYWARD_BENCH_USAGE_SECS` (10) seconds
-//!    each, each round starting with the other. After each round with recording, the bench
-//!    waits until the recording verifier has flushed what it saw: its writes load the cores
-//!    too, and belong to that round. Goals (medians over the rounds):
+//!    each, each round starting with the other. Each round with recording follows 5 s (one
+//!    flush interval) of the same load, so that it bears the writes of two flushes whatever
+//!    their phase, as in a steady state; after it, the bench waits until the recording verifier
+//!    has flushed what it saw, so that no round without recording bears any. Goals (medians over the rounds):
 //!    recording's req/s at least 0.9 of not recording's, its p99 at most 1.2 times. Beside them,
 //!    each verifier's CPU time per request, the control plane's (kube-apiserver and etcd, from
 //!    `/proc`) in each round and how long the verifier's threads waited for a core (their
@@ -40,7 +41,7 @@
 //!    failures, and the control plane's CPU time per write and the verifier's (in the flushes
 //!    after the load stopped, where it does little else).
 //! 3. Memory: the VmRSS and VmHWM of a verifier not recording over the same 10,000 keys after
-//!    `KEYWARD_BENCH_USAGE_OFF_SECS` (10) seconds of the same paced load, of the recording one
+//!    `KEYWARD_BENCH_USAGE_OFF_SECS` (5) seconds of the same paced load, of the recording one
 //!    once its measured flushes are in, and of the recording one again after
 //!    `KEYWARD_BENCH_USAGE_FLOOD_APPS` (10,000) random application names presented with one key
 //!    for 3 s (that key's KeyUsage must then hold 64 applications and count the rest).
@@ -104,6 +105,8 @@ const FLUSH_SECS: u64 = 10;
 pub const RESOLUTION: &str = "1s";
 /// A short `wrk` run on each side before part 1's measures.
 const WARM_UP_SECS: u64 = 2;
+/// The load on the recording verifier just before each of its rounds: one `FAST_FLUSH`.
+const PRE_ROLL_SECS: u64 = 5;
 /// Seconds of the flood of application names, and its connections.
 const FLOOD_SECS: u64 = 3;
 const FLOOD_CONNECTIONS: usize = 8;
@@ -166,7 +169,7 @@ impl Settings {
             intervals: env_number(&var("INTERVALS"), 3)?.max(1),
             paced_connections: env_number(&var("PACED_CONNECTIONS"), 120)?.max(1),
             paced_delay_ms: env_number(&var("PACED_DELAY_MS"), 10)?,
-            off_secs: env_number(&var("OFF_SECS"), 10)?.max(1),
+            off_secs: env_number(&var("OFF_SECS"), 5)?.max(1),
             flood_apps: env_number(&var("FLOOD_APPS"), 10_000)?.max(1),
             concurrency: env_number(&var("CONCURRENCY"), 64)?.max(1),
         })
@@ -343,14 +346,20 @@ impl Bench {
         let mut previous = None;
         for round in 0..self.settings.rounds {
             for s in (0..SIDES.len()).map(|s| (s + round) % SIDES.len()) {
-                if previous == Some(Side::On) {
-                    // Else the recording verifier's writes of the round before would load the
-                    // shared cores during this one: each round bears its own.
+                if SIDES[s] == Side::Off && previous == Some(Side::On) {
+                    // Else the recording verifier's writes would load the shared cores during
+                    // this round.
                     wait_flushed(&on).await?;
                 }
                 previous = Some(SIDES[s]);
                 let verifier = verifiers[s];
                 let addr = verifier.addr().ok_or("the verifier has not said where it listens")?;
+                if SIDES[s] == Side::On {
+                    // A flush interval of load first: the round then starts in the steady state,
+                    // the writes of the flush before running into it as its own run out of it,
+                    // whatever the phase of the flushes.
+                    wrk::run(addr, verifier.pid, &script, threads, connections, PRE_ROLL_SECS).await?;
+                }
                 let (cpu_before, wait_before) = (self.control_plane.total_cpu_secs(), runqueue_wait_secs(verifier.pid));
                 let run = wrk::run(addr, verifier.pid, &script, threads, connections, secs).await?;
                 let cpu = self.control_plane.total_cpu_secs() - cpu_before;
