@@ -39,6 +39,7 @@ bench:
 	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench plugin
 	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench webhook
 	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench exchange
+	$(CP) with $(BENCH_CP_DIR) -- cargo bench --bench usage
 
 ## plugin: install `kubectl apikey` (the binary kubectl-apikey) into ~/.cargo/bin
 plugin:

@@ -1,7 +1,8 @@
 //! Every process a bench starts to measure (`keyward controller`, `verifier`, `webhook`, and the
 //! verifier bench's own servers) as one child-process type: started with its output in a log
 //! file, waited for on `/readyz`, its `/metrics`, memory, CPU time and log levels read, stopped
-//! by SIGTERM.
+//! by SIGTERM; and the pids of the local control plane's processes, whose CPU time benches read
+//! too.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -337,4 +338,21 @@ pub fn memory_mib(pid: u32, field: &str) -> Result<f64> {
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))?;
     Ok(kib as f64 / 1024.0)
+}
+
+/// The pids of the local control plane's kube-apiserver and etcd, from the `pids` file that
+/// `scripts/control-plane.sh` keeps beside the kubeconfig (each checked against
+/// `/proc/<pid>/comm`); empty for another API server.
+pub fn control_plane_pids(kubeconfig: &Path) -> BTreeMap<String, u32> {
+    let Some(text) = kubeconfig.parent().and_then(|dir| std::fs::read_to_string(dir.join("pids")).ok()) else {
+        return BTreeMap::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let (name, pid) = line.split_once(' ')?;
+            let pid: u32 = pid.trim().parse().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (["kube-apiserver", "etcd"].contains(&name) && comm.trim() == name).then(|| (name.to_string(), pid))
+        })
+        .collect()
 }

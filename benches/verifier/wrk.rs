@@ -30,6 +30,8 @@ async fn wrk_version() -> Option<String> {
 }
 
 /// A `wrk` script whose requests take turns presenting `tokens`, built once per thread.
+// The usage bench's requests name applications too: it writes its scripts with `write_turns`.
+#[allow(dead_code)]
 pub fn write_script(dir: &Path, name: &str, tokens: &[String]) -> Result<PathBuf> {
     let request = format!(
         r#"wrk.format("GET", "{AUTH_PATH}", {{ ["Host"] = wrk.headers["Host"], ["Authorization"] = "Bearer " .. value }})"#
@@ -38,7 +40,8 @@ pub fn write_script(dir: &Path, name: &str, tokens: &[String]) -> Result<PathBuf
 }
 
 /// A `wrk` script whose requests take turns over `values`: `request` is the Lua expression
-/// that makes one from `value`, built once per thread in `init`.
+/// that makes one from `value` (and its place in `values`, `i`, from 1), built once per thread
+/// in `init`.
 pub fn write_turns(dir: &Path, name: &str, what: &str, values: &[String], request: &str) -> Result<PathBuf> {
     let list: Vec<String> = values.iter().map(|v| format!("  \"{v}\",")).collect();
     let script = format!(
@@ -106,11 +109,17 @@ pub async fn run(
         .output()
         .await
         .map_err(|e| format!("run wrk: {e}"))?;
+    let cpu = cpu_secs(pid).zip(cpu_before).map(|(after, before)| after - before);
+    finish(&output, cpu)
+}
+
+/// What a `wrk --latency` run that has ended measured, given its output and the server's CPU
+/// seconds during it; fails when any answer was not 2xx or 3xx.
+pub fn finish(output: &std::process::Output, cpu: Option<f64>) -> Result<WrkRun> {
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         return Err(format!("wrk failed ({}): {text}{}", output.status, String::from_utf8_lossy(&output.stderr)).into());
     }
-    let cpu = cpu_secs(pid).zip(cpu_before).map(|(after, before)| after - before);
     let mut run = parse_wrk(&text).map_err(|e| format!("{e} in wrk's output:\n{text}"))?;
     // wrk counts the answers it got in time; the server also answered the few in flight then.
     run.server_cpu_us_per_request = cpu.filter(|_| run.requests > 0).map(|s| s * 1e6 / run.requests as f64);

@@ -79,12 +79,12 @@ mod metrics;
 mod noop;
 mod setup;
 
-use common::process::{Process, cpu_secs};
+use common::process::{Process, control_plane_pids, cpu_secs};
 use common::{Error, MANAGER, Outcome, Progress, Result, env_number, install_crds, median, release_binary};
 use figures::{Figures, Latency, RoundFigures};
 use metrics::{ApiServerMetrics, Histogram, WebhookMetrics};
 use noop::NoopWebhook;
-use setup::{client_of, control_plane_pids, delete_if_there, register};
+use setup::{client_of, delete_if_there, register};
 
 /// The value of the label `common::BENCH_LABEL` on this bench's namespaces.
 const BENCH_LABEL_VALUE: &str = "webhook";

@@ -268,20 +268,3 @@ pub async fn client_of(path: &Path) -> Result<Client> {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)
 }
-
-/// The pids of the local control plane's kube-apiserver and etcd, from the `pids` file that
-/// `scripts/control-plane.sh` keeps beside the kubeconfig (each checked against
-/// `/proc/<pid>/comm`); empty for another API server.
-pub fn control_plane_pids(kubeconfig: &Path) -> BTreeMap<String, u32> {
-    let Some(text) = kubeconfig.parent().and_then(|dir| std::fs::read_to_string(dir.join("pids")).ok()) else {
-        return BTreeMap::new();
-    };
-    text.lines()
-        .filter_map(|line| {
-            let (name, pid) = line.split_once(' ')?;
-            let pid: u32 = pid.trim().parse().ok()?;
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            (["kube-apiserver", "etcd"].contains(&name) && comm.trim() == name).then(|| (name.to_string(), pid))
-        })
-        .collect()
-}
