@@ -311,7 +311,13 @@ pub fn print_table(f: &Figures) {
     table.row(format!("create {} ApiKeys (+ status)", settings.keys), show::secs(f.create_keys_secs, 1));
     let sides = [
         (format!("recording off (flush {})", super::OFF), &f.recording_off),
-        (format!("recording on (flush {}, res {})", super::FAST_FLUSH, super::RESOLUTION), &f.recording_on),
+        (
+            match &f.settings {
+                Some(s) => format!("recording on (flush {}, res {})", s.on_flush, s.on_resolution),
+                None => "recording on".to_string(),
+            },
+            &f.recording_on,
+        ),
     ];
     for (name, load) in &sides {
         let Some(load) = load else { continue };

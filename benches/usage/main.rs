@@ -152,6 +152,10 @@ pub struct Settings {
     pub flood_apps: usize,
     /// ApiKeys created (and their status written) at once.
     pub concurrency: usize,
+    /// Part 1's recording verifier's `--usage-flush-interval` and `--usage-resolution`
+    /// (`KEYWARD_BENCH_USAGE_ON_FLUSH`, `_ON_RESOLUTION`; the verifier's defaults are 60s and 1m).
+    pub on_flush: String,
+    pub on_resolution: String,
 }
 
 impl Settings {
@@ -172,6 +176,8 @@ impl Settings {
             off_secs: env_number(&var("OFF_SECS"), 5)?.max(1),
             flood_apps: env_number(&var("FLOOD_APPS"), 10_000)?.max(1),
             concurrency: env_number(&var("CONCURRENCY"), 64)?.max(1),
+            on_flush: std::env::var(var("ON_FLUSH")).unwrap_or_else(|_| FAST_FLUSH.to_string()),
+            on_resolution: std::env::var(var("ON_RESOLUTION")).unwrap_or_else(|_| RESOLUTION.to_string()),
         })
     }
 }
@@ -294,11 +300,23 @@ impl Bench {
     /// `keyward verifier` over `ns` with `--usage-flush-interval flush`; once ready, checks that
     /// it indexed the `keys`.
     async fn start_verifier(&mut self, ns: &str, flush: &str, label: &str, keys: usize) -> Result<Process> {
+        self.start_verifier_at(ns, flush, RESOLUTION, label, keys).await
+    }
+
+    /// [`Self::start_verifier`] with `--usage-resolution resolution`.
+    async fn start_verifier_at(
+        &mut self,
+        ns: &str,
+        flush: &str,
+        resolution: &str,
+        label: &str,
+        keys: usize,
+    ) -> Result<Process> {
         let log = self.out_dir.join(format!("usage-verifier-{label}.log"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
         command
             .args(["verifier", "--namespaces", ns, "--listen", "127.0.0.1:0"])
-            .args(["--usage-flush-interval", flush, "--usage-resolution", RESOLUTION])
+            .args(["--usage-flush-interval", flush, "--usage-resolution", resolution])
             .env("RUST_LOG", std::env::var("KEYWARD_BENCH_LOG").unwrap_or_else(|_| "info".into()));
         let mut verifier = Process::spawn(&format!("verifier-{label}"), command, &log, false)?;
         self.progress.say(&format!("verifier-{label}: started (pid {}, log {})", verifier.pid, log.display()));
@@ -324,7 +342,8 @@ impl Bench {
     /// Part 1: `/v1/auth` on a verifier recording against one not recording, in turns.
     async fn measure_answers(&mut self, client: &Client, ns: &str, tokens: &[String]) -> Result<()> {
         let keys = tokens.len();
-        let on = self.start_verifier(ns, FAST_FLUSH, "on", keys).await?;
+        let (flush, resolution) = (self.settings.on_flush.clone(), self.settings.on_resolution.clone());
+        let on = self.start_verifier_at(ns, &flush, &resolution, "on", keys).await?;
         let off = self.start_verifier(ns, OFF, "off", keys).await?;
         let script = load::write_app_script(self.scratch.path(), "apps", tokens, self.settings.apps)?;
         let verifiers = [&on, &off];
