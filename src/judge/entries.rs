@@ -77,6 +77,7 @@ pub fn apikey_entries(key: &ApiKey) -> Vec<Entry> {
         key_id: key_id.as_str().into(),
         expires_at,
         policy: policy(&key.spec.policy, valid.map(|v| v.state), failed),
+        usage_mark: Default::default(),
     }]
 }
 
@@ -113,6 +114,7 @@ pub fn credential_entries(credential: &Credential) -> Vec<Entry> {
                 key_id: issued.record.key_id.as_deref()?.into(),
                 expires_at: spec_expiry.map_or(status_expiry, |at| at.min(status_expiry)),
                 policy: shared.clone(),
+                usage_mark: Default::default(),
             })
         })
         .collect()

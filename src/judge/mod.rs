@@ -120,6 +120,8 @@ pub struct Entry {
     pub key_id: Box<str>,
     pub expires_at: Timestamp,
     pub policy: Arc<Policy>,
+    /// The last sighting the usage recorder took from this entry (see [`crate::usage::Mark`]).
+    pub(crate) usage_mark: crate::usage::Mark,
 }
 
 impl Entry {

@@ -15,6 +15,7 @@ pub mod seen;
 pub mod writer;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -38,6 +39,32 @@ impl Default for Settings {
 
 /// Shards of the recorder's memory: requests for different keys rarely wait for each other.
 const SHARDS: usize = 16;
+
+/// The last sighting an index entry recorded, as a digest of its resolution step, its
+/// application and whether it was a use: a request that would record the same again (the
+/// common case, a key used by its usual application many times a step) only reads it, takes
+/// no lock and writes no shared memory. What it would have added is already taken or written,
+/// at the same truncated times. A changed key gets a new entry, and so a fresh mark.
+#[derive(Debug, Default)]
+pub struct Mark(AtomicU64);
+
+impl Clone for Mark {
+    fn clone(&self) -> Self {
+        Mark::default()
+    }
+}
+
+/// The mark of a sighting (never 0, the mark of none).
+fn mark_of(at: Timestamp, valid: bool, app: Option<&str>) -> u64 {
+    // FNV-1a: a few nanoseconds for a name of some tens of bytes.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |byte: u8| hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    at.as_second().to_le_bytes().into_iter().for_each(&mut eat);
+    eat(u8::from(valid));
+    app.unwrap_or_default().bytes().for_each(&mut eat);
+    eat(u8::from(app.is_some()));
+    hash.max(1)
+}
 
 /// What was seen of one key since the last flush, and which key it is.
 #[derive(Debug)]
@@ -77,11 +104,16 @@ impl Recorder {
         // application of it, and must not fill its list.
         let app_judged = app.is_some() && !matches!(code, Code::Expired | Code::Inactive | Code::IpNotAllowed);
         let Some(uid) = entry.uid.as_ref().filter(|_| valid || app_judged) else { return };
+        let (at, app) = (seen::truncate(now, self.resolution), app.filter(|_| app_judged));
+        let mark = mark_of(at, valid, app);
+        if entry.usage_mark.0.load(Ordering::Relaxed) == mark {
+            return;
+        }
         let sighting = Sighting {
             valid,
             token: entry.token.as_deref(),
-            app: app.filter(|_| app_judged).map(|app| (app, entry.policy.app_state(Some(app)))),
-            at: seen::truncate(now, self.resolution),
+            app: app.map(|app| (app, entry.policy.app_state(Some(app)))),
+            at,
         };
         let mut shard = self.shard(uid).lock().unwrap_or_else(PoisonError::into_inner);
         match shard.get_mut(&**uid) {
@@ -92,6 +124,7 @@ impl Recorder {
                 shard.insert(uid.clone(), Pending { object: entry.object.clone(), seen });
             }
         }
+        entry.usage_mark.0.store(mark, Ordering::Relaxed);
     }
 
     /// Takes everything seen since the last take.
@@ -156,6 +189,30 @@ mod tests {
         let taken = recorder.take();
         assert_eq!(taken[0].1.seen.last_used, Some(ts("2026-02-01T10:05:00Z")));
         assert_eq!(recorder.pending(), 0, "taken");
+    }
+
+    #[test]
+    fn the_same_sighting_again_in_one_step_takes_no_lock_and_adds_nothing() {
+        let recorder = Recorder::new(&Settings::default());
+        let entry = entry(serde_json::json!({}));
+        let now = ts("2026-02-01T10:05:42Z");
+        recorder.saw(&entry, Code::Valid, Some("a"), now);
+        let first = recorder.take();
+        assert_eq!(first.len(), 1);
+        // Taken (and so written at the same truncated times): the same again records nothing.
+        recorder.saw(&entry, Code::Valid, Some("a"), ts("2026-02-01T10:05:59Z"));
+        assert_eq!(recorder.pending(), 0, "already recorded for this step");
+        // Anything else does: another application, a refusal, the next step, a changed key.
+        recorder.saw(&entry, Code::Valid, Some("b"), now);
+        recorder.saw(&entry, Code::InsufficientScope, Some("a"), now);
+        recorder.saw(&entry, Code::Valid, Some("a"), ts("2026-02-01T10:06:00Z"));
+        let (_, pending) = recorder.take().pop().unwrap();
+        assert_eq!(pending.seen.last_used, Some(ts("2026-02-01T10:06:00Z")));
+        assert_eq!(pending.seen.apps.iter().map(|a| &*a.name).collect::<Vec<_>>(), ["b", "a"]);
+        let changed = entry.clone();
+        recorder.saw(&changed, Code::Valid, Some("a"), ts("2026-02-01T10:06:01Z"));
+        assert_eq!(recorder.pending(), 1, "a rebuilt entry starts with no mark");
+        assert_ne!(mark_of(now, true, None), mark_of(now, true, Some("")), "no name is not the empty name");
     }
 
     #[test]
