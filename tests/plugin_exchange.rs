@@ -173,7 +173,10 @@ async fn exchange_refusals_say_the_oauth_error_with_their_own_exit_codes() {
         .await
         .exits(2)
         .says("stderr", &["--scope"]);
-    exchange(&["--issuer", &issuer, "--app", "a b"], &token).run().await.exits(2).says("stderr", &["--app"]);
+    // A bad argument is refused before stdin is read, however much waits there (more than a
+    // pipe holds, so the plugin exits with most of it unwritten).
+    let flood = format!("{token}\n{}", "x".repeat(1 << 20));
+    exchange(&["--issuer", &issuer, "--app", "a b"], &flood).run().await.exits(2).says("stderr", &["--app"]);
 
     // No issuer there (a closed port), or a verifier without --issuer (404): exit 12.
     let closed = format!("http://127.0.0.1:{}", free_port());

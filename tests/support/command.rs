@@ -180,15 +180,27 @@ impl CommandLine {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = child.spawn().unwrap_or_else(|e| panic!("start `{command}`: {e}"));
-        if let Some(text) = self.stdin {
-            let mut stdin = child.stdin.take().expect("piped stdin");
-            stdin.write_all(text.as_bytes()).await.unwrap_or_else(|e| panic!("write stdin of `{command}`: {e}"));
-        }
+        // Written beside the wait, so a program that answers before it reads cannot fill a pipe
+        // and stall. A program may also exit without reading stdin at all (a bad argument is
+        // found first): a broken pipe is its answer, judged by its exit code and output.
+        let feed = {
+            let stdin = self.stdin.map(|text| (child.stdin.take().expect("piped stdin"), text));
+            let command = command.clone();
+            async move {
+                if let Some((mut stdin, text)) = stdin {
+                    match stdin.write_all(text.as_bytes()).await {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                        Err(e) => panic!("write stdin of `{command}`: {e}"),
+                    }
+                }
+            }
+        };
         let deadline = self.deadline;
-        let output = tokio::time::timeout(deadline, child.wait_with_output())
+        let ((), output) = tokio::time::timeout(deadline, futures::future::join(feed, child.wait_with_output()))
             .await
-            .unwrap_or_else(|_| panic!("`{command}` did not finish within {deadline:?}"))
-            .unwrap_or_else(|e| panic!("wait for `{command}`: {e}"));
+            .unwrap_or_else(|_| panic!("`{command}` did not finish within {deadline:?}"));
+        let output = output.unwrap_or_else(|e| panic!("wait for `{command}`: {e}"));
         Run {
             command,
             code: output.status.code(),
