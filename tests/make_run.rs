@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use support::command::CommandLine;
 use support::wait::wait_for_every;
 use support::{DEADLINE, wait_for};
 use tokio::process::Command;
@@ -141,28 +142,11 @@ async fn make_run_in_a_fresh_clone_without_a_context_serves_the_first_example_an
         .to_string();
     let kubectl_env = [("KUBECONFIG", kubeconfig.as_str())];
     // The webhook is in the path: a bad spec is refused at apply, naming the field.
-    let refused = Command::new("kubectl")
-        .args(["apply", "-f", "-"])
-        .current_dir(&clone)
-        .envs(kubectl_env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl apply");
     let bad = "apiVersion: keyward.io/v1alpha1\nkind: ApiKey\nmetadata: {name: bad}\nspec: {expiresAfter: 3x}\n";
-    let refused = {
-        use tokio::io::AsyncWriteExt;
-        let mut refused = refused;
-        refused.stdin.take().expect("stdin").write_all(bad.as_bytes()).await.expect("write the manifest");
-        refused.wait_with_output().await.expect("kubectl apply")
-    };
-    let said = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        !refused.status.success() && said.contains("spec.expiresAfter: invalid value \"3x\""),
-        "{said}\n{}",
-        logs()
-    );
+    let refused =
+        CommandLine::new("kubectl").args(&["apply", "-f", "-"]).env("KUBECONFIG", &kubeconfig).stdin(bad).run().await;
+    let said = &refused.stderr;
+    assert!(!refused.success() && said.contains("spec.expiresAfter: invalid value \"3x\""), "{said}\n{}", logs());
     run(&clone, "kubectl", &["apply", "-f", "examples/apikey-basic.yaml"], &kubectl_env).await;
     let phase = ["get", "apikey", "ci-deploy", "-o", "jsonpath={.status.phase}"];
     wait_for("ci-deploy Active", DEADLINE, || async {
@@ -186,22 +170,12 @@ async fn make_run_in_a_fresh_clone_without_a_context_serves_the_first_example_an
     let plugin = target.join("debug").join("kubectl-apikey");
     let issuer = format!("http://127.0.0.1:{verifier_port}");
     let access = wait_for("an access token for the example's token", DEADLINE, || async {
-        let mut exchange = Command::new(&plugin)
-            .args(["exchange", "--issuer", &issuer])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kubectl-apikey exchange");
-        let mut stdin = exchange.stdin.take().expect("stdin");
-        tokio::io::AsyncWriteExt::write_all(&mut stdin, token.as_bytes()).await.expect("write the token");
-        drop(stdin);
-        let out = exchange.wait_with_output().await.expect("kubectl-apikey exchange");
-        let access = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if out.status.success() && access.split('.').count() == 3 {
+        let out = CommandLine::new(&plugin).args(&["exchange", "--issuer", &issuer]).stdin(&token).run().await;
+        let access = out.stdout.trim().to_string();
+        if out.success() && access.split('.').count() == 3 {
             Ok(access)
         } else {
-            Err(format!("{}: {}; the log:\n{}", out.status, String::from_utf8_lossy(&out.stderr), logs()))
+            Err(format!("{out}; the log:\n{}", logs()))
         }
     })
     .await;
