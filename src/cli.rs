@@ -58,6 +58,10 @@ pub struct ControllerArgs {
     /// Reconciles run at once.
     #[arg(long, env = "KEYWARD_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
+    /// How far ahead the sweeps of the cache wake keys near an expiry or their daily look
+    /// (a fifth of it between sweeps); nearer wakes are the scheduler's. For tests.
+    #[arg(long, hide = true, default_value = "5m", value_parser = parse_duration)]
+    pub wake_lookahead: Duration,
     /// Reconcile only while holding the Lease --lease-name in POD_NAMESPACE, so that several
     /// replicas can run (identity: POD_NAME, else host name and a random suffix).
     #[arg(long, env = "KEYWARD_LEADER_ELECTION")]
@@ -232,7 +236,13 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
     let expiry = expiry_policy(args.default_expiry, args.max_expiry)?;
     let signing = keeper_settings(&args)?;
     let client = crate::retry::client().await.map_err(Error::KubeConfig)?;
-    let settings = Settings { namespaces: namespaces(args.namespaces), expiry, concurrency: args.concurrency, signing };
+    let settings = Settings {
+        namespaces: namespaces(args.namespaces),
+        expiry,
+        concurrency: args.concurrency,
+        signing,
+        wakes: controller::wakes::Wakes::new(args.wake_lookahead),
+    };
     tracing::info!(namespaces = ?settings.namespaces, default_expiry = %duration::format(settings.expiry.default), "starting controller");
     let lease = args.leader_election.then_some(args.lease_name);
     controller::process::run(client, settings, args.listen, lease.as_deref(), shutdown_on_signal()).await

@@ -135,6 +135,22 @@ async fn expiry_deletes_the_secret_at_expires_at_and_keeps_the_hash() {
     ns.wait_event("short", "Expired").await;
 }
 
+/// A reconcile leaves a far wake to the sweeps of the cache (`--wake-lookahead`, 5m by
+/// default): with a lookahead of 2s, a key expiring in 12s is woken only by a sweep, and is
+/// still expired at its second.
+#[tokio::test]
+async fn expiry_beyond_the_reconciles_own_wake_is_enforced_by_the_sweep() {
+    let ns = TestNamespace::new("expiry-sweep").await;
+    let _controller = ns.controller(&["--wake-lookahead", "2s"]);
+    ns.create_key("later", json!({"expiresAfter": "12s"})).await;
+    let active = ns.wait_phase("later", Phase::Active).await.status.expect("status");
+    let expires_at = active.record.expires_at.expect("expiresAt").0;
+    let expired = ns.wait_phase("later", Phase::Expired).await.status.expect("status");
+    assert!(jiff::Timestamp::now() >= expires_at, "expired before {expires_at}");
+    assert_eq!(expired.record.expires_at.expect("expiresAt").0, expires_at);
+    ns.wait_secret_gone("later-apikey").await;
+}
+
 #[tokio::test]
 async fn expiry_an_expired_key_is_not_reissued_by_state_but_is_by_a_new_expiry() {
     let ns = TestNamespace::new("expiry-reissue").await;

@@ -20,7 +20,8 @@ const RACE_ATTEMPTS: usize = 3;
 /// the foreign Secret carries no label of ours, so no watch event will say it went away.
 pub const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
 /// Longest single wait: a token expiring years ahead is looked at again daily (a read, no write),
-/// and the last wait still ends at the exact expiry instant.
+/// and the last wait still ends at the exact expiry instant. Waits this long are left to the
+/// sweeps of the cache (see [`super::wakes`]), which look at each key once a day.
 pub const LONGEST_REQUEUE: Duration = Duration::from_secs(86_400);
 /// How long to wait for a Secret that is being deleted or garbage collected.
 pub const PENDING_RECHECK: Duration = Duration::from_secs(2);

@@ -11,6 +11,7 @@ mod secret_watch;
 pub(crate) use secret_watch::OwnWrites;
 pub mod status;
 pub mod transition;
+pub mod wakes;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -96,6 +97,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// The signing Secret and its schedule (see [`crate::signing::keeper`]).
     pub signing: crate::signing::keeper::KeeperSettings,
+    /// How far wakes are left to the sweeps of the cache (see [`wakes`]).
+    pub wakes: wakes::Wakes,
 }
 
 /// State shared by every reconcile.
@@ -336,8 +339,11 @@ fn controller<K: Reconciled>(
     let (names, scope) = (ctx.secret_names.clone(), namespace.clone());
     // Only Credentials reconcile from the names index: an ApiKey has one Secret, read by name.
     let reads_names = K::KIND == crate::api::Kind::Credential;
+    let (listed, listed_rx) = watch::channel(false);
+    let sweeps = wakes::sweeps(reader.clone(), ctx.settings.wakes, listed_rx);
     let future = Controller::for_stream(events, reader)
         .owns_stream(secrets)
+        .reconcile_on(sweeps)
         // Errors of any watch also pause the merged stream of triggers: kube's default pause
         // grows to a minute.
         .trigger_backoff(crate::retry::WatchBackoff::default())
@@ -352,6 +358,7 @@ fn controller<K: Reconciled>(
         });
     let synced = async move {
         let ready = store.wait_until_ready().await.is_ok();
+        listed.send_replace(ready);
         if ready && reads_names {
             names.listed(scope).await;
         }
@@ -439,7 +446,7 @@ impl Context {
         }
         let requeue = transition::requeue(desired, now);
         tracing::debug!(?requeue, "reconciled");
-        Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+        Ok(self.settings.wakes.action(requeue))
     }
 
     /// Refuses a bad spec, the same way for both kinds (see [`transition::refused`]).

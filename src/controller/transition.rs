@@ -177,7 +177,7 @@ pub fn notes<S: KeyStatus>(was: Option<&S>, now: &S) -> Vec<Note> {
 /// day ahead), soon for a Secret being deleted, later for a name taken by someone else, and
 /// never for a refused spec or expired tokens, which only a change can help.
 pub fn requeue<S: KeyStatus>(status: &S, now: Timestamp) -> Option<Duration> {
-    if ready(status.conditions()).is_some_and(|c| c.reason == reason::INVALID_SPEC) {
+    if is_refused(status) {
         return None;
     }
     status
@@ -190,6 +190,20 @@ pub fn requeue<S: KeyStatus>(status: &S, now: Timestamp) -> Option<Duration> {
             Phase::Expired => None,
         })
         .min()
+}
+
+/// The expiries of a key's live (Active or Inactive) tokens, which [`requeue`] waits for;
+/// none for a refused spec.
+pub fn live_expiries<S: KeyStatus>(status: &S) -> impl Iterator<Item = Timestamp> + '_ {
+    let records = if is_refused(status) { Vec::new() } else { status.records() };
+    records.into_iter().filter_map(|(_, record)| match record.phase? {
+        Phase::Active | Phase::Inactive => Some(record.expires_at.as_ref()?.0),
+        _ => None,
+    })
+}
+
+fn is_refused<S: KeyStatus>(status: &S) -> bool {
+    ready(status.conditions()).is_some_and(|c| c.reason == reason::INVALID_SPEC)
 }
 
 #[cfg(test)]
