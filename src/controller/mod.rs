@@ -320,11 +320,15 @@ fn controller<K: Reconciled>(
             }
         }
     });
+    let observed = ctx.clone();
     let events = watcher(api_in::<K>(&ctx.client, namespace.as_deref()), watcher::Config::default())
         .backoff(crate::retry::WatchBackoff::default())
         // The reconcilers read spec, status and identity only: the cache keeps nothing else.
-        .modify(|object: &mut K| {
+        .modify(move |object: &mut K| {
             let meta = object.meta_mut();
+            if let (Some(uid), Some(version)) = (&meta.uid, &meta.resource_version) {
+                observed.status_writes.observed(uid, version);
+            }
             meta.managed_fields = None;
             meta.annotations = None;
             meta.labels = None;

@@ -48,16 +48,52 @@ pub fn ready_condition(
 }
 
 /// Remembers, per object UID, the resourceVersion an object had when its status was last
-/// written and a digest of the status written. A reconcile that sees that same resourceVersion
-/// in its cache is looking at the object from before the write and must not write the same
-/// status again. A digest, not the status, keeps this small with many objects.
+/// written and a digest of the status written, until the cache shows a later version. A
+/// reconcile that sees that same resourceVersion in its cache is looking at the object from
+/// before the write and must not write the same status again. Only writes the cache has not
+/// caught up with are kept (the watch tells, see [`RecentWrites::observed`]), and a digest, not
+/// the status: with many objects this stays small.
 #[derive(Default)]
 pub struct RecentWrites {
-    writes: Mutex<HashMap<String, (String, u64)>>,
+    writes: Mutex<HashMap<String, Recent>>,
+}
+
+enum Recent {
+    /// A write over `before` is under way; `moved` once the cache showed another version.
+    Writing { before: String, moved: bool },
+    /// `digest` was written over `before`, and the cache still shows `before`.
+    Written { before: String, digest: u64 },
+}
+
+/// A status write under way (see [`RecentWrites::begin`]); forgotten unless recorded.
+struct Writing<'a> {
+    recent: &'a RecentWrites,
+    uid: &'a str,
+}
+
+impl Writing<'_> {
+    /// The write succeeded: remembered, unless the cache has already moved past `before`.
+    fn written(self, status: &serde_json::Value) {
+        let mut writes = self.recent.lock();
+        if let Some(entry) = writes.get_mut(self.uid)
+            && let Recent::Writing { before, moved: false } = entry
+        {
+            *entry = Recent::Written { before: std::mem::take(before), digest: digest(status) };
+        }
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut writes = self.recent.lock();
+        if matches!(writes.get(self.uid), Some(Recent::Writing { .. })) {
+            writes.remove(self.uid);
+        }
+    }
 }
 
 impl RecentWrites {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, u64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Recent>> {
         self.writes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -65,13 +101,15 @@ impl RecentWrites {
     fn already_written(&self, uid: &str, resource_version: &str, desired: &serde_json::Value) -> bool {
         let mut writes = self.lock();
         match writes.get(uid) {
-            Some((before, written)) if before == resource_version => *written == digest(desired),
-            Some(_) => {
+            Some(Recent::Written { before, digest: written }) if before == resource_version => {
+                *written == digest(desired)
+            }
+            Some(Recent::Written { .. }) => {
                 // The cache has moved past our write; it is the truth again.
                 writes.remove(uid);
                 false
             }
-            None => false,
+            Some(Recent::Writing { .. }) | None => false,
         }
     }
 
@@ -80,8 +118,33 @@ impl RecentWrites {
         self.lock().contains_key(uid)
     }
 
-    fn record(&self, uid: &str, resource_version_before: &str, written: &serde_json::Value) {
-        self.lock().insert(uid.to_string(), (resource_version_before.to_string(), digest(written)));
+    /// Marks a write of the status over `before` under way.
+    fn begin<'a>(&'a self, uid: &'a str, before: &str) -> Writing<'a> {
+        self.lock().insert(uid.to_string(), Recent::Writing { before: before.to_string(), moved: false });
+        Writing { recent: self, uid }
+    }
+
+    /// The watch saw the object `uid` at `resource_version`: a write over an older version is
+    /// in the cache now (or was overtaken), and need not be remembered.
+    pub fn observed(&self, uid: &str, resource_version: &str) {
+        let mut writes = self.lock();
+        match writes.get_mut(uid) {
+            Some(Recent::Written { before, .. }) if before != resource_version => {
+                writes.remove(uid);
+            }
+            Some(Recent::Writing { before, moved }) if before != resource_version => *moved = true,
+            _ => {}
+        }
+    }
+
+    #[cfg(test)]
+    fn record(&self, uid: &str, before: &str, written: &serde_json::Value) {
+        self.begin(uid, before).written(written);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
     }
 }
 
@@ -152,6 +215,7 @@ where
     if recent.already_written(&uid, &resource_version, &desired_json) {
         return Ok(false);
     }
+    let writing = recent.begin(&uid, &resource_version);
     let current_json = current.map(serde_json::to_value).transpose().ok().flatten();
     // Guarded by the version the status was computed from: a writer whose view is stale (a
     // second controller whose cache lags the first's write) gets a conflict and looks again,
@@ -175,7 +239,7 @@ where
         api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
         metrics.count_write(status_resource::<K>(), "apply");
     }
-    recent.record(&uid, &resource_version, &desired_json);
+    writing.written(&desired_json);
     Ok(true)
 }
 
@@ -214,6 +278,31 @@ mod tests {
         // A newer version in the cache ends the guard, whatever it holds.
         assert!(!recent.already_written("u", "11", &status));
         assert!(!recent.already_written("u", "10", &status));
+    }
+
+    #[test]
+    fn a_write_is_forgotten_once_the_cache_shows_a_later_version_or_if_it_failed() {
+        let recent = RecentWrites::default();
+        let status = serde_json::json!({"phase": "Active"});
+        // The watch shows the write after its answer: remembered until then.
+        recent.record("u", "10", &status);
+        recent.observed("u", "10");
+        assert!(recent.pending("u"), "the cache still shows the version written over");
+        recent.observed("u", "11");
+        assert!(!recent.pending("u") && recent.len() == 0, "the cache caught up");
+        // The watch shows it before its answer: not remembered at all.
+        let writing = recent.begin("v", "20");
+        assert!(recent.pending("v"), "under way");
+        recent.observed("v", "21");
+        writing.written(&status);
+        assert!(!recent.pending("v") && !recent.already_written("v", "20", &status));
+        // A failed write is forgotten.
+        drop(recent.begin("w", "30"));
+        assert_eq!(recent.len(), 0);
+        // Other objects' events change nothing.
+        recent.record("u", "12", &status);
+        recent.observed("x", "99");
+        assert!(recent.already_written("u", "12", &status));
     }
 
     #[test]
