@@ -16,10 +16,10 @@ use futures::StreamExt;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
+use kube::{Client, Resource};
 
 use crate::api::{Kind, LABEL_MANAGED_BY, MANAGED_BY_VALUE};
 use crate::watch::api_in;
@@ -83,35 +83,60 @@ impl SecretNames {
     }
 }
 
-/// The Secrets known from the watch, by namespace and name: just enough of each (its owner
-/// references) to wake its owner if it vanishes, and to keep [`SecretNames`] if given one.
+/// The Secrets known from the watch, by namespace and name: just enough of each (its
+/// controller) to wake its owner if it vanishes, and to keep [`SecretNames`] if given one.
 #[derive(Default)]
 pub struct SecretLedger {
-    /// Each Secret's controller reference (or `None`): a few strings, not a copy of its metadata.
-    known: HashMap<(String, String), Option<OwnerReference>>,
+    /// Each Secret's controller (or `None`), by namespace (one shared string) and name.
+    known: HashMap<Arc<str>, HashMap<Box<str>, Option<Controller>>>,
     /// The Secrets of the relist under way, once one has started.
-    relisted: Option<HashSet<(String, String)>>,
+    relisted: Option<HashMap<Arc<str>, HashSet<Box<str>>>>,
     /// The names index this ledger keeps, and the scope its watch covers.
     names: Option<(Arc<SecretNames>, Option<String>)>,
+}
+
+/// What is kept of a Secret's controller, when it is one of our kinds: a few short strings, not
+/// a copy of its owner reference.
+#[derive(Clone, Debug, PartialEq)]
+struct Controller {
+    kind: Kind,
+    name: Box<str>,
+    uid: Box<str>,
+}
+
+/// The controller of a Secret, when it is one of our kinds.
+fn controller_of(meta: &ObjectMeta) -> Option<Controller> {
+    let owners = meta.owner_references.as_deref().unwrap_or_default();
+    let owner = owners.iter().find(|r| r.controller == Some(true))?;
+    let kind = [Kind::ApiKey, Kind::Credential].into_iter().find(|kind| kind.as_str() == owner.kind)?;
+    Some(Controller { kind, name: owner.name.as_str().into(), uid: owner.uid.as_str().into() })
 }
 
 fn key_of(meta: &ObjectMeta) -> (String, String) {
     (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
 }
 
-/// What is kept of a Secret: the reference to its controller, nothing of its data, annotations or
-/// other metadata.
-fn controller_of(meta: &ObjectMeta) -> Option<OwnerReference> {
-    meta.owner_references.as_deref().unwrap_or_default().iter().find(|r| r.controller == Some(true)).cloned()
-}
-
 /// A Secret as the owner's wake needs it: its name and its controller.
-fn revive((namespace, name): (String, String), controller: Option<OwnerReference>) -> SecretMeta {
+fn revive(namespace: &str, name: &str, controller: Option<Controller>) -> SecretMeta {
+    let owner = controller.map(|controller| {
+        let api_version = match controller.kind {
+            Kind::ApiKey => crate::api::ApiKey::api_version(&()),
+            Kind::Credential => crate::api::Credential::api_version(&()),
+        };
+        OwnerReference {
+            api_version: api_version.into_owned(),
+            kind: controller.kind.as_str().into(),
+            name: controller.name.into(),
+            uid: controller.uid.into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    });
     SecretMeta {
         metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(namespace),
-            owner_references: controller.map(|owner| vec![owner]),
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            owner_references: owner.map(|owner| vec![owner]),
             ..Default::default()
         },
         ..Default::default()
@@ -128,47 +153,74 @@ impl SecretLedger {
         self.names.as_ref().map(|(names, _)| names.as_ref())
     }
 
+    /// The namespace's shared string, added if new.
+    fn namespace(&mut self, meta: &ObjectMeta) -> Arc<str> {
+        let namespace = meta.namespace.as_deref().unwrap_or_default();
+        match self.known.get_key_value(namespace) {
+            Some((shared, _)) => shared.clone(),
+            None => {
+                let shared: Arc<str> = namespace.into();
+                self.known.insert(shared.clone(), HashMap::new());
+                shared
+            }
+        }
+    }
+
+    fn remember(&mut self, meta: &ObjectMeta) {
+        let namespace = self.namespace(meta);
+        let name: Box<str> = meta.name.as_deref().unwrap_or_default().into();
+        if let Some(relisted) = self.relisted.as_mut() {
+            relisted.entry(namespace.clone()).or_default().insert(name.clone());
+        }
+        self.known.entry(namespace).or_default().insert(name, controller_of(meta));
+    }
+
+    fn forget(&mut self, meta: &ObjectMeta) {
+        let namespace = meta.namespace.as_deref().unwrap_or_default();
+        if let Some(secrets) = self.known.get_mut(namespace) {
+            secrets.remove(meta.name.as_deref().unwrap_or_default());
+            if secrets.is_empty() {
+                self.known.remove(namespace);
+            }
+        }
+    }
+
     /// Records `event` and returns the Secrets whose owners must look again. `own_write` tells
     /// a version this process wrote itself: it changes nothing its owner does not know.
     pub fn wake(&mut self, event: Event<SecretMeta>, own_write: impl Fn(&ObjectMeta) -> bool) -> Vec<SecretMeta> {
         match event {
-            Event::Apply(secret) => {
+            Event::Apply(secret) | Event::InitApply(secret) => {
                 if let Some(names) = self.names() {
                     names.insert(&secret.metadata);
                 }
-                self.known.insert(key_of(&secret.metadata), controller_of(&secret.metadata));
+                self.remember(&secret.metadata);
                 if own_write(&secret.metadata) { Vec::new() } else { vec![secret] }
             }
             Event::Delete(secret) => {
                 if let Some(names) = self.names() {
                     names.remove(&secret.metadata);
                 }
-                self.known.remove(&key_of(&secret.metadata));
+                self.forget(&secret.metadata);
                 vec![secret]
             }
             Event::Init => {
-                self.relisted = Some(HashSet::new());
+                self.relisted = Some(HashMap::new());
                 Vec::new()
-            }
-            Event::InitApply(secret) => {
-                let key = key_of(&secret.metadata);
-                if let Some(relisted) = self.relisted.as_mut() {
-                    relisted.insert(key.clone());
-                }
-                if let Some(names) = self.names() {
-                    names.insert(&secret.metadata);
-                }
-                self.known.insert(key, controller_of(&secret.metadata));
-                if own_write(&secret.metadata) { Vec::new() } else { vec![secret] }
             }
             Event::InitDone => {
                 let Some(relisted) = self.relisted.take() else { return Vec::new() };
-                let vanished: Vec<(String, String)> =
-                    self.known.keys().filter(|key| !relisted.contains(*key)).cloned().collect();
-                let woken: Vec<SecretMeta> = vanished
-                    .into_iter()
-                    .filter_map(|key| self.known.remove(&key).map(|controller| revive(key, controller)))
-                    .collect();
+                let mut woken = Vec::new();
+                self.known.retain(|namespace, secrets| {
+                    let kept = relisted.get(namespace);
+                    secrets.retain(|name, controller| {
+                        let vanished = !kept.is_some_and(|kept| kept.contains(name));
+                        if vanished {
+                            woken.push(revive(namespace, name, controller.take()));
+                        }
+                        !vanished
+                    });
+                    !secrets.is_empty()
+                });
                 if let Some((names, scope)) = &self.names {
                     woken.iter().for_each(|secret| names.remove(&secret.metadata));
                     names.listed.send_if_modified(|listed| listed.insert(scope.clone()));
@@ -311,9 +363,9 @@ pub fn watch(
             }
             for secret in ledger.wake(event, |meta| own_writes.is_own(meta)) {
                 let to = match controller_of(&secret.metadata).map(|owner| owner.kind) {
-                    Some(kind) if kind == Kind::ApiKey.as_str() => &apikeys,
-                    Some(kind) if kind == Kind::Credential.as_str() => &credentials,
-                    _ => continue,
+                    Some(Kind::ApiKey) => &apikeys,
+                    Some(Kind::Credential) => &credentials,
+                    None => continue,
                 };
                 if to.send(secret).await.is_err() {
                     return;
@@ -379,6 +431,11 @@ mod tests {
         assert_eq!(names(&woken), ["b-apikey"]);
         let owner = &woken[0].metadata.owner_references.as_ref().expect("owners")[0];
         assert_eq!((owner.name.as_str(), owner.uid.as_str()), ("b", "uid-b"), "enough to find the owner");
+        assert_eq!(
+            (owner.kind.as_str(), owner.api_version.as_str(), owner.controller),
+            ("ApiKey", "keyward.io/v1alpha1", Some(true))
+        );
+        assert_eq!(woken[0].metadata.namespace.as_deref(), Some("team-a"));
         assert!(woken[0].metadata.annotations.is_none(), "the ledger keeps no more than it needs");
         assert!(list(&mut ledger, &[a, c]).is_empty(), "it is woken once");
     }
