@@ -18,8 +18,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1 as events;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -321,6 +321,7 @@ fn controller<K: Reconciled>(
         }
     });
     let observed = ctx.clone();
+    let (listed, listed_rx) = watch::channel(false);
     let events = watcher(api_in::<K>(&ctx.client, namespace.as_deref()), watcher::Config::default())
         .backoff(crate::retry::WatchBackoff::default())
         // The reconcilers read spec, status and identity only: the cache keeps nothing else.
@@ -333,18 +334,24 @@ fn controller<K: Reconciled>(
             meta.annotations = None;
             meta.labels = None;
         })
+        // The first list is in once its InitDone passes: told here, not by
+        // `Store::wait_until_ready`, whose future wakes only the last of several waiters (kube's
+        // runner is one).
+        .inspect_ok(move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                listed.send_replace(true);
+            }
+        })
         .reflect(writer)
         .applied_objects()
         // Our own status writes do not change the generation, so they wake nothing.
         .predicate_filter(predicates::generation, Default::default());
     let secrets = secret_watch::stream(secret_wakes);
     let config = ControllerConfig::default().concurrency(ctx.settings.concurrency);
-    let store = reader.clone();
     let (names, scope) = (ctx.secret_names.clone(), namespace.clone());
     // Only Credentials reconcile from the names index: an ApiKey has one Secret, read by name.
     let reads_names = K::KIND == crate::api::Kind::Credential;
-    let (listed, listed_rx) = watch::channel(false);
-    let sweeps = wakes::sweeps(reader.clone(), ctx.settings.wakes, listed_rx);
+    let sweeps = wakes::sweeps(reader.clone(), ctx.settings.wakes, listed_rx.clone());
     let future = Controller::for_stream(events, reader)
         .owns_stream(secrets)
         .reconcile_on(sweeps)
@@ -360,9 +367,9 @@ fn controller<K: Reconciled>(
                 tracing::debug!(%error, "reconcile did not complete");
             }
         });
+    let mut listed = listed_rx;
     let synced = async move {
-        let ready = store.wait_until_ready().await.is_ok();
-        listed.send_replace(ready);
+        let ready = listed.wait_for(|listed| *listed).await.is_ok();
         if ready && reads_names {
             names.listed(scope).await;
         }

@@ -113,19 +113,21 @@ fn second_of_day(uid: &str) -> i64 {
     i64::from(crc32fast::hash(uid.as_bytes())) % DAY
 }
 
-/// Whether the sweep over `window` wakes a key with `status` and `uid`: one with a live token
-/// (a key refused, expired or without tokens waits for a change) whose next expiry or daily
-/// look falls in it.
-pub fn due<S: KeyStatus>(status: &S, uid: &str, window: &Window) -> bool {
+/// Whether the sweep over `window` at `now` wakes a key with `status` and `uid`: one with a live
+/// token (a key refused, expired or without tokens waits for a change) whose next expiry or
+/// daily look falls in it, or whose token is past its expiry and still live. That last is a wake
+/// missed (the cache lagged behind a status write while the sweep over its expiry ran, or the
+/// clock stepped back): the next sweep makes up for it.
+pub fn due<S: KeyStatus>(status: &S, uid: &str, window: &Window, now: Timestamp) -> bool {
     let mut expiries = transition::live_expiries(status).peekable();
     if expiries.peek().is_none() {
         return false;
     }
-    expiries.any(|at| window.holds(at)) || window.holds_second_of_day(second_of_day(uid))
+    expiries.any(|at| window.holds(at) || at < now) || window.holds_second_of_day(second_of_day(uid))
 }
 
-/// The sweeps over `store`, once `listed` says it has listed: each yields the keys it wakes.
-/// (Not `Store::wait_until_ready`: its future wakes only the last of several waiters.)
+/// The sweeps over `store`, once `listed` says its watch has listed: each yields the keys it
+/// wakes. (Not `Store::wait_until_ready`: its future wakes only the last of several waiters.)
 pub fn sweeps<K: Reconciled>(
     store: Store<K>,
     wakes: Wakes,
@@ -147,7 +149,7 @@ pub fn sweeps<K: Reconciled>(
                 .iter()
                 .filter(|object| {
                     let uid = object.meta().uid.as_deref().unwrap_or_default();
-                    object.status_of().is_some_and(|status| due(status, uid, &window))
+                    object.status_of().is_some_and(|status| due(status, uid, &window, now))
                 })
                 .map(|object| ObjectRef::from_obj(object.as_ref()))
                 .collect();
@@ -183,6 +185,11 @@ mod tests {
         }
     }
 
+    /// `due` at a sweep long before the test's times, so that no token is past its expiry.
+    fn due_early<S: KeyStatus>(status: &S, uid: &str, window: &Window) -> bool {
+        due(status, uid, window, ts("2026-01-01T00:00:00Z"))
+    }
+
     fn wakes() -> Wakes {
         Wakes::new(Duration::from_secs(300))
     }
@@ -216,10 +223,10 @@ mod tests {
         let window = Window { from: ts("2026-12-01T10:05:00Z"), to: ts("2026-12-01T10:06:00Z") };
         let uid = UID;
         assert!(!window.holds_second_of_day(second_of_day(uid)), "the key's daily look is elsewhere in the day");
-        assert!(due(&active_until("2026-12-01T10:05:00Z"), uid, &window), "at its start");
-        assert!(due(&active_until("2026-12-01T10:05:59Z"), uid, &window));
-        assert!(!due(&active_until("2026-12-01T10:06:00Z"), uid, &window), "its end is the next one's");
-        assert!(!due(&active_until("2026-12-01T10:04:59Z"), uid, &window), "the last one's");
+        assert!(due_early(&active_until("2026-12-01T10:05:00Z"), uid, &window), "at its start");
+        assert!(due_early(&active_until("2026-12-01T10:05:59Z"), uid, &window));
+        assert!(!due_early(&active_until("2026-12-01T10:06:00Z"), uid, &window), "its end is the next one's");
+        assert!(!due_early(&active_until("2026-12-01T10:04:59Z"), uid, &window), "the last one's");
     }
 
     #[test]
@@ -232,15 +239,23 @@ mod tests {
             from,
             to: from.saturating_add(SignedDuration::from_secs(secs)).expect("in range"),
         };
-        assert!(due(&status, UID, &window(at, 1)), "the second itself");
+        assert!(due_early(&status, UID, &window(at, 1)), "the second itself");
         let just_after = at.saturating_add(SignedDuration::from_millis(1)).expect("in range");
-        assert!(!due(&status, UID, &window(just_after, 1)), "a window starting just after it");
-        assert!(due(&status, UID, &window(at.saturating_sub(SignedDuration::from_secs(60)).expect("in range"), 61)));
-        assert!(!due(&status, UID, &window(at.saturating_sub(SignedDuration::from_secs(60)).expect("in range"), 60)));
+        assert!(!due_early(&status, UID, &window(just_after, 1)), "a window starting just after it");
+        assert!(due_early(
+            &status,
+            UID,
+            &window(at.saturating_sub(SignedDuration::from_secs(60)).expect("in range"), 61)
+        ));
+        assert!(!due_early(
+            &status,
+            UID,
+            &window(at.saturating_sub(SignedDuration::from_secs(60)).expect("in range"), 60)
+        ));
         let next_day = at.saturating_add(SignedDuration::from_hours(24)).expect("in range");
-        assert!(due(&status, UID, &window(next_day, 1)), "and the next day");
-        assert!(due(&status, UID, &window(just_after, DAY)), "a window of a day holds it, wherever it starts");
-        assert!(!due(&status, UID, &window(just_after, 0)), "an empty one nothing");
+        assert!(due_early(&status, UID, &window(next_day, 1)), "and the next day");
+        assert!(due_early(&status, UID, &window(just_after, DAY)), "a window of a day holds it, wherever it starts");
+        assert!(!due_early(&status, UID, &window(just_after, 0)), "an empty one nothing");
         // Keys created together look at different seconds.
         let seconds: std::collections::BTreeSet<i64> =
             (0..100).map(|n| second_of_day(&format!("5f0c7b1e-8a55-4d3e-9c1a-{n:012}"))).collect();
@@ -250,15 +265,15 @@ mod tests {
     #[test]
     fn only_a_key_with_a_live_token_is_woken() {
         let all_day = Window { from: ts("2026-12-01T00:00:00Z"), to: ts("2026-12-02T00:00:00Z") };
-        assert!(due(&active_until("2026-12-01T10:00:00Z"), UID, &all_day));
+        assert!(due_early(&active_until("2026-12-01T10:00:00Z"), UID, &all_day));
         let mut expired = active_until("2026-12-01T10:00:00Z");
         expired.record.phase = Some(Phase::Expired);
-        assert!(!due(&expired, UID, &all_day), "expired");
-        assert!(!due(&ApiKeyStatus::default(), UID, &all_day), "never issued");
+        assert!(!due_early(&expired, UID, &all_day), "expired");
+        assert!(!due_early(&ApiKeyStatus::default(), UID, &all_day), "never issued");
         let mut refused = active_until("2026-12-01T10:00:00Z");
         let now = ts("2026-12-01T00:00:00Z");
         refused.conditions = vec![ready_condition(&[], false, reason::INVALID_SPEC, "bad".into(), Some(2), now)];
-        assert!(!due(&refused, UID, &all_day), "refused: only a change helps");
+        assert!(!due_early(&refused, UID, &all_day), "refused: only a change helps");
         let credential = CredentialStatus {
             tokens: vec![
                 TokenStatus { name: "old".into(), record: expired.record.clone() },
@@ -267,7 +282,21 @@ mod tests {
             ..Default::default()
         };
         let before_it = Window { from: ts("2026-12-01T09:00:00Z"), to: ts("2026-12-01T09:00:01Z") };
-        assert!(due(&credential, UID, &all_day), "a Credential with one live token");
-        assert!(!due(&credential, UID, &before_it));
+        assert!(due_early(&credential, UID, &all_day), "a Credential with one live token");
+        assert!(!due_early(&credential, UID, &before_it));
+    }
+
+    #[test]
+    fn a_live_token_past_its_expiry_is_woken_by_the_next_sweep_whatever_the_window() {
+        // The sweep over its expiry saw a stale cache (or the clock stepped back): the window
+        // has moved past it, and the key is still live.
+        let window = Window { from: ts("2026-12-01T10:05:00Z"), to: ts("2026-12-01T10:06:00Z") };
+        assert!(!window.holds_second_of_day(second_of_day(UID)));
+        let missed = active_until("2026-12-01T09:00:00Z");
+        assert!(due(&missed, UID, &window, ts("2026-12-01T10:00:00Z")), "past its expiry and live");
+        assert!(!due(&missed, UID, &window, ts("2026-12-01T09:00:00Z")), "at its expiry second it is not past it");
+        let mut expired = missed.clone();
+        expired.record.phase = Some(Phase::Expired);
+        assert!(!due(&expired, UID, &window, ts("2026-12-01T10:00:00Z")), "once expired, nothing to make up");
     }
 }
