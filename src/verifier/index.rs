@@ -32,7 +32,14 @@ pub struct Index {
 struct Indexed {
     uid: Option<Arc<str>>,
     digests: Box<[Digest]>,
+    /// The initial list of its watch that last showed it (see [`Index::retain_listed`]).
+    list: ListNumber,
 }
+
+/// Numbers the initial lists of one watch, so that the objects a relist did not show can be
+/// told after it without a set of the listed ones: 100,000 keys' names held at the very moment
+/// the index is fullest. 0 is no list.
+pub type ListNumber = u32;
 
 fn bucket_of(digest: &Digest) -> u64 {
     let mut head = [0u8; 8];
@@ -42,7 +49,13 @@ fn bucket_of(digest: &Digest) -> u64 {
 
 impl Index {
     /// Replaces everything known of `object` with `entries`.
-    pub fn replace(&mut self, object: ObjectKey, mut entries: Vec<Entry>) {
+    pub fn replace(&mut self, object: ObjectKey, entries: Vec<Entry>) {
+        self.replace_listed(object, entries, 0);
+    }
+
+    /// [`Index::replace`], for an object that the watch's initial list number `list` showed (or
+    /// a change after it).
+    pub fn replace_listed(&mut self, object: ObjectKey, mut entries: Vec<Entry>, list: ListNumber) {
         self.remove(&object);
         if entries.is_empty() {
             return;
@@ -80,12 +93,12 @@ impl Index {
         if let Some(uid) = &uid {
             self.by_uid.insert(uid.clone(), object.clone());
         }
-        self.objects.insert(object, Indexed { uid, digests });
+        self.objects.insert(object, Indexed { uid, digests, list });
     }
 
     /// Forgets `object` and its tokens.
     pub fn remove(&mut self, object: &ObjectKey) {
-        let Some(Indexed { uid, digests }) = self.objects.remove(object) else { return };
+        let Some(Indexed { uid, digests, .. }) = self.objects.remove(object) else { return };
         if let Some(uid) = uid
             && self.by_uid.get(&uid).is_some_and(|o| **o == *object)
         {
@@ -108,14 +121,16 @@ impl Index {
         }
     }
 
-    /// After a full list of `kind` (in `namespace`, or everywhere): forgets the objects the list
-    /// no longer holds, which were deleted while the watch was down.
-    pub fn retain_listed(&mut self, kind: Kind, namespace: Option<&str>, listed: &HashSet<ObjectKey>) {
+    /// After the full list number `list` of `kind` (in `namespace`, or everywhere): forgets the
+    /// objects that list did not show, which were deleted while the watch was down.
+    pub fn retain_listed(&mut self, kind: Kind, namespace: Option<&str>, list: ListNumber) {
         let gone: Vec<ObjectKey> = self
             .objects
-            .keys()
-            .filter(|o| o.kind == kind && namespace.is_none_or(|ns| *o.namespace == *ns) && !listed.contains(&***o))
-            .map(|o| (**o).clone())
+            .iter()
+            .filter(|(o, indexed)| {
+                o.kind == kind && namespace.is_none_or(|ns| *o.namespace == *ns) && indexed.list != list
+            })
+            .map(|(o, _)| (**o).clone())
             .collect();
         for object in &gone {
             self.remove(object);
@@ -201,12 +216,19 @@ mod tests {
         key_b.metadata.name = Some("other".into());
         let key_a = apikey(&a, serde_json::json!({}), "2026-03-01T00:00:00Z");
         let (obj_a, obj_b) = (ObjectKey::of(Kind::ApiKey, &key_a), ObjectKey::of(Kind::ApiKey, &key_b));
-        let mut index = indexed(&[(obj_a.clone(), apikey_entries(&key_a)), (obj_b.clone(), apikey_entries(&key_b))]);
-        assert_eq!(index.tokens(), 2);
-        index.retain_listed(Kind::ApiKey, Some("team-a"), &HashSet::from([obj_b.clone()]));
+        let mut index = Index::default();
+        index.replace_listed(obj_a.clone(), apikey_entries(&key_a), 1);
+        index.replace_listed(obj_b.clone(), apikey_entries(&key_b), 1);
+        index.retain_listed(Kind::ApiKey, Some("team-a"), 1);
+        assert_eq!(index.tokens(), 2, "the list that showed both keeps both");
+        // The watch relists (number 2) and shows only b: a was deleted meanwhile.
+        index.replace_listed(obj_b.clone(), apikey_entries(&key_b), 2);
+        index.retain_listed(Kind::ApiKey, Some("team-b"), 2);
+        assert_eq!(index.tokens(), 2, "a relist of another namespace keeps team-a's keys");
+        index.retain_listed(Kind::ApiKey, Some("team-a"), 2);
         assert_eq!(check(&index, &a, &[], None, CREATED), Code::NotFound);
         assert_eq!(check(&index, &b, &[], None, CREATED), Code::Valid);
-        index.retain_listed(Kind::Credential, None, &HashSet::new());
+        index.retain_listed(Kind::Credential, None, 3);
         assert_eq!(index.tokens(), 1, "a relist of another kind keeps ApiKeys");
         index.remove(&obj_b);
         assert_eq!((index.tokens(), index.buckets.len(), index.objects.len(), index.by_uid.len()), (0, 0, 0, 0));

@@ -7,7 +7,6 @@ pub mod http;
 pub mod index;
 pub mod metrics;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -25,7 +24,7 @@ use crate::exchange::Exchange;
 use crate::judge::{self, Judged, ObjectKey, Request, Verdict};
 use crate::usage::Recorder;
 use crate::watch::{api_in, watch_scopes};
-use index::Index;
+use index::{Index, ListNumber};
 use metrics::VerifierMetrics;
 
 /// How the verifier was started (`keyward verifier` flags).
@@ -260,26 +259,22 @@ async fn follow<K: Judged>(
             }
         }
     }));
-    // Objects seen in the list under way: after it, the rest were deleted while unwatched.
-    let mut in_list = HashSet::new();
+    // The number of the list under way: after it, the objects it did not show were deleted
+    // while unwatched.
+    let mut list: ListNumber = 0;
     let mut batch = Vec::with_capacity(BATCH);
     let mut changes = Vec::with_capacity(BATCH);
     while events_rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut list_done = false;
         for event in batch.drain(..) {
             match event {
-                Ok(Event::Init) => in_list.clear(),
-                Ok(Event::InitApply(object)) => {
-                    let key = ObjectKey::of(K::KIND, &object);
-                    in_list.insert(key.clone());
-                    changes.push(Change::Replace(key, object.entries()));
+                Ok(Event::Init) => list = list.wrapping_add(1).max(1),
+                Ok(Event::InitApply(object) | Event::Apply(object)) => {
+                    changes.push(Change::Replace(ObjectKey::of(K::KIND, &object), object.entries(), list))
                 }
                 Ok(Event::InitDone) => {
-                    changes.push(Change::RetainListed(std::mem::take(&mut in_list)));
+                    changes.push(Change::RetainListed(list));
                     list_done = true;
-                }
-                Ok(Event::Apply(object)) => {
-                    changes.push(Change::Replace(ObjectKey::of(K::KIND, &object), object.entries()))
                 }
                 Ok(Event::Delete(object)) => changes.push(Change::Remove(ObjectKey::of(K::KIND, &object))),
                 Err(error) => tracing::warn!(kind = K::KIND.as_str(), %error, "watch failed; retrying with backoff"),
@@ -289,9 +284,9 @@ async fn follow<K: Judged>(
             verifier.update(|index| {
                 for change in changes.drain(..) {
                     match change {
-                        Change::Replace(key, entries) => index.replace(key, entries),
+                        Change::Replace(key, entries, list) => index.replace_listed(key, entries, list),
                         Change::Remove(key) => index.remove(&key),
-                        Change::RetainListed(seen) => index.retain_listed(K::KIND, namespace.as_deref(), &seen),
+                        Change::RetainListed(list) => index.retain_listed(K::KIND, namespace.as_deref(), list),
                     }
                 }
             });
@@ -305,9 +300,11 @@ async fn follow<K: Judged>(
 
 /// One event of a watch, as the index takes it.
 enum Change {
-    Replace(ObjectKey, Vec<judge::Entry>),
+    /// The object's entries now, shown by (or after) the list of this number.
+    Replace(ObjectKey, Vec<judge::Entry>, ListNumber),
     Remove(ObjectKey),
-    RetainListed(HashSet<ObjectKey>),
+    /// The list of this number is done.
+    RetainListed(ListNumber),
 }
 
 /// Ends the watch task when the follow that reads it ends (at shutdown, or when dropped).
