@@ -112,6 +112,12 @@ pub struct Profile {
     /// when written in the same window.
     pub floor_with_events_secs: Option<f64>,
     pub floor_with_events_requests: BTreeMap<String, u64>,
+    /// The floor with the controller's watches open (ApiKeys, Credentials, the Secrets'
+    /// metadata), listed before its clock starts, after each round's floor: seconds each round,
+    /// the controller from ready over their median, and the API server's CPU seconds per run.
+    pub floor_watched_rounds_secs: Vec<f64>,
+    pub ratio_ready_watched: Option<f64>,
+    pub floor_watched_apiserver_cpu_secs_per_run: f64,
 }
 
 /// The Credential part (figure 6): the figures 1 to 3 for Credentials of several tokens.
@@ -385,6 +391,15 @@ fn print_profile(p: &Profile) {
         show::each(&p.status_merge_secs, 2)
     );
     println!("  floor with an Event per key: {}", show::secs(p.floor_with_events_secs, 2));
+    if !p.floor_watched_rounds_secs.is_empty() {
+        println!(
+            "  floor with the controller's watches open: {} s (API server CPU {:.2} s per run); controller from \
+             ready over it (medians): {}",
+            show::each(&p.floor_watched_rounds_secs, 2),
+            p.floor_watched_apiserver_cpu_secs_per_run,
+            show::num(p.ratio_ready_watched, 2)
+        );
+    }
     let ms = |title: &str, list: &BTreeMap<String, f64>| {
         if !list.is_empty() {
             println!("\n{title}:");

@@ -30,7 +30,10 @@
 //! bursts of figure 1: the API server's mean time per request and its CPU time against the
 //! floor's, the connections (TLS handshakes) controller and floor open, when the controller's
 //! Events arrive against the keys going Active, 1,000 raw status writes by server-side apply
-//! against as many merge patches, and the floor with an Event per key.
+//! against as many merge patches, the floor with an Event per key, and, each round, the floor
+//! with the controller's own watches open (its ApiKeys, Credentials and Secrets' metadata,
+//! listed before the clock starts): what the API server spends sending a controller its own
+//! writes back, which the bare floor does not pay.
 //!
 //! Figure 1 is measured `KEYWARD_BENCH_ROUNDS` (3) times, floor, controller and floor again,
 //! each in a fresh namespace (and with a fresh controller); the medians are compared.
@@ -78,7 +81,7 @@ use common::{Error, MANAGER, Outcome, Progress, Result, ensure_signing_keys, env
 use figures::{CredentialFigures, Figures, Profile, print_table};
 use profile::{ConnectionSampler, EventTimes};
 use requests::{Requests, is_event, is_key_write, is_operator_write, is_watched, wait_idle, wait_quiet};
-use watch::{ActiveWatch, DeletionWatch};
+use watch::{ActiveWatch, ControllerWatches, DeletionWatch};
 
 /// The value of the label `common::BENCH_LABEL` on this bench's namespaces.
 const BENCH_LABEL_VALUE: &str = "issue";
@@ -172,11 +175,12 @@ impl common::Bench for Bench {
         let n = self.settings.keys;
         let (mut before, mut after) = (Burst::default(), Burst::default());
         let mut through = Burst::default();
+        let mut watched = Burst::default();
         let mut kept = None;
         // The floor before and after each controller run, so that a slow spell of the machine
         // (or of etcd's disk, or a namespace growing) hits both alike; medians are compared.
         for round in 1..=rounds {
-            self.floor(&format!("floor-{round}-before"), false, &mut before).await?;
+            self.floor(&format!("floor-{round}-before"), Extra::None, &mut before).await?;
             let controller = self.controller_run(round, &mut through).await?;
             if round < rounds {
                 self.count_log_lines(&controller);
@@ -184,7 +188,10 @@ impl common::Bench for Bench {
             } else {
                 kept = Some(controller);
             }
-            self.floor(&format!("floor-{round}-after"), false, &mut after).await?;
+            self.floor(&format!("floor-{round}-after"), Extra::None, &mut after).await?;
+            if self.settings.profile {
+                self.floor(&format!("floor-{round}-watched"), Extra::Watches, &mut watched).await?;
+            }
         }
         let keys = (n * rounds) as f64;
         let f = &mut self.figures;
@@ -210,6 +217,9 @@ impl common::Bench for Bench {
         profile.floor_apiserver_cpu_secs_per_run = floor.spent.cpu_secs / (2 * rounds) as f64;
         profile.controller_apiserver_cpu_secs_per_run = through.spent.cpu_secs / rounds as f64;
         profile.floor_requests = floor.spent.breakdown(|r| is_watched(r) && r.verb != "WATCH");
+        profile.floor_watched_rounds_secs = watched.secs.clone();
+        profile.ratio_ready_watched = ratio(f.controller_ready_secs, median(&watched.secs));
+        profile.floor_watched_apiserver_cpu_secs_per_run = watched.spent.cpu_secs / rounds as f64;
         f.controller_writes_per_key = Some(through.spent.writes(is_key_write) as f64 / keys);
         f.controller_event_writes = Some(through.spent.writes(is_event));
         f.controller_gets_per_key = Some(through.spent.count(|r| is_watched(r) && r.verb == "GET") as f64 / keys);
@@ -227,7 +237,7 @@ impl common::Bench for Bench {
         if self.settings.profile {
             self.status_writes().await?;
             let mut with_events = Burst::default();
-            self.floor("floor-events", true, &mut with_events).await?;
+            self.floor("floor-events", Extra::Event, &mut with_events).await?;
             let profile = self.figures.profile.get_or_insert_with(Profile::default);
             profile.floor_with_events_secs = with_events.secs.first().copied();
             profile.floor_with_events_requests = with_events.spent.breakdown(|r| is_watched(r) && r.verb != "WATCH");
@@ -295,11 +305,11 @@ impl Bench {
     }
 
     /// Figure 1, the floor: for `keys` ApiKeys created untimed beforehand, the controller's
-    /// own writes (a Secret create and a status apply per key; with `event`, an Event too) by a
+    /// own writes (a Secret create and a status apply per key, and what `extra` says) by a
     /// fresh client, `concurrency` keys in flight, in a namespace no controller watches. Adds
     /// the seconds from the first write until every key was seen Active, and the requests
     /// meanwhile, to `burst`.
-    async fn floor(&mut self, run: &str, event: bool, burst: &mut Burst) -> Result<()> {
+    async fn floor(&mut self, run: &str, extra: Extra, burst: &mut Burst) -> Result<()> {
         let n = self.settings.keys;
         let ns = self.namespace(run).await?;
         let keys = self.pre_apply(run, &ns, n).await?;
@@ -307,14 +317,21 @@ impl Bench {
         let watch = ActiveWatch::start(objects, n, key_active).await?;
         // A fresh client, as the controller starts with one: its connections are the floor's.
         let client = keyward::retry::client().await.map_err(|e| format!("a client from KUBECONFIG: {e}"))?;
+        // Listed before the clock starts, as a controller's are before it is ready.
+        let _watches = match extra {
+            Extra::Watches => Some(ControllerWatches::start(&client, &ns).await?),
+            Extra::None | Extra::Event => None,
+        };
         let (keys_api, secrets) = (Api::<ApiKey>::namespaced(client.clone(), &ns), Api::namespaced(client, &ns));
-        let sampler = self.apiserver_port.map(|port| ConnectionSampler::start(std::process::id(), port));
+        let plain = extra == Extra::None;
+        let sampler =
+            self.apiserver_port.filter(|_| plain).map(|port| ConnectionSampler::start(std::process::id(), port));
         let before = Requests::scrape(&self.client).await?;
         self.progress.say(&format!("{run}: the controller's writes for {n} keys, directly, in {ns}"));
         let cpu_before = common::process::cpu_secs(std::process::id());
         let started = Instant::now();
         futures::stream::iter(keys)
-            .map(|key| issue_directly(keys_api.clone(), secrets.clone(), key, event))
+            .map(|key| issue_directly(keys_api.clone(), secrets.clone(), key, extra == Extra::Event))
             .buffer_unordered(self.settings.concurrency)
             .try_collect::<()>()
             .await?;
@@ -322,7 +339,9 @@ impl Bench {
         let secs = done.duration_since(started).as_secs_f64();
         let cpu = common::process::cpu_secs(std::process::id()).zip(cpu_before).map(|(after, before)| after - before);
         let after = Requests::scrape(&self.client).await?;
-        self.figures.profile.get_or_insert_with(Profile::default).floor_cpu_secs.extend(cpu);
+        if plain {
+            self.figures.profile.get_or_insert_with(Profile::default).floor_cpu_secs.extend(cpu);
+        }
         if let Some(sampler) = sampler {
             let connections = sampler.stop().await;
             self.figures.profile.get_or_insert_with(Profile::default).floor_connections.push(connections);
@@ -871,6 +890,17 @@ async fn create_all<K: Key>(api: &Api<K>, objects: impl Iterator<Item = K>, conc
         .buffer_unordered(concurrency)
         .try_collect()
         .await
+}
+
+/// What a floor run does beside the controller's two writes per key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Extra {
+    None,
+    /// An `Issued` Event per key, as the controller writes.
+    Event,
+    /// The controller's watches kept open by the floor's client, listed before the clock starts:
+    /// what the API server spends sending a controller its own writes back.
+    Watches,
 }
 
 /// What the bursts of one kind (baseline or controller) measured over the rounds.

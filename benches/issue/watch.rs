@@ -7,12 +7,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use keyward::api::Key;
-use kube::ResourceExt;
+use keyward::api::{ApiKey, Credential, Key, LABEL_MANAGED_BY, MANAGED_BY_VALUE};
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{EXPIRING_LABEL, EXPIRING_LABEL_VALUE};
@@ -155,5 +157,58 @@ impl DeletionWatch {
 impl Drop for DeletionWatch {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// The watches a controller keeps in one namespace, opened by the floor's own client: its
+/// ApiKeys and Credentials, and the metadata of the Secrets it labelled. Each event is taken
+/// (parsed) and dropped, until this is dropped.
+pub struct ControllerWatches {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ControllerWatches {
+    /// Returns once every watch has listed.
+    pub async fn start(client: &Client, ns: &str) -> Result<Self> {
+        let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
+        fn initdone<K>(event: watcher::Result<watcher::Event<K>>) -> bool {
+            matches!(event, Ok(watcher::Event::InitDone))
+        }
+        let secrets = Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns);
+        let streams: [BoxStream<'static, bool>; 3] = [
+            watcher(Api::<ApiKey>::namespaced(client.clone(), ns), watcher::Config::default()).map(initdone).boxed(),
+            watcher(Api::<Credential>::namespaced(client.clone(), ns), watcher::Config::default())
+                .map(initdone)
+                .boxed(),
+            watcher(secrets, watcher::Config::default().labels(&selector)).map(initdone).boxed(),
+        ];
+        let mut tasks = Vec::new();
+        let mut listed = Vec::new();
+        for mut events in streams {
+            let (listed_tx, listed_rx) = oneshot::channel();
+            listed.push(listed_rx);
+            tasks.push(tokio::spawn(async move {
+                let mut listed_tx = Some(listed_tx);
+                while let Some(done) = events.next().await {
+                    if done && let Some(tx) = listed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }));
+        }
+        let watches = Self { tasks };
+        tokio::time::timeout(Duration::from_secs(30), futures::future::try_join_all(listed))
+            .await
+            .map_err(|_| "the controller's watches did not list within 30 s")?
+            .map_err(|_| "a controller's watch ended")?;
+        Ok(watches)
+    }
+}
+
+impl Drop for ControllerWatches {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
