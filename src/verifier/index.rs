@@ -4,6 +4,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::api::Kind;
 use crate::judge::{self, Entry, ObjectKey};
 use crate::token::Digest;
@@ -15,7 +17,7 @@ use crate::token::Digest;
 /// hash matched.
 #[derive(Debug, Default)]
 pub struct Index {
-    buckets: HashMap<u64, Vec<Arc<Entry>>>,
+    buckets: HashMap<u64, Bucket>,
     /// Each object's UID and token digests, to find its entries again on change or removal.
     objects: HashMap<Arc<ObjectKey>, Indexed>,
     /// Objects by `metadata.uid`, for access tokens, which name their key by UID.
@@ -26,6 +28,10 @@ pub struct Index {
     /// Digests that two or more entries claim (refused for all of them).
     shared: usize,
 }
+
+/// The entries whose digests begin with the same 8 bytes: one, but for a hash that two keys
+/// claim (or a collision of 64 bits), held in place rather than in an allocation of its own.
+type Bucket = SmallVec<[Arc<Entry>; 1]>;
 
 /// What the index keeps of one object beside its entries.
 #[derive(Debug)]
@@ -107,7 +113,7 @@ impl Index {
         for digest in digests {
             let bucket_key = bucket_of(&digest);
             if let Some(bucket) = self.buckets.get_mut(&bucket_key) {
-                let claimants = |bucket: &Vec<Arc<Entry>>| bucket.iter().filter(|e| e.digest == digest).count();
+                let claimants = |bucket: &Bucket| bucket.iter().filter(|e| e.digest == digest).count();
                 let (before, claimed_before) = (bucket.len(), claimants(bucket));
                 bucket.retain(|e| !(e.digest == digest && *e.object == *object));
                 self.tokens -= before - bucket.len();

@@ -226,11 +226,11 @@ pub async fn follow_all(client: Client, settings: &Settings, verifier: Arc<Verif
     tokio::join!(ready_when_listed, futures::future::join_all(watches));
 }
 
-/// Events a watch may hold taken from the API server but not yet indexed: a page of the initial
+/// Changes a watch may hold taken from the API server but not yet indexed: a page of the initial
 /// list (`watcher::Config`'s 500) and the next one.
 const WATCH_BUFFER: usize = 1000;
 
-/// Events indexed under one write lock at most: a page of the initial list goes in a few locks
+/// Changes indexed under one write lock at most: a page of the initial list goes in a few locks
 /// instead of one per object, and a lookup waits for no more than this many.
 const BATCH: usize = 256;
 
@@ -238,8 +238,9 @@ const BATCH: usize = 256;
 ///
 /// The watch runs in a task of its own, a page or two ahead: the API server makes (and the client
 /// parses) the next page of the initial list while this one is being indexed, which the watcher
-/// alone would ask for only once every object of the page was taken. The events are indexed in
-/// order, in batches of what is already there.
+/// alone would ask for only once every object of the page was taken. That task also turns each
+/// object into its entries at once, so what waits to be indexed is entries, not whole objects.
+/// The changes are indexed in order, in batches of what is already there.
 async fn follow<K: Judged>(
     client: Client,
     namespace: Option<String>,
@@ -250,47 +251,45 @@ async fn follow<K: Judged>(
     let mut listed = Some(listed);
     let events = watch_objects(api_in::<K>(&client, namespace.as_deref()), config)
         .backoff(crate::retry::WatchBackoff::default());
-    let (events_tx, mut events_rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+    let (changes_tx, mut changes_rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
     let _watch = AbortOnDrop(tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
+        // The number of the list under way: after it, the objects it did not show were deleted
+        // while unwatched.
+        let mut list: ListNumber = 0;
         while let Some(event) = events.next().await {
-            if events_tx.send(event).await.is_err() {
+            let change = match event {
+                Ok(Event::Init) => {
+                    list = list.wrapping_add(1).max(1);
+                    continue;
+                }
+                Ok(Event::InitApply(object) | Event::Apply(object)) => {
+                    Change::Replace(ObjectKey::of(K::KIND, &object), object.entries(), list)
+                }
+                Ok(Event::InitDone) => Change::RetainListed(list),
+                Ok(Event::Delete(object)) => Change::Remove(ObjectKey::of(K::KIND, &object)),
+                Err(error) => {
+                    tracing::warn!(kind = K::KIND.as_str(), %error, "watch failed; retrying with backoff");
+                    continue;
+                }
+            };
+            if changes_tx.send(change).await.is_err() {
                 break;
             }
         }
     }));
-    // The number of the list under way: after it, the objects it did not show were deleted
-    // while unwatched.
-    let mut list: ListNumber = 0;
-    let mut batch = Vec::with_capacity(BATCH);
     let mut changes = Vec::with_capacity(BATCH);
-    while events_rx.recv_many(&mut batch, BATCH).await > 0 {
-        let mut list_done = false;
-        for event in batch.drain(..) {
-            match event {
-                Ok(Event::Init) => list = list.wrapping_add(1).max(1),
-                Ok(Event::InitApply(object) | Event::Apply(object)) => {
-                    changes.push(Change::Replace(ObjectKey::of(K::KIND, &object), object.entries(), list))
+    while changes_rx.recv_many(&mut changes, BATCH).await > 0 {
+        let list_done = changes.iter().any(|change| matches!(change, Change::RetainListed(_)));
+        verifier.update(|index| {
+            for change in changes.drain(..) {
+                match change {
+                    Change::Replace(key, entries, list) => index.replace_listed(key, entries, list),
+                    Change::Remove(key) => index.remove(&key),
+                    Change::RetainListed(list) => index.retain_listed(K::KIND, namespace.as_deref(), list),
                 }
-                Ok(Event::InitDone) => {
-                    changes.push(Change::RetainListed(list));
-                    list_done = true;
-                }
-                Ok(Event::Delete(object)) => changes.push(Change::Remove(ObjectKey::of(K::KIND, &object))),
-                Err(error) => tracing::warn!(kind = K::KIND.as_str(), %error, "watch failed; retrying with backoff"),
             }
-        }
-        if !changes.is_empty() {
-            verifier.update(|index| {
-                for change in changes.drain(..) {
-                    match change {
-                        Change::Replace(key, entries, list) => index.replace_listed(key, entries, list),
-                        Change::Remove(key) => index.remove(&key),
-                        Change::RetainListed(list) => index.retain_listed(K::KIND, namespace.as_deref(), list),
-                    }
-                }
-            });
-        }
+        });
         // Ready only once the whole list is in the index, never while part of it waits in a batch.
         if list_done && let Some(listed) = listed.take() {
             let _ = listed.send(());
