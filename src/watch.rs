@@ -5,9 +5,20 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 
 /// Scopes to run in: all namespaces, or each listed one with its own watches.
-/// One watch per namespace named, or a single cluster-wide one when none is.
+/// One watch per namespace named (a name given twice still once, in the order first given: two
+/// watches of one scope would each take the other's objects for gone after a relist), or a
+/// single cluster-wide one when none is.
 pub fn watch_scopes(namespaces: &[String]) -> Vec<Option<String>> {
-    if namespaces.is_empty() { vec![None] } else { namespaces.iter().cloned().map(Some).collect() }
+    if namespaces.is_empty() {
+        return vec![None];
+    }
+    let mut scopes: Vec<Option<String>> = Vec::with_capacity(namespaces.len());
+    for namespace in namespaces {
+        if !scopes.iter().any(|known| known.as_deref() == Some(namespace.as_str())) {
+            scopes.push(Some(namespace.clone()));
+        }
+    }
+    scopes
 }
 
 pub fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -43,6 +54,16 @@ pub fn own_namespace(client: &Client) -> String {
 mod tests {
     use super::*;
     use kube::runtime::watcher::InitialListStrategy;
+
+    #[test]
+    fn each_namespace_is_one_scope_however_often_it_is_named() {
+        let named = |names: &[&str]| watch_scopes(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+        assert_eq!(named(&[]), vec![None]);
+        assert_eq!(
+            named(&["team-b", "team-a", "team-b", "team-a"]),
+            vec![Some("team-b".to_string()), Some("team-a".to_string())]
+        );
+    }
 
     #[test]
     fn streaming_lists_are_asked_for_only_when_the_flag_says_so() {

@@ -95,7 +95,9 @@ pub struct Profile {
     pub floor_apiserver_cpu_secs_per_run: f64,
     /// The controller's own CPU seconds, from spawn until every key was Active, each round.
     pub controller_cpu_secs: Vec<f64>,
-    /// The bench process's CPU seconds over each floor run (its client and its watch).
+    /// The bench process's CPU seconds over each floor run (its client and its watch), the bare
+    /// floors only (not the floor with Events, nor with the controller's watches; as are the
+    /// floor's connections).
     pub floor_cpu_secs: Vec<f64>,
     /// Connections to the API server (each new one a TLS handshake), each run.
     pub controller_connections: Vec<Connections>,

@@ -11,6 +11,7 @@ use futures::stream::BoxStream;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use keyward::api::{ApiKey, Credential, Key, LABEL_MANAGED_BY, MANAGED_BY_VALUE};
+use keyward::retry::WatchBackoff;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -162,7 +163,8 @@ impl Drop for DeletionWatch {
 
 /// The watches a controller keeps in one namespace, opened by the floor's own client: its
 /// ApiKeys and Credentials, and the metadata of the Secrets it labelled. Each event is taken
-/// (parsed) and dropped, until this is dropped.
+/// (parsed) and dropped, until this is dropped; a failed watch retries with the controller's
+/// backoff.
 pub struct ControllerWatches {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -176,11 +178,18 @@ impl ControllerWatches {
         }
         let secrets = Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns);
         let streams: [BoxStream<'static, bool>; 3] = [
-            watcher(Api::<ApiKey>::namespaced(client.clone(), ns), watcher::Config::default()).map(initdone).boxed(),
-            watcher(Api::<Credential>::namespaced(client.clone(), ns), watcher::Config::default())
+            watcher(Api::<ApiKey>::namespaced(client.clone(), ns), watcher::Config::default())
+                .backoff(WatchBackoff::default())
                 .map(initdone)
                 .boxed(),
-            watcher(secrets, watcher::Config::default().labels(&selector)).map(initdone).boxed(),
+            watcher(Api::<Credential>::namespaced(client.clone(), ns), watcher::Config::default())
+                .backoff(WatchBackoff::default())
+                .map(initdone)
+                .boxed(),
+            watcher(secrets, watcher::Config::default().labels(&selector))
+                .backoff(WatchBackoff::default())
+                .map(initdone)
+                .boxed(),
         ];
         let mut tasks = Vec::new();
         let mut listed = Vec::new();
