@@ -286,5 +286,5 @@ async fn rotation_walkthrough_add_next_move_consumers_remove_primary() {
     assert_eq!(ns.token_of("billing-next").await, next);
 
     // No token changed at any step: two Secrets ever, each with one token.
-    history.assert_one_token_per_secret(2);
+    history.assert_one_token_per_secret(2).await;
 }

@@ -75,5 +75,5 @@ async fn only_the_leader_writes_and_a_standby_replaces_a_killed_leader_within_th
     assert_eq!(metric(&replicas[standby].1, SECRET_CREATES).await, 10.0, "the new leader issued the new keys");
     let all: Vec<String> = names.into_iter().chain(more).collect();
     assert_tokens_match_status(&ns, &all).await;
-    history.assert_one_token_per_secret(30);
+    history.assert_one_token_per_secret(30).await;
 }

@@ -234,7 +234,7 @@ async fn an_api_server_killed_mid_burst_leaves_one_token_per_key_every_secret_an
     let mut all = names.clone();
     all.push("steady".into());
     let tokens = assert_tokens_match_status(&ns, &all).await;
-    history.assert_one_token_per_secret(all.len());
+    history.assert_one_token_per_secret(all.len()).await;
     let reissued: Vec<Event> = Api::<Event>::namespaced(ns.client.clone(), &ns.name)
         .list(&ListParams::default().fields("reason=TokenReissued"))
         .await

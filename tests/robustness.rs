@@ -25,7 +25,7 @@ async fn crash_safety_sigkill_during_200_creates_leaves_exactly_one_token_per_ke
     let names = creating.await.expect("creates finished");
     wait_all_active(ns.keys(), &names, Duration::from_secs(120)).await;
     assert_tokens_match_status(&ns, &names).await;
-    history.assert_one_token_per_secret(200);
+    history.assert_one_token_per_secret(200).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,7 +37,7 @@ async fn two_controllers_at_once_issue_exactly_one_token_per_key() {
     let names = create_keys(ns.keys(), "twice", 100, 16).await;
     wait_all_active(ns.keys(), &names, Duration::from_secs(120)).await;
     // The history first: a token rewritten after Active says which writer broke the record.
-    history.assert_one_token_per_secret(100);
+    history.assert_one_token_per_secret(100).await;
     assert_tokens_match_status(&ns, &names).await;
 }
 

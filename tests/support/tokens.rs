@@ -10,7 +10,7 @@ use kube::api::{Api, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::namespace::TestNamespace;
-use super::wait::DEADLINE;
+use super::wait::{DEADLINE, wait_for};
 
 /// The token in a Secret's `data.token`.
 pub fn token_in(secret: &Secret) -> Option<String> {
@@ -70,7 +70,14 @@ impl TokenHistory {
     }
 
     /// Asserts no Secret's token ever changed and exactly `count` Secret objects held a token.
-    pub fn assert_one_token_per_secret(&self, count: usize) {
+    /// Waits for the `count`th first: this watch of Secrets may trail whatever the caller
+    /// waited on (watches of different resources keep no order between them).
+    pub async fn assert_one_token_per_secret(&self, count: usize) {
+        wait_for(format!("{count} Secrets in the token history"), DEADLINE, || async {
+            let seen = self.secret_objects();
+            if seen >= count { Ok(()) } else { Err(format!("{seen} so far")) }
+        })
+        .await;
         assert!(self.rewritten().is_empty(), "tokens changed after they were written: {:?}", self.rewritten());
         assert_eq!(self.secret_objects(), count, "some key got more than one Secret over the run");
     }
