@@ -83,17 +83,8 @@ async fn metrics_count_keys_by_phase_and_show_each_tokens_expiry() {
     ns.wait_phase("broken", Phase::Failed).await;
     ns.wait_credential("svc", "an active token", |s| s.active_tokens == Some(1)).await;
 
-    // The census is taken from the controller's caches, each fed by a watch of its own, and a
-    // reconcile is counted once it returns: each figure is waited for, not read once.
-    for (series, value) in [
-        (r#"keyward_keys{kind="ApiKey",phase="Active"}"#, 1.0),
-        (r#"keyward_keys{kind="ApiKey",phase="Inactive"}"#, 1.0),
-        (r#"keyward_keys{kind="ApiKey",phase="Failed"}"#, 1.0),
-        (r#"keyward_keys{kind="ApiKey",phase="Expired"}"#, 0.0),
-        (r#"keyward_keys{kind="Credential",phase="Active"}"#, 1.0),
-    ] {
-        wait_sample(&controller, series, value).await;
-    }
+    // The census is taken from the controller's caches, each fed by a watch of its own, so it
+    // is waited for: until one scrape shows every figure (and each token's expiry) at once.
     let ns_name = &ns.name;
     let expiry = |kind: &str, name: &str, token: &str| {
         format!(
@@ -101,8 +92,22 @@ async fn metrics_count_keys_by_phase_and_show_each_tokens_expiry() {
         )
     };
     let at = |text: &str| text.parse::<jiff::Timestamp>().expect("a time").as_second() as f64;
-    wait_sample(&controller, &expiry("ApiKey", "on", ""), at("2030-01-01T00:00:00Z")).await;
-    wait_sample(&controller, &expiry("Credential", "svc", "a"), at("2031-01-01T00:00:00Z")).await;
+    let census = [
+        (r#"keyward_keys{kind="ApiKey",phase="Active"}"#.to_string(), 1.0),
+        (r#"keyward_keys{kind="ApiKey",phase="Inactive"}"#.to_string(), 1.0),
+        (r#"keyward_keys{kind="ApiKey",phase="Failed"}"#.to_string(), 1.0),
+        (r#"keyward_keys{kind="ApiKey",phase="Expired"}"#.to_string(), 0.0),
+        (r#"keyward_keys{kind="Credential",phase="Active"}"#.to_string(), 1.0),
+        (expiry("ApiKey", "on", ""), at("2030-01-01T00:00:00Z")),
+        (expiry("Credential", "svc", "a"), at("2031-01-01T00:00:00Z")),
+    ];
+    wait_for("the census of every key and token in one scrape", DEADLINE, || async {
+        let metrics = controller.metrics().await;
+        let wrong: Vec<_> = census.iter().filter(|(series, value)| sample(&metrics, series) != Some(*value)).collect();
+        if wrong.is_empty() { Ok(()) } else { Err(format!("not yet {wrong:?}:\n{metrics}")) }
+    })
+    .await;
+    // A reconcile is counted once it returns, after its status write.
     let metrics = controller
         .wait_metric(r#"keyward_reconciles_total{kind="ApiKey"}"#, "3 ApiKey reconciles", |n| n >= Some(3.0))
         .await;

@@ -239,7 +239,8 @@ async fn two_controllers_rotating_at_once_never_replace_a_published_key() {
         }
     }
     // A write is counted when it is sent and a conflict when its refusal comes back, so the
-    // loser of the last race may still be on its way: the sums agree once both are in.
+    // sums agree once the last race's loser has had its refusal and its winner's version has
+    // reached the history.
     let writes = |m: &str| sample(m, CREATES).unwrap_or(0.0) + sample(m, UPDATES).unwrap_or(0.0);
     let conflicts = |m: &str| sample(m, "keyward_signing_key_write_conflicts_total").unwrap_or(0.0);
     wait_for("every write to have either won or lost", DEADLINE, || async {
