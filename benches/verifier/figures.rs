@@ -53,8 +53,12 @@ pub struct LoadFigures {
     pub throughput_ratio: Option<f64>,
     /// This server's median p99 over the same-stack baseline's.
     pub p99_ratio: Option<f64>,
-    /// The verifier's median requests per second over NGINX's (goal >= 0.8).
+    /// The verifier's median requests per second over NGINX's.
     pub nginx_throughput_ratio: Option<f64>,
+    /// Each round's requests per second over NGINX's in the same round, and their median (goal
+    /// >= 0.8): taken in turns, the two see the same machine, as the rebuild and its LIST do.
+    pub nginx_throughput_ratio_rounds: Vec<f64>,
+    pub nginx_throughput_ratio_paired: Option<f64>,
     /// The verifier's median p99 over NGINX's (goal <= 1.5 with many connections).
     pub nginx_p99_ratio: Option<f64>,
     pub rounds: Vec<WrkRun>,
@@ -125,6 +129,8 @@ impl LoadFigures {
             throughput_ratio: None,
             p99_ratio: None,
             nginx_throughput_ratio: None,
+            nginx_throughput_ratio_rounds: Vec::new(),
+            nginx_throughput_ratio_paired: None,
             nginx_p99_ratio: None,
             rounds,
         }
@@ -197,10 +203,16 @@ pub fn print_table(f: &Figures) {
             let keys = v.keys;
             row(format!("{load}, verifier {keys} keys: req/s"), format!("{:.0}", v.rps), "", None);
             row(
-                format!("{load}, verifier {keys} keys: req/s / NGINX"),
+                format!("{load}, verifier {keys} keys: req/s / NGINX, of the medians"),
                 ratio(v.nginx_throughput_ratio),
+                "",
+                None,
+            );
+            row(
+                format!("{load}, verifier {keys} keys: req/s / NGINX, median of the rounds'"),
+                ratio(v.nginx_throughput_ratio_paired),
                 ">= 0.80",
-                v.nginx_throughput_ratio.map(|r| r >= 0.8),
+                v.nginx_throughput_ratio_paired.map(|r| r >= 0.8),
             );
             row(format!("{load}, verifier {keys} keys: req/s / baseline"), ratio(v.throughput_ratio), "", None);
             row(
