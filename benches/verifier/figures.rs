@@ -20,7 +20,8 @@ pub struct Figures {
     /// Part 1: the baseline at each load.
     pub baseline: Vec<LoadFigures>,
     /// Part 1, to explain the others: a baseline that answers, without looking at anything,
-    /// the very headers and body of a verifier's 200. Its ratios are to the baseline.
+    /// the very headers of a verifier's 200 (a granted answer has no body). Its ratios are to
+    /// the baseline.
     pub sized_baseline: Vec<LoadFigures>,
     /// Part 1, the floor: NGINX `return 200;` with one worker, at each load. Its ratios are to
     /// the baseline.
@@ -326,6 +327,11 @@ pub fn print_table(f: &Figures) {
         let verifiers = f.verifier.iter().map(|v| (format!("verifier {}", v.keys), v));
         for (name, figures) in baselines.chain(sized).chain(nginx).chain(verifiers) {
             println!("  {:>3} conn {name:<16} {}", figures.connections, each(&figures.rounds));
+        }
+        println!("\nrounds, verifier req/s / NGINX's in the same round:");
+        for v in f.verifier.iter().filter(|v| !v.nginx_throughput_ratio_rounds.is_empty()) {
+            let ratios: Vec<String> = v.nginx_throughput_ratio_rounds.iter().map(|r| format!("{r:.3}")).collect();
+            println!("  {:>3} conn verifier {:<7} {}", v.connections, v.keys, ratios.join(", "));
         }
     }
     for api in f.api.iter().filter(|a| !a.rebuild_rounds_secs.is_empty()) {
