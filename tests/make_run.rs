@@ -21,8 +21,21 @@ use tokio::process::Command;
 /// The first run builds the crate from the clone and starts a control plane.
 const FIRST_RUN: Duration = Duration::from_secs(900);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+/// `N` different free ports below the kernel's ephemeral range (each held until all are
+/// chosen). The control plane that `make run` starts takes its own ports from that range (port
+/// 0) after these are chosen, so a port chosen that way could be handed to etcd before Keyward
+/// binds it: CI saw the webhook refused its address for that.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low = range.split_whitespace().next().and_then(|n| n.parse::<u16>().ok()).unwrap_or(32768);
+    let below = 10_000..low.max(10_001);
+    let held: Vec<std::net::TcpListener> = (0..10_000)
+        .filter_map(|_| std::net::TcpListener::bind(("127.0.0.1", rand::random_range(below.clone()))).ok())
+        .take(N)
+        .collect();
+    std::array::from_fn(|i| {
+        held.get(i).expect("free ports below the ephemeral range").local_addr().expect("address").port()
+    })
 }
 
 /// Runs a command to completion in `dir`; fails the test with its output on error.
@@ -91,7 +104,7 @@ async fn make_run_in_a_fresh_clone_without_a_context_serves_the_first_example_an
     let mut cleanup = Cleanup { clone: clone.clone(), group: None };
     let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo.join("target"));
     let target = target.join("make-run-test");
-    let (controller_port, verifier_port, webhook_port) = (free_port(), free_port(), free_port());
+    let [controller_port, verifier_port, webhook_port] = free_ports();
     let no_context = work.path().join("no-kubeconfig");
 
     let log_path = work.path().join("make-run.log");

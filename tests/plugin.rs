@@ -72,10 +72,23 @@ async fn grant(ns: &TestNamespace, user: &str, rules: serde_json::Value) {
 /// Writes the KeyUsage of the key `name` of `kind` (UID `uid`) with `status`, as the verifier
 /// would: created bare (a create cannot set status), then its status.
 async fn record_usage(ns: &TestNamespace, kind: Kind, name: &str, uid: &str, status: serde_json::Value) {
+    record_usage_owned_by(ns, kind, name, (name, uid), status).await;
+}
+
+/// Writes the KeyUsage of the key `name` of `kind` with `status`, its controller `owner` (name,
+/// UID) another key of that kind, which must exist: the garbage collector deletes a KeyUsage
+/// whose owner is gone, maybe before its status is written.
+async fn record_usage_owned_by(
+    ns: &TestNamespace,
+    kind: Kind,
+    name: &str,
+    (owner, uid): (&str, &str),
+    status: serde_json::Value,
+) {
     let usage: KeyUsage = serde_json::from_value(json!({
         "apiVersion": "keyward.io/v1alpha1", "kind": "KeyUsage",
         "metadata": {"name": usage_name(kind, name), "ownerReferences": [{
-            "apiVersion": "keyward.io/v1alpha1", "kind": kind.as_str(), "name": name, "uid": uid, "controller": true,
+            "apiVersion": "keyward.io/v1alpha1", "kind": kind.as_str(), "name": owner, "uid": uid, "controller": true,
         }]},
         "spec": {"kind": kind.as_str(), "name": name},
     }))
@@ -288,9 +301,10 @@ async fn list_shows_when_each_key_was_last_used_from_its_keyusage_and_a_dash_wit
     // Seen by an application, but never with a VALID answer.
     let apps = json!([{"name": "a", "state": "Pending", "firstSeenAt": two_days, "lastSeenAt": two_days}]);
     record_usage(&ns, Kind::ApiKey, "idle", &idle, json!({"applications": apps})).await;
-    // Left by a deleted key of the same name, until the garbage collector takes it.
-    record_usage(&ns, Kind::ApiKey, "renamed", "0c0ffee0-0000-4000-8000-000000000000", json!({"lastUsedAt": two_days}))
-        .await;
+    // A KeyUsage of this name that another key owns, as one left by a deleted key of the same
+    // name is until the garbage collector takes it (an owner that is gone would let the
+    // collector take it before the list, and the dash would prove nothing): not this key's.
+    record_usage_owned_by(&ns, Kind::ApiKey, "renamed", ("used", &used), json!({"lastUsedAt": two_days})).await;
     let billing = ns.create_credential("billing", json!({"tokens": [{"name": "primary"}]})).await;
     let tokens = json!([{"name": "primary", "lastUsedAt": two_days}]);
     record_usage(
