@@ -36,7 +36,9 @@
 //! writes back, which the bare floor does not pay.
 //!
 //! Figure 1 is measured `KEYWARD_BENCH_ROUNDS` (3) times, floor, controller and floor again,
-//! each in a fresh namespace (and with a fresh controller); the medians are compared.
+//! each in a fresh namespace (and with a fresh controller); the medians are compared, and each
+//! round's controller with the mean of its own two floors (the median of those ratios is the
+//! figure least moved by a slow spell of this machine).
 //!
 //! Other settings: `KEYWARD_BENCH_CONCURRENCY` (32) is the controller's `--concurrency` and the
 //! bench's own requests in flight; `KEYWARD_BENCH_LOG` (`info`) is the controller's `RUST_LOG`
@@ -204,6 +206,14 @@ impl common::Bench for Bench {
         f.ratio_start_after = ratio(f.controller_start_secs, f.floor_after_secs);
         f.ratio_ready_before = ratio(f.controller_ready_secs, f.floor_before_secs);
         f.ratio_ready_after = ratio(f.controller_ready_secs, f.floor_after_secs);
+        // Round by round: the controller over the mean of the floors either side of it.
+        let paired = |controller: &[f64]| -> Vec<f64> {
+            controller.iter().zip(before.secs.iter().zip(&after.secs)).map(|(c, (b, a))| c / ((b + a) / 2.0)).collect()
+        };
+        f.ratio_start_rounds = paired(&through.secs);
+        f.ratio_ready_rounds = paired(&through.ready_secs);
+        f.ratio_start_paired = median(&f.ratio_start_rounds);
+        f.ratio_ready_paired = median(&f.ratio_ready_rounds);
         f.floor_before_rounds_secs = before.secs.clone();
         f.floor_after_rounds_secs = after.secs.clone();
         f.controller_start_rounds_secs = through.secs.clone();
