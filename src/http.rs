@@ -9,7 +9,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use futures::FutureExt;
+use futures::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -59,25 +61,45 @@ fn too_many_headers(headers: &HeaderMap) -> Option<Response<Body>> {
     Some(refused)
 }
 
-/// Serves `router` on `listener` until `shutdown` turns true, then lets open requests finish.
-/// Every request carries the peer address as [`ConnectInfo`].
-pub async fn serve(listener: TcpListener, router: Router, shutdown: watch::Receiver<bool>) -> Result<()> {
-    serve_connections(listener, router, shutdown, None).await
+/// What the requests of a connection are handed to, with the peer's address.
+pub trait Handler: Clone + Send + Sync + 'static {
+    fn handle(
+        self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send + 'static;
+}
+
+/// A router: each request carries the peer address as [`ConnectInfo`].
+impl Handler for Router {
+    fn handle(
+        self,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send + 'static {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        self.oneshot(request).map(|answered| answered.unwrap_or_else(|never| match never {}))
+    }
+}
+
+/// Serves `handler` on `listener` until `shutdown` turns true, then lets open requests finish.
+pub async fn serve(listener: TcpListener, handler: impl Handler, shutdown: watch::Receiver<bool>) -> Result<()> {
+    serve_connections(listener, handler, shutdown, None).await
 }
 
 /// [`serve`] over TLS, with the certificate `tls` holds at the time each connection arrives.
 pub async fn serve_tls(
     listener: TcpListener,
-    router: Router,
+    handler: impl Handler,
     shutdown: watch::Receiver<bool>,
     tls: Arc<CertificateFiles>,
 ) -> Result<()> {
-    serve_connections(listener, router, shutdown, Some(tls)).await
+    serve_connections(listener, handler, shutdown, Some(tls)).await
 }
 
 async fn serve_connections(
     listener: TcpListener,
-    router: Router,
+    handler: impl Handler,
     mut shutdown: watch::Receiver<bool>,
     tls: Option<Arc<CertificateFiles>>,
 ) -> Result<()> {
@@ -102,17 +124,13 @@ async fn serve_connections(
         };
         // Small responses go out at once rather than waiting for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            let refused = too_many_headers(request.headers());
-            request.extensions_mut().insert(ConnectInfo(peer));
-            let router = router.clone();
-            async move {
-                if let Some(refused) = refused {
-                    return Ok(refused);
-                }
-                Ok::<_, Infallible>(router.oneshot(request).await.unwrap_or_else(|never| match never {}))
-            }
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let answered = match too_many_headers(request.headers()) {
+                Some(refused) => Either::Left(std::future::ready(refused)),
+                None => Either::Right(handler.clone().handle(request, peer)),
+            };
+            answered.map(Ok::<_, Infallible>)
         });
         let (http, watcher) = (http.clone(), graceful.watcher());
         let acceptor = tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.current()));

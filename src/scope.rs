@@ -26,7 +26,18 @@ pub fn validate_granted(scope: &str) -> Result<(), String> {
 
 /// Checks a required scope (no wildcards).
 pub fn validate_required(scope: &str) -> Result<(), String> {
-    if scope.split('.').all(is_plain_segment) {
+    // Asked for every scope of every request: one pass over the bytes, a dot never first, last
+    // or after another (no segment empty).
+    let mut previous = b'.';
+    let plain = scope.bytes().all(|b| {
+        let fits = match b {
+            b'.' => previous != b'.',
+            _ => b.is_ascii_alphanumeric() || b == b'_' || b == b'-',
+        };
+        previous = b;
+        fits
+    });
+    if plain && previous != b'.' {
         Ok(())
     } else {
         Err("required scopes are dot-separated segments of A-Z, a-z, 0-9, '_' and '-'".into())
@@ -39,6 +50,13 @@ fn is_plain_segment(segment: &str) -> bool {
 
 /// Does `granted` (which may hold wildcards) cover `required`?
 pub fn grants(granted: &str, required: &str) -> bool {
+    // Every scope covers itself, as the walk finds segment by segment (a test holds it to
+    // that): the usual case, a key granting exactly what a route requires, needs no split.
+    granted == required || covers(granted, required)
+}
+
+/// [`grants`], segment by segment.
+fn covers(granted: &str, required: &str) -> bool {
     let mut want = required.split('.');
     let mut have = granted.split('.').peekable();
     while let Some(g) = have.next() {
@@ -87,6 +105,13 @@ mod tests {
     }
 
     #[test]
+    fn every_scope_covers_itself_as_its_segments_do() {
+        for scope in ["orders.read", "deploy.>", "orders.*", "*", "*.read", "a_b-c.D9", ">"] {
+            assert!(covers(scope, scope), "{scope}");
+        }
+    }
+
+    #[test]
     fn every_required_scope_needs_a_grant() {
         assert!(grants_all(&["orders.read", "deploy.>"], &["orders.read", "deploy.prod.write"]));
         assert!(!grants_all(&["orders.read"], &["orders.read", "orders.write"]));
@@ -101,7 +126,12 @@ mod tests {
         for bad in ["", "orders.", ".read", "orders..read", ">", "a.>.b", "orders read", "ordérs", "a.b>"] {
             assert!(validate_granted(bad).is_err(), "{bad:?} should be refused");
         }
-        assert!(validate_required("orders.*").is_err());
-        assert!(validate_required("orders.read").is_ok());
+        for ok in ["orders.read", "a_b-c.D9", "x"] {
+            assert_eq!(validate_required(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", ".", "orders.", ".read", "orders..read", ">", "orders.*", "deploy.>", "orders read", "ordérs"]
+        {
+            assert!(validate_required(bad).is_err(), "{bad:?} should be refused");
+        }
     }
 }

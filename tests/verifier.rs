@@ -68,6 +68,14 @@ async fn forward_auth_answers_with_status_and_headers() {
     }
     // Envoy's ext_authz sends the original method and path after the prefix.
     assert_eq!(verifier.auth("/v1/auth/orders/42?scope=orders.read", &[("X-Api-Key", &token)]).await.status, 200);
+    // The original request for "/", and one of another method; a neighbour of the prefix is not it.
+    assert_eq!(verifier.auth("/v1/auth/?scope=orders.read", &[("X-Api-Key", &token)]).await.status, 200);
+    let addr = verifier.listen_addr().await;
+    let post =
+        format!("POST /v1/auth/orders HTTP/1.1\r\nHost: {addr}\r\nX-Api-Key: {token}\r\nContent-Length: 2\r\n\r\n{{}}");
+    let posted = support::http::http(&addr, post.as_bytes()).await;
+    assert_eq!((posted.status, posted.header("x-keyward-code")), (200, Some("VALID")), "{posted:?}");
+    assert_eq!(verifier.auth("/v1/authz", &[("X-Api-Key", &token)]).await.status, 404);
 
     let scoped = verifier.auth("/v1/auth?scope=orders.read&scope=orders.read.all", &[("Authorization", &bearer)]).await;
     assert_eq!(scoped.status, 403, "'*' is one segment: {scoped:?}");

@@ -11,8 +11,9 @@
 //!    the index. The floor is NGINX answering `return 200;` with one worker (`nginx.rs`), the
 //!    proxy a user already runs: the verifier's req/s over NGINX's (goal at least 0.8) and p99
 //!    over NGINX's (goal at most 1.5). Beside it, the same-stack baseline: the same HTTP stack
-//!    (`keyward::http::serve`, the health routes merged in as in the verifier) with a
-//!    `/v1/auth` handler that answers 200 without looking at anything. Every server gets the
+//!    (`keyward::http::serve`, `/v1/auth` answered before the router as the verifier's
+//!    `Server` does, the health routes routed behind it) answering 200 without looking at
+//!    anything. Every server gets the
 //!    very same requests. The index is filled in-process: each server but NGINX is this bench
 //!    binary started again as a child process (`#[tokio::main]` defaults and mimalloc, as the
 //!    `keyward` binary). The servers are measured one at a time, taking turns over

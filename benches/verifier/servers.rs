@@ -9,11 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::routing::any;
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, Response};
+use futures::future::Either;
+use hyper::body::Incoming;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keyward::api::{ApiKey, Kind};
+use keyward::http::Handler;
 use keyward::judge::{ObjectKey, apikey_entries};
 use keyward::token::Token;
 use keyward::verifier::Verifier;
@@ -46,36 +49,59 @@ pub async fn serve(role: String) -> ExitCode {
 
 async fn serve_role(role: &str) -> Result<()> {
     let (_ready_tx, ready) = watch::channel(true);
-    let (router, tokens) = match role {
-        "baseline" => {
+    match role {
+        "baseline" | "baseline-sized" => {
             let metrics = keyward::verifier::metrics::VerifierMetrics::default();
-            let router = Router::new()
-                .route("/v1/auth", any(|| async { StatusCode::OK }))
-                .merge(keyward::metrics::health_routes(metrics.registry(), ready));
-            (router, Vec::new())
-        }
-        "baseline-sized" => {
-            let metrics = keyward::verifier::metrics::VerifierMetrics::default();
-            let answer = sized_answer()?;
-            let router = Router::new()
-                .route("/v1/auth", any(move || std::future::ready(answer.clone())))
-                .merge(keyward::metrics::health_routes(metrics.registry(), ready));
-            (router, Vec::new())
+            let router = keyward::metrics::health_routes(metrics.registry(), ready);
+            let answer = match role {
+                "baseline" => Vec::new(),
+                _ => sized_answer()?.to_vec(),
+            };
+            serve_on(role, Fixed { answer: answer.into(), router }, &[]).await
         }
         "verifier" => {
             let keys = env_number(ROLE_KEYS_VAR, 0)?;
             let sample = env_number(ROLE_TOKENS_VAR, 0)?;
             let (verifier, tokens) = filled_verifier(keys, sample)?;
             let registry = verifier.metrics.registry();
-            let router =
-                keyward::verifier::http::routes(verifier).merge(keyward::metrics::health_routes(registry, ready));
-            (router, tokens)
+            let router = keyward::verifier::http::routes(verifier.clone())
+                .merge(keyward::metrics::health_routes(registry, ready));
+            serve_on(role, keyward::verifier::http::Server::new(verifier, router), &tokens).await
         }
-        other => return Err(format!("{ROLE_VAR}={other:?}: baseline or verifier").into()),
-    };
+        other => Err(format!("{ROLE_VAR}={other:?}: baseline or verifier").into()),
+    }
+}
+
+/// A baseline: `/v1/auth` answered at once with `answer`'s headers and no body, as the
+/// verifier's [`keyward::verifier::http::Server`] answers it before any routing; every other
+/// path (the health routes) routed.
+#[derive(Clone)]
+struct Fixed {
+    answer: Arc<[(HeaderName, HeaderValue)]>,
+    router: Router,
+}
+
+impl Handler for Fixed {
+    fn handle(
+        self,
+        request: hyper::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send + 'static {
+        if request.uri().path() != "/v1/auth" {
+            return Either::Right(self.router.handle(request, peer));
+        }
+        let mut response = Response::new(Body::empty());
+        response.headers_mut().extend(self.answer.iter().cloned());
+        Either::Left(std::future::ready(response))
+    }
+}
+
+/// Serves `handler` on a loopback port the kernel picks, after printing the lines
+/// [`serve`] promises; until SIGTERM.
+async fn serve_on(role: &str, handler: impl Handler, tokens: &[String]) -> Result<()> {
     let listener = keyward::http::bind(([127, 0, 0, 1], 0).into(), &format!("/v1/auth ({role})")).await?;
     let mut out = format!("listening {}\n", listener.local_addr()?);
-    for token in &tokens {
+    for token in tokens {
         out.push_str(&format!("token {token}\n"));
     }
     out.push_str("ready\n");
@@ -91,7 +117,7 @@ async fn serve_role(role: &str) -> Result<()> {
         terminate.recv().await;
         shutdown_tx.send_replace(true);
     });
-    keyward::http::serve(listener, router, shutdown).await?;
+    keyward::http::serve(listener, handler, shutdown).await?;
     Ok(())
 }
 

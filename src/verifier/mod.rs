@@ -190,9 +190,10 @@ pub async fn run(
         }
         _ => futures::future::pending().boxed(),
     };
+    let server = http::Server::new(verifier.clone(), router);
     let watches = follow_all(client, &settings, verifier, ready_tx);
     tokio::select! {
-        served = crate::http::serve(listener, router, shutdown) => served,
+        served = crate::http::serve(listener, server, shutdown) => served,
         () = watches => Ok(()),
         () = signing => Ok(()),
         () = usage => Ok(()),
