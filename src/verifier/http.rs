@@ -50,7 +50,7 @@ pub fn routes(verifier: Arc<Verifier>) -> Router {
 /// The verifier's server: `/v1/auth`, at any method and any path below it (Envoy's ext_authz
 /// sends the original request's method and path after the prefix), judged at once; every other
 /// request goes to `router`. `/v1/auth` is what a gateway asks on every request it forwards:
-/// the router's matching and the request's extensions map were an eighth of its instructions
+/// the router's matching and the request's extensions map were a sixth of its instructions
 /// (callgrind), for a choice a prefix makes.
 #[derive(Clone)]
 pub struct Server {
