@@ -61,45 +61,45 @@ fn too_many_headers(headers: &HeaderMap) -> Option<Response<Body>> {
     Some(refused)
 }
 
-/// What the requests of a connection are handed to, with the peer's address.
-pub trait Handler: Clone + Send + Sync + 'static {
-    fn handle(
-        self,
+/// What answers the requests of a connection, given the peer's address.
+pub trait Respond: Clone + Send + 'static {
+    fn respond(
+        &self,
         request: Request<Incoming>,
         peer: SocketAddr,
-    ) -> impl Future<Output = Response<Body>> + Send + 'static;
+    ) -> impl Future<Output = Response<Body>> + Send + use<Self>;
 }
 
 /// A router: each request carries the peer address as [`ConnectInfo`].
-impl Handler for Router {
-    fn handle(
-        self,
+impl Respond for Router {
+    fn respond(
+        &self,
         mut request: Request<Incoming>,
         peer: SocketAddr,
-    ) -> impl Future<Output = Response<Body>> + Send + 'static {
+    ) -> impl Future<Output = Response<Body>> + Send + use<> {
         request.extensions_mut().insert(ConnectInfo(peer));
-        self.oneshot(request).map(|answered| answered.unwrap_or_else(|never| match never {}))
+        self.clone().oneshot(request).map(|answered| answered.unwrap_or_else(|never| match never {}))
     }
 }
 
-/// Serves `handler` on `listener` until `shutdown` turns true, then lets open requests finish.
-pub async fn serve(listener: TcpListener, handler: impl Handler, shutdown: watch::Receiver<bool>) -> Result<()> {
-    serve_connections(listener, handler, shutdown, None).await
+/// Serves `responder` on `listener` until `shutdown` turns true, then lets open requests finish.
+pub async fn serve(listener: TcpListener, responder: impl Respond, shutdown: watch::Receiver<bool>) -> Result<()> {
+    serve_connections(listener, responder, shutdown, None).await
 }
 
 /// [`serve`] over TLS, with the certificate `tls` holds at the time each connection arrives.
 pub async fn serve_tls(
     listener: TcpListener,
-    handler: impl Handler,
+    responder: impl Respond,
     shutdown: watch::Receiver<bool>,
     tls: Arc<CertificateFiles>,
 ) -> Result<()> {
-    serve_connections(listener, handler, shutdown, Some(tls)).await
+    serve_connections(listener, responder, shutdown, Some(tls)).await
 }
 
 async fn serve_connections(
     listener: TcpListener,
-    handler: impl Handler,
+    responder: impl Respond,
     mut shutdown: watch::Receiver<bool>,
     tls: Option<Arc<CertificateFiles>>,
 ) -> Result<()> {
@@ -124,11 +124,11 @@ async fn serve_connections(
         };
         // Small responses go out at once rather than waiting for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
+        let responder = responder.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let answered = match too_many_headers(request.headers()) {
                 Some(refused) => Either::Left(std::future::ready(refused)),
-                None => Either::Right(handler.clone().handle(request, peer)),
+                None => Either::Right(responder.respond(request, peer)),
             };
             answered.map(Ok::<_, Infallible>)
         });

@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn every_scope_covers_itself_as_its_segments_do() {
-        for scope in ["orders.read", "deploy.>", "orders.*", "*", "*.read", "a_b-c.D9", ">"] {
+        for scope in ["orders.read", "deploy.>", "orders.*", "*", "*.read", "a_b-c.D9", ">", "", ".", "a..b", "a.>.b"] {
             assert!(covers(scope, scope), "{scope}");
         }
     }

@@ -76,6 +76,26 @@ async fn forward_auth_answers_with_status_and_headers() {
     let posted = support::http::http(&addr, post.as_bytes()).await;
     assert_eq!((posted.status, posted.header("x-keyward-code")), (200, Some("VALID")), "{posted:?}");
     assert_eq!(verifier.auth("/v1/authz", &[("X-Api-Key", &token)]).await.status, 404);
+    // HEAD: the answer without a body, its length stated as a GET's would be.
+    let head = format!("HEAD /v1/auth HTTP/1.1\r\nHost: {addr}\r\nX-Api-Key: {token}\r\n\r\n");
+    let head = support::http::http(&addr, head.as_bytes()).await;
+    assert_eq!((head.status, head.header("content-length"), head.body.as_str()), (200, Some("0"), ""), "{head:?}");
+    // A body sent to /v1/auth is passed over, and the connection serves the next request.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = |method: &str, body: &str, last: &str| {
+            format!(
+                "{method} /v1/auth HTTP/1.1\r\nHost: {addr}\r\nX-Api-Key: {token}\r\nContent-Length: {}\r\n{last}\r\n{body}",
+                body.len()
+            )
+        };
+        let both = request("POST", r#"{"ignored": true}"#, "") + &request("GET", "", "Connection: close\r\n");
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        stream.write_all(both.as_bytes()).await.expect("write");
+        let mut answers = String::new();
+        tokio::time::timeout(DEADLINE, stream.read_to_string(&mut answers)).await.expect("in time").expect("read");
+        assert_eq!(answers.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{answers}");
+    }
 
     let scoped = verifier.auth("/v1/auth?scope=orders.read&scope=orders.read.all", &[("Authorization", &bearer)]).await;
     assert_eq!(scoped.status, 403, "'*' is one segment: {scoped:?}");

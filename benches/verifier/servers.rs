@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keyward::api::{ApiKey, Kind};
-use keyward::http::Handler;
+use keyward::http::Respond;
 use keyward::judge::{ObjectKey, apikey_entries};
 use keyward::token::Token;
 use keyward::verifier::Verifier;
@@ -68,27 +68,27 @@ async fn serve_role(role: &str) -> Result<()> {
                 .merge(keyward::metrics::health_routes(registry, ready));
             serve_on(role, keyward::verifier::http::Server::new(verifier, router), &tokens).await
         }
-        other => Err(format!("{ROLE_VAR}={other:?}: baseline or verifier").into()),
+        other => Err(format!("{ROLE_VAR}={other:?}: baseline, baseline-sized or verifier").into()),
     }
 }
 
-/// A baseline: `/v1/auth` answered at once with `answer`'s headers and no body, as the
-/// verifier's [`keyward::verifier::http::Server`] answers it before any routing; every other
-/// path (the health routes) routed.
+/// A baseline: `/v1/auth` (the one path the bench asks) answered at once with `answer`'s
+/// headers and no body, before any routing as by the verifier's
+/// [`keyward::verifier::http::Server`]; every other path (the health routes) routed.
 #[derive(Clone)]
 struct Fixed {
     answer: Arc<[(HeaderName, HeaderValue)]>,
     router: Router,
 }
 
-impl Handler for Fixed {
-    fn handle(
-        self,
+impl Respond for Fixed {
+    fn respond(
+        &self,
         request: hyper::Request<Incoming>,
         peer: SocketAddr,
-    ) -> impl Future<Output = Response<Body>> + Send + 'static {
+    ) -> impl Future<Output = Response<Body>> + Send + use<> {
         if request.uri().path() != "/v1/auth" {
-            return Either::Right(self.router.handle(request, peer));
+            return Either::Right(self.router.respond(request, peer));
         }
         let mut response = Response::new(Body::empty());
         response.headers_mut().extend(self.answer.iter().cloned());
@@ -96,9 +96,9 @@ impl Handler for Fixed {
     }
 }
 
-/// Serves `handler` on a loopback port the kernel picks, after printing the lines
+/// Serves `responder` on a loopback port the kernel picks, after printing the lines
 /// [`serve`] promises; until SIGTERM.
-async fn serve_on(role: &str, handler: impl Handler, tokens: &[String]) -> Result<()> {
+async fn serve_on(role: &str, responder: impl Respond, tokens: &[String]) -> Result<()> {
     let listener = keyward::http::bind(([127, 0, 0, 1], 0).into(), &format!("/v1/auth ({role})")).await?;
     let mut out = format!("listening {}\n", listener.local_addr()?);
     for token in tokens {
@@ -117,7 +117,7 @@ async fn serve_on(role: &str, handler: impl Handler, tokens: &[String]) -> Resul
         terminate.recv().await;
         shutdown_tx.send_replace(true);
     });
-    keyward::http::serve(listener, handler, shutdown).await?;
+    keyward::http::serve(listener, responder, shutdown).await?;
     Ok(())
 }
 

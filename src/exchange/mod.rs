@@ -130,7 +130,7 @@ fn seconds(duration: Duration) -> i64 {
 /// The scopes of a token that its key still grants: shared as they are when it grants them all
 /// (no copy per request), filtered when the key was narrowed since the token was issued.
 fn held_scopes(token: &Arc<[Box<str>]>, key: &[Box<str>]) -> Arc<[Box<str>]> {
-    let still = |scope: &str| key.iter().any(|k| **k == *scope || crate::scope::grants(k, scope));
+    let still = |scope: &str| key.iter().any(|k| crate::scope::grants(k, scope));
     if token.iter().all(|s| still(s)) { token.clone() } else { token.iter().filter(|s| still(s)).cloned().collect() }
 }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::future::Either;
@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::Verifier;
 use super::metrics::{Answered, Endpoint};
-use crate::http::{Handler, MAX_BODY_BYTES};
+use crate::http::{MAX_BODY_BYTES, Respond};
 use crate::judge::{Answer, Code, Request, Verdict};
 use crate::scope;
 
@@ -40,7 +40,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_KEYWARD_APP: HeaderName = HeaderName::from_static("x-keyward-app");
 
 /// The routed part of the verifier's API: `POST /v1/verify`. `/v1/auth` is answered by
-/// [`Server`] before any routing.
+/// [`Server`] before any routing, so a route added here at or below `/v1/auth` is never reached.
 pub fn routes(verifier: Arc<Verifier>) -> Router {
     Router::new()
         .route("/v1/verify", post(verify_json).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
@@ -64,17 +64,21 @@ impl Server {
     }
 }
 
-impl Handler for Server {
-    fn handle(
-        self,
+impl Respond for Server {
+    fn respond(
+        &self,
         request: hyper::Request<Incoming>,
         peer: SocketAddr,
-    ) -> impl Future<Output = Response> + Send + 'static {
+    ) -> impl Future<Output = Response> + Send + use<> {
         if !is_forward_auth(request.uri().path()) {
-            return Either::Right(self.router.handle(request, peer));
+            return Either::Right(self.router.respond(request, peer));
         }
         let started = Instant::now();
-        let (answered, response) = judge_forwarded(&self.verifier, peer, request.uri(), request.headers());
+        let (answered, mut response) = judge_forwarded(&self.verifier, peer, request.uri(), request.headers());
+        if request.method() == Method::HEAD && response.status() == StatusCode::OK {
+            // hyper states no length for a HEAD answer without a body: say what a GET's is.
+            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
         self.verifier.metrics.observe(Endpoint::Auth, answered, started.elapsed());
         Either::Left(std::future::ready(response))
     }
