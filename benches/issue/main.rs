@@ -36,7 +36,9 @@
 //! writes back, which the bare floor does not pay.
 //!
 //! Figure 1 is measured `KEYWARD_BENCH_ROUNDS` (3) times, floor, controller and floor again,
-//! each in a fresh namespace (and with a fresh controller); the medians are compared, and each
+//! each in a fresh namespace (and with a fresh controller) that is deleted, and waited out, once
+//! it is measured, so that no part runs beside the objects of the ones before it; figures 3 and
+//! 5 and the restart come from one more controller run, untimed. The medians are compared, and each
 //! round's controller with the mean of its own two floors (the median of those ratios is the
 //! figure least moved by a slow spell of this machine).
 //!
@@ -48,7 +50,7 @@
 //!
 //! The request counter is global to the API server: nothing else may use it during a run.
 //! Every namespace the bench makes carries the label `keyward.io/bench=issue`; they are deleted
-//! (and waited for) at the end, and leftovers of an interrupted run are removed at the start, so
+//! (and waited for) once measured, and leftovers of an interrupted run are removed at the start, so
 //! that their garbage collection never lands inside a measure.
 
 use std::collections::BTreeMap;
@@ -178,21 +180,22 @@ impl common::Bench for Bench {
         let (mut before, mut after) = (Burst::default(), Burst::default());
         let mut through = Burst::default();
         let mut watched = Burst::default();
-        let mut kept = None;
         // The floor before and after each controller run, so that a slow spell of the machine
-        // (or of etcd's disk, or a namespace growing) hits both alike; medians are compared.
+        // (or of etcd's disk) hits both alike; medians are compared. Each part's namespace is
+        // deleted once it is measured, so every timed part finds the API server holding the same
+        // objects (left in place, each part's 2,000 slowed the floors of later rounds).
         for round in 1..=rounds {
             self.floor(&format!("floor-{round}-before"), Extra::None, &mut before).await?;
-            let controller = self.controller_run(round, &mut through).await?;
-            if round < rounds {
-                self.count_log_lines(&controller);
-                controller.stop().await;
-            } else {
-                kept = Some(controller);
-            }
+            self.clear().await?;
+            let controller = self.controller_run(&format!("controller-{round}"), &mut through).await?;
+            self.count_log_lines(&controller);
+            controller.stop().await;
+            self.clear().await?;
             self.floor(&format!("floor-{round}-after"), Extra::None, &mut after).await?;
+            self.clear().await?;
             if self.settings.profile {
                 self.floor(&format!("floor-{round}-watched"), Extra::Watches, &mut watched).await?;
+                self.clear().await?;
             }
         }
         let keys = (n * rounds) as f64;
@@ -235,17 +238,18 @@ impl common::Bench for Bench {
         f.controller_gets_per_key = Some(through.spent.count(|r| is_watched(r) && r.verb == "GET") as f64 / keys);
         f.controller_requests = through.spent.breakdown(|r| is_watched(r) && r.verb != "WATCH");
         f.controller_reconciles_per_key = through.reconciles.map(|r| r as f64 / keys);
-        let Some(controller) = kept else {
-            return Err("KEYWARD_BENCH_ROUNDS must be at least 1".into());
-        };
+        // At rest, expiry and restart: over one more controller run's keys, not timed.
+        let controller = self.controller_run("controller-kept", &mut Burst::default()).await?;
         self.rest(&controller).await?;
         self.expiry(&controller).await?;
         self.count_log_lines(&controller);
         let namespace = controller.namespace.clone();
         controller.stop().await;
         self.restart(&namespace).await?;
+        self.clear().await?;
         if self.settings.profile {
             self.status_writes().await?;
+            self.clear().await?;
             let mut with_events = Burst::default();
             self.floor("floor-events", Extra::Event, &mut with_events).await?;
             let profile = self.figures.profile.get_or_insert_with(Profile::default);
@@ -253,9 +257,11 @@ impl common::Bench for Bench {
             profile.floor_with_events_requests = with_events.spent.breakdown(|r| is_watched(r) && r.verb != "WATCH");
         }
         if self.settings.credentials > 0 {
+            self.clear().await?;
             self.credentials().await?;
         }
         if self.settings.large > 0 {
+            self.clear().await?;
             self.large_run().await?;
         }
         Ok(())
@@ -450,25 +456,22 @@ impl Bench {
     /// Figures 1, 2 and 4 (at 1,000 keys): keys created first, untimed, then a fresh
     /// controller started over them; timed from its spawn and from its readiness until every
     /// key was seen Active.
-    async fn controller_run(&mut self, round: usize, burst: &mut Burst) -> Result<Controller> {
-        let (run, n) = (format!("controller-{round}"), self.settings.keys);
-        let ns = self.namespace(&run).await?;
-        self.pre_apply(&run, &ns, n).await?;
+    async fn controller_run(&mut self, run: &str, burst: &mut Burst) -> Result<Controller> {
+        let n = self.settings.keys;
+        let ns = self.namespace(run).await?;
+        self.pre_apply(run, &ns, n).await?;
         let objects: Api<ApiKey> = Api::namespaced(self.client.clone(), &ns);
         let watch = ActiveWatch::start(objects, n, key_active).await?;
         let events = EventTimes::start(Api::namespaced(self.client.clone(), &ns)).await?;
         let before = Requests::scrape(&self.client).await?;
-        let mut process = self.spawn_controller(&ns, &run)?;
+        let mut process = self.spawn_controller(&ns, run)?;
         let sampler = self.apiserver_port.map(|port| ConnectionSampler::start(process.pid, port));
         let ready = process.wait_ready(Duration::from_secs(60)).await?;
         let controller = Controller { process, namespace: ns.clone() };
         self.progress
             .say(&format!("{run}: keyward controller ready after {:.2} s (pid {})", ready.ready_secs, controller.pid));
-        let done =
-            match watch.wait(active_deadline(n), |seen, of| self.active_progress(&run, "apikeys", seen, of)).await {
-                Ok(done) => done,
-                Err(error) => return Err(controller.explain(error)),
-            };
+        let waited = watch.wait(active_deadline(n), |seen, of| self.active_progress(run, "apikeys", seen, of)).await;
+        let done = waited.map_err(|error| controller.explain(error))?;
         let from_start = done.duration_since(controller.started).as_secs_f64();
         let from_ready = from_start - ready.ready_secs;
         self.progress.say(&format!(
@@ -482,7 +485,7 @@ impl Bench {
             None => None,
         };
         let window = after.since(&before);
-        self.check_foreign(&run, &window, &[]);
+        self.check_foreign(run, &window, &[]);
         burst.secs.push(from_start);
         burst.ready_secs.push(from_ready);
         burst.spent.add(&window);
@@ -775,6 +778,22 @@ impl Bench {
         common::create_namespace(&self.client, &name, BENCH_LABEL_VALUE).await?;
         self.namespaces.push(name.clone());
         Ok(name)
+    }
+
+    /// Deletes the namespaces of the parts measured so far (unless they are kept for
+    /// inspection) and waits until nothing else uses secrets, apikeys or events.
+    async fn clear(&mut self) -> Result<()> {
+        if !common::keep_namespaces() {
+            let names = std::mem::take(&mut self.namespaces);
+            delete_namespaces(&self.client, &names).await;
+        }
+        match wait_quiet(&self.client, Duration::from_secs(300)).await? {
+            Some(_) => Ok(()),
+            None => {
+                Err("secrets, apikeys or events were still in use 5 minutes after a part's namespace was deleted"
+                    .into())
+            }
+        }
     }
 
     /// Deletes the namespaces of an earlier, interrupted run and waits until they are gone.
