@@ -38,20 +38,22 @@
 //! Figure 1 is measured `KEYWARD_BENCH_ROUNDS` (3) times, floor, controller and floor again,
 //! each in a fresh namespace (and with a fresh controller) that is deleted, and waited out, once
 //! it is measured, so that no part runs beside the objects of the ones before it; figures 3 and
-//! 5 and the restart come from one more controller run, untimed. The medians are compared, and each
-//! round's controller with the mean of its own two floors (the median of those ratios is the
-//! figure least moved by a slow spell of this machine).
+//! 5 and the restart come from one more controller run, not recorded. The medians are compared,
+//! and each round's controller with the mean of its own two floors (the median of those ratios
+//! is the figure least moved by a slow spell of this machine).
 //!
 //! Other settings: `KEYWARD_BENCH_CONCURRENCY` (32) is the controller's `--concurrency` and the
 //! bench's own requests in flight; `KEYWARD_BENCH_LOG` (`info`) is the controller's `RUST_LOG`
 //! (its logs go to `target/bench/issue-*.log`); `KEYWARD_BENCH_KEEP_NAMESPACES=1` leaves the
-//! namespaces for inspection. `KEYWARD_BENCH_LARGE=0`, `KEYWARD_BENCH_EXPIRING=0` or
-//! `KEYWARD_BENCH_CREDENTIALS=0` skip those parts.
+//! namespaces for inspection (figure 1's parts then run beside the earlier parts' objects).
+//! `KEYWARD_BENCH_LARGE=0`, `KEYWARD_BENCH_EXPIRING=0` or `KEYWARD_BENCH_CREDENTIALS=0` skip
+//! those parts.
 //!
 //! The request counter is global to the API server: nothing else may use it during a run.
-//! Every namespace the bench makes carries the label `keyward.io/bench=issue`; they are deleted
-//! (and waited for) once measured, and leftovers of an interrupted run are removed at the start, so
-//! that their garbage collection never lands inside a measure.
+//! Every namespace the bench makes carries the label `keyward.io/bench=issue`; figure 1's are
+//! deleted (and waited for) once measured, the others at the end, and leftovers of an
+//! interrupted run are removed at the start, so that their garbage collection never lands
+//! inside a measure.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -187,7 +189,7 @@ impl common::Bench for Bench {
         for round in 1..=rounds {
             self.floor(&format!("floor-{round}-before"), Extra::None, &mut before).await?;
             self.clear().await?;
-            let controller = self.controller_run(&format!("controller-{round}"), &mut through).await?;
+            let controller = self.controller_run(&format!("controller-{round}"), Some(&mut through)).await?;
             self.count_log_lines(&controller);
             controller.stop().await;
             self.clear().await?;
@@ -238,8 +240,8 @@ impl common::Bench for Bench {
         f.controller_gets_per_key = Some(through.spent.count(|r| is_watched(r) && r.verb == "GET") as f64 / keys);
         f.controller_requests = through.spent.breakdown(|r| is_watched(r) && r.verb != "WATCH");
         f.controller_reconciles_per_key = through.reconciles.map(|r| r as f64 / keys);
-        // At rest, expiry and restart: over one more controller run's keys, not timed.
-        let controller = self.controller_run("controller-kept", &mut Burst::default()).await?;
+        // At rest, expiry and restart: over one more controller run's keys, not recorded.
+        let controller = self.controller_run("controller-kept", None).await?;
         self.rest(&controller).await?;
         self.expiry(&controller).await?;
         self.count_log_lines(&controller);
@@ -455,8 +457,9 @@ impl Bench {
 
     /// Figures 1, 2 and 4 (at 1,000 keys): keys created first, untimed, then a fresh
     /// controller started over them; timed from its spawn and from its readiness until every
-    /// key was seen Active.
-    async fn controller_run(&mut self, run: &str, burst: &mut Burst) -> Result<Controller> {
+    /// key was seen Active, into `burst` and the profile. Without a `burst`, the same run
+    /// recorded nowhere: the keys and controller that figures 3 and 5 and the restart use.
+    async fn controller_run(&mut self, run: &str, burst: Option<&mut Burst>) -> Result<Controller> {
         let n = self.settings.keys;
         let ns = self.namespace(run).await?;
         self.pre_apply(run, &ns, n).await?;
@@ -486,6 +489,9 @@ impl Bench {
         };
         let window = after.since(&before);
         self.check_foreign(run, &window, &[]);
+        let Some(burst) = burst else {
+            return Ok(controller);
+        };
         burst.secs.push(from_start);
         burst.ready_secs.push(from_ready);
         burst.spent.add(&window);
@@ -563,8 +569,8 @@ impl Bench {
     }
 
     /// Figure 6: figures 1 to 3 for Credentials of several tokens, baseline and controller
-    /// taking turns over the rounds as for the keys, then the rest window with the last
-    /// controller running over its settled Credentials.
+    /// taking turns over the rounds as for the keys (but their namespaces kept until the end),
+    /// then the rest window with the last controller running over its settled Credentials.
     async fn credentials(&mut self) -> Result<()> {
         let (n, tokens, rounds) = (self.settings.credentials, self.settings.credential_tokens, self.settings.rounds);
         let active = move |credential: &Credential| credential_active(credential, tokens);
@@ -781,8 +787,11 @@ impl Bench {
     }
 
     /// Deletes the namespaces of the parts measured so far (unless they are kept for
-    /// inspection) and waits until nothing else uses secrets, apikeys or events.
+    /// inspection) and waits until nothing else uses secrets, apikeys, credentials or events.
     async fn clear(&mut self) -> Result<()> {
+        if self.namespaces.is_empty() {
+            return Ok(());
+        }
         if !common::keep_namespaces() {
             let names = std::mem::take(&mut self.namespaces);
             delete_namespaces(&self.client, &names).await;
@@ -790,7 +799,7 @@ impl Bench {
         match wait_quiet(&self.client, Duration::from_secs(300)).await? {
             Some(_) => Ok(()),
             None => {
-                Err("secrets, apikeys or events were still in use 5 minutes after a part's namespace was deleted"
+                Err("secrets, apikeys, credentials or events were still in use 5 minutes after a part was measured"
                     .into())
             }
         }
