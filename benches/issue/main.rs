@@ -185,8 +185,9 @@ impl common::Bench for Bench {
         // The floor before and after each controller run, so that a slow spell of the machine
         // (or of etcd's disk) hits both alike; medians are compared. Each part's namespace is
         // deleted once it is measured, so every timed part finds the API server holding the same
-        // objects. That does not narrow the spread: identical floors, each cleared, took 2.3 to
-        // 4.7 s in one run on a 2-core machine, which is why rounds are paired and medians taken.
+        // objects. That does not narrow the spread: identical floors, each cleared, took 2.5 to
+        // 4.7 s within one run on a 2-core machine, which is why rounds are paired and medians
+        // taken.
         for round in 1..=rounds {
             self.floor(&format!("floor-{round}-before"), Extra::None, &mut before).await?;
             self.clear().await?;
